@@ -1,0 +1,26 @@
+//! sd-webgpu: Stable Diffusion on burn, for WebGPU in the browser and for native use.
+//!
+//! One code path for every device: the same modules run on burn's CPU backend, on wgpu
+//! natively (Vulkan) and on WebGPU in the browser. Only device creation differs
+//! (see [`device`]).
+
+pub mod device;
+pub mod error;
+pub mod ops;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use burn::tensor::{Device, Tensor, TensorData};
+pub use error::Error;
+
+/// Reads a float tensor back to the host as `f32`s, without blocking: a synchronous read
+/// panics in the browser, so every read in this crate goes through here.
+pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
+    let data = tensor
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Gpu(format!("reading a tensor back failed: {e}")))?;
+    data.try_into_vec_as::<f32>()
+        .map_err(|e| Error::Gpu(format!("tensor data is not f32: {e:?}")))
+}

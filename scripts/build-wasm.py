@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Builds the browser package into www/pkg with the settings in wasm-pack.toml.
+
+wasm-pack compiles and runs wasm-bindgen; wasm-opt then shrinks the module. wasm-opt is slow
+(minutes on a 30 MB module), so it is skipped when its input has not changed since the last
+build.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main() -> int:
+    config = tomllib.loads((ROOT / "wasm-pack.toml").read_text())
+    build, opt = config["build"], config["wasm-opt"]
+    out_dir = ROOT / build["out_dir"]
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    staging = target_dir / "wasm-pkg"
+
+    cmd = [
+        "wasm-pack", "build", str(ROOT / build["crate"]),
+        "--target", build["target"],
+        "--profile", build["profile"],
+        "--out-dir", str(staging),
+        "--mode", "no-install",  # never download tools at build time
+        "--no-opt",  # wasm-opt runs below, with our pinned binaryen
+        "--no-pack",
+    ]
+    if build.get("features"):
+        cmd += ["--", "--features", ",".join(build["features"])]
+    print("[build-wasm]", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wasm_name = None
+    for item in staging.iterdir():
+        if item.suffix == ".wasm":
+            wasm_name = item.name
+        elif item.is_file() and item.name != ".gitignore":
+            shutil.copy2(item, out_dir / item.name)
+    if wasm_name is None:
+        print("[build-wasm] wasm-pack produced no .wasm file", file=sys.stderr)
+        return 1
+
+    source, dest = staging / wasm_name, out_dir / wasm_name
+    stamp = out_dir / (wasm_name + ".source-sha256")
+    digest = sha256(source)
+    if dest.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        print(f"[build-wasm] {dest.relative_to(ROOT)} is up to date", file=sys.stderr)
+        return 0
+    stamp.unlink(missing_ok=True)
+    if opt.get("enabled", True):
+        wasm_opt = ROOT / "node_modules" / ".bin" / "wasm-opt"
+        if not wasm_opt.exists():
+            print("[build-wasm] wasm-opt missing: run scripts/setup.sh", file=sys.stderr)
+            return 1
+        print("[build-wasm] wasm-opt", " ".join(opt["args"]), "(takes a few minutes)", file=sys.stderr, flush=True)
+        subprocess.run([str(wasm_opt), *opt["args"], str(source), "-o", str(dest)], check=True)
+    else:
+        shutil.copy2(source, dest)
+    stamp.write_text(digest + "\n")
+    size = dest.stat().st_size
+    print(f"[build-wasm] {dest.relative_to(ROOT)}: {size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+//! Shared helpers for the golden and kernel tests: deterministic inputs, plain-Rust
+//! reference implementations, and the tolerance check. Used natively and in the browser.
+
+#![allow(dead_code)]
+
+pub mod reference;
+
+use sd_webgpu::{Device, Tensor, TensorData};
+
+/// A small deterministic generator (SplitMix64), so every tier and platform sees the same
+/// inputs without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// `n` values uniform in `[-scale, scale)`.
+    pub fn uniform(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                (unit * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+pub fn tensor<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+/// Max absolute error must stay within `rel_tol` times the output's scale (its largest
+/// magnitude). Returns a message naming the worst element otherwise.
+pub fn check_close(what: &str, got: &[f32], want: &[f32], rel_tol: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: got {} values, want {}", got.len(), want.len()));
+    }
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+    let (mut worst, mut at) = (0.0f64, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - *w as f64).abs();
+        if !(err <= worst) {
+            // `!(<=)` also catches NaN.
+            worst = err;
+            at = i;
+        }
+    }
+    if worst <= rel_tol * scale {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: max abs error {worst:.3e} at index {at} (got {}, want {}) exceeds {rel_tol:.0e} x scale {scale:.3e}",
+            got[at], want[at]
+        ))
+    }
+}
+
+/// Runs an async check on each device of this tier: `cpu` and `wgpu` natively,
+/// `webgpu` in the browser. A check returns `Err(message)` on mismatch.
+#[macro_export]
+macro_rules! on_every_device {
+    ($($name:ident => $check:path;)+) => {$(
+        mod $name {
+            #[cfg(not(target_arch = "wasm32"))]
+            #[test]
+            fn cpu() {
+                let device = sd_webgpu::device::cpu();
+                if let Err(e) = pollster::block_on($check(&device)) {
+                    panic!("{e}");
+                }
+            }
+
+            #[cfg(not(target_arch = "wasm32"))]
+            #[test]
+            fn wgpu() {
+                pollster::block_on(async {
+                    let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
+                    if let Err(e) = $check(&device).await {
+                        panic!("{e}");
+                    }
+                });
+            }
+
+            #[cfg(target_arch = "wasm32")]
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn webgpu() {
+                let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
+                if let Err(e) = $check(&device).await {
+                    panic!("{e}");
+                }
+            }
+        }
+    )+};
+}

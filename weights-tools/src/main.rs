@@ -1,0 +1,54 @@
+//! `sd-weights`: the native companion of sd-webgpu.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sd_webgpu::device;
+
+#[derive(Parser)]
+#[command(name = "sd-weights", version, about = "Stable Diffusion weights for sd-webgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that each compute backend (CPU, GPU through wgpu) works on this machine.
+    Devices,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Devices => devices(),
+    }
+}
+
+fn devices() -> ExitCode {
+    let mut ok = true;
+    let cpu = device::cpu();
+    ok &= report("cpu", pollster::block_on(device::self_check(&cpu)));
+    let gpu = pollster::block_on(async {
+        let device = device::gpu().await?;
+        device::self_check(&device).await
+    });
+    ok &= report("wgpu", gpu);
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn report(name: &str, result: Result<f64, sd_webgpu::Error>) -> bool {
+    match result {
+        Ok(err) if err < 1e-3 => {
+            println!("{name}: ok (max error {err:.1e})");
+            true
+        }
+        Ok(err) => {
+            println!("{name}: computes wrong results (max error {err:.1e})");
+            false
+        }
+        Err(e) => {
+            println!("{name}: unavailable: {e}");
+            false
+        }
+    }
+}
