@@ -1,7 +1,5 @@
 //! Device selection: the only place where CPU, native GPU and browser GPU differ.
 
-use std::sync::OnceLock;
-
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 
@@ -26,23 +24,23 @@ fn graphics_api() -> WgpuBackend {
     }
 }
 
-static GPU: OnceLock<Device> = OnceLock::new();
+static GPU: async_lock::OnceCell<Device> = async_lock::OnceCell::new();
 
 /// The GPU device: WebGPU in the browser, Vulkan (or Metal) natively.
 ///
 /// burn's wgpu runtime can be initialised once per process, so the device is created on the
-/// first call and shared afterwards. Asynchronous because a browser hands out adapters only
-/// through promises.
+/// first call and shared afterwards; concurrent first calls wait for the one creating it.
+/// Asynchronous because a browser hands out adapters only through promises.
 pub async fn gpu() -> Result<Device, Error> {
-    if let Some(device) = GPU.get() {
-        return Ok(device.clone());
-    }
-    let device = Device::wgpu_options()
-        .graphics_api(graphics_api())
-        .init_async()
-        .await
-        .map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
-    Ok(GPU.get_or_init(|| device).clone())
+    GPU.get_or_try_init(|| async {
+        Device::wgpu_options()
+            .graphics_api(graphics_api())
+            .init_async()
+            .await
+            .map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))
+    })
+    .await
+    .cloned()
 }
 
 fn no_gpu_advice(why: &str) -> String {
