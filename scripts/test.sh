@@ -22,7 +22,7 @@ tier "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
 # webdriver.json beside crate/Cargo.toml names Debian's Chromium and turns WebGPU on.
 # WASM_BINDGEN_TEST_TIMEOUT: seconds for the whole browser run (SwiftShader is slow).
 (cd crate && WASM_BINDGEN_TEST_TIMEOUT=1200 \
-  wasm-pack test --headless --chromedriver /usr/bin/chromedriver --release --mode no-install)
+  wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --release --mode no-install)
 
 tier "tier c: headless Chromium, the page served by the run command"
 python3 scripts/build-wasm.py

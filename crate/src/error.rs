@@ -8,6 +8,16 @@ pub enum Error {
     NoGpu(String),
     /// The GPU failed while running or reading back work.
     Gpu(String),
+    /// A weights file is unreadable, truncated, or lies about its contents.
+    BadWeights(String),
+    /// A model config asks for something we do not implement (names the field), or is malformed.
+    BadConfig(String),
+    /// A parameter or input from the user is invalid (names it and the allowed values).
+    BadInput(String),
+    /// A file could not be read or written.
+    Io(String),
+    /// The tokenizer files are missing, malformed or do not fit together.
+    Tokenizer(String),
 }
 
 impl fmt::Display for Error {
@@ -15,6 +25,14 @@ impl fmt::Display for Error {
         match self {
             Error::NoGpu(why) => write!(f, "no usable GPU: {why}"),
             Error::Gpu(why) => write!(f, "GPU error: {why}"),
+            Error::Tokenizer(why) => write!(
+                f,
+                "tokenizer error: {why} (use the checkpoint's tokenizer/ folder: vocab.json + merges.txt, or tokenizer.json)"
+            ),
+            Error::BadWeights(why) => write!(f, "bad weights: {why}"),
+            Error::BadConfig(why) => write!(f, "unsupported model config: {why}"),
+            Error::BadInput(why) => write!(f, "invalid input: {why}"),
+            Error::Io(why) => write!(f, "{why}"),
         }
     }
 }

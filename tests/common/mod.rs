@@ -5,7 +5,38 @@
 
 pub mod reference;
 
+use std::sync::Arc;
+
+use sd_webgpu::safetensors::SafeTensors;
+use sd_webgpu::weights::VarBuilder;
 use sd_webgpu::{Device, Tensor, TensorData};
+
+/// The bytes of a file under tests/fixtures, compiled into the test binary so the same test
+/// runs natively and in the browser (which has no filesystem).
+#[macro_export]
+macro_rules! fixture {
+    ($path:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/", $path)).as_slice()
+    };
+}
+
+/// A float32 `.npy` fixture: its shape and values.
+pub fn npy(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    sd_webgpu::npy::read_f32(bytes, "fixture").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A `.npy` fixture as a tensor on `device`.
+pub fn npy_tensor<const D: usize>(bytes: &[u8], device: &Device) -> Tensor<D> {
+    let (shape, values) = npy(bytes);
+    let shape: [usize; D] = shape.try_into().unwrap_or_else(|s| panic!("fixture has rank {}, want {D}", Vec::len(&s)));
+    tensor(&values, shape, device)
+}
+
+/// Weights from a safetensors fixture.
+pub fn weights(bytes: &[u8], device: &Device) -> VarBuilder {
+    let st = SafeTensors::from_bytes(bytes.to_vec(), "fixture").unwrap_or_else(|e| panic!("{e}"));
+    VarBuilder::new(Arc::new(st), device)
+}
 
 /// A small deterministic generator (SplitMix64), so every tier and platform sees the same
 /// inputs without a dependency.
