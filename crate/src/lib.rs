@@ -4,9 +4,17 @@
 //! natively (Vulkan) and on WebGPU in the browser. Only device creation differs
 //! (see [`device`]).
 
+pub mod clip;
 pub mod device;
 pub mod error;
+pub mod nn;
+pub mod npy;
 pub mod ops;
+pub mod resnet;
+pub mod tokenizer;
+pub mod vae;
+pub mod safetensors;
+pub mod weights;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -18,6 +18,11 @@ impl From<Error> for JsValue {
         let code = match e {
             Error::NoGpu(_) => "no-webgpu",
             Error::Gpu(_) => "gpu",
+            Error::Tokenizer(_) => "tokenizer",
+            Error::BadWeights(_) => "bad-weights",
+            Error::BadConfig(_) => "bad-config",
+            Error::BadInput(_) => "bad-input",
+            Error::Io(_) => "io",
         };
         let _ = Reflect::set(&err, &"code".into(), &code.into());
         err.into()
@@ -57,11 +62,12 @@ pub async fn adapter_info() -> Result<JsValue, JsValue> {
     let vendor = get(&info, "vendor");
     let architecture = get(&info, "architecture");
     let description = get(&info, "description");
-    let name = [&description, &vendor, &architecture]
-        .into_iter()
-        .filter_map(|v| v.as_string())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown adapter".into());
+    // Browsers often leave `description` empty: fall back to "vendor architecture".
+    let text = |v: &JsValue| v.as_string().filter(|s| !s.is_empty());
+    let name = text(&description).unwrap_or_else(|| {
+        let parts: Vec<String> = [&vendor, &architecture].into_iter().filter_map(text).collect();
+        if parts.is_empty() { "unknown adapter".into() } else { parts.join(" ") }
+    });
     Reflect::set(&out, &"name".into(), &name.into())?;
     Reflect::set(&out, &"vendor".into(), &vendor)?;
     Reflect::set(&out, &"architecture".into(), &architecture)?;

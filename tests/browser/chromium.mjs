@@ -1,7 +1,4 @@
 // Launches Debian's Chromium (never a downloaded browser) with WebGPU on, headless.
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/lib/chromium/chromium";
@@ -20,7 +17,7 @@ export function launch() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
-      `--user-data-dir=${mkdtempSync(join(tmpdir(), "sd-webgpu-chromium-"))}`,
+      // playwright gives each launch a fresh temporary profile.
     ],
   });
 }
