@@ -16,7 +16,7 @@ tier "tier a: native, CPU backend"
 cargo test --release --locked --workspace -- --skip ::wgpu
 
 tier "tier b: native, burn-wgpu on Vulkan"
-cargo test --release --locked -p sd-webgpu --test kernels -- ::wgpu
+cargo test --release --locked -p sd-webgpu -- ::wgpu
 
 tier "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
 # webdriver.json beside crate/Cargo.toml names Debian's Chromium and turns WebGPU on.

@@ -84,11 +84,32 @@ async fn attention(device: &Device) -> Result<(), String> {
     attention_case(device, "cross-attention", [2, 8, 1024, 77, 40], 5).await
 }
 
+/// Attention computed in slices of query tokens (uneven: 300 rows in slices of 64) equals the
+/// reference, as when the browser limit splits the 4096-token mid-block attention.
+async fn sliced_attention(device: &Device) -> Result<(), String> {
+    let (b, h, n, d) = (2, 1, 300, 32);
+    let mut rng = Rng::new(11);
+    let q = rng.uniform(b * h * n * d, 1.5);
+    let k = rng.uniform(b * h * n * d, 1.5);
+    let v = rng.uniform(b * h * n * d, 1.0);
+    // Each query row of scores is b * h * n * 4 = 2400 bytes: 64 rows fit in 153600.
+    let got = ops::sliced_attention_with_budget(
+        tensor(&q, [b, h, n, d], device),
+        tensor(&k, [b, h, n, d], device),
+        tensor(&v, [b, h, n, d], device),
+        64 * b * h * n * 4,
+    );
+    let got = read_f32(got).await.map_err(|e| e.to_string())?;
+    let want = reference::attention(&q, &k, &v, [b * h, n, n, d], (d as f64).powf(-0.5));
+    check_close("sliced attention", &got, &want, TOL)
+}
+
 on_every_device! {
     matmul => super::matmul;
     conv2d => super::conv;
     group_norm => super::group_norm;
     attention => super::attention;
+    sliced_attention => super::sliced_attention;
 }
 
 /// The comparison must catch real kernel bugs, or the tests above prove nothing: a conv

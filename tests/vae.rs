@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::{Rng, check_close, npy, npy_tensor, reference, tensor, weights};
-use sd_webgpu::vae::{AutoencoderKL, AutoencoderKLConfig, attention_in_slices};
+use common::{check_close, npy, npy_tensor, weights};
+use sd_webgpu::vae::{AutoencoderKL, AutoencoderKLConfig};
 use sd_webgpu::{Device, read_f32};
 
 #[cfg(target_arch = "wasm32")]
@@ -79,31 +79,10 @@ async fn decode_batch(device: &Device) -> Result<(), String> {
     check_close("decode batch, image 1", second, &want, TOL)
 }
 
-/// Attention computed in slices of query tokens (uneven: 300 rows in slices of 64) equals the
-/// reference, as when the browser limit splits the 4096-token mid-block attention.
-async fn sliced_attention(device: &Device) -> Result<(), String> {
-    let (b, h, n, d) = (2, 1, 300, 32);
-    let mut rng = Rng::new(11);
-    let q = rng.uniform(b * h * n * d, 1.5);
-    let k = rng.uniform(b * h * n * d, 1.5);
-    let v = rng.uniform(b * h * n * d, 1.0);
-    // Each query row of scores is b * h * n * 4 = 2400 bytes: 64 rows fit in 153600.
-    let got = attention_in_slices(
-        tensor(&q, [b, h, n, d], device),
-        tensor(&k, [b, h, n, d], device),
-        tensor(&v, [b, h, n, d], device),
-        64 * b * h * n * 4,
-    );
-    let got = read_f32(got).await.map_err(|e| e.to_string())?;
-    let want = reference::attention(&q, &k, &v, [b * h, n, n, d], (d as f64).powf(-0.5));
-    check_close("sliced attention", &got, &want, TOL)
-}
-
 on_every_device! {
     encode => super::encode;
     decode => super::decode;
     decode_batch => super::decode_batch;
-    sliced_attention => super::sliced_attention;
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -12,6 +12,7 @@ pub mod npy;
 pub mod ops;
 pub mod resnet;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;
 pub mod safetensors;
 pub mod weights;

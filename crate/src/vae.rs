@@ -8,8 +8,8 @@
 //! tensor may exceed that. The mid-block attention at 512×512 attends over 64×64 = 4096
 //! tokens; its `[b, 1, 4096, 4096]` f32 score matrix is 64 MiB per batch item — fine for one
 //! image, over the limit from two on (and softmax keeps more than one such buffer alive). The
-//! attention therefore runs in slices of query tokens whenever the score matrix would exceed
-//! [`MAX_SCORE_BYTES`] (64 MiB), and concatenates the slices.
+//! attention therefore runs through [`ops::sliced_attention`], which keeps each score slice
+//! within 64 MiB.
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -21,9 +21,6 @@ use crate::nn::{Conv2d, GroupNorm, Linear};
 use crate::ops;
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::weights::VarBuilder;
-
-/// The largest attention score matrix, in bytes, computed in one piece (see the module docs).
-pub const MAX_SCORE_BYTES: usize = 64 << 20;
 
 /// diffusers hard-codes these for the VAE's resnets, attention and output norms.
 const EPS: f64 = 1e-6;
@@ -196,29 +193,6 @@ impl AutoencoderKLConfig {
     }
 }
 
-/// Softmax attention over `[b, h, n, d]`, split along the query tokens so that no score
-/// matrix `[b, h, rows, m]` exceeds `max_score_bytes` (f32). The result is the same as
-/// [`ops::attention`]: every query row's softmax is independent of the others.
-pub fn attention_in_slices(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, max_score_bytes: usize) -> Tensor<4> {
-    // q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, d]
-    let [b, h, n, _] = q.dims();
-    let m = k.dims()[2];
-    let row_bytes = b * h * m * size_of::<f32>();
-    if row_bytes * n <= max_score_bytes {
-        return ops::attention(q, k, v); // [b, h, n, d]
-    }
-    let rows = (max_score_bytes / row_bytes).max(1);
-    let mut slices = Vec::with_capacity(n.div_ceil(rows));
-    let mut start = 0;
-    while start < n {
-        let len = rows.min(n - start);
-        let q_slice = q.clone().narrow(2, start, len); // [b, h, len, d]
-        slices.push(ops::attention(q_slice, k.clone(), v.clone())); // [b, h, len, d]
-        start += len;
-    }
-    Tensor::cat(slices, 2) // [b, h, n, d]
-}
-
 /// diffusers' `Attention` as the VAE's mid block builds it: group norm, self-attention over
 /// the `h × w` pixels as tokens (heads = channels / attention_head_dim, one head for the VAE),
 /// output projection, residual connection, `rescale_output_factor` 1.
@@ -268,7 +242,7 @@ impl VaeAttention {
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));
         let v = split(self.to_v.forward(tokens));
-        let attended = attention_in_slices(q, k, v, MAX_SCORE_BYTES); // [b, heads, n, d]
+        let attended = ops::sliced_attention(q, k, v); // [b, heads, n, d]
         let merged = attended.swap_dims(1, 2).reshape([b, n, c]); // [b, n, c]
         let out = self.to_out.forward(merged).swap_dims(1, 2).reshape([b, c, hgt, wid]); // [b, c, h, w]
         out + x // residual; rescale_output_factor 1
