@@ -15,6 +15,7 @@ pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 pub mod safetensors;
+pub mod scheduler;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

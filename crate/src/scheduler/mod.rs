@@ -1,0 +1,379 @@
+//! Noise schedulers, equal to diffusers' (0.42): DDIM, PNDM, Euler, Euler ancestral,
+//! DPM-Solver++ 2M (with and without Karras sigmas) and LCM.
+//!
+//! Split of work: the host computes the timesteps, alphas and sigmas once in
+//! `set_timesteps`, in the same float32 / float64 arithmetic as diffusers (see
+//! [`schedule`]); each step then runs on the device as a few tensor operations on `sample`
+//! and `model_output` with those host scalars, so sampling never reads a tensor back.
+//! Multistep state (PNDM's past model outputs, DPM-Solver's previous x₀) stays on the device.
+//!
+//! A scheduler is chosen by its user-facing name ([`SchedulerKind`]) and built from the
+//! model's `scheduler/scheduler_config.json` like diffusers'
+//! `XScheduler.from_config(model_config)` (see [`config`]), or the model's own scheduler
+//! is used ([`SchedulerKind::of_model`]).
+//!
+//! Files: `config.rs` (the config and the from_config merge), `schedule.rs` (betas,
+//! ᾱ, sigmas, spacing and the NumPy/torch arithmetic), and one file per scheduler: `ddim.rs`,
+//! `pndm.rs`, `euler.rs`, `euler_ancestral.rs`, `dpm_solver.rs`, `lcm.rs`. Only
+//! [`Scheduler`] is public: it checks indices, shapes and noise before a scheduler's step.
+//!
+//! Shapes in comments: b batch, c channels, h height, w width of the latents.
+
+pub mod config;
+mod ddim;
+mod dpm_solver;
+mod euler;
+mod euler_ancestral;
+mod lcm;
+mod pndm;
+pub mod schedule;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Tensor;
+
+pub use config::SchedulerConfig;
+pub use schedule::{BetaSchedule, PredictionType, Schedule, TimestepSpacing};
+
+use crate::Error;
+
+/// The schedulers, by the names users pick them with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SchedulerKind {
+    /// `ddim`: DDIMScheduler (deterministic with eta 0; see [`Scheduler::set_eta`]).
+    Ddim,
+    /// `pndm`: PNDMScheduler (PLMS, after Runge-Kutta warm-up steps unless `skip_prk_steps`).
+    Pndm,
+    /// `euler`: EulerDiscreteScheduler.
+    Euler,
+    /// `euler-a`: EulerAncestralDiscreteScheduler.
+    EulerAncestral,
+    /// `dpmpp-2m`: DPMSolverMultistepScheduler, dpmsolver++, order 2.
+    DpmPp2m,
+    /// `dpmpp-2m-karras`: the same with Karras sigmas.
+    DpmPp2mKarras,
+    /// `lcm`: LCMScheduler, for latent consistency models.
+    Lcm,
+}
+
+impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 7] = [
+        SchedulerKind::Ddim,
+        SchedulerKind::Pndm,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmPp2m,
+        SchedulerKind::DpmPp2mKarras,
+        SchedulerKind::Lcm,
+    ];
+
+    /// The user-facing name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "ddim",
+            SchedulerKind::Pndm => "pndm",
+            SchedulerKind::Euler => "euler",
+            SchedulerKind::EulerAncestral => "euler-a",
+            SchedulerKind::DpmPp2m => "dpmpp-2m",
+            SchedulerKind::DpmPp2mKarras => "dpmpp-2m-karras",
+            SchedulerKind::Lcm => "lcm",
+        }
+    }
+
+    /// The diffusers class it reproduces.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "DDIMScheduler",
+            SchedulerKind::Pndm => "PNDMScheduler",
+            SchedulerKind::Euler => "EulerDiscreteScheduler",
+            SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            SchedulerKind::DpmPp2m | SchedulerKind::DpmPp2mKarras => "DPMSolverMultistepScheduler",
+            SchedulerKind::Lcm => "LCMScheduler",
+        }
+    }
+
+    /// Parses a user-facing name; an unknown one is an error listing the valid names.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            Error::BadInput(format!("unknown scheduler \"{name}\"; choose one of: {}", names.join(", ")))
+        })
+    }
+
+    /// The model's own scheduler, from the config's `_class_name`. A DPM-Solver config must
+    /// be the dpmsolver++ order-2 variant we implement (otherwise pick one by name).
+    pub fn of_model(config: &SchedulerConfig) -> Result<Self, Error> {
+        let class = config.class_name.as_deref().unwrap_or("");
+        let kind = match class {
+            "DDIMScheduler" => SchedulerKind::Ddim,
+            "PNDMScheduler" => SchedulerKind::Pndm,
+            "EulerDiscreteScheduler" => SchedulerKind::Euler,
+            "EulerAncestralDiscreteScheduler" => SchedulerKind::EulerAncestral,
+            "LCMScheduler" => SchedulerKind::Lcm,
+            "DPMSolverMultistepScheduler" => {
+                let fields = config::Fields::new(config, "DPMSolverMultistepScheduler");
+                fields.choice("algorithm_type", "dpmsolver++", &["dpmsolver++"])?;
+                if fields.count("solver_order", 2)? != 2 {
+                    return Err(Error::BadConfig(format!(
+                        "scheduler: solver_order = {} is not supported by DPMSolverMultistepScheduler (only 2; pick a scheduler by name)",
+                        fields.count("solver_order", 2)?
+                    )));
+                }
+                if fields.flag("use_karras_sigmas", false)? {
+                    SchedulerKind::DpmPp2mKarras
+                } else {
+                    SchedulerKind::DpmPp2m
+                }
+            }
+            _ => {
+                let classes: Vec<&str> = Self::ALL.iter().map(|k| k.class_name()).collect();
+                return Err(Error::BadConfig(format!(
+                    "scheduler: _class_name = \"{class}\" is not a scheduler we implement ({}); pick one by name: {}",
+                    classes.join(", "),
+                    Self::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        Ok(kind)
+    }
+}
+
+impl fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SchedulerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+/// One scheduler, of any kind. Call [`Self::set_timesteps`], then for each index `i` of
+/// [`Self::timesteps`]: run the UNet on [`Self::scale_model_input`] at timestep `i`, and
+/// [`Self::step`] with its output (plus fresh noise where [`Self::needs_noise`]).
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    kind: SchedulerKind,
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    Ddim(ddim::Ddim),
+    Pndm(pndm::Pndm),
+    Euler(euler::Euler),
+    EulerAncestral(euler_ancestral::EulerAncestral),
+    DpmSolver(dpm_solver::DpmSolver),
+    Lcm(lcm::Lcm),
+}
+
+/// Calls the same method on whichever scheduler is inside.
+macro_rules! each {
+    ($inner:expr, $s:ident => $call:expr) => {
+        match $inner {
+            Inner::Ddim($s) => $call,
+            Inner::Pndm($s) => $call,
+            Inner::Euler($s) => $call,
+            Inner::EulerAncestral($s) => $call,
+            Inner::DpmSolver($s) => $call,
+            Inner::Lcm($s) => $call,
+        }
+    };
+}
+
+impl Scheduler {
+    /// `kind` built from the model's scheduler config, as diffusers'
+    /// `XScheduler.from_config(config)`. For the DPM-Solver names the name also fixes
+    /// `algorithm_type="dpmsolver++"`, `solver_order=2` and `use_karras_sigmas`, as
+    /// `from_config(config, **those)` would.
+    pub fn new(kind: SchedulerKind, config: &SchedulerConfig) -> Result<Self, Error> {
+        let inner = match kind {
+            SchedulerKind::Ddim => Inner::Ddim(ddim::Ddim::from_config(config)?),
+            SchedulerKind::Pndm => Inner::Pndm(pndm::Pndm::from_config(config)?),
+            SchedulerKind::Euler => Inner::Euler(euler::Euler::from_config(config)?),
+            SchedulerKind::EulerAncestral => Inner::EulerAncestral(euler_ancestral::EulerAncestral::from_config(config)?),
+            SchedulerKind::DpmPp2m => Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, false)?),
+            SchedulerKind::DpmPp2mKarras => Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, true)?),
+            SchedulerKind::Lcm => Inner::Lcm(lcm::Lcm::from_config(config)?),
+        };
+        Ok(Scheduler { kind, inner })
+    }
+
+    /// The model's own scheduler ([`SchedulerKind::of_model`]).
+    pub fn of_model(config: &SchedulerConfig) -> Result<Self, Error> {
+        Self::new(SchedulerKind::of_model(config)?, config)
+    }
+
+    pub fn kind(&self) -> SchedulerKind {
+        self.kind
+    }
+
+    /// The training schedule and the shared fields as this scheduler read them.
+    pub fn schedule(&self) -> &Schedule {
+        each!(&self.inner, s => s.schedule())
+    }
+
+    /// What the UNet predicts, per the config.
+    pub fn prediction_type(&self) -> PredictionType {
+        self.schedule().prediction_type
+    }
+
+    /// DDIM's η in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like. Like diffusers'
+    /// pipelines, which pass `eta` only to schedulers whose `step` takes it, the other
+    /// schedulers ignore it.
+    pub fn set_eta(&mut self, eta: f64) -> Result<(), Error> {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(Error::BadInput(format!("eta = {eta}: DDIM's eta must be between 0 and 1")));
+        }
+        if let Inner::Ddim(s) = &mut self.inner {
+            s.eta = eta;
+        }
+        Ok(())
+    }
+
+    /// Computes the timesteps (and sigmas) for `steps` inference steps and clears any
+    /// multistep state. 0 steps, or more than `num_train_timesteps`, is an error, as are the
+    /// counts diffusers itself cannot run with this config (each scheduler says which).
+    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+        self.schedule().check_steps(steps)?;
+        each!(&mut self.inner, s => s.set_timesteps(steps))
+    }
+
+    /// The UNet's timestep for each step index (integers except for Euler-type schedules).
+    /// Empty before [`Self::set_timesteps`]. PNDM without `skip_prk_steps` has more entries
+    /// than steps asked for (its Runge-Kutta warm-up), as in diffusers.
+    pub fn timesteps(&self) -> &[f64] {
+        each!(&self.inner, s => s.timesteps())
+    }
+
+    /// The noise levels σ (one more than the timesteps, ending at 0) of the sigma-based
+    /// schedulers (Euler, Euler ancestral, DPM-Solver); `None` for the others.
+    pub fn sigmas(&self) -> Option<&[f32]> {
+        match &self.inner {
+            Inner::Euler(s) => Some(s.sigmas()),
+            Inner::EulerAncestral(s) => Some(s.sigmas()),
+            Inner::DpmSolver(s) => Some(s.sigmas()),
+            _ => None,
+        }
+    }
+
+    /// The standard deviation of the initial noise: multiply unit Gaussian latents by it.
+    pub fn init_noise_sigma(&self) -> f64 {
+        each!(&self.inner, s => s.init_noise_sigma())
+    }
+
+    /// The UNet input for step `step_index`: Euler-type schedulers divide by √(σ² + 1), the
+    /// others pass `sample` through.
+    pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+        check_index(step_index, self.timesteps().len())?;
+        match &self.inner {
+            Inner::Euler(s) => Ok(s.scale_model_input(sample, step_index)),
+            Inner::EulerAncestral(s) => Ok(s.scale_model_input(sample, step_index)),
+            _ => Ok(sample),
+        }
+    }
+
+    /// Whether [`Self::step`] at `step_index` uses noise (DDIM with η > 0, Euler ancestral
+    /// except where σ reaches 0, LCM except on its last step).
+    pub fn needs_noise(&self, step_index: usize) -> bool {
+        each!(&self.inner, s => s.needs_noise(step_index))
+    }
+
+    /// One denoising step from `sample` (`[b, c, h, w]`) given the UNet's output for it,
+    /// returning the next sample. `noise` (unit Gaussian, like `sample`) is required where
+    /// [`Self::needs_noise`] and ignored elsewhere. Multistep schedulers (PNDM, DPM-Solver)
+    /// must be stepped through consecutive indices; they may start at any index (img2img).
+    pub fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> Result<Tensor<4>, Error> {
+        check_index(step_index, self.timesteps().len())?;
+        same_shape("model_output", &model_output, &sample)?;
+        let noise = if self.needs_noise(step_index) {
+            let noise = noise.ok_or_else(|| {
+                Error::BadInput(format!("{} needs noise at step {step_index}; none was given", self.kind))
+            })?;
+            same_shape("noise", &noise, &sample)?;
+            Some(noise)
+        } else {
+            None
+        };
+        each!(&mut self.inner, s => s.step(model_output, step_index, sample, noise))
+    }
+
+    /// `original` noised to the level of step `step_index`, for img2img and inpainting
+    /// (diffusers' `add_noise` at `timesteps[step_index]`, with `set_begin_index(step_index)`
+    /// on the sigma-based schedulers as its pipelines do).
+    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+        check_index(step_index, self.timesteps().len())?;
+        same_shape("noise", &noise, &original)?;
+        each!(&self.inner, s => s.add_noise(original, noise, step_index))
+    }
+
+    /// Forgets multistep state, to sample again with the same timesteps.
+    pub fn reset(&mut self) {
+        each!(&mut self.inner, s => s.reset())
+    }
+}
+
+/// `x·a + y·b` with host scalars: every update here is a short sum of such terms.
+pub(crate) fn lin(x: Tensor<4>, a: f64, y: Tensor<4>, b: f64) -> Tensor<4> {
+    x.mul_scalar(a as f32) + y.mul_scalar(b as f32) // [b, c, h, w]
+}
+
+/// √ᾱ·original + √(1 − ᾱ)·noise, the forward process of the ᾱ-based schedulers (DDIM,
+/// PNDM, LCM); the scalars are float32, as torch computes them.
+pub(crate) fn add_noise_alpha(
+    schedule: &Schedule,
+    original: Tensor<4>,
+    noise: Tensor<4>,
+    timestep: i64,
+) -> Result<Tensor<4>, Error> {
+    let alpha = schedule.alpha_cumprod(timestep)?;
+    Ok(lin(original, alpha.sqrt() as f64, noise, (1.0 - alpha).sqrt() as f64)) // [b, c, h, w]
+}
+
+pub(crate) fn check_index(step_index: usize, len: usize) -> Result<(), Error> {
+    if len == 0 {
+        return Err(Error::BadInput("the scheduler has no timesteps: call set_timesteps first".into()));
+    }
+    if step_index >= len {
+        return Err(Error::BadInput(format!("step index {step_index} is past the last of {len} timesteps")));
+    }
+    Ok(())
+}
+
+fn same_shape(what: &str, t: &Tensor<4>, sample: &Tensor<4>) -> Result<(), Error> {
+    if t.dims() != sample.dims() {
+        return Err(Error::BadInput(format!("{what} has shape {:?}, the sample {:?}", t.dims(), sample.dims())));
+    }
+    Ok(())
+}
+
+/// The step-order bookkeeping of the multistep schedulers: the first step may be any index,
+/// each later one must follow the previous.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sequence {
+    next: Option<usize>,
+}
+
+impl Sequence {
+    pub fn enter(&mut self, step_index: usize, what: &str) -> Result<(), Error> {
+        match self.next {
+            Some(next) if next != step_index => Err(Error::BadInput(format!(
+                "{what} steps must be consecutive: expected step {next}, got {step_index} (call reset to start over)"
+            ))),
+            _ => {
+                self.next = Some(step_index + 1);
+                Ok(())
+            }
+        }
+    }
+}
