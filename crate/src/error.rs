@@ -18,6 +18,8 @@ pub enum Error {
     Io(String),
     /// The tokenizer files are missing, malformed or do not fit together.
     Tokenizer(String),
+    /// Generation was stopped by the caller (its progress callback returned false).
+    Cancelled,
 }
 
 impl fmt::Display for Error {
@@ -33,6 +35,7 @@ impl fmt::Display for Error {
             Error::BadConfig(why) => write!(f, "unsupported model config: {why}"),
             Error::BadInput(why) => write!(f, "invalid input: {why}"),
             Error::Io(why) => write!(f, "{why}"),
+            Error::Cancelled => write!(f, "cancelled"),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! (see [`device`]).
 
 pub mod clip;
+pub mod model;
+pub mod pipeline;
 pub mod device;
 pub mod error;
 pub mod nn;

@@ -23,6 +23,7 @@ impl From<Error> for JsValue {
             Error::BadConfig(_) => "bad-config",
             Error::BadInput(_) => "bad-input",
             Error::Io(_) => "io",
+            Error::Cancelled => "cancelled",
         };
         let _ = Reflect::set(&err, &"code".into(), &code.into());
         err.into()

@@ -1,5 +1,7 @@
 //! `sd-weights`: the native companion of sd-webgpu.
 
+mod generate;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,11 +18,20 @@ struct Cli {
 enum Command {
     /// Check that each compute backend (CPU, GPU through wgpu) works on this machine.
     Devices,
+    /// Generate an image from a prompt with a diffusers model folder (.png or .npy output).
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Devices => devices(),
+        Command::Generate(args) => match generate::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -1,0 +1,221 @@
+//! A whole Stable Diffusion checkpoint in diffusers' folder layout: tokenizer, text encoder,
+//! UNet, VAE and the scheduler config, loaded onto one device.
+//!
+//! A model folder must contain (diffusers' `save_pretrained` layout):
+//!
+//! ```text
+//! model_index.json
+//! tokenizer/      vocab.json + merges.txt (or tokenizer.json), special_tokens_map.json / tokenizer_config.json
+//! text_encoder/   config.json + model.safetensors
+//! unet/           config.json + diffusion_pytorch_model.safetensors
+//! vae/            config.json + diffusion_pytorch_model.safetensors
+//! scheduler/      scheduler_config.json
+//! ```
+//!
+//! `*.fp16.safetensors` weights are accepted where the plain file is absent. Files come
+//! through a [`ModelFiles`] source, so the same loader reads a folder natively
+//! ([`StableDiffusion::load_dir`]) or files already in memory ([`StableDiffusion::from_files`],
+//! for the browser).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::safetensors::SafeTensors;
+use crate::scheduler::SchedulerConfig;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::weights::VarBuilder;
+use crate::{Device, Error};
+
+/// What a model folder must hold, for error messages.
+pub const FOLDER_LAYOUT: &str = "a diffusers Stable Diffusion folder must contain model_index.json, \
+tokenizer/ (vocab.json + merges.txt, or tokenizer.json), text_encoder/ (config.json + model.safetensors), \
+unet/ and vae/ (config.json + diffusion_pytorch_model.safetensors each) and scheduler/scheduler_config.json";
+
+/// Where a model's files come from, by their path relative to the model folder
+/// (`"unet/config.json"`).
+pub trait ModelFiles {
+    /// The file's bytes, or `None` when it does not exist.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// For messages: where `path` is (a full path natively).
+    fn describe(&self, path: &str) -> String {
+        path.to_string()
+    }
+}
+
+/// Files held in memory, by relative path.
+impl ModelFiles for BTreeMap<String, Vec<u8>> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get(path).cloned())
+    }
+}
+
+/// A folder on disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DirFiles(pub std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelFiles for DirFiles {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let full = self.0.join(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io(format!("cannot read {}: {e}", full.display()))),
+        }
+    }
+
+    fn describe(&self, path: &str) -> String {
+        self.0.join(path).display().to_string()
+    }
+}
+
+/// A loaded checkpoint. The networks live on `device`; generation is in [`crate::pipeline`].
+pub struct StableDiffusion {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub text_encoder_config: ClipTextConfig,
+    pub unet: UNet2DConditionModel,
+    pub unet_config: UNet2DConditionConfig,
+    pub vae: AutoencoderKL,
+    pub vae_config: AutoencoderKLConfig,
+    pub scheduler_config: SchedulerConfig,
+    /// model_index.json's `_class_name` (e.g. `StableDiffusionPipeline`), when given.
+    pub pipeline_class: Option<String>,
+    pub device: Device,
+}
+
+fn missing(files: &dyn ModelFiles, path: &str) -> Error {
+    Error::Io(format!("model file {} is missing: {FOLDER_LAYOUT}", files.describe(path)))
+}
+
+fn required(files: &dyn ModelFiles, path: &str) -> Result<Vec<u8>, Error> {
+    files.read(path)?.ok_or_else(|| missing(files, path))
+}
+
+fn text(files: &dyn ModelFiles, path: &str) -> Result<String, Error> {
+    String::from_utf8(required(files, path)?)
+        .map_err(|_| Error::BadConfig(format!("{} is not UTF-8 text", files.describe(path))))
+}
+
+fn optional_text(files: &dyn ModelFiles, path: &str) -> Result<Option<String>, Error> {
+    match files.read(path)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::BadConfig(format!("{} is not UTF-8 text", files.describe(path)))),
+    }
+}
+
+/// `{config}` errors prefixed with the file they came from.
+fn in_file(files: &dyn ModelFiles, path: &str) -> impl Fn(Error) -> Error {
+    let place = files.describe(path);
+    move |e| match e {
+        Error::BadConfig(why) => Error::BadConfig(format!("{place}: {why}")),
+        Error::BadWeights(why) => Error::BadWeights(format!("{place}: {why}")),
+        other => other,
+    }
+}
+
+/// The weights `dir/name.safetensors`, or `dir/name.fp16.safetensors` when only that exists.
+fn weights(files: &dyn ModelFiles, dir: &str, name: &str, device: &Device) -> Result<(VarBuilder, String), Error> {
+    let plain = format!("{dir}/{name}.safetensors");
+    let fp16 = format!("{dir}/{name}.fp16.safetensors");
+    let (path, bytes) = match files.read(&plain)? {
+        Some(bytes) => (plain, bytes),
+        None => match files.read(&fp16)? {
+            Some(bytes) => (fp16, bytes),
+            None => return Err(missing(files, &plain)),
+        },
+    };
+    let st = SafeTensors::from_bytes(bytes, &files.describe(&path))?;
+    Ok((VarBuilder::new(Arc::new(st), device), path))
+}
+
+/// The tokenizer as [`ClipTokenizer::from_dir`] reads a folder.
+fn tokenizer(files: &dyn ModelFiles) -> Result<ClipTokenizer, Error> {
+    let mut pad_token = None;
+    for config in ["tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json"] {
+        if let Some(text) = optional_text(files, config)? {
+            pad_token = ClipTokenizer::pad_token_from_config(&text)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", files.describe(config))))?;
+            if pad_token.is_some() {
+                break;
+            }
+        }
+    }
+    match (optional_text(files, "tokenizer/vocab.json")?, optional_text(files, "tokenizer/merges.txt")?) {
+        (Some(vocab), Some(merges)) => ClipTokenizer::from_files(&vocab, &merges, pad_token.as_deref()),
+        _ => match optional_text(files, "tokenizer/tokenizer.json")? {
+            Some(json) => ClipTokenizer::from_tokenizer_json(&json, pad_token.as_deref()),
+            None => Err(missing(files, "tokenizer/vocab.json")),
+        },
+    }
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers model folder onto `device`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        if !dir.is_dir() {
+            return Err(Error::Io(format!("model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}", dir.display())));
+        }
+        Self::from_files(&DirFiles(dir.to_path_buf()), device)
+    }
+
+    /// Loads a model from its files (paths relative to the model folder, see [`ModelFiles`]).
+    /// Every file is checked to be present before any weights are read.
+    pub fn from_files(files: &dyn ModelFiles, device: &Device) -> Result<Self, Error> {
+        // Configs first: cheap, and a missing one is reported before reading big weights.
+        let index = text(files, "model_index.json")?;
+        let index: serde_json::Value = serde_json::from_str(&index)
+            .map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", files.describe("model_index.json"))))?;
+        let pipeline_class = index.get("_class_name").and_then(|v| v.as_str()).map(str::to_string);
+
+        let te_path = "text_encoder/config.json";
+        let text_encoder_config = ClipTextConfig::from_json(&text(files, te_path)?).map_err(in_file(files, te_path))?;
+        let unet_path = "unet/config.json";
+        let unet_config = UNet2DConditionConfig::from_json(&text(files, unet_path)?).map_err(in_file(files, unet_path))?;
+        let vae_path = "vae/config.json";
+        let vae_config = AutoencoderKLConfig::from_json(&text(files, vae_path)?).map_err(in_file(files, vae_path))?;
+        let sched_path = "scheduler/scheduler_config.json";
+        let scheduler_config = SchedulerConfig::from_json(&text(files, sched_path)?).map_err(in_file(files, sched_path))?;
+        let tokenizer = tokenizer(files)?;
+
+        let (vb, path) = weights(files, "text_encoder", "model", device)?;
+        let text_encoder = ClipTextModel::load(&vb, &text_encoder_config).map_err(in_file(files, &path))?;
+        drop(vb);
+        let (vb, path) = weights(files, "unet", "diffusion_pytorch_model", device)?;
+        let unet = UNet2DConditionModel::load(&vb, &unet_config).map_err(in_file(files, &path))?;
+        drop(vb);
+        let (vb, path) = weights(files, "vae", "diffusion_pytorch_model", device)?;
+        let vae = AutoencoderKL::load(&vb, &vae_config).map_err(in_file(files, &path))?;
+        drop(vb);
+
+        Ok(StableDiffusion {
+            tokenizer,
+            text_encoder,
+            text_encoder_config,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            scheduler_config,
+            pipeline_class,
+            device: device.clone(),
+        })
+    }
+
+    /// The latent channels the UNet denoises (diffusers' `num_channels_latents`).
+    pub fn latent_channels(&self) -> usize {
+        self.unet_config.in_channels
+    }
+
+    /// Pixels per latent pixel (diffusers' `vae_scale_factor`, 8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae_config.downscale_factor()
+    }
+}

@@ -1,0 +1,229 @@
+//! `sd-weights generate`: text to image from a diffusers model folder, natively.
+//!
+//! Output by extension: `.png` (8-bit RGB with an A1111-style `parameters` text chunk) or
+//! `.npy` (float32 H×W×3 in [0, 1]). The file is written to a temporary name beside the
+//! output and renamed into place, so a failed run leaves no partial file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::pipeline::{GenerateParams, Image};
+use sd_webgpu::scheduler::SchedulerKind;
+use sd_webgpu::{Error, device, npy};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Backend {
+    /// burn's CPU backend: slow, always available.
+    Cpu,
+    /// The GPU through wgpu (Vulkan / Metal).
+    Wgpu,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A diffusers model folder (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Denoising steps (at least 1).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Classifier-free guidance scale; 1 or less turns guidance off.
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
+    pub guidance: f64,
+    /// Sampler: ddim, pndm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras, lcm (default: the model's own).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Override the scheduler config's timestep_spacing: leading, trailing or linspace
+    /// (trailing for SD-Turbo-style few-step sampling).
+    #[arg(long)]
+    pub timestep_spacing: Option<String>,
+    /// Seed of the initial noise and of the sampler's noise (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Initial latents instead of seeded noise: a float32 .npy of shape [1, 4, height/8, width/8].
+    #[arg(long, conflicts_with = "seed")]
+    pub latents: Option<PathBuf>,
+    /// Image width in pixels (default 512, or the latents' width × 8).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height in pixels (default 512, or the latents' height × 8).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// CLIP skip, A1111's meaning: 1 = the last layer.
+    #[arg(long, default_value_t = 1)]
+    pub clip_skip: usize,
+    /// DDIM's eta in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// The image to write: .png or .npy.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Png,
+    Npy,
+}
+
+fn format_of(path: &Path) -> Result<Format, Error> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => Ok(Format::Png),
+        Some("npy") => Ok(Format::Npy),
+        _ => Err(Error::BadInput(format!(
+            "--output {}: unknown image format; the file name must end in .png or .npy",
+            path.display()
+        ))),
+    }
+}
+
+pub fn run(args: GenerateArgs) -> Result<(), Error> {
+    let format = format_of(&args.output)?;
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::Io(format!("--output {}: folder {} does not exist", args.output.display(), parent.display())));
+        }
+    }
+    let scheduler = args.scheduler.as_deref().map(SchedulerKind::parse).transpose()?;
+    let mut overrides = Vec::new();
+    if let Some(spacing) = &args.timestep_spacing {
+        if !["leading", "trailing", "linspace"].contains(&spacing.as_str()) {
+            return Err(Error::BadInput(format!(
+                "--timestep-spacing {spacing}: must be leading, trailing or linspace"
+            )));
+        }
+        overrides.push(("timestep_spacing".to_string(), spacing.clone().into()));
+    }
+
+    // Latents: their shape gives the default size.
+    let latents = match &args.latents {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("--latents {}: {e}", path.display())))?;
+            let (shape, values) = npy::read_f32(&bytes, &format!("--latents {}", path.display()))?;
+            if shape.len() != 4 || shape[0] != 1 {
+                return Err(Error::BadInput(format!(
+                    "--latents {}: shape {shape:?}, expected [1, channels, height/8, width/8]",
+                    path.display()
+                )));
+            }
+            Some((shape, values))
+        }
+    };
+
+    let device = match args.backend {
+        Backend::Cpu => device::cpu(),
+        Backend::Wgpu => pollster::block_on(device::gpu())?,
+    };
+    let model = StableDiffusion::load_dir(&args.model, &device)?;
+    let f = model.vae_scale_factor();
+    let (width, height) = match &latents {
+        Some((shape, _)) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
+        None => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
+    };
+    if let Some((shape, _)) = &latents {
+        let want = [1, model.latent_channels(), height / f.max(1), width / f.max(1)];
+        if shape[..] != want[..] || width % f != 0 || height % f != 0 {
+            return Err(Error::BadInput(format!(
+                "--latents: shape {shape:?} does not fit a {width}×{height} image, which needs {want:?}"
+            )));
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64 & 0xFFFF_FFFF).unwrap_or(0)
+    });
+    let params = GenerateParams {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps,
+        guidance_scale: args.guidance,
+        scheduler,
+        scheduler_overrides: overrides,
+        seed,
+        latents: latents.map(|(_, v)| v),
+        width,
+        height,
+        clip_skip: args.clip_skip,
+        eta: args.eta,
+    };
+    params.validate(&model)?;
+    let sampler = params.build_scheduler(&model)?.kind();
+
+    let mut stderr = std::io::stderr();
+    let image = pollster::block_on(model.txt2img(&params, |done, total| {
+        let width = 30;
+        let filled = done * width / total.max(1);
+        let _ = write!(stderr, "\r[{}{}] step {done}/{total}", "#".repeat(filled), "-".repeat(width - filled));
+        let _ = stderr.flush();
+        true
+    }));
+    eprintln!();
+    let image = image?;
+
+    let model_name = args
+        .model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| args.model.display().to_string());
+    let mut text = args.prompt.clone();
+    text.push_str(&format!("\nNegative prompt: {}", args.negative_prompt));
+    text.push_str(&format!(
+        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {width}x{height}, Model: {model_name}",
+        args.steps,
+        sampler.name(),
+        args.guidance
+    ));
+    if args.clip_skip != 1 {
+        text.push_str(&format!(", Clip skip: {}", args.clip_skip));
+    }
+
+    let bytes = match format {
+        Format::Png => png_bytes(&image, &text)?,
+        Format::Npy => npy::write_f32(&[image.height, image.width, 3], &image.rgb),
+    };
+    write_atomically(&args.output, &bytes)?;
+    eprintln!("wrote {} ({width}x{height}, seed {seed})", args.output.display());
+    Ok(())
+}
+
+/// An 8-bit RGB PNG with `text` as its `parameters` chunk (tEXt when Latin-1, else iTXt).
+fn png_bytes(image: &Image, text: &str) -> Result<Vec<u8>, Error> {
+    let err = |e: png::EncodingError| Error::Io(format!("encoding the PNG failed: {e}"));
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, image.width as u32, image.height as u32);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        if text.chars().all(|c| (c as u32) < 256) {
+            encoder.add_text_chunk("parameters".into(), text.into()).map_err(err)?;
+        } else {
+            encoder.add_itxt_chunk("parameters".into(), text.into()).map_err(err)?;
+        }
+        let mut writer = encoder.write_header().map_err(err)?;
+        writer.write_image_data(&image.to_rgb8()).map_err(err)?;
+        writer.finish().map_err(err)?;
+    }
+    Ok(out)
+}
+
+/// Writes `path` through a temporary file in the same folder, renamed into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Io(format!("cannot write {}: {e}", path.display())));
+    }
+    Ok(())
+}
