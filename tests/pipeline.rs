@@ -11,9 +11,13 @@
 //! | sd2_ddim_vpred_cfg                | sd2-tiny  | DDIM v-prediction (own)        | CFG 7.5, negative  |
 //! | sd2_dpmpp_2m_karras_cfg_clipskip  | sd2-tiny  | DPM++ 2M Karras, clip_skip 2   | CFG 5, negative    |
 //!
-//! The models are compiled in and loaded through `StableDiffusion::from_files`, so the same
-//! test runs in the browser. Natively only: `load_dir` on the fixture folder and the error
-//! for an incomplete one.
+//! The models are compiled in and loaded through `StableDiffusion::from_files`, written so
+//! the same test can run in the browser. It does not yet: in headless Chromium the whole
+//! pipeline keeps the renderer busy past ChromeDriver's 30 s message timeout (shader
+//! compilation on SwiftShader), so this file is native-only until generation in the browser
+//! yields between steps (the browser-runtime issue).
+
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
