@@ -90,7 +90,7 @@ async fn run_with(case: &Case, config: &UNet2DConditionConfig, use_cond: bool, d
     let timestep: Tensor<1> = npy_tensor::<1>(case.timestep, device).expand([batch]);
     let text: Tensor<3> = npy_tensor(case.text, device);
     let cond = case.timestep_cond.filter(|_| use_cond).map(|c| npy_tensor::<2>(c, device));
-    let got = model.forward(latents, timestep, text, cond);
+    let got = model.forward(latents, timestep, text, cond).map_err(|e| e.to_string())?;
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
     let want = npy(case.out).1;
     // Shown with --nocapture: how close we are, relative to the output's scale.
@@ -280,5 +280,31 @@ mod native {
         assert_eq!(model.downsamplings(), 2);
         assert!(model.check_latent_size(8, 12).is_ok());
         assert!(matches!(model.check_latent_size(8, 6), Err(Error::BadInput(_))));
+    }
+
+    /// Inputs that do not fit the model are `BadInput` naming what is wrong, not a panic.
+    #[test]
+    fn mismatched_inputs_are_bad_input() {
+        let device = sd_webgpu::device::cpu();
+        let lcm = UNet2DConditionModel::load(&weights(SD15.weights, &device), &config(&SD15)).unwrap();
+        let plain = UNet2DConditionModel::load(&weights(SD2.weights, &device), &config(&SD2)).unwrap();
+        let zeros4 = |s: [usize; 4]| Tensor::<4>::zeros(s, &device);
+        let t = || Tensor::<1>::zeros([1], &device);
+        let text = |b: usize, d: usize| Tensor::<3>::zeros([b, 77, d], &device);
+        let cond = |b: usize, d: usize| Some(Tensor::<2>::zeros([b, d], &device));
+        let cases: [(&str, Result<Tensor<4>, Error>); 6] = [
+            ("in_channels", lcm.forward(zeros4([1, 9, 8, 8]), t(), text(1, 32), cond(1, 16))),
+            ("multiple of 4", lcm.forward(zeros4([1, 4, 8, 6]), t(), text(1, 32), cond(1, 16))),
+            ("encoder_hidden_states", lcm.forward(zeros4([2, 4, 8, 8]), t(), text(1, 32), cond(1, 16))),
+            ("cross_attention_dim", lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 24), cond(1, 16))),
+            ("time_cond_proj_dim = 16", lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 8))),
+            ("not an LCM model", plain.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 16))),
+        ];
+        for (what, got) in cases {
+            match got {
+                Err(Error::BadInput(msg)) => assert!(msg.contains(what), "{what}: {msg}"),
+                other => panic!("{what}: expected BadInput, got {:?}", other.map(|t| t.dims())),
+            }
+        }
     }
 }

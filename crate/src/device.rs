@@ -1,7 +1,7 @@
 //! Device selection: the only place where CPU, native GPU and browser GPU differ.
 
 use burn::tensor::Device;
-use burn::tensor::wgpu::WgpuBackend;
+use burn::tensor::wgpu::{WgpuSetup, wgpu};
 
 use crate::{Error, Tensor, TensorData, read_f32};
 
@@ -12,15 +12,23 @@ pub fn cpu() -> Device {
     Device::flex()
 }
 
+/// WebGPU's default `maxStorageBufferBindingSize`: the largest buffer a shader may bind on
+/// every WebGPU device. We never ask for more, so what runs here runs everywhere, and the
+/// native GPU tier enforces the same bound as the browser.
+pub const MAX_BINDING_BYTES: u64 = 128 << 20;
+
+/// WebGPU's default `maxBufferSize`.
+pub const MAX_BUFFER_BYTES: u64 = 256 << 20;
+
 /// The graphics API we ask wgpu for. Natively we pin it, since automatic selection can land
 /// on OpenGL, which burn's kernels do not target well. In the browser there is only WebGPU.
-fn graphics_api() -> WgpuBackend {
+fn graphics_api() -> wgpu::Backend {
     if cfg!(target_arch = "wasm32") {
-        WgpuBackend::Auto
+        wgpu::Backend::BrowserWebGpu
     } else if cfg!(target_os = "macos") {
-        WgpuBackend::Metal
+        wgpu::Backend::Metal
     } else {
-        WgpuBackend::Vulkan
+        wgpu::Backend::Vulkan
     }
 }
 
@@ -28,19 +36,58 @@ static GPU: async_lock::OnceCell<Device> = async_lock::OnceCell::new();
 
 /// The GPU device: WebGPU in the browser, Vulkan (or Metal) natively.
 ///
+/// We request the wgpu device ourselves rather than letting burn do it, because burn asks
+/// for every limit the adapter has: buffers up to the adapter's maximum would then work on
+/// a big desktop GPU and fail on a phone. We take the adapter's limits except for buffer
+/// sizes, which stay at WebGPU's defaults ([`MAX_BINDING_BYTES`], [`MAX_BUFFER_BYTES`]),
+/// and all its features (shader-f16 where present).
+///
 /// burn's wgpu runtime can be initialised once per process, so the device is created on the
 /// first call and shared afterwards; concurrent first calls wait for the one creating it.
 /// Asynchronous because a browser hands out adapters only through promises.
 pub async fn gpu() -> Result<Device, Error> {
     GPU.get_or_try_init(|| async {
-        Device::wgpu_options()
-            .graphics_api(graphics_api())
-            .init_async()
-            .await
-            .map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))
+        let setup = request_setup().await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
+        Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))
     })
     .await
     .cloned()
+}
+
+async fn request_setup() -> Result<WgpuSetup, String> {
+    let backend = graphics_api();
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("no {backend:?} GPU adapter: {e}"))?;
+    let adapter_limits = adapter.limits();
+    let required_limits = wgpu::Limits {
+        max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size.min(MAX_BINDING_BYTES),
+        max_buffer_size: adapter_limits.max_buffer_size.min(MAX_BUFFER_BYTES),
+        ..adapter_limits
+    };
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("sd-webgpu"),
+            required_features: adapter.features().difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_limits,
+            // burn pools its allocations itself.
+            memory_hints: wgpu::MemoryHints::MemoryUsage,
+            trace: wgpu::Trace::Off,
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        })
+        .await
+        .map_err(|e| format!("the {backend:?} adapter refused a device: {e}"))?;
+    Ok(WgpuSetup { instance, adapter, device, queue, backend })
 }
 
 fn no_gpu_advice(why: &str) -> String {

@@ -209,9 +209,10 @@ impl StableDiffusion {
         })
     }
 
-    /// The latent channels the UNet denoises (diffusers' `num_channels_latents`).
+    /// The latent channels the UNet denoises: the VAE's `latent_channels` (diffusers'
+    /// `num_channels_latents`; an inpainting UNet takes 2·this + 1 channels).
     pub fn latent_channels(&self) -> usize {
-        self.unet_config.in_channels
+        self.vae_config.latent_channels
     }
 
     /// Pixels per latent pixel (diffusers' `vae_scale_factor`, 8 for SD).

@@ -1,4 +1,5 @@
-//! `sd-weights generate`: text to image from a diffusers model folder, natively.
+//! `sd-weights generate`: text to image, image to image (`--init-image`) and inpainting
+//! (`--init-image` + `--mask`) from a diffusers model folder, natively.
 //!
 //! Output by extension: `.png` (8-bit RGB with an A1111-style `parameters` text chunk) or
 //! `.npy` (float32 H×W×3 in [0, 1]). The file is written to a temporary name beside the
@@ -10,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use sd_webgpu::model::StableDiffusion;
-use sd_webgpu::pipeline::{GenerateParams, Image};
+use sd_webgpu::pipeline::{GenerateParams, Image, Mask, Mode, Progress};
 use sd_webgpu::scheduler::SchedulerKind;
 use sd_webgpu::{Error, device, npy};
 
@@ -62,6 +63,15 @@ pub struct GenerateArgs {
     /// DDIM's eta in [0, 1].
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// Image to image: start from this PNG (its size is the output size).
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// How much of the init image to redo, 0 to 1 (default 0.8; 1 with --mask).
+    #[arg(long, requires = "init_image")]
+    pub strength: Option<f64>,
+    /// Inpainting: a PNG the size of the init image; white is repainted, black kept.
+    #[arg(long, requires = "init_image")]
+    pub mask: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
     /// The image to write: .png or .npy.
@@ -120,15 +130,19 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         }
     };
 
+    let init_image = args.init_image.as_deref().map(read_image).transpose()?;
+    let mask = args.mask.as_deref().map(read_mask).transpose()?;
+
     let device = match args.backend {
         Backend::Cpu => device::cpu(),
         Backend::Wgpu => pollster::block_on(device::gpu())?,
     };
     let model = StableDiffusion::load_dir(&args.model, &device)?;
     let f = model.vae_scale_factor();
-    let (width, height) = match &latents {
-        Some((shape, _)) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
-        None => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
+    let (width, height) = match (&init_image, &latents) {
+        (Some(image), _) => (args.width.unwrap_or(image.width), args.height.unwrap_or(image.height)),
+        (None, Some((shape, _))) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
+        (None, None) => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
     };
     if let Some((shape, _)) = &latents {
         let want = [1, model.latent_channels(), height / f.max(1), width / f.max(1)];
@@ -154,15 +168,19 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         height,
         clip_skip: args.clip_skip,
         eta: args.eta,
+        init_image,
+        mask,
+        strength: args.strength,
+        preview_every: 0,
     };
     params.validate(&model)?;
     let sampler = params.build_scheduler(&model)?.kind();
 
     let mut stderr = std::io::stderr();
-    let image = pollster::block_on(model.txt2img(&params, |done, total| {
+    let image = pollster::block_on(model.generate(&params, |p: Progress| {
         let width = 30;
-        let filled = done * width / total.max(1);
-        let _ = write!(stderr, "\r[{}{}] step {done}/{total}", "#".repeat(filled), "-".repeat(width - filled));
+        let filled = p.step * width / p.total.max(1);
+        let _ = write!(stderr, "\r[{}{}] step {}/{}", "#".repeat(filled), "-".repeat(width - filled), p.step, p.total);
         let _ = stderr.flush();
         true
     }));
@@ -175,16 +193,23 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| args.model.display().to_string());
+    // A1111's layout, which image viewers and model sites read back.
     let mut text = args.prompt.clone();
     text.push_str(&format!("\nNegative prompt: {}", args.negative_prompt));
     text.push_str(&format!(
         "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {width}x{height}, Model: {model_name}",
         args.steps,
-        sampler.name(),
+        sampler.a1111_name(),
         args.guidance
     ));
+    if params.mode() != Mode::Txt2Img {
+        text.push_str(&format!(", Denoising strength: {}", params.strength()));
+    }
     if args.clip_skip != 1 {
         text.push_str(&format!(", Clip skip: {}", args.clip_skip));
+    }
+    if args.eta != 0.0 {
+        text.push_str(&format!(", Eta: {}", args.eta));
     }
 
     let bytes = match format {
@@ -194,6 +219,38 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     write_atomically(&args.output, &bytes)?;
     eprintln!("wrote {} ({width}x{height}, seed {seed})", args.output.display());
     Ok(())
+}
+
+/// The 8-bit pixels of a PNG (any colour type, 16-bit reduced to 8) and its channel count.
+fn read_png(path: &Path, what: &str) -> Result<(usize, usize, Vec<u8>, usize), Error> {
+    let bad = |e: String| Error::BadInput(format!("{what} {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{what} {}: {e}", path.display())))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG ({e})")))?;
+    let size = reader.output_buffer_size().ok_or_else(|| bad("the image is too large".into()))?;
+    let mut pixels = vec![0; size];
+    let info = reader.next_frame(&mut pixels).map_err(|e| bad(format!("not a readable PNG ({e})")))?;
+    pixels.truncate(info.buffer_size());
+    let channels = info.color_type.samples();
+    Ok((info.width as usize, info.height as usize, pixels, channels))
+}
+
+fn read_image(path: &Path) -> Result<Image, Error> {
+    let (w, h, pixels, channels) = read_png(path, "--init-image")?;
+    match channels {
+        3 | 4 => Image::from_rgb8(w, h, &pixels, channels),
+        // Grey (and grey + alpha): the same value in R, G and B.
+        _ => {
+            let rgb: Vec<u8> = pixels.chunks_exact(channels).flat_map(|p| [p[0]; 3]).collect();
+            Image::from_rgb8(w, h, &rgb, 3)
+        }
+    }
+}
+
+fn read_mask(path: &Path) -> Result<Mask, Error> {
+    let (w, h, pixels, channels) = read_png(path, "--mask")?;
+    Mask::from_pixels8(w, h, &pixels, channels)
 }
 
 /// An 8-bit RGB PNG with `text` as its `parameters` chunk (tEXt when Latin-1, else iTXt).

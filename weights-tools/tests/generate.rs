@@ -45,7 +45,7 @@ fn png_is_written_with_its_parameters() {
         .expect("a parameters chunk");
     assert_eq!(
         text,
-        "a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: euler, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: sd15-tiny"
+        "a red cube\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: sd15-tiny"
     );
     // Only the image: no temporary file left beside it.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
@@ -72,6 +72,73 @@ fn npy_with_latents_matches_diffusers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Writes an 8-bit PNG (`channels` 1 = grey, 3 = RGB).
+fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8], channels: usize) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, width as u32, height as u32);
+    encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header().unwrap().write_image_data(pixels).unwrap();
+}
+
+/// A pipeline fixture's float image (`[H, W, C]` or `[H, W]`, values v/255 or 0/1) as a PNG.
+fn fixture_png(name: &str, path: &Path) {
+    let (shape, values) = sd_webgpu::npy::read_f32(&std::fs::read(fixtures().join("pipeline").join(name)).unwrap(), name).unwrap();
+    let pixels: Vec<u8> = values.iter().map(|v| (v * 255.0).round() as u8).collect();
+    write_png(path, shape[1], shape[0], &pixels, shape.get(2).copied().unwrap_or(1));
+}
+
+fn max_error(out: &Path, golden: &str) -> f32 {
+    let (shape, got) = sd_webgpu::npy::read_f32(&std::fs::read(out).unwrap(), "output").unwrap();
+    let want_bytes = std::fs::read(fixtures().join("pipeline").join(golden)).unwrap();
+    let (want_shape, want) = sd_webgpu::npy::read_f32(&want_bytes, "golden").unwrap();
+    assert_eq!(shape, want_shape);
+    got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+}
+
+/// `--init-image` + `--mask` from PNGs with a seed give diffusers' inpainting image
+/// (the `inpaint9_ddim_cfg` golden), and `--init-image` + `--strength` its img2img one.
+#[test]
+fn inpaint_and_img2img_from_pngs_match_diffusers() {
+    let dir = scratch("inpaint");
+    let (init, mask, out) = (dir.join("init.png"), dir.join("mask.png"), dir.join("out.npy"));
+    fixture_png("inpaint9_ddim_cfg_init.npy", &init);
+    fixture_png("inpaint9_ddim_cfg_mask.npy", &mask);
+    let inpaint_model = fixtures().join("sd15-inpaint-tiny").display().to_string();
+    let result = run(&[
+        "--model", &inpaint_model, "--prompt", "a red cube on a table", "--negative-prompt", "blurry",
+        "--steps", "4", "--guidance", "7.5", "--seed", "18", "--init-image", init.to_str().unwrap(),
+        "--mask", mask.to_str().unwrap(), "--output", out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let worst = max_error(&out, "inpaint9_ddim_cfg_image.npy");
+    assert!(worst <= 0.5 / 255.0, "inpainting: max abs error {worst}");
+
+    fixture_png("img2img_sd15_pndm_init.npy", &init);
+    let result = run(&[
+        "--model", &model(), "--prompt", "a watercolor landscape", "--steps", "5", "--guidance", "7.5",
+        "--seed", "15", "--init-image", init.to_str().unwrap(), "--strength", "0.6", "--output", out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    // 5 steps at strength 0.6 skip the first 2 of PNDM's 6 timesteps (PLMS repeats one), as
+    // diffusers' get_timesteps does.
+    assert!(String::from_utf8_lossy(&result.stderr).contains("step 4/4"));
+    let worst = max_error(&out, "img2img_sd15_pndm_image.npy");
+    assert!(worst <= 0.5 / 255.0, "img2img: max abs error {worst}");
+
+    // The PNG's parameters record the strength.
+    let png_out = dir.join("out.png");
+    let result = run(&[
+        "--model", &model(), "--prompt", "x", "--steps", "2", "--seed", "3", "--scheduler", "dpmpp-2m-karras",
+        "--init-image", init.to_str().unwrap(), "--strength", "0.5", "--output", png_out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_out).unwrap())).read_info().unwrap();
+    let text = &reader.info().uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").unwrap().text;
+    assert!(text.ends_with("Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 3, Size: 32x32, Model: sd15-tiny, Denoising strength: 0.5"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_inputs_fail_clearly_without_output() {
     let dir = scratch("bad");
@@ -80,6 +147,13 @@ fn bad_inputs_fail_clearly_without_output() {
     let latents = latents.to_str().unwrap();
     let missing = fixtures().join("no-such-model").display().to_string();
     let m = model();
+    let inpaint = fixtures().join("sd15-inpaint-tiny").display().to_string();
+    let images = scratch("bad-images");
+    let (init32, mask16) = (images.join("init.png"), images.join("mask.png"));
+    write_png(&init32, 32, 32, &[128; 32 * 32 * 3], 3);
+    write_png(&mask16, 16, 16, &[255; 16 * 16], 1);
+    let (init32, mask16) = (init32.display().to_string(), mask16.display().to_string());
+    let no_image = images.join("no-such.png").display().to_string();
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         ("scheduler", vec!["--model", &m, "--scheduler", "warp-drive"], "unknown scheduler \"warp-drive\""),
         ("steps", vec!["--model", &m, "--steps", "0"], "steps = 0"),
@@ -88,12 +162,21 @@ fn bad_inputs_fail_clearly_without_output() {
         ("latents", vec!["--model", &m, "--latents", latents, "--width", "64", "--height", "64"], "--latents"),
         ("model", vec!["--model", &missing], "no-such-model"),
         ("spacing", vec!["--model", &m, "--timestep-spacing", "sideways"], "--timestep-spacing"),
+        ("strength", vec!["--model", &m, "--init-image", &init32, "--strength", "1.5"], "strength = 1.5"),
+        ("few-steps", vec!["--model", &m, "--init-image", &init32, "--strength", "0.1", "--steps", "4"], "no denoising step"),
+        ("mask-size", vec!["--model", &m, "--init-image", &init32, "--mask", &mask16], "mask: 16×16 differs"),
+        ("image-size", vec!["--model", &m, "--init-image", &init32, "--width", "64", "--height", "64"], "init image: 32×32 differs"),
+        ("not-png", vec!["--model", &m, "--init-image", latents], "not a readable PNG"),
+        ("no-image", vec!["--model", &m, "--init-image", &no_image], "no-such.png"),
+        ("strength-alone", vec!["--model", &m, "--strength", "0.5"], "--init-image"),
+        ("inpaint-model", vec!["--model", &inpaint], "inpainting model"),
+        ("inpaint-no-mask", vec!["--model", &inpaint, "--init-image", &init32], "give a mask"),
     ];
     for (name, mut args, want) in cases {
         let out = dir.join(format!("{name}.png"));
         let out_s = out.to_str().unwrap().to_string();
         args.extend(["--prompt", "x", "--seed", "1", "--output", &out_s]);
-        if !args.contains(&"--width") && !args.contains(&"--latents") {
+        if !args.contains(&"--width") && !args.contains(&"--latents") && !args.contains(&"--init-image") {
             args.extend(["--width", "32", "--height", "32"]);
         }
         let result = run(&args);
@@ -109,4 +192,5 @@ fn bad_inputs_fail_clearly_without_output() {
     assert!(String::from_utf8_lossy(&result.stderr).contains(".png or .npy"));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "files left behind");
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&images);
 }

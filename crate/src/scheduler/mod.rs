@@ -81,6 +81,20 @@ impl SchedulerKind {
         }
     }
 
+    /// The name AUTOMATIC1111's web UI writes in an image's `parameters` ("Sampler: ..."),
+    /// which other tools read back.
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddim => "DDIM",
+            SchedulerKind::Pndm => "PLMS",
+            SchedulerKind::Euler => "Euler",
+            SchedulerKind::EulerAncestral => "Euler a",
+            SchedulerKind::DpmPp2m => "DPM++ 2M",
+            SchedulerKind::DpmPp2mKarras => "DPM++ 2M Karras",
+            SchedulerKind::Lcm => "LCM",
+        }
+    }
+
     /// The diffusers class it reproduces.
     pub fn class_name(self) -> &'static str {
         match self {
@@ -315,6 +329,26 @@ impl Scheduler {
         check_index(step_index, self.timesteps().len())?;
         same_shape("noise", &noise, &original)?;
         each!(&self.inner, s => s.add_noise(original, noise, step_index))
+    }
+
+    /// The estimate of the clean sample x₀ implied by `model_output` at step `step_index`,
+    /// for previews: `x − σ·ε`-style for the sigma-based schedulers, `(x − √(1−ᾱ)·ε)/√ᾱ` (or
+    /// its v- and sample-prediction forms) for the others. Not used for sampling itself.
+    pub fn pred_original(&self, model_output: Tensor<4>, step_index: usize, sample: Tensor<4>) -> Result<Tensor<4>, Error> {
+        check_index(step_index, self.timesteps().len())?;
+        same_shape("model_output", &model_output, &sample)?;
+        if let Some(sigmas) = self.sigmas() {
+            let (cs, cm) = euler::x0_coefficients(self.schedule(), sigmas[step_index] as f64);
+            return Ok(lin(sample, cs, model_output, cm));
+        }
+        let t = self.timesteps()[step_index].round() as i64;
+        let alpha = self.schedule().alpha_cumprod(t.clamp(0, i64::MAX))? as f64;
+        let (a, b) = (alpha.sqrt(), (1.0 - alpha).sqrt());
+        Ok(match self.prediction_type() {
+            PredictionType::Epsilon => lin(sample, 1.0 / a, model_output, -b / a),
+            PredictionType::VPrediction => lin(sample, a, model_output, -b),
+            PredictionType::Sample => model_output,
+        })
     }
 
     /// Forgets multistep state, to sample again with the same timesteps.

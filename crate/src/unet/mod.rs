@@ -34,6 +34,8 @@ pub struct UNet2DConditionModel {
     pub up_blocks: Vec<UpBlock>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
+    /// The width of `encoder_hidden_states` (from the config), for input checks.
+    pub cross_attention_dim: usize,
 }
 
 impl UNet2DConditionModel {
@@ -108,7 +110,13 @@ impl UNet2DConditionModel {
             up_blocks,
             conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), config.groups(), channels[0], config.norm_eps)?,
             conv_out: Conv2d::load(&vb.pp("conv_out"), channels[0], config.out_channels, 3, 1, 1)?,
+            cross_attention_dim: config.cross_dim(),
         })
+    }
+
+    /// Channels of the sample (4, or 9 for inpainting UNets).
+    pub fn in_channels(&self) -> usize {
+        self.conv_in.weight.dims()[1]
     }
 
     /// How many times the latents are halved (and doubled back): the height and width of
@@ -136,18 +144,18 @@ impl UNet2DConditionModel {
     /// (or `[1]`, broadcast as diffusers does) given `encoder_hidden_states: [b, 77, cross_dim]`
     /// and, for LCM models, `timestep_cond: [b, time_cond_proj_dim]` -> `[b, out_channels, h, w]`.
     ///
-    /// Panics when `h` or `w` fails [`Self::check_latent_size`], which callers check first.
+    /// Inputs that do not fit this model (channels, a latent size failing
+    /// [`Self::check_latent_size`], batch sizes, a `timestep_cond` without `time_cond_proj_dim`
+    /// or of the wrong width) are [`Error::BadInput`].
     pub fn forward(
         &self,
         sample: Tensor<4>,
         timestep: Tensor<1>,
         encoder_hidden_states: Tensor<3>,
         timestep_cond: Option<Tensor<2>>,
-    ) -> Tensor<4> {
-        let [b, _, h, w] = sample.dims();
-        if let Err(e) = self.check_latent_size(h, w) {
-            panic!("{e}");
-        }
+    ) -> Result<Tensor<4>, Error> {
+        let [b, c, h, w] = sample.dims();
+        self.check_inputs(c, h, w, b, timestep.dims()[0], encoder_hidden_states.dims(), timestep_cond.as_ref().map(|t| t.dims()))?;
         let timestep = if timestep.dims()[0] == 1 && b > 1 { timestep.expand([b]) } else { timestep }; // [b]
         let t_emb = self.time_proj.forward(timestep); // [b, c0]
         let temb = self.time_embedding.forward(t_emb, timestep_cond); // [b, 4·c0]
@@ -166,6 +174,41 @@ impl UNet2DConditionModel {
         }
         debug_assert!(skips.is_empty(), "every skip is consumed by an up block");
         let x = silu(self.conv_norm_out.forward(x)); // [b, c0, h, w]
-        self.conv_out.forward(x) // [b, out_channels, h, w]
+        Ok(self.conv_out.forward(x)) // [b, out_channels, h, w]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_inputs(
+        &self,
+        channels: usize,
+        h: usize,
+        w: usize,
+        batch: usize,
+        timesteps: usize,
+        context: [usize; 3],
+        cond: Option<[usize; 2]>,
+    ) -> Result<(), Error> {
+        let bad = |s: String| Err(Error::BadInput(s));
+        if channels != self.in_channels() {
+            return bad(format!("unet: the sample has {channels} channels, this UNet takes in_channels = {}", self.in_channels()));
+        }
+        self.check_latent_size(h, w)?;
+        if timesteps != batch && timesteps != 1 {
+            return bad(format!("unet: {timesteps} timesteps for a batch of {batch}"));
+        }
+        if context[0] != batch || context[2] != self.cross_attention_dim {
+            return bad(format!(
+                "unet: encoder_hidden_states {context:?} do not fit a batch of {batch} with cross_attention_dim = {}",
+                self.cross_attention_dim
+            ));
+        }
+        match (cond, self.time_embedding.cond_proj.as_ref()) {
+            (Some(_), None) => bad("unet: timestep_cond was given, but this UNet has no time_cond_proj_dim (not an LCM model)".into()),
+            (Some([cb, d]), Some(proj)) if (cb != batch && cb != 1) || d != proj.weight.dims()[0] => bad(format!(
+                "unet: timestep_cond [{cb}, {d}] does not fit a batch of {batch} with time_cond_proj_dim = {}",
+                proj.weight.dims()[0]
+            )),
+            _ => Ok(()),
+        }
     }
 }
