@@ -79,7 +79,30 @@ async fn decode_batch(device: &Device) -> Result<(), String> {
     check_close("decode batch, image 1", second, &want, TOL)
 }
 
+/// Encoding and decoding in strips of one latent row each (a 1-byte budget: 8 strips at
+/// this size) gives the golden outputs and what the whole-map path computes, to rounding:
+/// the halo rows, the two-pass group norm over strips and the downsampling's bottom row are
+/// right.
+async fn strips(device: &Device) -> Result<(), String> {
+    let vae = load(device);
+    let image = npy_tensor::<4>(IMAGE, device);
+    let latents = npy_tensor::<4>(LATENTS, device);
+    let err = |e: sd_webgpu::Error| e.to_string();
+    let mean_whole = read_f32(vae.encode_moments(image.clone())).await.map_err(err)?;
+    let mean_strips = read_f32(vae.encode_moments_in_strips(image, 1)).await.map_err(err)?;
+    let decoded_whole = read_f32(vae.decode(latents.clone())).await.map_err(err)?;
+    let decoded_strips = read_f32(vae.decode_in_strips(latents, 1)).await.map_err(err)?;
+    let want_mean = npy(LATENT_MEAN).1;
+    report("encode in strips", &mean_strips[..want_mean.len()], &want_mean);
+    check_close("encode mean in strips", &mean_strips[..want_mean.len()], &want_mean, TOL)?;
+    check_close("encode in strips vs whole", &mean_strips, &mean_whole, 1e-5)?;
+    report("decode in strips", &decoded_strips, &npy(DECODED).1);
+    check_close("decode in strips", &decoded_strips, &npy(DECODED).1, TOL)?;
+    check_close("decode in strips vs whole", &decoded_strips, &decoded_whole, 1e-5)
+}
+
 on_every_device! {
+    strips => super::strips;
     encode => super::encode;
     decode => super::decode;
     decode_batch => super::decode_batch;

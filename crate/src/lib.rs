@@ -18,6 +18,7 @@ pub mod unet;
 pub mod vae;
 pub mod safetensors;
 pub mod scheduler;
+pub mod strips;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

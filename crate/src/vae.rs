@@ -9,7 +9,9 @@
 //! tokens; its `[b, 1, 4096, 4096]` f32 score matrix is 64 MiB per batch item — fine for one
 //! image, over the limit from two on (and softmax keeps more than one such buffer alive). The
 //! attention therefore runs through [`ops::sliced_attention`], which keeps each score slice
-//! within 64 MiB.
+//! within 64 MiB. The full-resolution layers are bigger still (`[1, 256, 512, 512]` is 256
+//! MiB): the encoder's down blocks and the decoder's up blocks run on horizontal strips
+//! ([`Strips`]) of at most [`STRIP_BYTES`] each, which gives the same result.
 
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -20,6 +22,7 @@ use crate::Error;
 use crate::nn::{Conv2d, GroupNorm, Linear};
 use crate::ops;
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::strips::{STRIP_BYTES, Strips, plan};
 use crate::weights::VarBuilder;
 
 /// diffusers hard-codes these for the VAE's resnets, attention and output norms.
@@ -339,18 +342,32 @@ impl Encoder {
         })
     }
 
-    /// `[b, in, H, W] -> [b, 2 * latent, H / f, W / f]`
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut h = self.conv_in.forward(x); // [b, c0, H, W]
+    /// `[b, in, H, W] -> [b, 2 * latent, H / f, W / f]`; the down blocks run on strips of at
+    /// most `strip_bytes`.
+    fn forward(&self, x: Tensor<4>, strip_bytes: usize) -> Tensor<4> {
+        let [b, _, rows, w] = x.dims();
+        let f = 1 << (self.down_blocks.len() - 1);
+        // Bytes per latent row at each level k (scale f / 2^k), input and output channels.
+        let mut per_latent_row = 0;
+        let mut c_prev = self.conv_in.weight.dims()[1];
+        for (k, block) in self.down_blocks.iter().enumerate() {
+            let c = block.resnets.last().map(|r| r.conv2.weight.dims()[0]).unwrap_or(c_prev);
+            let scale = f >> k;
+            per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * (w / f) * 4);
+            c_prev = c;
+        }
+        let latent_rows = plan(rows / f, 1, per_latent_row, strip_bytes);
+        let split: Vec<usize> = if rows % f == 0 { latent_rows.iter().map(|r| r * f).collect() } else { vec![rows] };
+        let mut h = Strips::split(x, &split).conv(&self.conv_in); // [b, c0, H, W] in strips
         for block in &self.down_blocks {
             for resnet in &block.resnets {
-                h = resnet.forward(h, None); // [b, c_i, H_i, W_i]
+                h = h.resnet(resnet); // [b, c_i, H_i, W_i]
             }
             if let Some(down) = &block.downsampler {
-                h = down.forward(h); // [b, c_i, H_i / 2, W_i / 2]
+                h = h.downsample(down); // [b, c_i, H_i / 2, W_i / 2]
             }
         }
-        let h = self.mid_block.forward(h); // [b, c_last, H / f, W / f]
+        let h = self.mid_block.forward(h.cat()); // [b, c_last, H / f, W / f]
         let h = silu(self.conv_norm_out.forward(h));
         self.conv_out.forward(h) // [b, 2 * latent, H / f, W / f]
     }
@@ -395,20 +412,34 @@ impl Decoder {
         })
     }
 
-    /// `[b, latent, h, w] -> [b, out, h * f, w * f]`
-    fn forward(&self, z: Tensor<4>) -> Tensor<4> {
+    /// `[b, latent, h, w] -> [b, out, h * f, w * f]`; the up blocks run on strips of at most
+    /// `strip_bytes`.
+    fn forward(&self, z: Tensor<4>, strip_bytes: usize) -> Tensor<4> {
         let h = self.conv_in.forward(z); // [b, c_last, h, w]
-        let mut h = self.mid_block.forward(h); // [b, c_last, h, w]
+        let h = self.mid_block.forward(h); // [b, c_last, h, w]
+        let [b, mut c_prev, rows, w] = h.dims();
+        // Bytes per latent row at each level k (scale 2^k), input and output channels.
+        let mut per_latent_row = 0;
+        for (k, block) in self.up_blocks.iter().enumerate() {
+            let c = block.resnets.last().map(|r| r.conv2.weight.dims()[0]).unwrap_or(c_prev);
+            let scale = 1 << k;
+            per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * w * 4);
+            if block.upsampler.is_some() {
+                per_latent_row = per_latent_row.max(b * c * 4 * scale * scale * w * 4);
+            }
+            c_prev = c;
+        }
+        let mut x = Strips::split(h, &plan(rows, 1, per_latent_row, strip_bytes));
         for block in &self.up_blocks {
             for resnet in &block.resnets {
-                h = resnet.forward(h, None); // [b, c_i, h_i, w_i]
+                x = x.resnet(resnet); // [b, c_i, h_i, w_i]
             }
             if let Some(up) = &block.upsampler {
-                h = up.forward(h); // [b, c_i, 2 h_i, 2 w_i]
+                x = x.upsample(up); // [b, c_i, 2 h_i, 2 w_i]
             }
         }
-        let h = silu(self.conv_norm_out.forward(h)); // [b, c0, h * f, w * f]
-        self.conv_out.forward(h) // [b, out, h * f, w * f]
+        let x = x.group_norm(&self.conv_norm_out).map(silu); // [b, c0, h * f, w * f]
+        x.conv(&self.conv_out).cat() // [b, out, h * f, w * f]
     }
 }
 
@@ -457,7 +488,13 @@ impl AutoencoderKL {
     /// The latent distribution's parameters: `[b, 3, H, W]` in `[-1, 1]` ->
     /// `[b, 2 * latent, H / f, W / f]`, mean first, then log-variance (unclamped).
     pub fn encode_moments(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.encoder.forward(x); // [b, 2 * latent, H / f, W / f]
+        self.encode_moments_in_strips(x, STRIP_BYTES)
+    }
+
+    /// [`Self::encode_moments`] with full-resolution strips of at most `strip_bytes` (the
+    /// default is [`STRIP_BYTES`]); any budget gives the same result.
+    pub fn encode_moments_in_strips(&self, x: Tensor<4>, strip_bytes: usize) -> Tensor<4> {
+        let h = self.encoder.forward(x, strip_bytes); // [b, 2 * latent, H / f, W / f]
         match &self.quant_conv {
             Some(conv) => conv.forward(h),
             None => h,
@@ -474,15 +511,21 @@ impl AutoencoderKL {
     /// [b, 3, h * f, w * f]`, roughly in `[-1, 1]`. A batch is decoded one image at a time so
     /// that buffer sizes do not grow with it (see the module docs).
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
+        self.decode_in_strips(z, STRIP_BYTES)
+    }
+
+    /// [`Self::decode`] with full-resolution strips of at most `strip_bytes` (the default is
+    /// [`STRIP_BYTES`]); any budget gives the same result.
+    pub fn decode_in_strips(&self, z: Tensor<4>, strip_bytes: usize) -> Tensor<4> {
         let b = z.dims()[0];
         if b > 1 {
-            let images = (0..b).map(|i| self.decode(z.clone().narrow(0, i, 1))).collect();
+            let images = (0..b).map(|i| self.decode_in_strips(z.clone().narrow(0, i, 1), strip_bytes)).collect();
             return Tensor::cat(images, 0); // [b, 3, h * f, w * f]
         }
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(z), // [1, latent, h, w]
             None => z,
         };
-        self.decoder.forward(z) // [1, 3, h * f, w * f]
+        self.decoder.forward(z, strip_bytes) // [1, 3, h * f, w * f]
     }
 }
