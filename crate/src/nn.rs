@@ -2,7 +2,7 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
@@ -120,21 +120,80 @@ impl LayerNorm {
     }
 }
 
-/// `torch.nn.Embedding`.
+/// `torch.nn.Embedding`. The table is kept in row blocks of at most
+/// [`EMBEDDING_PART_BYTES`]: CLIP's token table (49408 × 1024 for SD 2) is bigger than the
+/// 128 MiB a WebGPU buffer binding is guaranteed.
 #[derive(Module, Debug)]
 pub struct Embedding {
-    pub weight: Param<Tensor<2>>,
+    pub parts: Vec<Param<Tensor<2>>>,
 }
+
+/// The largest block of an embedding table on the device.
+pub const EMBEDDING_PART_BYTES: usize = 64 << 20;
 
 impl Embedding {
     pub fn load(vb: &VarBuilder, count: usize, dim: usize) -> Result<Self, Error> {
-        Ok(Embedding { weight: Param::from_tensor(vb.tensor("weight", [count, dim])?) })
+        let values = vb.values("weight", &[count, dim])?;
+        Ok(Self::from_values(&values, dim, EMBEDDING_PART_BYTES, vb.device()))
     }
 
-    /// `[b, n]` ids -> `[b, n, dim]`
+    /// The table `values` (`[count, dim]`, row-major) in blocks of at most `part_bytes`.
+    pub fn from_values(values: &[f32], dim: usize, part_bytes: usize, device: &burn::tensor::Device) -> Self {
+        let rows_per_part = (part_bytes / (4 * dim.max(1))).max(1);
+        let parts = values
+            .chunks(rows_per_part * dim.max(1))
+            .map(|rows| {
+                let n = rows.len() / dim.max(1);
+                Param::from_tensor(Tensor::from_data(TensorData::new(rows.to_vec(), [n, dim]), device))
+            })
+            .collect();
+        Embedding { parts }
+    }
+
+    /// `[b, n]` ids -> `[b, n, dim]`. With several blocks, each id is looked up in every
+    /// block (clamped) and kept where it belongs: exact, and cheap for 77 tokens.
     pub fn forward(&self, ids: Tensor<2, burn::tensor::Int>) -> Tensor<3> {
         let [b, n] = ids.dims();
-        let [_, dim] = self.weight.dims();
-        self.weight.val().select(0, ids.reshape([b * n])).reshape([b, n, dim])
+        let ids = ids.reshape([b * n]); // [b·n]
+        let dim = self.parts[0].dims()[1];
+        if self.parts.len() == 1 {
+            return self.parts[0].val().select(0, ids).reshape([b, n, dim]);
+        }
+        let mut start = 0i64;
+        let mut out: Option<Tensor<2>> = None;
+        for part in &self.parts {
+            let rows = part.dims()[0] as i64;
+            let local = ids.clone().sub_scalar(start).clamp(0, rows - 1); // [b·n]
+            let inside = ids.clone().greater_equal_elem(start).int() * ids.clone().lower_elem(start + rows).int();
+            let picked = part.val().select(0, local) * inside.float().reshape([b * n, 1]); // [b·n, dim]
+            out = Some(match out {
+                Some(sum) => sum + picked,
+                None => picked,
+            });
+            start += rows;
+        }
+        out.expect("an embedding has at least one block").reshape([b, n, dim])
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use burn::tensor::Int;
+
+    #[test]
+    fn embedding_in_blocks_equals_one_table() {
+        let device = crate::device::cpu();
+        let (count, dim) = (10, 4);
+        let values: Vec<f32> = (0..count * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let whole = Embedding::from_values(&values, dim, 1 << 20, &device);
+        let blocks = Embedding::from_values(&values, dim, 3 * dim * 4, &device);
+        assert_eq!((whole.parts.len(), blocks.parts.len()), (1, 4));
+        let ids: Vec<i64> = vec![0, 9, 3, 2, 5, 6, 8, 1, 7, 4, 9, 0];
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, 6]), &device);
+        let a = whole.forward(ids.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let b = blocks.forward(ids).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[4..8], values[36..40]);
     }
 }

@@ -1,4 +1,10 @@
-//! The browser entry points, exported to JavaScript with wasm-bindgen.
+//! The browser entry points, exported to JavaScript with wasm-bindgen: adapter information,
+//! a GPU self-check, and the [`Generator`] that loads a model and generates images.
+
+mod generator;
+mod options;
+
+pub use generator::Generator;
 
 use js_sys::{Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
@@ -30,7 +36,7 @@ impl From<Error> for JsValue {
     }
 }
 
-fn get(obj: &JsValue, key: &str) -> JsValue {
+pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }
 

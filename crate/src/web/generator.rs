@@ -1,0 +1,188 @@
+//! `Generator`: the JavaScript API around [`StableDiffusion`].
+//!
+//! ```js
+//! const gen = await Generator.create();          // WebGPU device; rejects with code "no-webgpu"
+//! gen.loadFiles(files);                          // { "unet/config.json": Uint8Array, ... }
+//! const img = await gen.generate({ prompt, steps, seed, onStep, signal });
+//! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed, timings }
+//! ```
+//!
+//! Every call returns at once with a promise; one generation runs at a time. Errors are JS
+//! `Error`s with a `code` (see `web/mod.rs`); a cancelled run rejects with `name`
+//! `"AbortError"` and code `"cancelled"`, and the next call works.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use super::get;
+use super::options::{image_object, params};
+use crate::model::StableDiffusion;
+use crate::pipeline::Progress;
+use crate::{Device, Error, device};
+
+struct State {
+    device: Device,
+    model: Option<Rc<StableDiffusion>>,
+    busy: bool,
+}
+
+/// Loads a Stable Diffusion model onto the WebGPU device and generates images with it.
+#[wasm_bindgen]
+pub struct Generator {
+    state: Rc<RefCell<State>>,
+}
+
+#[wasm_bindgen]
+impl Generator {
+    /// Creates the WebGPU device. Rejects with code `"no-webgpu"` where WebGPU is missing.
+    pub async fn create() -> Result<Generator, JsValue> {
+        let device = device::gpu().await?;
+        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, busy: false })) })
+    }
+
+    /// Loads a model from its files: an object (or `Map`) from paths in a diffusers folder
+    /// (`"unet/config.json"`, `"unet/diffusion_pytorch_model.safetensors"`, ...) to
+    /// `Uint8Array`s. Replaces any model loaded before.
+    #[wasm_bindgen(js_name = loadFiles)]
+    pub fn load_files(&self, files: JsValue) -> Result<(), JsValue> {
+        let mut map = BTreeMap::new();
+        let entries: js_sys::Array = if files.is_instance_of::<js_sys::Map>() {
+            js_sys::Array::from(&files.unchecked_ref::<js_sys::Map>().entries())
+        } else if files.is_object() {
+            Object::entries(files.unchecked_ref::<Object>())
+        } else {
+            return Err(Error::BadInput("loadFiles: pass an object of path → Uint8Array".into()).into());
+        };
+        for entry in entries.iter() {
+            let path = Reflect::get(&entry, &0.into())?.as_string().unwrap_or_default();
+            let bytes = Reflect::get(&entry, &1.into())?;
+            let bytes = bytes
+                .dyn_ref::<Uint8Array>()
+                .ok_or_else(|| Error::BadInput(format!("loadFiles: \"{path}\" is not a Uint8Array")))?;
+            map.insert(path, bytes.to_vec());
+        }
+        let mut state = self.state.borrow_mut();
+        if state.busy {
+            return Err(Error::BadInput("a generation is running: wait for it (or abort it) before loading".into()).into());
+        }
+        let model = StableDiffusion::from_files(&map, &state.device)?;
+        state.model = Some(Rc::new(model));
+        Ok(())
+    }
+
+    /// Whether a model is loaded.
+    #[wasm_bindgen(getter)]
+    pub fn loaded(&self) -> bool {
+        self.state.borrow().model.is_some()
+    }
+
+    /// Text to image. Options: `prompt`, `negativePrompt`, `steps` (20), `guidanceScale`
+    /// (7.5), `scheduler` (the model's), `seed` (random), `latents`, `width`/`height` (512),
+    /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`
+    /// (return `false` to stop), `signal` (an `AbortSignal`).
+    pub fn generate(&self, options: JsValue) -> Promise {
+        self.run(options, "generate")
+    }
+
+    /// Image to image: the options of `generate` plus `image` (`{ width, height, data }`,
+    /// RGBA; its size is the output's) and `strength` (0.8).
+    pub fn img2img(&self, options: JsValue) -> Promise {
+        self.run(options, "img2img")
+    }
+
+    /// Inpainting: the options of `img2img` plus `mask` (same size; white is repainted);
+    /// `strength` defaults to 1.
+    pub fn inpaint(&self, options: JsValue) -> Promise {
+        self.run(options, "inpaint")
+    }
+}
+
+impl Generator {
+    fn run(&self, options: JsValue, mode: &'static str) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let model = {
+                let mut s = state.borrow_mut();
+                let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call loadFiles first".into()))?;
+                if s.busy {
+                    return Err(Error::BadInput("another generation is running: one at a time".into()).into());
+                }
+                s.busy = true;
+                model
+            };
+            let result = generate(&model, &options, mode).await;
+            state.borrow_mut().busy = false;
+            result
+        })
+    }
+}
+
+async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str) -> Result<JsValue, JsValue> {
+    let params = params(options, mode)?;
+    let on_step = get(options, "onStep");
+    let on_step = if on_step.is_undefined() || on_step.is_null() {
+        None
+    } else {
+        Some(on_step.dyn_into::<Function>().map_err(|_| Error::BadInput("onStep: must be a function".into()))?)
+    };
+    let signal = get(options, "signal");
+    let aborted = || get(&signal, "aborted").as_bool().unwrap_or(false);
+    if aborted() {
+        return Err(abort_error());
+    }
+    let started = js_sys::Date::now();
+    let mut callback_error = None;
+    let result = model
+        .generate(&params, |p: Progress| {
+            if let Some(f) = &on_step {
+                match progress_object(&p).and_then(|o| f.call1(&JsValue::NULL, &o)) {
+                    Ok(v) if v == JsValue::FALSE => return false,
+                    Ok(_) => {}
+                    Err(e) => {
+                        callback_error = Some(e);
+                        return false;
+                    }
+                }
+            }
+            !aborted()
+        })
+        .await;
+    if let Some(e) = callback_error {
+        return Err(e);
+    }
+    let image = match result {
+        Err(Error::Cancelled) => return Err(abort_error()),
+        other => other?,
+    };
+    let out = image_object(&image)?;
+    Reflect::set(&out, &"seed".into(), &(params.seed as f64).into())?;
+    let timings = Object::new();
+    Reflect::set(&timings, &"totalMs".into(), &(js_sys::Date::now() - started).into())?;
+    Reflect::set(&out, &"timings".into(), &timings)?;
+    Ok(out)
+}
+
+fn progress_object(p: &Progress) -> Result<JsValue, JsValue> {
+    let o = Object::new();
+    Reflect::set(&o, &"step".into(), &(p.step as u32).into())?;
+    Reflect::set(&o, &"total".into(), &(p.total as u32).into())?;
+    let preview = match &p.preview {
+        Some(image) => image_object(image)?,
+        None => JsValue::NULL,
+    };
+    Reflect::set(&o, &"preview".into(), &preview)?;
+    Ok(o.into())
+}
+
+/// The rejection of a cancelled generation: an `Error` named `AbortError`, as `fetch` and
+/// other signal-taking APIs reject, with our `code`.
+fn abort_error() -> JsValue {
+    let e: JsValue = Error::Cancelled.into();
+    let _ = Reflect::set(&e, &"name".into(), &"AbortError".into());
+    e
+}
