@@ -287,3 +287,45 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The tiny LDM single files (tests/fixtures/ldm, checked against diffusers' converters when
+/// made) convert to exactly the tensors of their diffusers folders.
+#[test]
+fn single_file_checkpoints_convert_like_their_diffusers_folders() {
+    let dir = scratch("ldm");
+    for (fixture, file) in [("sd15-inpaint-tiny", "sd15-inpaint-tiny.safetensors"), ("sd2-tiny", "sd2-tiny.safetensors")] {
+        let single = fixtures().join("ldm").join(file);
+        let config = fixtures().join(fixture);
+        let (a, b) = (dir.join(format!("{fixture}-folder")), dir.join(format!("{fixture}-single")));
+        convert(&config, &a, "f32");
+        let log = ok(&sd_weights(&[
+            "convert", single.to_str().unwrap(), b.to_str().unwrap(), "--quant", "f32", "--config", config.to_str().unwrap(),
+        ]));
+        if fixture == "sd2-tiny" {
+            assert!(log.contains("skipped"), "the extra OpenCLIP layer is reported: {log}");
+        }
+        let (want, got) = (converted_tensors(&a), converted_tensors(&b));
+        assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "{fixture}");
+        for (name, w) in &want {
+            assert!(w == &got[name], "{fixture} {name} differs");
+        }
+        let (ma, mb) = (ConvertedModel::open(&a).unwrap(), ConvertedModel::open(&b).unwrap());
+        assert_eq!(ma.manifest().configs, mb.manifest().configs, "{fixture}: configs come from --config");
+        ok(&sd_weights(&["verify", b.to_str().unwrap()]));
+        // Without --config, the built-in full-size configs do not fit the tiny weights.
+        let c = dir.join(format!("{fixture}-builtin"));
+        fails(&sd_weights(&["convert", single.to_str().unwrap(), c.to_str().unwrap()]), &["--config"]);
+        assert!(!c.exists());
+    }
+    // --prediction-type overrides the config's.
+    let single = fixtures().join("ldm/sd2-tiny.safetensors");
+    let out = dir.join("eps");
+    ok(&sd_weights(&[
+        "convert", single.to_str().unwrap(), out.to_str().unwrap(), "--config", fixtures().join("sd2-tiny").to_str().unwrap(),
+        "--prediction-type", "epsilon", "--quant", "q8",
+    ]));
+    let model = ConvertedModel::open(&out).unwrap();
+    assert_eq!(model.manifest().configs["scheduler/scheduler_config.json"]["prediction_type"], "epsilon");
+    assert_eq!(model.manifest().family, "sd2");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -375,3 +375,79 @@ fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), Str
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse safetensors file with the full-size LDM tensor list of a real checkpoint
+    /// (made by tests/fixtures/ldm/make_ldm_fixtures.py and checked there with diffusers'
+    /// converters): no data is read, only names and shapes are mapped.
+    fn sparse_checkpoint(list: &str, path: &Path) {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for line in list.lines() {
+            let mut it = line.split(' ');
+            let (name, dtype, shape) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""));
+            let shape: Vec<usize> = shape.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+            let bytes = shape.iter().product::<usize>() * if dtype == "I64" { 8 } else { 2 };
+            header.insert(name.into(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+            offset += bytes;
+        }
+        let json = serde_json::to_string(&header).unwrap();
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        let file = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &file, &bytes).unwrap();
+        file.set_len((bytes.len() + offset) as u64).unwrap();
+    }
+
+    #[test]
+    fn full_size_checkpoints_map_to_diffusers_names_and_shapes() {
+        let dir = std::env::temp_dir().join(format!("sd-weights-ldm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            ("sd15", include_str!("../../synth/sd15/ldm_tensors.txt"), "sd1", "epsilon"),
+            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), "sd2", "v_prediction"),
+            ("sd15-inpaint", include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"), "sd1-inpaint", "epsilon"),
+        ];
+        for (family, list, want_family, prediction) in cases {
+            let path = dir.join(format!("{family}.safetensors"));
+            sparse_checkpoint(list, &path);
+            // single_file checks the mapped names and shapes against diffusers' list itself.
+            let input = single_file(&path, None, None).unwrap_or_else(|e| panic!("{family}: {e}"));
+            assert_eq!(input.family, want_family);
+            let spec = specs::spec(family).unwrap();
+            assert_eq!(input.tensors.len(), spec.tensor_list().len(), "{family}");
+            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], prediction, "{family}");
+            assert_eq!(input.configs["unet/config.json"], spec.config_values()["unet/config.json"], "{family}");
+            assert!(input.tokenizer.contains_key("tokenizer/vocab.json"));
+            // The q/k/v split of OpenCLIP's in_proj: three consecutive thirds.
+            if family == "sd21" {
+                let q = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.q_proj.weight").unwrap();
+                let k = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.k_proj.weight").unwrap();
+                assert_eq!((q.shape.clone(), k.start - q.start, q.len), (vec![1024, 1024], 1024 * 1024 * 2, 1024 * 1024 * 2));
+            }
+            let input = single_file(&path, None, Some(family != "sd21")).unwrap();
+            let want = if family == "sd21" { "epsilon" } else { "v_prediction" };
+            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], want);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(unet_name("input_blocks.3.0.op.weight", 2).unwrap(), "down_blocks.0.downsamplers.0.conv.weight");
+        assert_eq!(unet_name("input_blocks.4.0.skip_connection.bias", 2).unwrap(), "down_blocks.1.resnets.0.conv_shortcut.bias");
+        assert_eq!(unet_name("output_blocks.2.1.conv.weight", 2).unwrap(), "up_blocks.0.upsamplers.0.conv.weight");
+        assert_eq!(unet_name("output_blocks.5.2.conv.bias", 2).unwrap(), "up_blocks.1.upsamplers.0.conv.bias");
+        assert_eq!(unet_name("output_blocks.5.1.norm.bias", 2).unwrap(), "up_blocks.1.attentions.2.norm.bias");
+        assert_eq!(unet_name("middle_block.2.emb_layers.1.weight", 2).unwrap(), "mid_block.resnets.1.time_emb_proj.weight");
+        assert!(unet_name("input_blocks.1.7.x", 2).is_none());
+        assert!(unet_name("label_emb.0.0.weight", 2).is_none());
+        assert_eq!(vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4).unwrap().0, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
+        assert_eq!(vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(), ("encoder.mid_block.attentions.0.to_out.0.weight".into(), true));
+        assert_eq!(vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(), ("encoder.mid_block.attentions.0.to_q.bias".into(), false));
+        assert!(vae_name("loss.logvar", 4).is_none());
+    }
+}
