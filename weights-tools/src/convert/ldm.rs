@@ -327,7 +327,13 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
     let text_layers = configs["text_encoder/config.json"]["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
     let (mapped, dropped) =
         map(&header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
-            bad(format!("{why}: not an SD 1.x / 2.x checkpoint with the original LDM names"))
+            let hint = if config.is_none() {
+                ", or one whose architecture differs from the built-in SD 1.5 / 2.1 configs (give a diffusers folder of \
+                 the same architecture with --config)"
+            } else {
+                ", or it does not match the --config folder"
+            };
+            bad(format!("{why}: not an SD 1.x / 2.x checkpoint with the original LDM names{hint}"))
         })?;
     if dropped > 0 {
         notes.push(format!("{dropped} tensors not used by diffusers were skipped (extra text-encoder layers, projections, losses)"));

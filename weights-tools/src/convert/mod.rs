@@ -6,6 +6,7 @@
 //! directory beside the output, `manifest.json` last, and renamed into place at the end:
 //! an interrupted or failed convert never leaves a directory that looks like a model.
 
+pub mod encode;
 pub mod input;
 pub mod ldm;
 pub mod policy;
@@ -20,10 +21,11 @@ use clap::{Args, ValueEnum};
 use sd_webgpu::Error;
 use sd_webgpu::format::{
     COMPONENTS, DEFAULT_CHUNK_BYTES, Dtype, FORMAT_NAME, FORMAT_VERSION, FileEntry, MANIFEST, MAX_CHUNK_BYTES,
-    MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, encode, sha256_hex,
+    MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, sha256_hex,
 };
 
 use crate::progress::Progress;
+use encode::encode_parallel as encode;
 use input::{Input, InputTensor};
 use writer::ChunkWriter;
 
