@@ -161,7 +161,7 @@ pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> R
     for t in order {
         let values = input::read_values(&mut files, &input.files, t)?;
         let (mut dtype, mut reason) = policy::choose(t.component, &t.name, &t.shape, want);
-        if dtype == Dtype::F16 && want != Dtype::F16 && values.iter().any(|v| v.abs() > 65504.0) {
+        if dtype == Dtype::F16 && values.iter().any(|v| v.abs() > 65504.0) {
             (dtype, reason) = (Dtype::F32, Some("values beyond f16's range: kept f32"));
         }
         if let Some(reason) = reason {
