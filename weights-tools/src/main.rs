@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// Check that each compute backend (CPU, GPU through wgpu) works on this machine.
     Devices,
-    /// Generate an image from a prompt with a diffusers model folder (.png or .npy output).
+    /// Generate an image from a prompt with a diffusers model folder or a converted model
+    /// directory (.png or .npy output).
     Generate(generate::GenerateArgs),
     /// Convert a diffusers folder or a single-file .safetensors checkpoint to sd-webgpu's
     /// chunked format (f32, f16, q8 or q4).

@@ -155,19 +155,32 @@ fn generate(model: &Path, out: &Path) -> Output {
 fn generate_from_a_converted_model_matches_the_folder() {
     let dir = scratch("generate");
     convert(&fixtures().join("sd15-tiny"), &dir.join("f32"), "f32");
-    convert(&fixtures().join("sd15-tiny"), &dir.join("q8"), "q8");
     ok(&generate(&fixtures().join("sd15-tiny"), &dir.join("folder.npy")));
     ok(&generate(&dir.join("f32"), &dir.join("f32.npy")));
-    ok(&generate(&dir.join("q8"), &dir.join("q8.npy")));
     let read = |name: &str| sd_webgpu::npy::read_f32(&std::fs::read(dir.join(name)).unwrap(), name).unwrap();
     let (want_shape, want) = read("folder.npy");
     let (shape, got) = read("f32.npy");
     assert_eq!(shape, want_shape);
     assert!(got == want, "the f32 conversion gives another image");
-    let (_, q8) = read("q8.npy");
-    let worst = q8.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    eprintln!("q8 image: max abs difference {worst}");
-    assert!(worst < 0.25, "q8 image differs by {worst}");
+    // Quantized models give nearby images (pixel values in [0, 1]). The tiny models are far
+    // more sensitive than real ones (every tensor is small and their weights are scaled so
+    // that activations stay large), so these bounds are loose; measured: q8 max 0.039, mean
+    // 0.005; q4 max 0.56, mean 0.084.
+    for (quant, max_bound, mean_bound) in [("q8", 0.1, 0.02), ("q4", 1.0, 0.15)] {
+        convert(&fixtures().join("sd15-tiny"), &dir.join(quant), quant);
+        ok(&generate(&dir.join(quant), &dir.join(format!("{quant}.npy"))));
+        let (_, image) = read(&format!("{quant}.npy"));
+        let worst = image.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let mean = image.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f32>() / want.len() as f32;
+        eprintln!("{quant} image: max abs difference {worst}, mean {mean}");
+        assert!(worst < max_bound && mean < mean_bound, "{quant} image differs by {worst} (mean {mean})");
+    }
+    // A tensor missing from the manifest: a clear error naming it.
+    let manifest = dir.join("f32/manifest.json");
+    let mut m: sd_webgpu::format::Manifest = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m.tensors.retain(|t| t.name != "conv_in.weight");
+    std::fs::write(&manifest, m.to_json()).unwrap();
+    fails(&generate(&dir.join("f32"), &dir.join("broken.npy")), &["conv_in.weight", "missing"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
