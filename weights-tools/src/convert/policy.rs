@@ -29,7 +29,7 @@ pub fn choose(component: &str, name: &str, shape: &[usize], want: Dtype) -> (Dty
         return (Dtype::F16, Some("the UNet's first and last convolutions: tiny, and they touch the latents directly"));
     }
     if component == "vae" && want == Dtype::Q4 {
-        return (Dtype::Q8, Some("VAE weights at q8: 4-bit errors show up directly as pixel noise; it is 8% of the model"));
+        return (Dtype::Q8, Some("VAE weights at q8: 4-bit errors show up directly as pixel noise; under 8% of the model"));
     }
     (want, None)
 }
