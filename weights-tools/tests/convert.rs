@@ -342,3 +342,39 @@ fn single_file_checkpoints_convert_like_their_diffusers_folders() {
     assert_eq!(model.manifest().family, "sd2");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Killed at any moment, a convert leaves either no output or a complete one: the output
+/// appears by one rename, after the manifest is written. A killed run's hidden temporary
+/// directory never holds a manifest.
+#[test]
+fn a_killed_convert_never_leaves_a_valid_looking_output() {
+    let dir = scratch("killed");
+    let mut completed = 0;
+    for (i, delay_ms) in [0u64, 2, 5, 10, 20, 40, 80, 160].into_iter().enumerate() {
+        let out = dir.join(format!("out{i}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sd-weights"))
+            .args(["convert", fixtures().join("sd2-tiny").to_str().unwrap(), out.to_str().unwrap(), "--quant", "q4"])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        if out.exists() {
+            completed += 1;
+            ok(&sd_weights(&["verify", out.to_str().unwrap()]));
+        }
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            assert!(name.contains(".partial-"), "{name}");
+            assert!(!path.join("manifest.json").exists(), "{name} holds a manifest");
+            assert!(ConvertedModel::open(&path).is_err());
+        }
+    }
+    eprintln!("{completed} of 8 runs finished before the kill");
+    let _ = std::fs::remove_dir_all(&dir);
+}
