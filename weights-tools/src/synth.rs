@@ -66,7 +66,7 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], rng: &mut Gaus
     }
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut json = serde_json::to_string(&header).unwrap();
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let mut file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);

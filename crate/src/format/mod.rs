@@ -252,7 +252,7 @@ impl Manifest {
             if parts.iter().map(|p| p.rows).sum::<usize>() != rows {
                 return bad(format!("tensor {name}: parts do not add up to its {rows} rows"));
             }
-            let inner = if rows == 0 { 0 } else { numel / rows };
+            let inner = numel.checked_div(rows).unwrap_or(0);
             for p in &parts {
                 let n = p.rows * inner;
                 if t.dtype.is_quantized() && n % quant::BLOCK != 0 {

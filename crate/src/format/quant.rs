@@ -43,7 +43,7 @@ pub fn q4_len(n: usize) -> usize {
 }
 
 fn check_len(n: usize) -> Result<(), Error> {
-    if n % BLOCK != 0 {
+    if !n.is_multiple_of(BLOCK) {
         return Err(Error::BadWeights(format!("{n} values cannot be quantized in blocks of {BLOCK}")));
     }
     Ok(())
@@ -53,7 +53,7 @@ fn push_scales(out: &mut Vec<u8>, scales: &[f16]) {
     for s in scales {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

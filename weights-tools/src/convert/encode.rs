@@ -8,7 +8,7 @@ use sd_webgpu::format::{Dtype, encode};
 /// [`encode`], split across threads for big quantized tensors; the bytes are identical.
 pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if !dtype.is_quantized() || threads == 1 || values.len() < 1 << 16 || values.len() % BLOCK != 0 {
+    if !dtype.is_quantized() || threads == 1 || values.len() < 1 << 16 || !values.len().is_multiple_of(BLOCK) {
         return encode(dtype, values);
     }
     // Pieces of a multiple of 64 values: an even number of f16 scales, so no padding inside.
@@ -28,7 +28,7 @@ pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
         scales.extend_from_slice(&piece[c..c + n / BLOCK * 2]);
     }
     codes.extend_from_slice(&scales);
-    while codes.len() % 4 != 0 {
+    while !codes.len().is_multiple_of(4) {
         codes.push(0);
     }
     Ok(codes)

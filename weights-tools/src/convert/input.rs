@@ -182,8 +182,11 @@ pub fn check_configs(configs: &BTreeMap<String, Value>, what: &str) -> Result<()
     Ok(())
 }
 
+/// Configs by path, and tokenizer files by path.
+pub type FolderFiles = (BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>);
+
 /// Configs and tokenizer of a diffusers folder.
-pub fn folder_files(dir: &Path) -> Result<(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>), Error> {
+pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
     let mut configs = BTreeMap::new();
     for path in CONFIG_PATHS {
         let full = dir.join(path);
@@ -202,7 +205,8 @@ pub fn folder_files(dir: &Path) -> Result<(BTreeMap<String, Value>, BTreeMap<Str
         }
     }
     let has = |n: &str| tokenizer.contains_key(&format!("tokenizer/{n}"));
-    if !(has("vocab.json") && has("merges.txt")) && !has("tokenizer.json") {
+    let bpe = has("vocab.json") && has("merges.txt");
+    if !bpe && !has("tokenizer.json") {
         return Err(Error::Tokenizer(format!("{}: no tokenizer/vocab.json + merges.txt or tokenizer/tokenizer.json", dir.display())));
     }
     Ok((configs, tokenizer))

@@ -33,6 +33,8 @@ const OPEN_CLIP: &str = "cond_stage_model.model.";
 
 /// A mapped tensor: component, diffusers name, shape, byte range inside the source tensor.
 type Mapped = (&'static str, String, Vec<usize>, u64, u64);
+/// Each LDM name with what it maps to, and the number of tensors dropped.
+type MappedHeader = (Vec<(String, Vec<Mapped>)>, usize);
 
 fn whole(component: &'static str, name: String, info: &TensorInfo) -> Mapped {
     (component, name, info.shape.clone(), 0, (info.end - info.start) as u64)
@@ -204,7 +206,7 @@ fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>
 /// Maps every tensor of an LDM checkpoint header. Unknown UNet / VAE / text-encoder names are
 /// errors (the checkpoint is not an SD 1.x / 2.x one); tensors outside those three prefixes
 /// (EMA copies, schedules) are ignored.
-pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers: usize) -> Result<(Vec<(String, Vec<Mapped>)>, usize), String> {
+pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers: usize) -> Result<MappedHeader, String> {
     let lpb = unet_config["layers_per_block"].as_u64().ok_or("unet config: layers_per_block must be one number")? as usize;
     let up_blocks = vae_config["block_out_channels"].as_array().map(Vec::len).ok_or("vae config: no block_out_channels")?;
     let mut mapped = Vec::new();

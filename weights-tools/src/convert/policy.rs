@@ -22,7 +22,7 @@ pub fn choose(component: &str, name: &str, shape: &[usize], want: Dtype) -> (Dty
     if numel < SMALL {
         return (Dtype::F16, Some("small tensors (< 4096 values): quantizing saves nothing worth the error"));
     }
-    if inner % BLOCK != 0 {
+    if !inner.is_multiple_of(BLOCK) {
         return (Dtype::F16, Some("inner size not a multiple of 32: does not split into quantization blocks"));
     }
     if component == "unet" && (name.starts_with("conv_in.") || name.starts_with("conv_out.")) {
