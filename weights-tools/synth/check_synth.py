@@ -4,8 +4,9 @@ missing, unexpected or mismatched weights.
 
     sd-weights synth --family sd15 /tmp/sd15 && /root/venv-ref/bin/python weights-tools/synth/check_synth.py /tmp/sd15
 
-Recorded result (sd15, diffusers 0.42.1, transformers 5.24.0): text_encoder 123060480 params,
-unet 859520964, vae 83653863, no problems.
+Recorded results (diffusers 0.42.1, transformers 5.24.0), no problems in either:
+  sd15: text_encoder 123060480 params, unet 859520964, vae 83653863
+  sd21: text_encoder 340387840 params, unet 865910724, vae 83653863
 """
 import sys
 
