@@ -318,6 +318,19 @@ pub fn decode(dtype: Dtype, bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
     }
 }
 
+/// A tensor's values as f32, all parts decoded and joined; `bytes` fetches one part's stored
+/// bytes (from a file natively, from downloaded chunks in the browser).
+pub fn read_tensor(tensor: &TensorEntry, mut bytes: impl FnMut(&Part) -> Result<Vec<u8>, Error>) -> Result<Vec<f32>, Error> {
+    let inner = tensor.numel() / tensor.shape.first().copied().unwrap_or(1).max(1);
+    let mut values = Vec::with_capacity(tensor.numel());
+    for part in tensor.parts() {
+        let decoded = decode(tensor.dtype, &bytes(&part)?, part.rows * inner)
+            .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", tensor.full_name())))?;
+        values.extend(decoded);
+    }
+    Ok(values)
+}
+
 /// Encodes `values` at `dtype` (for q8/q4 a multiple of 32 values).
 pub fn encode(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
     match dtype {
@@ -431,6 +444,10 @@ mod tests {
             assert!(quant::relative_rms_error(&v, &back) <= tol, "{dtype:?}");
         }
         assert!(decode(Dtype::F16, &[0; 3], 2).is_err());
+        // A split tensor reads its parts in order.
+        let t = &sample().tensors[1];
+        let halves = [half::f16::from_f32(1.5).to_le_bytes().to_vec(), half::f16::from_f32(-2.0).to_le_bytes().to_vec()];
+        assert_eq!(read_tensor(t, |p| Ok(halves[(p.offset / 64) as usize].clone())).unwrap(), vec![1.5, -2.0]);
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

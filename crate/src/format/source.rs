@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{MANIFEST, Manifest, TensorEntry, decode, sha256_hex};
+use super::{MANIFEST, Manifest, TensorEntry, read_tensor, sha256_hex};
 use crate::Error;
 use crate::model::ModelFiles;
 use crate::weights::WeightSource;
@@ -86,15 +86,7 @@ impl ConvertedModel {
 
     /// A tensor's values as f32 (dequantized), all parts joined.
     pub fn read_tensor(&self, tensor: &TensorEntry) -> Result<Vec<f32>, Error> {
-        let inner = tensor.numel() / tensor.shape.first().copied().unwrap_or(1).max(1);
-        let mut values = Vec::with_capacity(tensor.numel());
-        for part in tensor.parts() {
-            let bytes = self.read_bytes(part.chunk, part.offset, part.length)?;
-            let decoded = decode(tensor.dtype, &bytes, part.rows * inner)
-                .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", tensor.full_name())))?;
-            values.extend(decoded);
-        }
-        Ok(values)
+        read_tensor(tensor, |part| self.read_bytes(part.chunk, part.offset, part.length))
     }
 
     /// The weights of one component (`text_encoder`, `unet`, `vae`), by diffusers name.
