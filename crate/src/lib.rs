@@ -9,6 +9,7 @@ pub mod model;
 pub mod pipeline;
 pub mod device;
 pub mod error;
+pub mod format;
 pub mod nn;
 pub mod npy;
 pub mod ops;

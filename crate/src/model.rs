@@ -26,7 +26,7 @@ use crate::scheduler::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
-use crate::weights::VarBuilder;
+use crate::weights::{VarBuilder, WeightSource};
 use crate::{Device, Error};
 
 /// What a model folder must hold, for error messages.
@@ -43,6 +43,14 @@ pub trait ModelFiles {
     /// For messages: where `path` is (a full path natively).
     fn describe(&self, path: &str) -> String {
         path.to_string()
+    }
+
+    /// The weights of `component` (`text_encoder`, `unet`, `vae`) when they come from another
+    /// source than the component's safetensors file (a converted model, see
+    /// [`crate::format`]); `None`, the default, reads the safetensors file.
+    fn weights(&self, component: &str) -> Result<Option<Arc<dyn WeightSource>>, Error> {
+        let _ = component;
+        Ok(None)
     }
 }
 
@@ -122,6 +130,9 @@ fn in_file(files: &dyn ModelFiles, path: &str) -> impl Fn(Error) -> Error {
 
 /// The weights `dir/name.safetensors`, or `dir/name.fp16.safetensors` when only that exists.
 fn weights(files: &dyn ModelFiles, dir: &str, name: &str, device: &Device) -> Result<(VarBuilder, String), Error> {
+    if let Some(source) = files.weights(dir)? {
+        return Ok((VarBuilder::new(source, device), dir.to_string()));
+    }
     let plain = format!("{dir}/{name}.safetensors");
     let fp16 = format!("{dir}/{name}.fp16.safetensors");
     let (path, bytes) = match files.read(&plain)? {
@@ -157,11 +168,15 @@ fn tokenizer(files: &dyn ModelFiles) -> Result<ClipTokenizer, Error> {
 }
 
 impl StableDiffusion {
-    /// Loads a diffusers model folder onto `device`.
+    /// Loads a diffusers model folder, or a converted model directory (one with a
+    /// `manifest.json`, see [`crate::format`]), onto `device`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
         if !dir.is_dir() {
             return Err(Error::Io(format!("model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}", dir.display())));
+        }
+        if crate::format::source::ConvertedModel::is_converted(dir) {
+            return Self::from_files(&crate::format::source::ConvertedModel::open(dir)?, device);
         }
         Self::from_files(&DirFiles(dir.to_path_buf()), device)
     }

@@ -1,6 +1,11 @@
 //! `sd-weights`: the native companion of sd-webgpu.
 
+mod convert;
 mod generate;
+mod inspect;
+mod progress;
+mod specs;
+mod synth;
 
 use std::process::ExitCode;
 
@@ -18,20 +23,44 @@ struct Cli {
 enum Command {
     /// Check that each compute backend (CPU, GPU through wgpu) works on this machine.
     Devices,
-    /// Generate an image from a prompt with a diffusers model folder (.png or .npy output).
+    /// Generate an image from a prompt with a diffusers model folder or a converted model
+    /// directory (.png or .npy output).
     Generate(generate::GenerateArgs),
+    /// Convert a diffusers folder or a single-file .safetensors checkpoint to sd-webgpu's
+    /// chunked format (f32, f16, q8 or q4).
+    Convert(convert::ConvertArgs),
+    /// Show a converted model: components, tensor counts, bytes per precision.
+    Inspect {
+        /// A converted model directory.
+        dir: std::path::PathBuf,
+    },
+    /// Check every chunk's size and sha256 and every tensor's place in its chunk.
+    Verify {
+        /// A converted model directory.
+        dir: std::path::PathBuf,
+    },
+    /// Write a full-size model with random weights (diffusers layout), for size and speed tests.
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Devices => devices(),
-        Command::Generate(args) => match generate::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Generate(args) => finish(generate::run(args)),
+        Command::Convert(args) => finish(convert::run(args)),
+        Command::Inspect { dir } => finish(inspect::inspect(&dir)),
+        Command::Verify { dir } => finish(inspect::verify(&dir)),
+        Command::Synth(args) => finish(synth::run(args)),
+    }
+}
+
+fn finish(result: Result<(), sd_webgpu::Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,453 @@
+//! The converted model format: what `sd-weights convert` writes and the browser downloads.
+//!
+//! A converted model is a directory:
+//!
+//! ```text
+//! manifest.json        this module's [`Manifest`]: configs, files, chunks and tensors
+//! tokenizer/...        the tokenizer files, listed in `files` with their sha256
+//! chunk-000.bin ...    tensor data, listed in `chunks` with their sha256
+//! ```
+//!
+//! A chunk is the unit of download, caching and verification: tensors are packed into chunk
+//! files in order, each tensor at a 16-byte aligned offset, never straddling two chunks (a
+//! tensor bigger than the chunk size gets a chunk of its own). No stored tensor (or part) is
+//! larger than [`MAX_TENSOR_BYTES`], the storage-buffer binding browsers can be relied on to
+//! allow; a bigger one is split along its first dimension into [`Part`]s.
+//!
+//! How values are stored is [`Dtype`]; the quantized layouts are in [`quant`].
+//! `manifest.json` is written last, so a directory with one is complete (the converter also
+//! writes into a temporary directory and renames it at the end).
+
+pub mod quant;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The manifest's file name inside a converted model directory.
+pub const MANIFEST: &str = "manifest.json";
+/// [`Manifest::format`]'s value.
+pub const FORMAT_NAME: &str = "sd-webgpu-weights";
+/// [`Manifest::version`]'s value; readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+/// Alignment of every tensor inside its chunk, in bytes.
+pub const ALIGN: u64 = 16;
+/// The largest stored tensor or part: 128 MiB, the WebGPU `maxStorageBufferBindingSize`
+/// default that every browser grants.
+pub const MAX_TENSOR_BYTES: u64 = 128 << 20;
+/// Default chunk size: 32 MiB.
+pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
+/// The largest allowed chunk size: 256 MiB.
+pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
+/// The components whose weights a model holds, in loading order.
+pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
+
+/// How a tensor's values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// Little-endian IEEE f32.
+    F32,
+    /// Little-endian IEEE f16.
+    F16,
+    /// int8 in blocks of 32 with an f16 scale each (see [`quant`]).
+    Q8,
+    /// 4-bit in blocks of 32 with an f16 scale each, q4_0-like (see [`quant`]).
+    Q4,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::Q8 => "q8",
+            Dtype::Q4 => "q4",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Dtype, Error> {
+        Ok(match s {
+            "f32" => Dtype::F32,
+            "f16" => Dtype::F16,
+            "q8" => Dtype::Q8,
+            "q4" => Dtype::Q4,
+            _ => return Err(Error::BadInput(format!("unknown precision {s:?}: use f32, f16, q8 or q4"))),
+        })
+    }
+
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Dtype::Q8 | Dtype::Q4)
+    }
+
+    /// Stored bytes of `n` values (for q8/q4, `n` must be a multiple of 32).
+    pub fn stored_len(self, n: usize) -> usize {
+        match self {
+            Dtype::F32 => n * 4,
+            Dtype::F16 => n * 2,
+            Dtype::Q8 => quant::q8_len(n),
+            Dtype::Q4 => quant::q4_len(n),
+        }
+    }
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// Always [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The model family, for display: `sd1`, `sd2`, with `-inpaint` for 9-channel UNets.
+    pub family: String,
+    /// The precision asked for at conversion (`--quant`); tensors that quantization would
+    /// hurt keep f16 (see each tensor's `dtype`).
+    pub quantization: Dtype,
+    /// The chunk size asked for, in bytes: no chunk is larger unless one tensor is.
+    pub chunk_size: u64,
+    /// The diffusers configs, by their path in a diffusers folder: `model_index.json`,
+    /// `text_encoder/config.json`, `unet/config.json`, `vae/config.json`,
+    /// `scheduler/scheduler_config.json`.
+    pub configs: BTreeMap<String, serde_json::Value>,
+    /// Other files of the model (the tokenizer's), relative to the manifest.
+    pub files: Vec<FileEntry>,
+    /// The chunk files, in order; tensors refer to them by index.
+    pub chunks: Vec<FileEntry>,
+    /// Every tensor, in storage order.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// A file beside the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the manifest, `/`-separated (`chunk-000.bin`, `tokenizer/vocab.json`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the contents, lowercase hex.
+    pub sha256: String,
+}
+
+/// One tensor. A tensor is stored whole (`chunk`, `offset`, `length`) or, when bigger than
+/// [`MAX_TENSOR_BYTES`], as `parts` along its first dimension; exactly one of the two is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// `text_encoder`, `unet` or `vae`.
+    pub component: String,
+    /// The diffusers / transformers name inside the component (`conv_in.weight`).
+    pub name: String,
+    /// The tensor's shape. Quantized conv weights keep their 4-D shape; their blocks run
+    /// over the flattened `[out, in*kh*kw]`.
+    pub shape: Vec<usize>,
+    /// How the values are stored.
+    pub dtype: Dtype,
+    /// Index into `chunks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+    /// Byte offset inside the chunk (a multiple of [`ALIGN`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Stored bytes ([`Dtype::stored_len`] of the element count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+    /// For a split tensor: its parts in order, each `rows` rows of the first dimension,
+    /// stored (and quantized) as a tensor of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<Part>>,
+}
+
+/// A slice of a split tensor: rows of its first dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub rows: usize,
+    pub chunk: usize,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Where the data lives: one part for a tensor stored whole.
+    pub fn parts(&self) -> Vec<Part> {
+        match (&self.parts, self.chunk, self.offset, self.length) {
+            (Some(parts), ..) => parts.clone(),
+            (None, Some(chunk), Some(offset), Some(length)) => {
+                vec![Part { rows: self.shape.first().copied().unwrap_or(1), chunk, offset, length }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Stored bytes, all parts together.
+    pub fn stored_bytes(&self) -> u64 {
+        self.parts().iter().map(|p| p.length).sum()
+    }
+
+    /// `component/name`, for messages.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.component, self.name)
+    }
+}
+
+impl Manifest {
+    /// Parses and [validates](Manifest::validate) a manifest.
+    pub fn from_json(text: &str) -> Result<Manifest, Error> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
+            Error::BadWeights(format!("{MANIFEST} is not a valid manifest ({e}); re-convert the model with sd-weights convert"))
+        })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest always serializes")
+    }
+
+    /// Checks everything that can be checked without the chunk files: format and version,
+    /// every tensor's length for its shape and dtype, every tensor inside its chunk, aligned,
+    /// not overlapping another and not over [`MAX_TENSOR_BYTES`], no duplicate names.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}")));
+        if self.format != FORMAT_NAME {
+            return bad(format!("format is {:?}, not {FORMAT_NAME:?}", self.format));
+        }
+        if self.version != FORMAT_VERSION {
+            return bad(format!(
+                "format version {} is not the supported {FORMAT_VERSION}; convert the model again with this version of sd-weights",
+                self.version
+            ));
+        }
+        for path in self.chunks.iter().chain(&self.files).map(|f| &f.path) {
+            if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s.is_empty()) || path.contains('\\') {
+                return bad(format!("file path {path:?} is not a plain relative path"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut ranges: Vec<Vec<(u64, u64, String)>> = vec![Vec::new(); self.chunks.len()];
+        for t in &self.tensors {
+            let name = t.full_name();
+            if !names.insert(name.clone()) {
+                return bad(format!("tensor {name} is listed twice"));
+            }
+            if !COMPONENTS.contains(&t.component.as_str()) {
+                return bad(format!("tensor {name}: unknown component {:?}", t.component));
+            }
+            let numel = t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
+            let Some(numel) = numel.filter(|n| *n < (1 << 40)) else {
+                return bad(format!("tensor {name}: shape {:?} is too large", t.shape));
+            };
+            let whole = t.chunk.is_some() || t.offset.is_some() || t.length.is_some();
+            let parts = t.parts();
+            if whole == t.parts.is_some() || parts.is_empty() {
+                return bad(format!("tensor {name}: give either chunk/offset/length or parts"));
+            }
+            let rows = t.shape.first().copied().unwrap_or(1);
+            if parts.iter().map(|p| p.rows).sum::<usize>() != rows {
+                return bad(format!("tensor {name}: parts do not add up to its {rows} rows"));
+            }
+            let inner = numel.checked_div(rows).unwrap_or(0);
+            for p in &parts {
+                let n = p.rows * inner;
+                if t.dtype.is_quantized() && n % quant::BLOCK != 0 {
+                    return bad(format!("tensor {name}: {n} values cannot be stored as {}", t.dtype.name()));
+                }
+                if p.length != t.dtype.stored_len(n) as u64 {
+                    return bad(format!(
+                        "tensor {name}: length {} does not fit {n} values at {}",
+                        p.length,
+                        t.dtype.name()
+                    ));
+                }
+                if p.length > MAX_TENSOR_BYTES {
+                    return bad(format!("tensor {name}: {} bytes stored in one piece, over the {MAX_TENSOR_BYTES}-byte limit", p.length));
+                }
+                let Some(chunk) = self.chunks.get(p.chunk) else {
+                    return bad(format!("tensor {name}: chunk {} does not exist", p.chunk));
+                };
+                if p.offset % ALIGN != 0 || p.offset.checked_add(p.length).is_none_or(|end| end > chunk.size) {
+                    return bad(format!(
+                        "tensor {name}: bytes {}..+{} are not an aligned range inside {} ({} bytes)",
+                        p.offset, p.length, chunk.path, chunk.size
+                    ));
+                }
+                ranges[p.chunk].push((p.offset, p.offset + p.length, name.clone()));
+            }
+        }
+        for (chunk, mut list) in self.chunks.iter().zip(ranges) {
+            list.sort();
+            for pair in list.windows(2) {
+                if pair[1].0 < pair[0].1 {
+                    return bad(format!("tensors {} and {} overlap in {}", pair[0].2, pair[1].2, chunk.path));
+                }
+            }
+        }
+        for path in ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"] {
+            if !self.configs.contains_key(path) {
+                return bad(format!("config {path} is missing"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tensor `name` of `component`.
+    pub fn tensor(&self, component: &str, name: &str) -> Option<&TensorEntry> {
+        self.tensors.iter().find(|t| t.component == component && t.name == name)
+    }
+}
+
+/// Decodes one stored part (`n` values) to f32.
+pub fn decode(dtype: Dtype, bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
+    match dtype {
+        Dtype::F32 | Dtype::F16 if bytes.len() != dtype.stored_len(n) => Err(Error::BadWeights(format!(
+            "{} data of {n} values must be {} bytes, found {}",
+            dtype.name(),
+            dtype.stored_len(n),
+            bytes.len()
+        ))),
+        Dtype::F32 => Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        Dtype::F16 => Ok(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        Dtype::Q8 => quant::q8_decode(bytes, n),
+        Dtype::Q4 => quant::q4_decode(bytes, n),
+    }
+}
+
+/// A tensor's values as f32, all parts decoded and joined; `bytes` fetches one part's stored
+/// bytes (from a file natively, from downloaded chunks in the browser).
+pub fn read_tensor(tensor: &TensorEntry, mut bytes: impl FnMut(&Part) -> Result<Vec<u8>, Error>) -> Result<Vec<f32>, Error> {
+    let inner = tensor.numel() / tensor.shape.first().copied().unwrap_or(1).max(1);
+    let mut values = Vec::with_capacity(tensor.numel());
+    for part in tensor.parts() {
+        let decoded = decode(tensor.dtype, &bytes(&part)?, part.rows * inner)
+            .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", tensor.full_name())))?;
+        values.extend(decoded);
+    }
+    Ok(values)
+}
+
+/// Encodes `values` at `dtype` (for q8/q4 a multiple of 32 values).
+pub fn encode(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
+    match dtype {
+        Dtype::F32 => Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        Dtype::F16 => Ok(values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
+        Dtype::Q8 => quant::q8_encode(values),
+        Dtype::Q4 => quant::q4_encode(values),
+    }
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let configs = ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"]
+            .into_iter()
+            .map(|p| (p.to_string(), serde_json::json!({})))
+            .collect();
+        Manifest {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            family: "sd1".into(),
+            quantization: Dtype::Q4,
+            chunk_size: 64,
+            configs,
+            files: vec![],
+            chunks: vec![FileEntry { path: "chunk-000.bin".into(), size: 96, sha256: String::new() }],
+            tensors: vec![
+                TensorEntry {
+                    component: "unet".into(),
+                    name: "a.weight".into(),
+                    shape: vec![2, 32],
+                    dtype: Dtype::Q4,
+                    chunk: Some(0),
+                    offset: Some(0),
+                    length: Some(36),
+                    parts: None,
+                },
+                TensorEntry {
+                    component: "unet".into(),
+                    name: "a.bias".into(),
+                    shape: vec![2],
+                    dtype: Dtype::F16,
+                    chunk: None,
+                    offset: None,
+                    length: None,
+                    parts: Some(vec![Part { rows: 1, chunk: 0, offset: 48, length: 2 }, Part { rows: 1, chunk: 0, offset: 64, length: 2 }]),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = sample();
+        m.validate().unwrap();
+        let json = m.to_json();
+        assert!(json.contains("\"dtype\": \"q4\"") && !json.contains("\"parts\": null"));
+        assert_eq!(Manifest::from_json(&json).unwrap(), m);
+        assert_eq!(m.tensors[1].parts().len(), 2);
+        assert_eq!(m.tensors[0].parts()[0].rows, 2);
+    }
+
+    #[test]
+    fn lies_are_caught() {
+        let cases: Vec<(fn(&mut Manifest), &str)> = vec![
+            (|m| m.version = 9, "version 9"),
+            (|m| m.format = "x".into(), "format"),
+            (|m| m.tensors[0].length = Some(40), "does not fit"),
+            (|m| m.tensors[0].offset = Some(8), "aligned range"),
+            (|m| m.tensors[0].offset = Some(80), "aligned range"),
+            (|m| m.tensors[0].chunk = Some(3), "does not exist"),
+            (|m| m.tensors[1].name = "a.weight".into(), "twice"),
+            (|m| m.tensors[1].parts.as_mut().unwrap()[1].offset = 32, "overlap"),
+            (|m| m.tensors[1].parts.as_mut().unwrap()[1].rows = 2, "add up"),
+            (|m| m.tensors[1].chunk = Some(0), "either"),
+            (|m| m.tensors[0].shape = vec![1, 31], "cannot be stored"),
+            (|m| m.chunks[0].path = "../x".into(), "relative path"),
+            (|m| m.tensors[0].component = "safety".into(), "component"),
+            (|m| { m.configs.remove("unet/config.json"); }, "unet/config.json"),
+        ];
+        for (edit, want) in cases {
+            let mut m = sample();
+            edit(&mut m);
+            let err = m.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        assert!(Manifest::from_json("{\"format\": 3}").is_err());
+    }
+
+    #[test]
+    fn encode_decode() {
+        let v: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::Q8, Dtype::Q4] {
+            let bytes = encode(dtype, &v).unwrap();
+            assert_eq!(bytes.len(), dtype.stored_len(64));
+            let back = decode(dtype, &bytes, 64).unwrap();
+            let tol = match dtype { Dtype::F32 => 0.0, Dtype::F16 => 1e-3, Dtype::Q8 => 1e-2, Dtype::Q4 => 0.1 };
+            assert!(quant::relative_rms_error(&v, &back) <= tol, "{dtype:?}");
+        }
+        assert!(decode(Dtype::F16, &[0; 3], 2).is_err());
+        // A split tensor reads its parts in order.
+        let t = &sample().tensors[1];
+        let halves = [half::f16::from_f32(1.5).to_le_bytes().to_vec(), half::f16::from_f32(-2.0).to_le_bytes().to_vec()];
+        assert_eq!(read_tensor(t, |p| Ok(halves[(p.offset / 64) as usize].clone())).unwrap(), vec![1.5, -2.0]);
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

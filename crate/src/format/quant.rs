@@ -1,0 +1,283 @@
+//! Block quantization of weights, encode and decode on the CPU: pure functions, the reference
+//! for the GPU's dequantization.
+//!
+//! Both formats quantize consecutive runs of [`BLOCK`] = 32 values (for a weight `[out, in]` or
+//! a conv weight `[out, in, kh, kw]`, a run lies along the input dimension, inside one output
+//! row, because only tensors whose inner size is a multiple of 32 are quantized). A stored
+//! tensor of `n` values is laid out as two arrays, each readable as `array<u32>` in WGSL:
+//!
+//! ```text
+//! q8: n bytes of int8 values, value i in byte i (word i/4, bits 8*(i%4), two's complement)
+//!     then n/32 f16 scales (scale of block b in half b%2 of word b/2), padded to 4 bytes
+//!     value i = scale[i/32] * q[i]                            (8.5 bits per weight)
+//! q4: n/2 bytes of 4-bit values, value i in word i/8, bits 4*(i%8), stored as q + 8 in 0..=15
+//!     then n/32 f16 scales, as q8, padded to 4 bytes
+//!     value i = scale[i/32] * (nibble[i] - 8)                  (4.5 bits per weight)
+//! ```
+//!
+//! q8 uses the block's absolute maximum / 127 as its scale. q4 is GGML's q4_0 layout with a
+//! better encoder: besides q4_0's scale (the value of largest magnitude maps to -8) it tries a
+//! few smaller ones, polishes each by least squares (scale = Σxq / Σq², then re-rounding) and
+//! keeps the one with the smallest error; decoding is unchanged. Measured relative RMS error on
+//! N(0, 0.02) weights: q8 0.0054, q4 0.0821 (plain q4_0: 0.0861), see the tests.
+
+use half::f16;
+
+use crate::Error;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+
+fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Stored bytes of `n` values at q8 (`n` a multiple of [`BLOCK`]).
+pub fn q8_len(n: usize) -> usize {
+    n + pad4(n / BLOCK * 2)
+}
+
+/// Stored bytes of `n` values at q4 (`n` a multiple of [`BLOCK`]).
+pub fn q4_len(n: usize) -> usize {
+    n / 2 + pad4(n / BLOCK * 2)
+}
+
+fn check_len(n: usize) -> Result<(), Error> {
+    if !n.is_multiple_of(BLOCK) {
+        return Err(Error::BadWeights(format!("{n} values cannot be quantized in blocks of {BLOCK}")));
+    }
+    Ok(())
+}
+
+fn push_scales(out: &mut Vec<u8>, scales: &[f16]) {
+    for s in scales {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// Encodes `values` (a multiple of 32 of them) at q8.
+pub fn q8_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
+    check_len(values.len())?;
+    let mut out = Vec::with_capacity(q8_len(values.len()));
+    let mut scales = Vec::with_capacity(values.len() / BLOCK);
+    for block in values.chunks_exact(BLOCK) {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = f16::from_f32(max / 127.0);
+        let inv = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
+        // Round half up: clamp, shift to positive, truncate (vectorizes, unlike f32::round).
+        out.extend(block.iter().map(|v| ((v * inv + 128.5).clamp(1.0, 255.0) as i32 - 128) as i8 as u8));
+        scales.push(scale);
+    }
+    push_scales(&mut out, &scales);
+    Ok(out)
+}
+
+fn scales_of(bytes: &[u8], at: usize, n: usize) -> impl Iterator<Item = f32> + '_ {
+    bytes[at..at + n / BLOCK * 2].chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+}
+
+fn check_stored(bytes: &[u8], n: usize, want: usize, what: &str) -> Result<(), Error> {
+    check_len(n)?;
+    if bytes.len() != want {
+        return Err(Error::BadWeights(format!("{what} data of {n} values must be {want} bytes, found {}", bytes.len())));
+    }
+    Ok(())
+}
+
+/// Decodes `n` values stored at q8.
+pub fn q8_decode(bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
+    check_stored(bytes, n, q8_len(n), "q8")?;
+    let mut out = Vec::with_capacity(n);
+    for (block, scale) in bytes[..n].chunks_exact(BLOCK).zip(scales_of(bytes, n, n)) {
+        out.extend(block.iter().map(|&q| q as i8 as f32 * scale));
+    }
+    Ok(out)
+}
+
+/// Squared error of a block at scale `d`, and its 4-bit codes (q + 8). Rounds half up with a
+/// clamp and a truncating cast, which vectorizes (`f32::round` does not on baseline x86-64).
+fn q4_block_at(block: &[f32], d: f32) -> (f32, [u8; BLOCK]) {
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let block: &[f32; BLOCK] = block.try_into().expect("a block of 32");
+    let mut codes = [8u8; BLOCK];
+    let mut err = [0f32; BLOCK];
+    for i in 0..BLOCK {
+        let c = (block[i] * inv + 8.5).clamp(0.0, 15.0) as u8;
+        codes[i] = c;
+        let e = block[i] - (c as f32 - 8.0) * d;
+        err[i] = e * e;
+    }
+    (err.iter().sum(), codes)
+}
+
+/// The best scale found for one block, rounded to f16, and its codes.
+fn q4_block(block: &[f32], refine: bool) -> (f16, [u8; BLOCK]) {
+    // q4_0: the value of largest magnitude maps to -8.
+    let m = block.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d0 = f16::from_f32(m / -8.0);
+    let (mut best_err, mut best_codes) = q4_block_at(block, d0.to_f32());
+    let mut best = d0;
+    if !refine {
+        return (best, best_codes);
+    }
+    // A few smaller scales (clipping the extreme value a little), each polished once by least
+    // squares: scale = Σxq / Σq² for its codes, then re-rounded. (Measured on Gaussian
+    // weights: 3 candidates with one polish reach 0.0820; 12 candidates with two, 0.0818.)
+    for step in 0..REFINE_STEPS {
+        let d = f16::from_f32(m / -8.0 * (1.0 - 0.04 * step as f32));
+        let (mut err, mut codes) = q4_block_at(block, d.to_f32());
+        let mut scale = d;
+        {
+            let (mut xq, mut qq) = (0f32, 0f32);
+            for (&c, &x) in codes.iter().zip(block) {
+                let q = c as f32 - 8.0;
+                xq += x * q;
+                qq += q * q;
+            }
+            if qq > 0.0 {
+                let d = f16::from_f32(xq / qq);
+                let (e, next) = q4_block_at(block, d.to_f32());
+                if e < err {
+                    (err, codes, scale) = (e, next, d);
+                }
+            }
+        }
+        if err < best_err {
+            (best_err, best_codes, best) = (err, codes, scale);
+        }
+    }
+    (best, best_codes)
+}
+
+/// Candidate starting scales tried by the q4 encoder.
+const REFINE_STEPS: usize = 3;
+
+fn q4_encode_with(values: &[f32], refine: bool) -> Result<Vec<u8>, Error> {
+    check_len(values.len())?;
+    let mut out = Vec::with_capacity(q4_len(values.len()));
+    let mut scales = Vec::with_capacity(values.len() / BLOCK);
+    for block in values.chunks_exact(BLOCK) {
+        let (scale, codes) = q4_block(block, refine);
+        out.extend(codes.chunks_exact(2).map(|p| p[0] | (p[1] << 4)));
+        scales.push(scale);
+    }
+    push_scales(&mut out, &scales);
+    Ok(out)
+}
+
+/// Encodes `values` (a multiple of 32 of them) at q4.
+pub fn q4_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
+    q4_encode_with(values, true)
+}
+
+/// Decodes `n` values stored at q4.
+pub fn q4_decode(bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
+    check_stored(bytes, n, q4_len(n), "q4")?;
+    let mut out = Vec::with_capacity(n);
+    for (block, scale) in bytes[..n / 2].chunks_exact(BLOCK / 2).zip(scales_of(bytes, n / 2, n)) {
+        for &b in block {
+            out.push(((b & 15) as f32 - 8.0) * scale);
+            out.push(((b >> 4) as f32 - 8.0) * scale);
+        }
+    }
+    Ok(out)
+}
+
+/// Root-mean-square of `a - b` divided by the RMS of `a`: the error measure quoted in the docs.
+pub fn relative_rms_error(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += ((x - y) as f64).powi(2);
+        den += (*x as f64).powi(2);
+    }
+    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic N(0, sigma) values (splitmix64 + Box-Muller).
+    fn gaussian(n: usize, sigma: f32, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let (u, v) = (next().max(1e-300), next());
+                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32 * sigma
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(q8_len(32), 36);
+        assert_eq!(q8_len(64), 68);
+        assert_eq!(q4_len(32), 20);
+        assert_eq!(q4_len(64), 36);
+        assert_eq!(q4_encode(&[0.5; 64]).unwrap().len(), 36);
+        assert_eq!(q8_encode(&[0.5; 96]).unwrap().len(), q8_len(96));
+        assert!(q4_encode(&[0.0; 33]).is_err());
+        assert!(q8_decode(&[0; 10], 32).is_err());
+    }
+
+    #[test]
+    fn layout_is_as_documented() {
+        let mut v = vec![0f32; 32];
+        v[0] = -8.0;
+        v[1] = 7.0;
+        v[2] = 1.0;
+        let q4 = q4_encode_with(&v, false).unwrap();
+        // Scale 1.0: codes 0, 15, 9, then 8 (zero).
+        assert_eq!(q4[0], 0 | (15 << 4));
+        assert_eq!(q4[1], 9 | (8 << 4));
+        assert_eq!(f16::from_le_bytes([q4[16], q4[17]]).to_f32(), 1.0);
+        let q8 = q8_encode(&v).unwrap();
+        assert_eq!(q8[0] as i8, -127);
+        assert_eq!(f16::from_le_bytes([q8[32], q8[33]]).to_f32(), f16::from_f32(8.0 / 127.0).to_f32());
+    }
+
+    #[test]
+    fn exact_values_round_trip() {
+        let v: Vec<f32> = (0..64).map(|i| (i % 16) as f32 - 8.0).collect();
+        assert_eq!(q4_decode(&q4_encode(&v).unwrap(), 64).unwrap(), v);
+        let w: Vec<f32> = (0..64).map(|i| i as f32 - 32.0).collect();
+        let back = q8_decode(&q8_encode(&w).unwrap(), 64).unwrap();
+        assert!(relative_rms_error(&w, &back) < 5e-3);
+        let zeros = vec![0f32; 32];
+        assert_eq!(q4_decode(&q4_encode(&zeros).unwrap(), 32).unwrap(), zeros);
+        assert_eq!(q8_decode(&q8_encode(&zeros).unwrap(), 32).unwrap(), zeros);
+    }
+
+    /// The error bounds quoted in the README, on N(0, 0.02) weights.
+    #[test]
+    fn gaussian_error_bounds() {
+        let v = gaussian(1 << 16, 0.02, 7);
+        let q8 = relative_rms_error(&v, &q8_decode(&q8_encode(&v).unwrap(), v.len()).unwrap());
+        let q4 = relative_rms_error(&v, &q4_decode(&q4_encode(&v).unwrap(), v.len()).unwrap());
+        let q4_0 = relative_rms_error(&v, &q4_decode(&q4_encode_with(&v, false).unwrap(), v.len()).unwrap());
+        eprintln!("relative RMS error on N(0, 0.02): q8 {q8:.4}, q4 {q4:.4}, plain q4_0 {q4_0:.4}");
+        assert!(q8 < 0.01, "q8 {q8}");
+        assert!(q4 < 0.12, "q4 {q4}");
+        assert!(q4 < q4_0, "refined q4 {q4} is no better than q4_0 {q4_0}");
+    }
+
+    /// Outliers only spoil their own block.
+    #[test]
+    fn outliers_stay_local() {
+        let mut v = gaussian(1024, 1.0, 3);
+        v[5] = 1000.0;
+        let back = q4_decode(&q4_encode(&v).unwrap(), v.len()).unwrap();
+        assert!(relative_rms_error(&v[32..], &back[32..]) < 0.12);
+        assert!((back[5] - 1000.0).abs() < 1000.0 / 14.0);
+    }
+}

@@ -1,0 +1,461 @@
+//! Single-file SD 1.x / 2.x checkpoints with the original LDM (CompVis / Stability) key names,
+//! mapped to diffusers names the way diffusers' `single_file_utils` does:
+//!
+//! - `model.diffusion_model.*` → `unet` (`input_blocks` / `middle_block` / `output_blocks` →
+//!   down / mid / up blocks; ResNet `in_layers` / `emb_layers` / `out_layers` → `norm1`,
+//!   `conv1`, `time_emb_proj`, `norm2`, `conv2`)
+//! - `first_stage_model.*` → `vae` (`down` / `up` → `down_blocks` / `up_blocks`, the up blocks
+//!   in reverse order; mid-block attention `q`/`k`/`v`/`proj_out` 1×1 convs → linear weights)
+//! - `cond_stage_model.transformer.*` (SD 1.x, CLIP ViT-L) → `text_encoder`, names unchanged
+//! - `cond_stage_model.model.*` (SD 2.x, OpenCLIP ViT-H) → `text_encoder`: `in_proj_weight`
+//!   split into q/k/v, `c_fc`/`c_proj` → `fc1`/`fc2`; its last layer, `text_projection` and
+//!   `logit_scale` are dropped (diffusers' SD 2 text encoder has 23 of the 24 layers).
+//!
+//! Configs: the built-in SD 1.5 or SD 2.1 ones (SD 1 vs 2 from the cross-attention width,
+//! inpainting from the UNet's 9 input channels), or those of a diffusers folder (`--config`).
+//! The prediction type cannot be read from weights: `--prediction-type` sets it, by default
+//! v_prediction for SD 2.x (the 768-v models) and epsilon for SD 1.x and inpainting models.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use sd_webgpu::Error;
+use sd_webgpu::safetensors::{Header, TensorInfo};
+use serde_json::Value;
+
+use super::input::{self, Input};
+use crate::specs;
+
+const UNET: &str = "model.diffusion_model.";
+const VAE: &str = "first_stage_model.";
+const CLIP: &str = "cond_stage_model.transformer.";
+const OPEN_CLIP: &str = "cond_stage_model.model.";
+
+/// A mapped tensor: component, diffusers name, shape, byte range inside the source tensor.
+type Mapped = (&'static str, String, Vec<usize>, u64, u64);
+/// Each LDM name with what it maps to, and the number of tensors dropped.
+type MappedHeader = (Vec<(String, Vec<Mapped>)>, usize);
+
+fn whole(component: &'static str, name: String, info: &TensorInfo) -> Mapped {
+    (component, name, info.shape.clone(), 0, (info.end - info.start) as u64)
+}
+
+fn resnet(rest: &str) -> String {
+    for (from, to) in [
+        ("in_layers.0.", "norm1."),
+        ("in_layers.2.", "conv1."),
+        ("emb_layers.1.", "time_emb_proj."),
+        ("out_layers.0.", "norm2."),
+        ("out_layers.3.", "conv2."),
+        ("skip_connection.", "conv_shortcut."),
+    ] {
+        if let Some(tail) = rest.strip_prefix(from) {
+            return format!("{to}{tail}");
+        }
+    }
+    rest.to_string()
+}
+
+/// `N.K.rest` → (N, K, rest).
+fn split_block(s: &str) -> Option<(usize, usize, &str)> {
+    let (n, s) = s.split_once('.')?;
+    let (k, rest) = s.split_once('.')?;
+    Some((n.parse().ok()?, k.parse().ok()?, rest))
+}
+
+/// A UNet name after `model.diffusion_model.`; `None` when it is not one we know.
+pub fn unet_name(name: &str, layers_per_block: usize) -> Option<String> {
+    let per = layers_per_block + 1;
+    for (from, to) in [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
+    {
+        if let Some(tail) = name.strip_prefix(from) {
+            return Some(format!("{to}{tail}"));
+        }
+    }
+    if let Some(s) = name.strip_prefix("input_blocks.") {
+        let (n, k, rest) = split_block(s)?;
+        let (i, j) = ((n.checked_sub(1)?) / per, (n - 1) % per);
+        return Some(match (j == layers_per_block, k) {
+            (true, 0) => format!("down_blocks.{i}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?),
+            (false, 0) => format!("down_blocks.{i}.resnets.{j}.{}", resnet(rest)),
+            (false, 1) => format!("down_blocks.{i}.attentions.{j}.{rest}"),
+            _ => return None,
+        });
+    }
+    if let Some(s) = name.strip_prefix("middle_block.") {
+        let (k, rest) = s.split_once('.')?;
+        return Some(match k {
+            "0" => format!("mid_block.resnets.0.{}", resnet(rest)),
+            "1" => format!("mid_block.attentions.0.{rest}"),
+            "2" => format!("mid_block.resnets.1.{}", resnet(rest)),
+            _ => return None,
+        });
+    }
+    if let Some(s) = name.strip_prefix("output_blocks.") {
+        let (n, k, rest) = split_block(s)?;
+        let (i, j) = (n / per, n % per);
+        return Some(match k {
+            0 => format!("up_blocks.{i}.resnets.{j}.{}", resnet(rest)),
+            1 | 2 if rest.starts_with("conv.") => format!("up_blocks.{i}.upsamplers.0.{rest}"),
+            1 => format!("up_blocks.{i}.attentions.{j}.{rest}"),
+            _ => return None,
+        });
+    }
+    None
+}
+
+/// A VAE name after `first_stage_model.`, with the number of up blocks; the bool says the
+/// tensor is a mid-block attention 1×1 conv to flatten to a linear weight.
+pub fn vae_name(name: &str, up_blocks: usize) -> Option<(String, bool)> {
+    let block = |rest: &str| rest.replace("nin_shortcut.", "conv_shortcut.");
+    let (part, rest) = name.split_once('.')?;
+    if !matches!(part, "encoder" | "decoder") {
+        return matches!(part, "quant_conv" | "post_quant_conv").then(|| (name.to_string(), false));
+    }
+    let mapped = if let Some(s) = rest.strip_prefix("down.") {
+        let (i, s) = s.split_once('.')?;
+        if let Some(r) = s.strip_prefix("downsample.") {
+            format!("down_blocks.{i}.downsamplers.0.{r}")
+        } else {
+            let (j, r) = s.strip_prefix("block.")?.split_once('.')?;
+            format!("down_blocks.{i}.resnets.{j}.{}", block(r))
+        }
+    } else if let Some(s) = rest.strip_prefix("up.") {
+        let (i, s) = s.split_once('.')?;
+        let i = up_blocks.checked_sub(1)?.checked_sub(i.parse().ok()?)?;
+        if let Some(r) = s.strip_prefix("upsample.") {
+            format!("up_blocks.{i}.upsamplers.0.{r}")
+        } else {
+            let (j, r) = s.strip_prefix("block.")?.split_once('.')?;
+            format!("up_blocks.{i}.resnets.{j}.{}", block(r))
+        }
+    } else if let Some(r) = rest.strip_prefix("mid.block_1.") {
+        format!("mid_block.resnets.0.{}", block(r))
+    } else if let Some(r) = rest.strip_prefix("mid.block_2.") {
+        format!("mid_block.resnets.1.{}", block(r))
+    } else if let Some(r) = rest.strip_prefix("mid.attn_1.") {
+        let (layer, tail) = r.split_once('.')?;
+        let to = match layer {
+            "norm" => "group_norm",
+            "q" => "to_q",
+            "k" => "to_k",
+            "v" => "to_v",
+            "proj_out" => "to_out.0",
+            _ => return None,
+        };
+        return Some((format!("{part}.mid_block.attentions.0.{to}.{tail}"), layer != "norm" && tail == "weight"));
+    } else if let Some(r) = rest.strip_prefix("norm_out.") {
+        format!("conv_norm_out.{r}")
+    } else if rest.starts_with("conv_in.") || rest.starts_with("conv_out.") {
+        rest.to_string()
+    } else {
+        return None;
+    };
+    Some((format!("{part}.{mapped}"), false))
+}
+
+/// OpenCLIP text tower names → CLIPTextModel names (q/k/v split into three).
+fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>) -> Result<bool, String> {
+    let te = "text_encoder";
+    let simple = match name {
+        "token_embedding.weight" => Some("text_model.embeddings.token_embedding.weight".to_string()),
+        "positional_embedding" => Some("text_model.embeddings.position_embedding.weight".to_string()),
+        "ln_final.weight" | "ln_final.bias" => Some(format!("text_model.final_layer_norm.{}", &name[9..])),
+        _ => None,
+    };
+    if let Some(n) = simple {
+        out.push(whole(te, n, info));
+        return Ok(true);
+    }
+    let Some(s) = name.strip_prefix("transformer.resblocks.") else {
+        return Ok(matches!(name, "text_projection" | "logit_scale") || name.starts_with("visual."));
+    };
+    let (l, rest) = s.split_once('.').ok_or("bad layer name")?;
+    let l: usize = l.parse().map_err(|_| "bad layer number")?;
+    if l >= layers {
+        return Ok(true);
+    }
+    let prefix = format!("text_model.encoder.layers.{l}");
+    if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
+        let rows = info.shape.first().copied().unwrap_or(0);
+        if rows % 3 != 0 {
+            return Err(format!("{name}: {rows} rows do not split into q, k, v"));
+        }
+        let bytes = ((info.end - info.start) / 3) as u64;
+        let mut shape = info.shape.clone();
+        shape[0] = rows / 3;
+        for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+            out.push((te, format!("{prefix}.self_attn.{p}.{kind}"), shape.clone(), bytes * i as u64, bytes));
+        }
+        return Ok(true);
+    }
+    let mapped = [("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
+        ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
+    .iter()
+    .find_map(|(from, to)| rest.strip_prefix(from).map(|t| format!("{prefix}.{to}{t}")));
+    match mapped {
+        Some(n) => {
+            out.push(whole(te, n, info));
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Maps every tensor of an LDM checkpoint header. Unknown UNet / VAE / text-encoder names are
+/// errors (the checkpoint is not an SD 1.x / 2.x one); tensors outside those three prefixes
+/// (EMA copies, schedules) are ignored.
+pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers: usize) -> Result<MappedHeader, String> {
+    let lpb = unet_config["layers_per_block"].as_u64().ok_or("unet config: layers_per_block must be one number")? as usize;
+    let up_blocks = vae_config["block_out_channels"].as_array().map(Vec::len).ok_or("vae config: no block_out_channels")?;
+    let mut mapped = Vec::new();
+    let mut dropped = 0;
+    for (name, info) in &header.tensors {
+        let mut out = Vec::new();
+        if let Some(rest) = name.strip_prefix(UNET) {
+            let n = unet_name(rest, lpb).ok_or_else(|| format!("unexpected UNet tensor {name}"))?;
+            out.push(whole("unet", n, info));
+        } else if let Some(rest) = name.strip_prefix(VAE) {
+            match vae_name(rest, up_blocks) {
+                Some((n, flatten)) => {
+                    let mut m = whole("vae", n, info);
+                    if flatten && m.2.len() == 4 {
+                        m.2.truncate(2);
+                    }
+                    out.push(m);
+                }
+                None if rest.starts_with("encoder.") || rest.starts_with("decoder.") => {
+                    return Err(format!("unexpected VAE tensor {name}"));
+                }
+                None => dropped += 1,
+            }
+        } else if let Some(rest) = name.strip_prefix(CLIP) {
+            let rest = rest.strip_prefix("text_model.").unwrap_or(rest);
+            if rest.ends_with("position_ids") {
+                continue;
+            }
+            let layer = rest.strip_prefix("encoder.layers.").and_then(|s| s.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+            if layer.is_some_and(|l| l >= text_layers) {
+                dropped += 1;
+                continue;
+            }
+            out.push(whole("text_encoder", format!("text_model.{rest}"), info));
+        } else if let Some(rest) = name.strip_prefix(OPEN_CLIP) {
+            let before = out.len();
+            if !open_clip(rest, info, text_layers, &mut out)? {
+                return Err(format!("unexpected OpenCLIP tensor {name}"));
+            }
+            if out.len() == before {
+                dropped += 1;
+            }
+        } else {
+            continue;
+        }
+        mapped.push((name.clone(), out));
+    }
+    Ok((mapped, dropped))
+}
+
+/// A single-file checkpoint as a convert [`Input`].
+pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool>) -> Result<Input, Error> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if ext.as_deref() != Some("safetensors") {
+        return Err(Error::BadInput(format!(
+            "{}: expected a diffusers folder or a .safetensors checkpoint",
+            path.display()
+        )));
+    }
+    let header = input::read_header(path)?;
+    let bad = |why: String| Error::BadWeights(format!("{}: {why}", path.display()));
+    if header.tensors.keys().any(|k| k.starts_with("conditioner.embedders")) {
+        return Err(bad("this is an SDXL checkpoint; only SD 1.x and 2.x are supported".into()));
+    }
+    let unet_tensor = |n: &str| header.tensors.get(&format!("{UNET}{n}"));
+    let (Some(conv_in), Some(to_k)) =
+        (unet_tensor("input_blocks.0.0.weight"), unet_tensor("input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"))
+    else {
+        return Err(bad(
+            "not a Stable Diffusion 1.x / 2.x single-file checkpoint (no model.diffusion_model.input_blocks tensors); \
+             give a diffusers folder instead"
+                .into(),
+        ));
+    };
+    let context = to_k.shape.get(1).copied().unwrap_or(0);
+    let in_channels = conv_in.shape.get(1).copied().unwrap_or(0);
+    let sd2 = header.tensors.keys().any(|k| k.starts_with(OPEN_CLIP));
+    let inpaint = in_channels == 9;
+    let mut notes = Vec::new();
+
+    let (mut configs, tokenizer) = match config {
+        Some(dir) => input::folder_files(dir)?,
+        None => {
+            let family = match (sd2, inpaint) {
+                (false, false) => "sd15",
+                (false, true) => "sd15-inpaint",
+                (true, _) => "sd21",
+            };
+            let spec = specs::spec(family).unwrap();
+            let mut configs = spec.config_values();
+            let unet = configs.get_mut("unet/config.json").unwrap();
+            unet["in_channels"] = in_channels.into();
+            unet["cross_attention_dim"] = context.into();
+            let linear = unet_tensor("input_blocks.1.1.proj_in.weight").is_some_and(|t| t.shape.len() == 2);
+            unet["use_linear_projection"] = linear.into();
+            notes.push(format!(
+                "using the built-in {} configs (cross-attention width {context}, {in_channels} input channels)",
+                if sd2 { "SD 2.1" } else { "SD 1.5" }
+            ));
+            (configs, spec.tokenizer())
+        }
+    };
+    let v_pred = v_prediction.unwrap_or(sd2 && !inpaint);
+    if v_prediction.is_some() || config.is_none() {
+        let prediction = if v_pred { "v_prediction" } else { "epsilon" };
+        configs.get_mut("scheduler/scheduler_config.json").unwrap()["prediction_type"] = prediction.into();
+        if v_prediction.is_none() {
+            notes.push(format!(
+                "prediction type {prediction} assumed (SD 2.x 768 models are v_prediction, the rest epsilon); \
+                 set --prediction-type if images come out wrong"
+            ));
+        }
+        if config.is_none() && sd2 && !v_pred {
+            // The 512-pixel SD 2 base models.
+            configs.get_mut("unet/config.json").unwrap()["sample_size"] = 64.into();
+            configs.get_mut("vae/config.json").unwrap()["sample_size"] = 512.into();
+        }
+    }
+    input::check_configs(&configs, &path.display().to_string())?;
+    let text_layers = configs["text_encoder/config.json"]["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
+    let (mapped, dropped) =
+        map(&header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
+            let hint = if config.is_none() {
+                ", or one whose architecture differs from the built-in SD 1.5 / 2.1 configs (give a diffusers folder of \
+                 the same architecture with --config)"
+            } else {
+                ", or it does not match the --config folder"
+            };
+            bad(format!("{why}: not an SD 1.x / 2.x checkpoint with the original LDM names{hint}"))
+        })?;
+    if dropped > 0 {
+        notes.push(format!("{dropped} tensors not used by diffusers were skipped (extra text-encoder layers, projections, losses)"));
+    }
+    let family = input::family(&configs["unet/config.json"]);
+    let mut input = Input { files: vec![], tensors: vec![], configs, tokenizer, family, notes };
+    let by_name: BTreeMap<String, Vec<Mapped>> = mapped.into_iter().collect();
+    input.add_file(path, &header, |name, _| by_name.get(name).cloned().unwrap_or_default())?;
+    input.check_unique()?;
+    for component in ["text_encoder", "unet", "vae"] {
+        if !input.tensors.iter().any(|t| t.component == component) {
+            return Err(bad(format!("has no {component} weights: not a complete SD checkpoint")));
+        }
+    }
+    if config.is_none() {
+        check_against_spec(&input, sd2, inpaint).map_err(bad)?;
+    }
+    Ok(input)
+}
+
+/// With the built-in configs, the mapped tensors must be exactly diffusers' list.
+fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), String> {
+    let spec = specs::spec(if sd2 { "sd21" } else if inpaint { "sd15-inpaint" } else { "sd15" }).unwrap();
+    let mut want: BTreeSet<(String, Vec<usize>)> =
+        spec.tensor_list().into_iter().map(|(c, n, s)| (format!("{c}/{n}"), s)).collect();
+    if inpaint && sd2 {
+        want = want
+            .into_iter()
+            .map(|(n, mut s)| {
+                if n == "unet/conv_in.weight" {
+                    s[1] = 9;
+                }
+                (n, s)
+            })
+            .collect();
+    }
+    let got: BTreeSet<(String, Vec<usize>)> =
+        input.tensors.iter().map(|t| (format!("{}/{}", t.component, t.name), t.shape.clone())).collect();
+    if let Some((n, s)) = want.difference(&got).next() {
+        let found = got.iter().find(|(g, _)| g == n).map(|(_, s)| format!("has shape {s:?}")).unwrap_or("is missing".into());
+        return Err(format!("tensor {n} {found}, the SD architecture needs {s:?}; use --config with a matching diffusers folder"));
+    }
+    if let Some((n, _)) = got.difference(&want).next() {
+        return Err(format!("tensor {n} is not part of the SD architecture"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sparse safetensors file with the full-size LDM tensor list of a real checkpoint
+    /// (made by tests/fixtures/ldm/make_ldm_fixtures.py and checked there with diffusers'
+    /// converters): no data is read, only names and shapes are mapped.
+    fn sparse_checkpoint(list: &str, path: &Path) {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for line in list.lines() {
+            let mut it = line.split(' ');
+            let (name, dtype, shape) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""));
+            let shape: Vec<usize> = shape.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+            let bytes = shape.iter().product::<usize>() * if dtype == "I64" { 8 } else { 2 };
+            header.insert(name.into(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+            offset += bytes;
+        }
+        let json = serde_json::to_string(&header).unwrap();
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        let file = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &file, &bytes).unwrap();
+        file.set_len((bytes.len() + offset) as u64).unwrap();
+    }
+
+    #[test]
+    fn full_size_checkpoints_map_to_diffusers_names_and_shapes() {
+        let dir = std::env::temp_dir().join(format!("sd-weights-ldm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            ("sd15", include_str!("../../synth/sd15/ldm_tensors.txt"), "sd1", "epsilon"),
+            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), "sd2", "v_prediction"),
+            ("sd15-inpaint", include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"), "sd1-inpaint", "epsilon"),
+        ];
+        for (family, list, want_family, prediction) in cases {
+            let path = dir.join(format!("{family}.safetensors"));
+            sparse_checkpoint(list, &path);
+            // single_file checks the mapped names and shapes against diffusers' list itself.
+            let input = single_file(&path, None, None).unwrap_or_else(|e| panic!("{family}: {e}"));
+            assert_eq!(input.family, want_family);
+            let spec = specs::spec(family).unwrap();
+            assert_eq!(input.tensors.len(), spec.tensor_list().len(), "{family}");
+            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], prediction, "{family}");
+            assert_eq!(input.configs["unet/config.json"], spec.config_values()["unet/config.json"], "{family}");
+            assert!(input.tokenizer.contains_key("tokenizer/vocab.json"));
+            // The q/k/v split of OpenCLIP's in_proj: three consecutive thirds.
+            if family == "sd21" {
+                let q = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.q_proj.weight").unwrap();
+                let k = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.k_proj.weight").unwrap();
+                assert_eq!((q.shape.clone(), k.start - q.start, q.len), (vec![1024, 1024], 1024 * 1024 * 2, 1024 * 1024 * 2));
+            }
+            let input = single_file(&path, None, Some(family != "sd21")).unwrap();
+            let want = if family == "sd21" { "epsilon" } else { "v_prediction" };
+            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], want);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(unet_name("input_blocks.3.0.op.weight", 2).unwrap(), "down_blocks.0.downsamplers.0.conv.weight");
+        assert_eq!(unet_name("input_blocks.4.0.skip_connection.bias", 2).unwrap(), "down_blocks.1.resnets.0.conv_shortcut.bias");
+        assert_eq!(unet_name("output_blocks.2.1.conv.weight", 2).unwrap(), "up_blocks.0.upsamplers.0.conv.weight");
+        assert_eq!(unet_name("output_blocks.5.2.conv.bias", 2).unwrap(), "up_blocks.1.upsamplers.0.conv.bias");
+        assert_eq!(unet_name("output_blocks.5.1.norm.bias", 2).unwrap(), "up_blocks.1.attentions.2.norm.bias");
+        assert_eq!(unet_name("middle_block.2.emb_layers.1.weight", 2).unwrap(), "mid_block.resnets.1.time_emb_proj.weight");
+        assert!(unet_name("input_blocks.1.7.x", 2).is_none());
+        assert!(unet_name("label_emb.0.0.weight", 2).is_none());
+        assert_eq!(vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4).unwrap().0, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
+        assert_eq!(vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(), ("encoder.mid_block.attentions.0.to_out.0.weight".into(), true));
+        assert_eq!(vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(), ("encoder.mid_block.attentions.0.to_q.bias".into(), false));
+        assert!(vae_name("loss.logvar", 4).is_none());
+    }
+}

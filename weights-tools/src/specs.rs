@@ -1,0 +1,104 @@
+//! Built-in architecture specs: the published configs of SD 1.5, SD 2.1, SD-Turbo and SD 1.5
+//! inpainting with the exact tensor list diffusers saves for each (made by
+//! `weights-tools/synth/make_specs.py`), and the real CLIP tokenizer files. `synth` writes
+//! models from them; `convert` uses them as the configs of single-file checkpoints.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub struct Spec {
+    pub family: &'static str,
+    /// Config files by diffusers path.
+    pub configs: [(&'static str, &'static str); 5],
+    /// `component name d0,d1,...` lines.
+    pub tensors: &'static str,
+    /// SD 2.x tokenizers pad with "!", SD 1.x with the end token.
+    pub sd2_tokenizer: bool,
+}
+
+macro_rules! spec {
+    ($family:literal, $sd2:expr) => {
+        Spec {
+            family: $family,
+            configs: [
+                ("model_index.json", include_str!(concat!("../synth/", $family, "/model_index.json"))),
+                ("text_encoder/config.json", include_str!(concat!("../synth/", $family, "/text_encoder/config.json"))),
+                ("unet/config.json", include_str!(concat!("../synth/", $family, "/unet/config.json"))),
+                ("vae/config.json", include_str!(concat!("../synth/", $family, "/vae/config.json"))),
+                ("scheduler/scheduler_config.json", include_str!(concat!("../synth/", $family, "/scheduler/scheduler_config.json"))),
+            ],
+            tensors: include_str!(concat!("../synth/", $family, "/tensors.txt")),
+            sd2_tokenizer: $sd2,
+        }
+    };
+}
+
+pub const FAMILIES: [&str; 4] = ["sd15", "sd21", "turbo", "sd15-inpaint"];
+
+pub fn spec(family: &str) -> Option<Spec> {
+    Some(match family {
+        "sd15" => spec!("sd15", false),
+        "sd21" => spec!("sd21", true),
+        "turbo" => spec!("turbo", true),
+        "sd15-inpaint" => spec!("sd15-inpaint", false),
+        _ => return None,
+    })
+}
+
+const VOCAB: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/vocab.json");
+const MERGES: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/merges.txt");
+const SD1_SPECIAL: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/special_tokens_map.json");
+const SD1_CONFIG: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/tokenizer_config.json");
+const SD2_SPECIAL: &[u8] = include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/special_tokens_map.json");
+const SD2_CONFIG: &[u8] = include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/tokenizer_config.json");
+
+impl Spec {
+    pub fn config_values(&self) -> BTreeMap<String, Value> {
+        self.configs
+            .iter()
+            .map(|(path, text)| (path.to_string(), serde_json::from_str(text).expect("built-in configs are JSON")))
+            .collect()
+    }
+
+    /// `(component, name, shape)` of every tensor, in diffusers' order.
+    pub fn tensor_list(&self) -> Vec<(&'static str, &'static str, Vec<usize>)> {
+        self.tensors
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let mut it = line.split(' ');
+                let (c, n, s) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""));
+                let shape = s.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+                (c, n, shape)
+            })
+            .collect()
+    }
+
+    /// The tokenizer files by path (`tokenizer/vocab.json`).
+    pub fn tokenizer(&self) -> BTreeMap<String, Vec<u8>> {
+        let (special, config) = if self.sd2_tokenizer { (SD2_SPECIAL, SD2_CONFIG) } else { (SD1_SPECIAL, SD1_CONFIG) };
+        [("vocab.json", VOCAB), ("merges.txt", MERGES), ("special_tokens_map.json", special), ("tokenizer_config.json", config)]
+            .into_iter()
+            .map(|(n, b)| (format!("tokenizer/{n}"), b.to_vec()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_configs_load() {
+        for family in FAMILIES {
+            let spec = spec(family).unwrap();
+            let configs = spec.config_values();
+            crate::convert::input::check_configs(&configs, family).unwrap();
+            let list = spec.tensor_list();
+            assert!(list.len() > 1000, "{family}");
+            let params: usize = list.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
+            assert!(params > 1_000_000_000, "{family}: {params}");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A full-size SD 1.5 with random weights (`synth`), converted at q4 and q8: the size budgets
+//! of the chunked format. About a minute on two cores; needs ~4 GB of temporary disk.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use sd_webgpu::format::source::ConvertedModel;
+use sd_webgpu::format::{Dtype, MAX_TENSOR_BYTES};
+
+fn sd_weights(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sd-weights")).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn total(dir: &Path) -> u64 {
+    ConvertedModel::open(dir).unwrap().manifest().chunks.iter().map(|c| c.size).sum()
+}
+
+#[test]
+fn sd15_fits_the_size_budgets() {
+    let dir = std::env::temp_dir().join(format!("sd-weights-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (synth, q4, q8) = (dir.join("sd15"), dir.join("q4"), dir.join("q8"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let t = Instant::now();
+    sd_weights(&["synth", "--family", "sd15", &s(&synth)]);
+    let t_synth = t.elapsed();
+    sd_weights(&["convert", &s(&synth), &s(&q4), "--quant", "q4"]);
+    let t_q4 = t.elapsed() - t_synth;
+    sd_weights(&["convert", &s(&synth), &s(&q8), "--quant", "q8"]);
+    let t_q8 = t.elapsed() - t_synth - t_q4;
+    std::fs::remove_dir_all(&synth).unwrap();
+    sd_weights(&["verify", &s(&q4)]);
+    let (q4_bytes, q8_bytes) = (total(&q4), total(&q8));
+    eprintln!(
+        "synth {t_synth:.1?}, convert q4 {t_q4:.1?}, q8 {t_q8:.1?}; q4 {:.1} MB, q8 {:.1} MB",
+        q4_bytes as f64 / 1e6,
+        q8_bytes as f64 / 1e6
+    );
+    assert!(q4_bytes <= 800_000_000, "q4: {q4_bytes} bytes");
+    assert!(q8_bytes <= 1_300_000_000, "q8: {q8_bytes} bytes");
+    let model = ConvertedModel::open(&q4).unwrap();
+    let m = model.manifest();
+    assert_eq!((m.family.as_str(), m.tensors.len()), ("sd1", 1130));
+    assert!(m.tensors.iter().all(|t| t.stored_bytes() <= MAX_TENSOR_BYTES));
+    for (i, chunk) in m.chunks.iter().enumerate() {
+        let inside = m.tensors.iter().filter(|t| t.parts().iter().any(|p| p.chunk == i)).count();
+        assert!(chunk.size <= 32 << 20 || inside == 1, "{} has {} bytes and {inside} tensors", chunk.path, chunk.size);
+    }
+    let q4_params: usize = m.tensors.iter().filter(|t| t.dtype == Dtype::Q4).map(|t| t.numel()).sum();
+    assert!(q4_params > 900_000_000, "only {q4_params} values at q4");
+    let _ = std::fs::remove_dir_all(&dir);
+}
