@@ -240,7 +240,7 @@ impl Manifest {
                 return bad(format!("tensor {name}: unknown component {:?}", t.component));
             }
             let numel = t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
-            let Some(numel) = numel.filter(|n| *n < (1 << 40)) else {
+            let Some(numel) = numel.filter(|n| (*n as u64) < (1u64 << 40)) else {
                 return bad(format!("tensor {name}: shape {:?} is too large", t.shape));
             };
             let whole = t.chunk.is_some() || t.offset.is_some() || t.length.is_some();
