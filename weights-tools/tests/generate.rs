@@ -139,6 +139,71 @@ fn inpaint_and_img2img_from_pngs_match_diffusers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The `parameters` text of a PNG written by generate.
+fn parameters(path: &Path) -> String {
+    let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let info = reader.info();
+    let latin1 = info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").map(|t| t.text.clone());
+    let utf8 = info.utf8_text.iter().find(|t| t.keyword == "parameters").map(|t| t.get_text().unwrap());
+    latin1.or(utf8).expect("a parameters chunk")
+}
+
+/// Every tiny fixture model generates a PNG whose parameters read back: text to image on
+/// the SD 1.x- and SD 2.x-like models (a non-Latin-1 prompt goes to an iTXt chunk),
+/// inpainting on the 9-channel model.
+#[test]
+fn each_tiny_model_writes_a_png_with_parameters() {
+    let dir = scratch("each");
+    let (init, mask) = (dir.join("init.png"), dir.join("mask.png"));
+    fixture_png("inpaint9_ddim_cfg_init.npy", &init);
+    fixture_png("inpaint9_ddim_cfg_mask.npy", &mask);
+    let (init, mask) = (init.display().to_string(), mask.display().to_string());
+    for (model, extra, prompt, want) in [
+        ("sd15-tiny", vec![], "a red cube", "Sampler: PLMS, CFG scale: 7.5, Seed: 9, Size: 32x32, Model: sd15-tiny"),
+        ("sd2-tiny", vec!["--scheduler", "euler-a", "--clip-skip", "2"], "ein Würfel → 立方体", "Sampler: Euler a, CFG scale: 7.5, Seed: 9, Size: 32x32, Model: sd2-tiny, Clip skip: 2"),
+        ("sd15-inpaint-tiny", vec!["--init-image", &init, "--mask", &mask], "a cube", "Sampler: DDIM, CFG scale: 7.5, Seed: 9, Size: 32x32, Model: sd15-inpaint-tiny, Denoising strength: 1"),
+    ] {
+        let out = dir.join(format!("{model}.png"));
+        let m = fixtures().join(model).display().to_string();
+        let mut args = vec!["--model", &m, "--prompt", prompt, "--steps", "2", "--seed", "9", "--output", out.to_str().unwrap()];
+        if extra.is_empty() || model == "sd2-tiny" {
+            args.extend(["--width", "32", "--height", "32"]);
+        }
+        args.extend(extra);
+        let result = run(&args);
+        assert!(result.status.success(), "{model}: {}", String::from_utf8_lossy(&result.stderr));
+        let text = parameters(&out);
+        assert!(text.starts_with(&format!("{prompt}\nNegative prompt: \nSteps: 2, ")), "{model}: {text}");
+        assert!(text.ends_with(want), "{model}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A model folder with a file missing is refused naming the file, with no output.
+#[test]
+fn incomplete_model_folder_is_named() {
+    let dir = scratch("incomplete");
+    let model = dir.join("model");
+    for sub in ["tokenizer", "text_encoder", "unet", "vae", "scheduler"] {
+        std::fs::create_dir_all(model.join(sub)).unwrap();
+    }
+    let src = fixtures().join("sd15-tiny");
+    for file in [
+        "model_index.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
+        "tokenizer/tokenizer_config.json", "text_encoder/config.json", "text_encoder/model.safetensors",
+        "unet/config.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
+    ] {
+        std::fs::copy(src.join(file), model.join(file)).unwrap();
+    }
+    let out = dir.join("out.png");
+    let result = run(&["--model", model.to_str().unwrap(), "--prompt", "x", "--width", "32", "--height", "32", "--output", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(stderr.contains("unet/diffusion_pytorch_model.safetensors"), "{stderr}");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_inputs_fail_clearly_without_output() {
     let dir = scratch("bad");
