@@ -52,34 +52,10 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 /// 0.5 / 255: the same image in 8 bits.
 const TOL: f32 = 0.5 / 255.0;
 
-/// `fixture!` for a path built with `concat!` parts.
-macro_rules! fx {
-    ($($part:expr),+) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/", $($part),+)).as_slice()
-    };
-}
-
 macro_rules! model_files {
-    ($m:literal) => {{
-        let mut files = BTreeMap::new();
-        for (path, bytes) in [
-            ("model_index.json", fx!($m, "/model_index.json")),
-            ("tokenizer/vocab.json", fx!($m, "/tokenizer/vocab.json")),
-            ("tokenizer/merges.txt", fx!($m, "/tokenizer/merges.txt")),
-            ("tokenizer/special_tokens_map.json", fx!($m, "/tokenizer/special_tokens_map.json")),
-            ("tokenizer/tokenizer_config.json", fx!($m, "/tokenizer/tokenizer_config.json")),
-            ("text_encoder/config.json", fx!($m, "/text_encoder/config.json")),
-            ("text_encoder/model.safetensors", fx!($m, "/text_encoder/model.safetensors")),
-            ("unet/config.json", fx!($m, "/unet/config.json")),
-            ("unet/diffusion_pytorch_model.safetensors", fx!($m, "/unet/diffusion_pytorch_model.safetensors")),
-            ("vae/config.json", fx!($m, "/vae/config.json")),
-            ("vae/diffusion_pytorch_model.safetensors", fx!($m, "/vae/diffusion_pytorch_model.safetensors")),
-            ("scheduler/scheduler_config.json", fx!($m, "/scheduler/scheduler_config.json")),
-        ] {
-            files.insert(path.to_string(), bytes.to_vec());
-        }
-        files
-    }};
+    ($m:literal) => {
+        fixture_model!($m).into_iter().map(|(path, bytes)| (path.to_string(), bytes.to_vec())).collect::<BTreeMap<_, _>>()
+    };
 }
 
 fn sd15_files() -> BTreeMap<String, Vec<u8>> {
@@ -122,7 +98,7 @@ fn case_file(name: &str) -> &'static [u8] {
     macro_rules! table {
         ($($f:literal),+ $(,)?) => {
             match name {
-                $($f => fx!("pipeline/", $f),)+
+                $($f => fixture_at!("pipeline/", $f),)+
                 other => panic!("no fixture {other}"),
             }
         };

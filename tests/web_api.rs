@@ -16,30 +16,10 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// `fixture!` for a path built from parts.
-macro_rules! fx {
-    ($($part:expr),+) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/", $($part),+)).as_slice()
-    };
-}
-
 macro_rules! model_object {
     ($m:literal) => {{
         let files = Object::new();
-        for (path, bytes) in [
-            ("model_index.json", fx!($m, "/model_index.json")),
-            ("tokenizer/vocab.json", fx!($m, "/tokenizer/vocab.json")),
-            ("tokenizer/merges.txt", fx!($m, "/tokenizer/merges.txt")),
-            ("tokenizer/special_tokens_map.json", fx!($m, "/tokenizer/special_tokens_map.json")),
-            ("tokenizer/tokenizer_config.json", fx!($m, "/tokenizer/tokenizer_config.json")),
-            ("text_encoder/config.json", fx!($m, "/text_encoder/config.json")),
-            ("text_encoder/model.safetensors", fx!($m, "/text_encoder/model.safetensors")),
-            ("unet/config.json", fx!($m, "/unet/config.json")),
-            ("unet/diffusion_pytorch_model.safetensors", fx!($m, "/unet/diffusion_pytorch_model.safetensors")),
-            ("vae/config.json", fx!($m, "/vae/config.json")),
-            ("vae/diffusion_pytorch_model.safetensors", fx!($m, "/vae/diffusion_pytorch_model.safetensors")),
-            ("scheduler/scheduler_config.json", fx!($m, "/scheduler/scheduler_config.json")),
-        ] {
+        for (path, bytes) in fixture_model!($m) {
             Reflect::set(&files, &path.into(), &Uint8Array::from(bytes)).unwrap();
         }
         JsValue::from(files)

@@ -20,6 +20,35 @@ macro_rules! fixture {
     };
 }
 
+/// `fixture!` for a path built from parts (`fixture_at!("sd15-tiny", "/unet/config.json")`).
+#[macro_export]
+macro_rules! fixture_at {
+    ($($part:expr),+) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/", $($part),+)).as_slice()
+    };
+}
+
+/// Every file of a tiny fixture model folder, as `(path in the folder, bytes)`.
+#[macro_export]
+macro_rules! fixture_model {
+    ($m:literal) => {
+        [
+            ("model_index.json", fixture_at!($m, "/model_index.json")),
+            ("tokenizer/vocab.json", fixture_at!($m, "/tokenizer/vocab.json")),
+            ("tokenizer/merges.txt", fixture_at!($m, "/tokenizer/merges.txt")),
+            ("tokenizer/special_tokens_map.json", fixture_at!($m, "/tokenizer/special_tokens_map.json")),
+            ("tokenizer/tokenizer_config.json", fixture_at!($m, "/tokenizer/tokenizer_config.json")),
+            ("text_encoder/config.json", fixture_at!($m, "/text_encoder/config.json")),
+            ("text_encoder/model.safetensors", fixture_at!($m, "/text_encoder/model.safetensors")),
+            ("unet/config.json", fixture_at!($m, "/unet/config.json")),
+            ("unet/diffusion_pytorch_model.safetensors", fixture_at!($m, "/unet/diffusion_pytorch_model.safetensors")),
+            ("vae/config.json", fixture_at!($m, "/vae/config.json")),
+            ("vae/diffusion_pytorch_model.safetensors", fixture_at!($m, "/vae/diffusion_pytorch_model.safetensors")),
+            ("scheduler/scheduler_config.json", fixture_at!($m, "/scheduler/scheduler_config.json")),
+        ]
+    };
+}
+
 /// A float32 `.npy` fixture: its shape and values.
 pub fn npy(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
     sd_webgpu::npy::read_f32(bytes, "fixture").unwrap_or_else(|e| panic!("{e}"))
