@@ -133,8 +133,8 @@ pub const EMBEDDING_PART_BYTES: usize = 64 << 20;
 
 impl Embedding {
     pub fn load(vb: &VarBuilder, count: usize, dim: usize) -> Result<Self, Error> {
-        let values = vb.values("weight", &[count, dim])?;
-        Ok(Self::from_values(&values, dim, EMBEDDING_PART_BYTES, vb.device()))
+        let blocks = vb.row_blocks("weight", [count, dim], EMBEDDING_PART_BYTES)?;
+        Ok(Embedding { parts: blocks.into_iter().map(Param::from_tensor).collect() })
     }
 
     /// The table `values` (`[count, dim]`, row-major) in blocks of at most `part_bytes`.

@@ -15,6 +15,19 @@ use crate::safetensors::SafeTensors;
 pub trait WeightSource: Send + Sync {
     /// The tensor `name` as f32 values and its shape, or `None` when absent.
     fn get(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, Error>;
+
+    /// Whether `name` exists. The default asks [`Self::get`].
+    fn contains(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.get(name)?.is_some())
+    }
+
+    /// For sources whose weights are already on the device (the browser's streaming
+    /// loader): the tensor `name` as flat blocks of whole rows, in order, and its shape.
+    /// `None`, the default, means "ask [`Self::get`] and upload".
+    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<1>>)>, Error> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 impl WeightSource for SafeTensors {
@@ -62,7 +75,7 @@ impl VarBuilder {
 
     /// Whether the tensor `name` exists, for optional parts (biases, legacy layouts).
     pub fn contains(&self, name: &str) -> Result<bool, Error> {
-        Ok(self.source.get(&self.path(name))?.is_some())
+        self.source.contains(&self.path(name))
     }
 
     /// The f32 values of `name`, which must have exactly `shape`.
@@ -82,7 +95,41 @@ impl VarBuilder {
 
     /// The tensor `name` on the device.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Error> {
+        if let Some(mut blocks) = self.device_blocks(name, &shape)? {
+            let flat = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
+            return Ok(flat.reshape(shape));
+        }
         let values = self.values(name, &shape)?;
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// The `[rows, cols]` tensor `name` as blocks of whole rows of at most `max_bytes` (as
+    /// f32) each, for tables bigger than one GPU buffer may be.
+    pub fn row_blocks(&self, name: &str, shape: [usize; 2], max_bytes: usize) -> Result<Vec<Tensor<2>>, Error> {
+        let cols = shape[1].max(1);
+        if let Some(blocks) = self.device_blocks(name, &shape)? {
+            return Ok(blocks.into_iter().map(|b| {
+                let rows = b.dims()[0] / cols;
+                b.reshape([rows, cols])
+            }).collect());
+        }
+        let values = self.values(name, &shape)?;
+        let rows_per_block = (max_bytes / (4 * cols)).max(1);
+        Ok(values
+            .chunks(rows_per_block * cols)
+            .map(|rows| Tensor::from_data(TensorData::new(rows.to_vec(), [rows.len() / cols, cols]), &self.device))
+            .collect())
+    }
+
+    /// Device blocks of `name`, shape-checked, when the source has them.
+    fn device_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<Tensor<1>>>, Error> {
+        let path = self.path(name);
+        match self.source.device_blocks(&path)? {
+            None => Ok(None),
+            Some((found, _)) if found != shape => Err(Error::BadWeights(format!(
+                "tensor `{path}` has shape {found:?}, the config needs {shape:?}"
+            ))),
+            Some((_, blocks)) => Ok(Some(blocks)),
+        }
     }
 }

@@ -21,6 +21,7 @@
 pub mod quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod source;
+pub mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,188 @@
+//! Loading a converted model chunk by chunk, weights going to the device as each chunk
+//! arrives: the host holds one chunk and one decoded tensor part at a time, never the
+//! model. This is how the browser loads (chunks come from the network or IndexedDB, in any
+//! order); natively the tests feed it from a directory.
+//!
+//! ```text
+//! let mut load = StreamingLoader::new(manifest, &device);
+//! load.add_file("tokenizer/vocab.json", bytes)?;   // each of manifest.files
+//! load.add_chunk(i, &chunk_bytes)?;                // each of manifest.chunks, any order
+//! let model = load.finish()?;
+//! ```
+//!
+//! Weights are dequantized on the host, one part at a time, and uploaded as f32 in blocks of
+//! whole rows of at most [`BLOCK_BYTES`], so no device buffer exceeds the browser's limit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use burn::tensor::{Tensor, TensorData};
+
+use super::{Manifest, decode, sha256_hex};
+use crate::model::{ModelFiles, StableDiffusion};
+use crate::weights::WeightSource;
+use crate::{Device, Error};
+
+/// The largest block of one weight uploaded at once (f32 bytes).
+pub const BLOCK_BYTES: usize = 64 << 20;
+
+/// One tensor on the device: its shape and, per stored part, its row blocks once arrived.
+struct DeviceTensor {
+    shape: Vec<usize>,
+    parts: Vec<Option<Vec<Tensor<1>>>>,
+}
+
+/// Builds a [`StableDiffusion`] from a converted model's manifest, files and chunks.
+pub struct StreamingLoader {
+    manifest: Manifest,
+    device: Device,
+    block_bytes: usize,
+    files: BTreeMap<String, Vec<u8>>,
+    tensors: HashMap<String, DeviceTensor>,
+    chunks_added: Vec<bool>,
+}
+
+impl StreamingLoader {
+    pub fn new(manifest: Manifest, device: &Device) -> Self {
+        Self::with_block_bytes(manifest, device, BLOCK_BYTES)
+    }
+
+    /// [`Self::new`] with another upload block size than [`BLOCK_BYTES`] (for tests: small
+    /// blocks exercise the joining of blocks).
+    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Self {
+        let tensors = manifest
+            .tensors
+            .iter()
+            .map(|t| (t.full_name(), DeviceTensor { shape: t.shape.clone(), parts: vec![None; t.parts().len()] }))
+            .collect();
+        let chunks_added = vec![false; manifest.chunks.len()];
+        StreamingLoader { manifest, device: device.clone(), block_bytes, files: BTreeMap::new(), tensors, chunks_added }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// A file listed in the manifest's `files` (the tokenizer's), checked against its size
+    /// and sha256.
+    pub fn add_file(&mut self, path: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let entry = self
+            .manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| Error::BadInput(format!("{path} is not a file of this model")))?;
+        if bytes.len() as u64 != entry.size || sha256_hex(&bytes) != entry.sha256 {
+            return Err(Error::BadWeights(format!("{path} does not match its size and sha256 in the manifest: download it again")));
+        }
+        self.files.insert(path.to_string(), bytes);
+        Ok(())
+    }
+
+    /// Chunk `index` of the manifest: checked against its size and sha256, then every tensor
+    /// part stored in it is decoded and uploaded.
+    pub fn add_chunk(&mut self, index: usize, bytes: &[u8]) -> Result<(), Error> {
+        let entry = self
+            .manifest
+            .chunks
+            .get(index)
+            .ok_or_else(|| Error::BadInput(format!("chunk {index} does not exist ({} chunks)", self.manifest.chunks.len())))?;
+        if bytes.len() as u64 != entry.size || sha256_hex(bytes) != entry.sha256 {
+            return Err(Error::BadWeights(format!(
+                "chunk {} does not match its size and sha256 in the manifest: it is corrupted; download it again",
+                entry.path
+            )));
+        }
+        for t in &self.manifest.tensors {
+            let inner = t.numel() / t.shape.first().copied().unwrap_or(1).max(1);
+            for (p, part) in t.parts().iter().enumerate().filter(|(_, part)| part.chunk == index) {
+                let start = part.offset as usize;
+                let stored = &bytes[start..start + part.length as usize]; // in range: the manifest was validated
+                let values = decode(t.dtype, stored, part.rows * inner)
+                    .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", t.full_name())))?;
+                let rows_per_block = (self.block_bytes / (4 * inner.max(1))).max(1);
+                let blocks = values
+                    .chunks(rows_per_block * inner.max(1))
+                    .map(|block| Tensor::<1>::from_data(TensorData::new(block.to_vec(), [block.len()]), &self.device))
+                    .collect();
+                let slot = self.tensors.get_mut(&t.full_name()).expect("every tensor has a slot");
+                slot.parts[p] = Some(blocks);
+            }
+        }
+        self.chunks_added[index] = true;
+        Ok(())
+    }
+
+    /// The chunk and file paths not added yet.
+    pub fn missing(&self) -> Vec<String> {
+        let chunks = self.manifest.chunks.iter().zip(&self.chunks_added).filter(|(_, added)| !**added).map(|(c, _)| c.path.clone());
+        let files = self.manifest.files.iter().filter(|f| !self.files.contains_key(&f.path)).map(|f| f.path.clone());
+        chunks.chain(files).collect()
+    }
+
+    /// Builds the model once every chunk and file is in.
+    pub fn finish(self) -> Result<StableDiffusion, Error> {
+        let missing = self.missing();
+        if !missing.is_empty() {
+            return Err(Error::BadInput(format!("the model is incomplete: {} not loaded yet", missing.join(", "))));
+        }
+        let device = self.device.clone();
+        let mut components: HashMap<String, HashMap<String, DeviceTensor>> = HashMap::new();
+        for (full, tensor) in self.tensors {
+            let (component, name) = full.split_once('/').expect("full names are component/name");
+            components.entry(component.to_string()).or_default().insert(name.to_string(), tensor);
+        }
+        let files = Streamed {
+            manifest: self.manifest,
+            files: self.files,
+            components: Mutex::new(components),
+        };
+        StableDiffusion::from_files(&files, &device)
+    }
+}
+
+/// The loaded model's files and weights, as [`StableDiffusion::from_files`] reads them.
+struct Streamed {
+    manifest: Manifest,
+    files: BTreeMap<String, Vec<u8>>,
+    components: Mutex<HashMap<String, HashMap<String, DeviceTensor>>>,
+}
+
+impl ModelFiles for Streamed {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(config) = self.manifest.configs.get(path) {
+            return Ok(Some(serde_json::to_vec_pretty(config).expect("JSON values serialize")));
+        }
+        Ok(self.files.get(path).cloned())
+    }
+
+    fn weights(&self, component: &str) -> Result<Option<Arc<dyn WeightSource>>, Error> {
+        let tensors = self.components.lock().map_err(|_| Error::Gpu("weights lock poisoned".into()))?.remove(component).unwrap_or_default();
+        Ok(Some(Arc::new(DeviceWeights { tensors })))
+    }
+}
+
+/// One component's weights, already on the device.
+struct DeviceWeights {
+    tensors: HashMap<String, DeviceTensor>,
+}
+
+impl WeightSource for DeviceWeights {
+    fn get(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, Error> {
+        // Host copies are never kept; every module loads through `device_blocks`.
+        if !self.tensors.contains_key(name) {
+            return Ok(None);
+        }
+        Err(Error::BadWeights(format!("tensor `{name}`: streamed weights live on the GPU only")))
+    }
+
+    fn contains(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.tensors.contains_key(name))
+    }
+
+    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<1>>)>, Error> {
+        let Some(t) = self.tensors.get(name) else { return Ok(None) };
+        let blocks = t.parts.iter().flatten().flatten().cloned().collect();
+        Ok(Some((t.shape.clone(), blocks)))
+    }
+}
