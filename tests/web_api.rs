@@ -177,3 +177,94 @@ async fn abort_bad_options_and_busy() {
     assert!(Reflect::get(&second, &"message".into()).unwrap().as_string().unwrap().contains("one at a time"));
     settle(first).await.unwrap();
 }
+
+/// The converted fixture's files by path, as a JS `Map`, with `corrupt` (if any) altered.
+fn converted_files(corrupt: Option<&str>) -> js_sys::Map {
+    let files = js_sys::Map::new();
+    for (path, bytes) in [
+        ("manifest.json", fixture!("converted/sd15-tiny-q8/manifest.json")),
+        ("tokenizer/merges.txt", fixture!("converted/sd15-tiny-q8/tokenizer/merges.txt")),
+        ("tokenizer/special_tokens_map.json", fixture!("converted/sd15-tiny-q8/tokenizer/special_tokens_map.json")),
+        ("tokenizer/tokenizer_config.json", fixture!("converted/sd15-tiny-q8/tokenizer/tokenizer_config.json")),
+        ("tokenizer/vocab.json", fixture!("converted/sd15-tiny-q8/tokenizer/vocab.json")),
+        ("chunk-000.bin", fixture!("converted/sd15-tiny-q8/chunk-000.bin")),
+        ("chunk-001.bin", fixture!("converted/sd15-tiny-q8/chunk-001.bin")),
+        ("chunk-002.bin", fixture!("converted/sd15-tiny-q8/chunk-002.bin")),
+        ("chunk-003.bin", fixture!("converted/sd15-tiny-q8/chunk-003.bin")),
+        ("chunk-004.bin", fixture!("converted/sd15-tiny-q8/chunk-004.bin")),
+    ] {
+        let mut bytes = bytes.to_vec();
+        if corrupt == Some(path) {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+        }
+        files.set(&path.into(), &Uint8Array::from(bytes.as_slice()));
+    }
+    files
+}
+
+/// Replaces the global `fetch` with one serving `files` under https://models.test/sd15/
+/// (404 elsewhere) and recording each URL in `log`; returns the original `fetch`.
+fn fake_fetch(files: &js_sys::Map, log: &Array) -> JsValue {
+    let make = Function::new_with_args(
+        "files, log",
+        "return async (url, init) => {
+            log.push(url);
+            if (init && init.signal && init.signal.aborted) throw new DOMException('aborted', 'AbortError');
+            const prefix = 'https://models.test/sd15/';
+            const path = url.startsWith(prefix) ? url.slice(prefix.length) : null;
+            if (path === null || !files.has(path)) return new Response('not found', { status: 404 });
+            return new Response(files.get(path));
+        };",
+    );
+    let fake = make.call2(&JsValue::NULL, files, log).unwrap();
+    let global = js_sys::global();
+    let original = Reflect::get(&global, &"fetch".into()).unwrap();
+    Reflect::set(&global, &"fetch".into(), &fake).unwrap();
+    original
+}
+
+#[wasm_bindgen_test]
+async fn load_streams_a_converted_model() {
+    let generator = Generator::create().await.unwrap();
+    let log = Array::new();
+    let original = fake_fetch(&converted_files(None), &log);
+
+    // Download with progress, then generate: the native CLI's image of the same model.
+    let events = Array::new();
+    let load_options = Object::new();
+    let record = Function::new_with_args("events, e", "events.push(e);").bind1(&JsValue::NULL, &events);
+    set(&load_options, "onProgress", record);
+    let loaded = settle(generator.load("https://models.test/sd15/".into(), load_options.into())).await;
+    let result = async {
+        loaded?;
+        let o = options("a red cube on a table");
+        set(&o, "steps", 3);
+        set(&o, "scheduler", "euler-a");
+        set(&o, "seed", 5);
+        settle(generator.generate(o.into())).await
+    }
+    .await;
+    let result = result.unwrap();
+    check_image("load + generate", &result, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+    assert_eq!(log.length(), 10, "one request per file: {:?}", log.to_vec());
+    let last_download = events.get(events.length() - 2);
+    let field = |e: &JsValue, k: &str| Reflect::get(e, &k.into()).unwrap();
+    assert_eq!(field(&last_download, "loaded").as_f64(), field(&last_download, "total").as_f64());
+    assert_eq!(field(&events.get(events.length() - 1), "phase").as_string().as_deref(), Some("build"));
+
+    // A corrupted chunk is refused naming it; a wrong URL is an io error; the model loaded
+    // before stays usable.
+    fake_fetch(&converted_files(Some("chunk-001.bin")), &log);
+    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap_err();
+    let message = field(&err, "message").as_string().unwrap_or_default();
+    assert_eq!(field(&err, "code").as_string().as_deref(), Some("bad-weights"), "{message}");
+    assert!(message.contains("chunk-001.bin"), "{message}");
+    let err = settle(generator.load("https://models.test/elsewhere".into(), Object::new().into())).await.unwrap_err();
+    let message = field(&err, "message").as_string().unwrap_or_default();
+    assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"), "{message}");
+    assert!(message.contains("HTTP 404"), "{message}");
+    assert!(generator.loaded());
+
+    Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+}

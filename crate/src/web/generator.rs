@@ -2,7 +2,8 @@
 //!
 //! ```js
 //! const gen = await Generator.create();          // WebGPU device; rejects with code "no-webgpu"
-//! gen.loadFiles(files);                          // { "unet/config.json": Uint8Array, ... }
+//! await gen.load(modelUrl, { onProgress, signal }); // a converted model folder (manifest.json)
+//! gen.loadFiles(files);                          // or files in memory: { "unet/config.json": Uint8Array, ... }
 //! const img = await gen.generate({ prompt, steps, seed, onStep, signal });
 //! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed, timings }
 //! ```
@@ -73,6 +74,29 @@ impl Generator {
         let model = StableDiffusion::from_files(&map, &state.device)?;
         state.model = Some(Rc::new(model));
         Ok(())
+    }
+
+    /// Downloads the converted model at `model_url` (a folder with `manifest.json`, made by
+    /// `sd-weights convert`) and streams it onto the GPU. Options: `onProgress({ phase,
+    /// loaded, total, chunk })`, `signal` (an `AbortSignal`). Replaces any model loaded
+    /// before once the new one is complete.
+    pub fn load(&self, model_url: String, options: JsValue) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let device = {
+                let mut s = state.borrow_mut();
+                if s.busy {
+                    return Err(Error::BadInput("busy: wait for the running generation or load to finish".into()).into());
+                }
+                s.busy = true;
+                s.device.clone()
+            };
+            let result = super::load::load(&model_url, &options, &device).await;
+            let mut s = state.borrow_mut();
+            s.busy = false;
+            s.model = Some(Rc::new(result?));
+            Ok(JsValue::UNDEFINED)
+        })
     }
 
     /// Whether a model is loaded.

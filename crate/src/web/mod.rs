@@ -2,6 +2,7 @@
 //! a GPU self-check, and the [`Generator`] that loads a model and generates images.
 
 mod generator;
+mod load;
 mod options;
 
 pub use generator::Generator;
