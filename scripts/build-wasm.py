@@ -52,6 +52,11 @@ def main() -> int:
             wasm_name = item.name
         elif item.is_file() and item.name != ".gitignore":
             shutil.copy2(item, out_dir / item.name)
+        elif item.is_dir():
+            # snippets/: the crate's own JS modules (e.g. the IndexedDB cache), imported by
+            # the generated sd_webgpu.js.
+            shutil.rmtree(out_dir / item.name, ignore_errors=True)
+            shutil.copytree(item, out_dir / item.name)
     if wasm_name is None:
         print("[build-wasm] wasm-pack produced no .wasm file", file=sys.stderr)
         return 1

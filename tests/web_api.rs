@@ -253,8 +253,24 @@ async fn load_streams_a_converted_model() {
     assert_eq!(field(&last_download, "loaded").as_f64(), field(&last_download, "total").as_f64());
     assert_eq!(field(&events.get(events.length() - 1), "phase").as_string().as_deref(), Some("build"));
 
-    // A corrupted chunk is refused naming it; a wrong URL is an io error; the model loaded
-    // before stays usable.
+    // Stored in IndexedDB: loading again fetches only the manifest, and with the network
+    // gone, nothing at all.
+    settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
+    assert_eq!(log.length(), 11, "a cached load fetched chunks: {:?}", log.to_vec());
+    let offline = Function::new_no_args("return async () => { throw new TypeError('Failed to fetch'); };").call0(&JsValue::NULL).unwrap();
+    Reflect::set(&js_sys::global(), &"fetch".into(), &offline).unwrap();
+    settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
+    let listed = JsFuture::from(Promise::resolve(&Generator::cached_models().await.unwrap())).await.unwrap();
+    let listed = Array::from(&listed);
+    assert!(listed.iter().any(|m| field(&m, "url").as_string().as_deref() == Some("https://models.test/sd15")));
+
+    // Deleted, it needs the network again: offline that is an io error.
+    assert_eq!(Generator::delete_cached_model("https://models.test/sd15/".into()).await.unwrap().as_bool(), Some(true));
+    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap_err();
+    assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"));
+
+    // A corrupted chunk is refused naming it (and not stored); a wrong URL is an io error;
+    // the model loaded before stays usable.
     fake_fetch(&converted_files(Some("chunk-001.bin")), &log);
     let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap_err();
     let message = field(&err, "message").as_string().unwrap_or_default();
@@ -265,6 +281,7 @@ async fn load_streams_a_converted_model() {
     assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"), "{message}");
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(generator.loaded());
+    Generator::delete_cached_model("https://models.test/sd15".into()).await.unwrap();
 
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
 }

@@ -99,6 +99,20 @@ impl Generator {
         })
     }
 
+    /// The models stored in this browser: `[{ url, bytes, stored }]` (`stored`: ms since
+    /// the epoch).
+    #[wasm_bindgen(js_name = cachedModels)]
+    pub async fn cached_models() -> Result<JsValue, JsValue> {
+        super::load::cache_list_models().await
+    }
+
+    /// Deletes a stored model (and the chunks no other stored model uses). Resolves to
+    /// whether it was stored.
+    #[wasm_bindgen(js_name = deleteCachedModel)]
+    pub async fn delete_cached_model(url: String) -> Result<JsValue, JsValue> {
+        super::load::cache_delete_model(url.trim_end_matches('/')).await
+    }
+
     /// Whether a model is loaded.
     #[wasm_bindgen(getter)]
     pub fn loaded(&self) -> bool {

@@ -2,11 +2,14 @@
 //! [`crate::format`]) fetched file by file and streamed onto the GPU chunk by chunk
 //! ([`StreamingLoader`]), so the wasm heap holds one chunk at a time.
 //!
-//! Uses the global `fetch` (window or worker). Progress events:
-//! `{ phase: "download", loaded, total, chunk }` after each file (bytes, all files together),
-//! then `{ phase: "build" }` while the modules are assembled.
+//! Uses the global `fetch` (window or worker). Every file is kept in IndexedDB by its sha256
+//! (`crate/js/chunk_cache.js`): a model loads a second time with only its manifest fetched,
+//! and with no network at all from the stored manifest. Before downloading, the space
+//! needed is checked against `navigator.storage.estimate()` (and persistent storage is
+//! requested). Progress events: `{ phase: "download", loaded, total, chunk, cached }` after
+//! each file (bytes, all files together), then `{ phase: "build" }`.
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -15,6 +18,26 @@ use crate::format::stream::StreamingLoader;
 use crate::format::{MANIFEST, Manifest};
 use crate::model::StableDiffusion;
 use crate::{Device, Error};
+
+#[wasm_bindgen(module = "/js/chunk_cache.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = cacheGet, catch)]
+    async fn cache_get(sha256: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cacheHas, catch)]
+    async fn cache_has(sha256: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cachePut, catch)]
+    async fn cache_put(sha256: &str, bytes: &Uint8Array) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cacheGetModel, catch)]
+    async fn cache_get_model(url: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cachePutModel, catch)]
+    async fn cache_put_model(url: &str, manifest: &str, shas: Array, bytes: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cacheListModels, catch)]
+    pub(crate) async fn cache_list_models() -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = cacheDeleteModel, catch)]
+    pub(crate) async fn cache_delete_model(url: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = storageFree, catch)]
+    async fn storage_free() -> Result<JsValue, JsValue>;
+}
 
 /// `base/path`, with exactly one slash between.
 fn join(base: &str, path: &str) -> String {
@@ -65,6 +88,23 @@ fn progress(on_progress: &Option<Function>, fields: &[(&str, JsValue)]) -> Resul
     Ok(())
 }
 
+/// A JS `Error` with `code` "quota".
+fn quota_error(message: String) -> JsValue {
+    let e = js_sys::Error::new(&message);
+    let _ = Reflect::set(&e, &"code".into(), &"quota".into());
+    e.into()
+}
+
+/// The bytes of one file of the model: from IndexedDB when stored, else downloaded (and
+/// stored once the loader has checked them, see `load`). Returns whether it came cached.
+async fn file_bytes(url: &str, path: &str, sha256: &str, signal: &JsValue) -> Result<(Vec<u8>, bool), JsValue> {
+    let cached = cache_get(sha256).await.unwrap_or(JsValue::UNDEFINED);
+    if let Some(bytes) = cached.dyn_ref::<Uint8Array>() {
+        return Ok((bytes.to_vec(), true));
+    }
+    Ok((fetch_bytes(&join(url, path), signal).await?, false))
+}
+
 /// Downloads and builds the model at `url`.
 pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<StableDiffusion, JsValue> {
     let on_progress = get(options, "onProgress");
@@ -74,26 +114,70 @@ pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<Stabl
         Some(on_progress.dyn_into::<Function>().map_err(|_| Error::BadInput("onProgress: must be a function".into()))?)
     };
     let signal = get(options, "signal");
+    let url = url.trim_end_matches('/');
 
-    let text = fetch_bytes(&join(url, MANIFEST), &signal).await?;
-    let text = String::from_utf8(text).map_err(|_| Error::BadWeights(format!("{MANIFEST} is not UTF-8 text")))?;
+    // The manifest from the network, or the stored one when offline.
+    let text = match fetch_bytes(&join(url, MANIFEST), &signal).await {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::BadWeights(format!("{MANIFEST} is not UTF-8 text")))?,
+        Err(e) if get(&e, "name").as_string().as_deref() == Some("AbortError") => return Err(e),
+        Err(e) => match get(&cache_get_model(url).await.unwrap_or(JsValue::UNDEFINED), "manifest").as_string() {
+            Some(text) => text,
+            None => return Err(e),
+        },
+    };
     let manifest = Manifest::from_json(&text)?;
-    let total: u64 = manifest.files.iter().chain(&manifest.chunks).map(|f| f.size).sum();
+    let entries: Vec<_> = manifest.files.iter().chain(&manifest.chunks).cloned().collect();
+    let total: u64 = entries.iter().map(|f| f.size).sum();
+
+    // Room for what is not stored yet?
+    let mut missing = 0u64;
+    for e in &entries {
+        if !cache_has(&e.sha256).await.map(|v| v.is_truthy()).unwrap_or(false) {
+            missing += e.size;
+        }
+    }
+    if missing > 0 {
+        if let Some(free) = storage_free().await.ok().and_then(|v| v.as_f64()) {
+            if free < missing as f64 {
+                return Err(quota_error(format!(
+                    "this model needs {:.0} MB more of browser storage, {:.0} MB are free: free space or delete a cached model",
+                    missing as f64 / 1e6,
+                    free / 1e6
+                )));
+            }
+        }
+    }
+
     let mut loaded = 0u64;
     let mut loader = StreamingLoader::new(manifest.clone(), device);
-    for file in &manifest.files {
-        let bytes = fetch_bytes(&join(url, &file.path), &signal).await?;
+    let file_count = manifest.files.len();
+    for (i, entry) in entries.iter().enumerate() {
+        let (bytes, cached) = file_bytes(url, &entry.path, &entry.sha256, &signal).await?;
         loaded += bytes.len() as u64;
-        loader.add_file(&file.path, bytes)?;
-        progress(&on_progress, &[("phase", "download".into()), ("loaded", (loaded as f64).into()), ("total", (total as f64).into()), ("chunk", file.path.clone().into())])?;
+        let stored = if cached { None } else { Some(Uint8Array::from(bytes.as_slice())) };
+        if i < file_count {
+            loader.add_file(&entry.path, bytes)?;
+        } else {
+            loader.add_chunk(i - file_count, &bytes)?;
+            drop(bytes);
+        }
+        // Checked by the loader: safe to keep.
+        if let Some(bytes) = stored {
+            cache_put(&entry.sha256, &bytes).await?;
+        }
+        progress(
+            &on_progress,
+            &[
+                ("phase", "download".into()),
+                ("loaded", (loaded as f64).into()),
+                ("total", (total as f64).into()),
+                ("chunk", entry.path.clone().into()),
+                ("cached", cached.into()),
+            ],
+        )?;
     }
-    for (i, chunk) in manifest.chunks.iter().enumerate() {
-        let bytes = fetch_bytes(&join(url, &chunk.path), &signal).await?;
-        loaded += bytes.len() as u64;
-        loader.add_chunk(i, &bytes)?;
-        drop(bytes);
-        progress(&on_progress, &[("phase", "download".into()), ("loaded", (loaded as f64).into()), ("total", (total as f64).into()), ("chunk", chunk.path.clone().into())])?;
-    }
+    let shas: Array = entries.iter().map(|e| JsValue::from(e.sha256.as_str())).collect();
+    cache_put_model(url, &text, shas, total as f64).await?;
     progress(&on_progress, &[("phase", "build".into())])?;
     Ok(loader.finish()?)
 }

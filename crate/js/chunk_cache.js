@@ -1,0 +1,119 @@
+// IndexedDB storage for downloaded models, used by Generator.load (crate/src/web/load.rs).
+//
+// Store "blobs": file contents keyed by their sha256 (so a chunk shared by two models is
+// stored once, and a damaged entry is caught by the loader's hash check). Store "models":
+// per model URL, its manifest text and the sha256 of every file it needs. A model is usable
+// offline once all its blobs are stored.
+
+const DB_NAME = "sd-webgpu";
+const DB_VERSION = 1;
+
+let opening = null;
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function db() {
+  if (!opening) {
+    if (typeof indexedDB === "undefined") return Promise.resolve(null);
+    const req = indexedDB.open(DB_NAME, DB_VERSION);
+    req.onupgradeneeded = () => {
+      req.result.createObjectStore("blobs");
+      req.result.createObjectStore("models");
+    };
+    opening = request(req).catch(() => null); // private windows may refuse: work uncached
+  }
+  return opening;
+}
+
+async function store(name, mode) {
+  const d = await db();
+  return d ? d.transaction(name, mode).objectStore(name) : null;
+}
+
+export async function cacheGet(sha256) {
+  const s = await store("blobs", "readonly");
+  if (!s) return undefined;
+  const value = await request(s.get(sha256));
+  return value === undefined ? undefined : new Uint8Array(value);
+}
+
+export async function cacheHas(sha256) {
+  const s = await store("blobs", "readonly");
+  return s ? (await request(s.count(sha256))) > 0 : false;
+}
+
+export async function cachePut(sha256, bytes) {
+  const s = await store("blobs", "readwrite");
+  if (!s) return false;
+  try {
+    await request(s.put(bytes.slice().buffer, sha256));
+    return true;
+  } catch (e) {
+    if (e && e.name === "QuotaExceededError") {
+      const err = new Error("the browser's storage is full: free space or delete a cached model, then load again");
+      err.code = "quota";
+      throw err;
+    }
+    throw e;
+  }
+}
+
+export async function cacheGetModel(url) {
+  const s = await store("models", "readonly");
+  return s ? await request(s.get(url)) : undefined;
+}
+
+export async function cachePutModel(url, manifestText, shas, bytes) {
+  const s = await store("models", "readwrite");
+  if (s) await request(s.put({ url, manifest: manifestText, shas, bytes, stored: Date.now() }, url));
+}
+
+// [{ url, bytes, stored }] of the models stored.
+export async function cacheListModels() {
+  const s = await store("models", "readonly");
+  if (!s) return [];
+  const all = await request(s.getAll());
+  return all.map(({ url, bytes, stored }) => ({ url, bytes, stored }));
+}
+
+// Deletes a model and every blob no other stored model needs.
+export async function cacheDeleteModel(url) {
+  const models = await store("models", "readonly");
+  if (!models) return false;
+  const all = await request(models.getAll());
+  const target = all.find((m) => m.url === url);
+  if (!target) return false;
+  const keep = new Set(all.filter((m) => m.url !== url).flatMap((m) => m.shas));
+  const d = await db();
+  const tx = d.transaction(["blobs", "models"], "readwrite");
+  for (const sha of target.shas) if (!keep.has(sha)) tx.objectStore("blobs").delete(sha);
+  tx.objectStore("models").delete(url);
+  await new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onerror = () => reject(tx.error);
+  });
+  return true;
+}
+
+// Bytes free for this origin (undefined when the browser does not say), after asking for
+// persistent storage so the browser does not evict the model under pressure.
+export async function storageFree() {
+  const storage = globalThis.navigator && navigator.storage;
+  if (!storage || !storage.estimate) return undefined;
+  // Under WebDriver, headless Chrome stalls the page on persist() (measured: the renderer
+  // stops answering for 30 s), so automated browsers skip the request.
+  if (storage.persist && !navigator.webdriver) {
+    try {
+      await storage.persist();
+    } catch (_) {
+      // not granted: the cache still works, it may just be evicted
+    }
+  }
+  const { quota, usage } = await storage.estimate();
+  return quota === undefined ? undefined : quota - (usage || 0);
+}
