@@ -2,7 +2,7 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
@@ -133,21 +133,13 @@ pub const EMBEDDING_PART_BYTES: usize = 64 << 20;
 
 impl Embedding {
     pub fn load(vb: &VarBuilder, count: usize, dim: usize) -> Result<Self, Error> {
-        let blocks = vb.row_blocks("weight", [count, dim], EMBEDDING_PART_BYTES)?;
-        Ok(Embedding { parts: blocks.into_iter().map(Param::from_tensor).collect() })
+        Self::load_in_blocks(vb, count, dim, EMBEDDING_PART_BYTES)
     }
 
-    /// The table `values` (`[count, dim]`, row-major) in blocks of at most `part_bytes`.
-    pub fn from_values(values: &[f32], dim: usize, part_bytes: usize, device: &burn::tensor::Device) -> Self {
-        let rows_per_part = (part_bytes / (4 * dim.max(1))).max(1);
-        let parts = values
-            .chunks(rows_per_part * dim.max(1))
-            .map(|rows| {
-                let n = rows.len() / dim.max(1);
-                Param::from_tensor(Tensor::from_data(TensorData::new(rows.to_vec(), [n, dim]), device))
-            })
-            .collect();
-        Embedding { parts }
+    /// [`Self::load`] with blocks of at most `block_bytes` (tests use small ones).
+    pub fn load_in_blocks(vb: &VarBuilder, count: usize, dim: usize, block_bytes: usize) -> Result<Self, Error> {
+        let blocks = vb.row_blocks("weight", [count, dim], block_bytes)?;
+        Ok(Embedding { parts: blocks.into_iter().map(Param::from_tensor).collect() })
     }
 
     /// `[b, n]` ids -> `[b, n, dim]`. With several blocks, each id is looked up in every
@@ -179,15 +171,18 @@ impl Embedding {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use burn::tensor::Int;
+    use burn::tensor::{Int, TensorData};
 
     #[test]
     fn embedding_in_blocks_equals_one_table() {
         let device = crate::device::cpu();
         let (count, dim) = (10, 4);
         let values: Vec<f32> = (0..count * dim).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let whole = Embedding::from_values(&values, dim, 1 << 20, &device);
-        let blocks = Embedding::from_values(&values, dim, 3 * dim * 4, &device);
+        let source: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> =
+            [("weight".to_string(), (vec![count, dim], values.clone()))].into();
+        let vb = VarBuilder::new(std::sync::Arc::new(source), &device);
+        let whole = Embedding::load_in_blocks(&vb, count, dim, 1 << 20).unwrap();
+        let blocks = Embedding::load_in_blocks(&vb, count, dim, 3 * dim * 4).unwrap();
         assert_eq!((whole.parts.len(), blocks.parts.len()), (1, 4));
         let ids: Vec<i64> = vec![0, 9, 3, 2, 5, 6, 8, 1, 7, 4, 9, 0];
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, 6]), &device);

@@ -16,12 +16,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use super::get;
-use super::options::{image_object, params};
+use super::options::{function, image_object, params};
 use crate::model::StableDiffusion;
 use crate::pipeline::Progress;
 use crate::{Device, Error, device};
@@ -162,12 +162,7 @@ impl Generator {
 
 async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str) -> Result<JsValue, JsValue> {
     let params = params(options, mode)?;
-    let on_step = get(options, "onStep");
-    let on_step = if on_step.is_undefined() || on_step.is_null() {
-        None
-    } else {
-        Some(on_step.dyn_into::<Function>().map_err(|_| Error::BadInput("onStep: must be a function".into()))?)
-    };
+    let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");
     let aborted = || get(&signal, "aborted").as_bool().unwrap_or(false);
     if aborted() {

@@ -107,12 +107,7 @@ async fn file_bytes(url: &str, path: &str, sha256: &str, signal: &JsValue) -> Re
 
 /// Downloads and builds the model at `url`.
 pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<StableDiffusion, JsValue> {
-    let on_progress = get(options, "onProgress");
-    let on_progress = if on_progress.is_undefined() || on_progress.is_null() {
-        None
-    } else {
-        Some(on_progress.dyn_into::<Function>().map_err(|_| Error::BadInput("onProgress: must be a function".into()))?)
-    };
+    let on_progress = super::options::function(options, "onProgress")?;
     let signal = get(options, "signal");
     let url = url.trim_end_matches('/');
 

@@ -59,6 +59,15 @@ fn text(options: &JsValue, key: &str) -> Result<Option<String>, Error> {
     v.as_string().map(Some).ok_or_else(|| bad(format!("{key}: must be a string")))
 }
 
+/// An optional callback option (`onStep`, `onProgress`).
+pub fn function(options: &JsValue, key: &str) -> Result<Option<js_sys::Function>, Error> {
+    let v = get(options, key);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    v.dyn_into::<js_sys::Function>().map(Some).map_err(|_| bad(format!("{key}: must be a function")))
+}
+
 /// `{ width, height, data }` with RGBA bytes (an `ImageData` works as is).
 fn rgba(options: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>, Error> {
     let v = get(options, key);
