@@ -12,6 +12,18 @@ pub fn cpu() -> Device {
     Device::flex()
 }
 
+/// Whether quantized weights can stay quantized on `device`: on GPUs yes (burn-wgpu's
+/// matmul reads q8 / q4 blocks directly); not on burn's CPU backend, whose matmul with a
+/// transposed 4-bit weight gives wrong results in burn 0.22.
+pub fn keeps_quantized(device: &Device) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    if *device == cpu() {
+        return false;
+    }
+    let _ = device;
+    true
+}
+
 /// WebGPU's default `maxStorageBufferBindingSize`: the largest buffer a shader may bind on
 /// every WebGPU device. We never ask for more, so what runs here runs everywhere, and the
 /// native GPU tier enforces the same bound as the browser.

@@ -20,6 +20,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use burn::module::Module;
+
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::safetensors::SafeTensors;
 use crate::scheduler::SchedulerConfig;
@@ -168,6 +170,15 @@ fn tokenizer(files: &dyn ModelFiles) -> Result<ClipTokenizer, Error> {
 }
 
 impl StableDiffusion {
+    /// Bytes the weights occupy on the device, quantized ones at their stored size.
+    pub fn weight_bytes(&self) -> u64 {
+        let mut count = WeightBytes(0);
+        self.text_encoder.visit(&mut count);
+        self.unet.visit(&mut count);
+        self.vae.visit(&mut count);
+        count.0
+    }
+
     /// Loads a diffusers model folder, or a converted model directory (one with a
     /// `manifest.json`, see [`crate::format`]), onto `device`.
     #[cfg(not(target_arch = "wasm32"))]
@@ -233,5 +244,21 @@ impl StableDiffusion {
     /// Pixels per latent pixel (diffusers' `vae_scale_factor`, 8 for SD).
     pub fn vae_scale_factor(&self) -> usize {
         self.vae_config.downscale_factor()
+    }
+}
+
+/// Sums parameter sizes as stored on the device.
+struct WeightBytes(u64);
+
+impl burn::module::ModuleVisitor for WeightBytes {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        let tensor = param.val();
+        let bytes = match tensor.dtype() {
+            burn::tensor::DType::QFloat(scheme) => {
+                burn::tensor::quantization::quantized_data_len(&scheme, &tensor.shape())
+            }
+            dtype => tensor.shape().num_elements() * dtype.size(),
+        };
+        self.0 += bytes as u64;
     }
 }

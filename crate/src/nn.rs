@@ -10,31 +10,50 @@ use crate::Error;
 use crate::ops;
 use crate::weights::VarBuilder;
 
-/// `torch.nn.Linear`. The weight is kept as `[in, out]`, burn's layout.
+/// `torch.nn.Linear`. The weight stays in PyTorch's `[out, in]` layout, as row blocks
+/// (one, unless the source split it), and may be quantized on the device: burn's matmul
+/// reads a transposed quantized weight directly, so q8 / q4 weights are never expanded.
 #[derive(Module, Debug)]
 pub struct Linear {
-    pub weight: Param<Tensor<2>>,
+    pub weight: Vec<Param<Tensor<2>>>,
     pub bias: Option<Param<Tensor<1>>>,
+    pub d_in: usize,
+    pub d_out: usize,
 }
 
 impl Linear {
     pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self, Error> {
-        let weight = vb.tensor("weight", [d_out, d_in])?.transpose();
+        let weight = vb.matrix_blocks("weight", &[d_out, d_in])?.into_iter().map(Param::from_tensor).collect();
         let bias = if bias { Some(Param::from_tensor(vb.tensor("bias", [d_out])?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
+        Ok(Linear { weight, bias, d_in, d_out })
     }
 
     /// `[..., in] -> [..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+        let bias = self.bias.as_ref().map(Param::val);
+        if let [weight] = self.weight.as_slice() {
+            return linear(x, weight.val().transpose(), bias);
+        }
+        // Row blocks of the weight give column blocks of the output.
+        let parts = self.weight.iter().map(|w| linear(x.clone(), w.val().transpose(), None)).collect();
+        let y = Tensor::cat(parts, D - 1);
+        match bias {
+            Some(b) => y + b.unsqueeze(),
+            None => y,
+        }
     }
 }
 
-/// `torch.nn.Conv2d` with square kernel, equal padding on all sides, no groups.
+/// `torch.nn.Conv2d` with square kernel, equal padding on all sides, no groups. The weight
+/// is kept as row blocks of `[out, in·k·k]`, possibly quantized; burn's conv2d has no
+/// quantized path, so a quantized weight is expanded to f32 for the call and dropped after.
 #[derive(Module, Debug)]
 pub struct Conv2d {
-    pub weight: Param<Tensor<4>>,
+    pub weight: Vec<Param<Tensor<2>>>,
     pub bias: Param<Tensor<1>>,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
 }
@@ -48,18 +67,29 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self, Error> {
+        let weight = vb.matrix_blocks("weight", &[c_out, c_in, kernel, kernel])?;
         Ok(Conv2d {
-            weight: Param::from_tensor(vb.tensor("weight", [c_out, c_in, kernel, kernel])?),
+            weight: weight.into_iter().map(Param::from_tensor).collect(),
             bias: Param::from_tensor(vb.tensor("bias", [c_out])?),
+            c_in,
+            c_out,
+            kernel,
             stride,
             padding,
         })
     }
 
+    /// The weight as f32 `[c_out, c_in, k, k]` (a no-op for f32 weights).
+    fn weight(&self) -> Tensor<4> {
+        let mut blocks: Vec<Tensor<2>> = self.weight.iter().map(|w| w.val().dequantize()).collect();
+        let w = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
+        w.reshape([self.c_out, self.c_in, self.kernel, self.kernel])
+    }
+
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
-        conv2d(x, self.weight.val(), Some(self.bias.val()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+        conv2d(x, self.weight(), Some(self.bias.val()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
     }
 }
 

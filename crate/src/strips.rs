@@ -79,7 +79,7 @@ impl Strips {
     /// A stride-1 convolution: 1×1 per strip, 3×3 (padding 1) with a one-row halo.
     pub fn conv(self, conv: &Conv2d) -> Self {
         let n = self.0.len();
-        let kernel = conv.weight.dims()[2];
+        let kernel = conv.kernel;
         if n == 1 || kernel == 1 {
             return self.map(|x| conv.forward(x));
         }

@@ -349,9 +349,9 @@ impl Encoder {
         let f = 1 << (self.down_blocks.len() - 1);
         // Bytes per latent row at each level k (scale f / 2^k), input and output channels.
         let mut per_latent_row = 0;
-        let mut c_prev = self.conv_in.weight.dims()[1];
+        let mut c_prev = self.conv_in.c_in;
         for (k, block) in self.down_blocks.iter().enumerate() {
-            let c = block.resnets.last().map(|r| r.conv2.weight.dims()[0]).unwrap_or(c_prev);
+            let c = block.resnets.last().map(|r| r.conv2.c_out).unwrap_or(c_prev);
             let scale = f >> k;
             per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * (w / f) * 4);
             c_prev = c;
@@ -421,7 +421,7 @@ impl Decoder {
         // Bytes per latent row at each level k (scale 2^k), input and output channels.
         let mut per_latent_row = 0;
         for (k, block) in self.up_blocks.iter().enumerate() {
-            let c = block.resnets.last().map(|r| r.conv2.weight.dims()[0]).unwrap_or(c_prev);
+            let c = block.resnets.last().map(|r| r.conv2.c_out).unwrap_or(c_prev);
             let scale = 1 << k;
             per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * w * 4);
             if block.upsampler.is_some() {

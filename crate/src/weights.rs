@@ -22,9 +22,11 @@ pub trait WeightSource: Send + Sync {
     }
 
     /// For sources whose weights are already on the device (the browser's streaming
-    /// loader): the tensor `name` as flat blocks of whole rows, in order, and its shape.
-    /// `None`, the default, means "ask [`Self::get`] and upload".
-    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<1>>)>, Error> {
+    /// loader): the tensor `name` as blocks of whole rows, in order, each
+    /// `[rows, product of the other dimensions]`, and its shape. Blocks may be quantized
+    /// (burn `QFloat`); each dequantizes to at most one buffer's worth of f32. `None`, the
+    /// default, means "ask [`Self::get`] and upload".
+    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<2>>)>, Error> {
         let _ = name;
         Ok(None)
     }
@@ -93,9 +95,10 @@ impl VarBuilder {
         Ok(values)
     }
 
-    /// The tensor `name` on the device.
+    /// The tensor `name` on the device, as f32.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Error> {
-        if let Some(mut blocks) = self.device_blocks(name, &shape)? {
+        if let Some(blocks) = self.device_blocks(name, &shape)? {
+            let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(Tensor::dequantize).collect();
             let flat = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
             return Ok(flat.reshape(shape));
         }
@@ -103,16 +106,25 @@ impl VarBuilder {
         Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
     }
 
-    /// The `[rows, cols]` tensor `name` as blocks of whole rows of at most `max_bytes` (as
-    /// f32) each, for tables bigger than one GPU buffer may be.
-    pub fn row_blocks(&self, name: &str, shape: [usize; 2], max_bytes: usize) -> Result<Vec<Tensor<2>>, Error> {
-        let cols = shape[1].max(1);
-        if let Some(blocks) = self.device_blocks(name, &shape)? {
-            return Ok(blocks.into_iter().map(|b| {
-                let rows = b.dims()[0] / cols;
-                b.reshape([rows, cols])
-            }).collect());
+    /// The weight `name` of a linear or conv layer as row blocks `[rows, product of the
+    /// other dimensions]`, left quantized where the source keeps it so on the device.
+    pub fn matrix_blocks(&self, name: &str, shape: &[usize]) -> Result<Vec<Tensor<2>>, Error> {
+        if let Some(blocks) = self.device_blocks(name, shape)? {
+            return Ok(blocks);
         }
+        let rows = shape.first().copied().unwrap_or(1);
+        let inner = shape.iter().skip(1).product::<usize>();
+        let values = self.values(name, shape)?;
+        Ok(vec![Tensor::from_data(TensorData::new(values, [rows, inner]), &self.device)])
+    }
+
+    /// The `[rows, cols]` tensor `name` as f32 blocks of whole rows of at most `max_bytes`
+    /// each, for tables bigger than one GPU buffer may be.
+    pub fn row_blocks(&self, name: &str, shape: [usize; 2], max_bytes: usize) -> Result<Vec<Tensor<2>>, Error> {
+        if let Some(blocks) = self.device_blocks(name, &shape)? {
+            return Ok(blocks.into_iter().map(Tensor::dequantize).collect());
+        }
+        let cols = shape[1].max(1);
         let values = self.values(name, &shape)?;
         let rows_per_block = (max_bytes / (4 * cols)).max(1);
         Ok(values
@@ -122,7 +134,7 @@ impl VarBuilder {
     }
 
     /// Device blocks of `name`, shape-checked, when the source has them.
-    fn device_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<Tensor<1>>>, Error> {
+    fn device_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<Tensor<2>>>, Error> {
         let path = self.path(name);
         match self.source.device_blocks(&path)? {
             None => Ok(None),

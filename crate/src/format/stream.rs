@@ -10,8 +10,12 @@
 //! let model = load.finish()?;
 //! ```
 //!
-//! Weights are dequantized on the host, one part at a time, and uploaded as f32 in blocks of
-//! whole rows of at most [`BLOCK_BYTES`], so no device buffer exceeds the browser's limit.
+//! Each tensor part is uploaded in blocks of whole rows, each at most [`BLOCK_BYTES`] once
+//! expanded to f32, so no device buffer exceeds the browser's limit even when a layer
+//! expands its weight. On a GPU, q8 and q4 parts go up as stored (burn `QFloat` tensors,
+//! see [`super::quant::burn_data`]): the GPU holds 8 or 4 bits per weight and matmuls
+//! dequantize in the kernel. f16 parts, and everything on the CPU backend (whose quantized
+//! matmul is wrong for transposed 4-bit weights in burn 0.22), are expanded to f32 on upload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,10 +30,11 @@ use crate::{Device, Error};
 /// The largest block of one weight uploaded at once (f32 bytes).
 pub const BLOCK_BYTES: usize = 64 << 20;
 
-/// One tensor on the device: its shape and, per stored part, its row blocks once arrived.
+/// One tensor on the device: its shape and, per stored part, its row blocks
+/// `[rows, inner]` once arrived.
 struct DeviceTensor {
     shape: Vec<usize>,
-    parts: Vec<Option<Vec<Tensor<1>>>>,
+    parts: Vec<Option<Vec<Tensor<2>>>>,
 }
 
 /// Builds a [`StableDiffusion`] from a converted model's manifest, files and chunks.
@@ -37,6 +42,7 @@ pub struct StreamingLoader {
     manifest: Manifest,
     device: Device,
     block_bytes: usize,
+    keep_quantized: bool,
     files: BTreeMap<String, Vec<u8>>,
     tensors: HashMap<String, DeviceTensor>,
     chunks_added: Vec<bool>,
@@ -56,7 +62,15 @@ impl StreamingLoader {
             .map(|t| (t.full_name(), DeviceTensor { shape: t.shape.clone(), parts: vec![None; t.parts().len()] }))
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
-        StreamingLoader { manifest, device: device.clone(), block_bytes, files: BTreeMap::new(), tensors, chunks_added }
+        let keep_quantized = crate::device::keeps_quantized(device);
+        StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, files: BTreeMap::new(), tensors, chunks_added }
+    }
+
+    /// Whether q8 / q4 weights stay quantized on the device (the default on GPUs) or are
+    /// expanded to f32 on upload (faster layers, 4–8× the memory).
+    pub fn keep_quantized(mut self, keep: bool) -> Self {
+        self.keep_quantized = keep && crate::device::keeps_quantized(&self.device);
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -98,19 +112,35 @@ impl StreamingLoader {
             for (p, part) in t.parts().iter().enumerate().filter(|(_, part)| part.chunk == index) {
                 let start = part.offset as usize;
                 let stored = &bytes[start..start + part.length as usize]; // in range: the manifest was validated
-                let values = decode(t.dtype, stored, part.rows * inner)
+                let blocks = self
+                    .upload(t.dtype, stored, part.rows, inner)
                     .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", t.full_name())))?;
-                let rows_per_block = (self.block_bytes / (4 * inner.max(1))).max(1);
-                let blocks = values
-                    .chunks(rows_per_block * inner.max(1))
-                    .map(|block| Tensor::<1>::from_data(TensorData::new(block.to_vec(), [block.len()]), &self.device))
-                    .collect();
                 let slot = self.tensors.get_mut(&t.full_name()).expect("every tensor has a slot");
                 slot.parts[p] = Some(blocks);
             }
         }
         self.chunks_added[index] = true;
         Ok(())
+    }
+
+    /// One stored part of `rows` rows as device row blocks.
+    fn upload(&self, dtype: super::Dtype, stored: &[u8], rows: usize, inner: usize) -> Result<Vec<Tensor<2>>, Error> {
+        let inner = inner.max(1);
+        let rows_per_block = (self.block_bytes / (4 * inner)).max(1);
+        if self.keep_quantized && dtype.is_quantized() {
+            return (0..rows)
+                .step_by(rows_per_block)
+                .map(|r| {
+                    let data = super::quant::burn_data(dtype, stored, rows, inner, r..(r + rows_per_block).min(rows))?;
+                    Ok(Tensor::<2>::from_data(data, &self.device))
+                })
+                .collect();
+        }
+        let values = decode(dtype, stored, rows * inner)?;
+        Ok(values
+            .chunks(rows_per_block * inner)
+            .map(|block| Tensor::<2>::from_data(TensorData::new(block.to_vec(), [block.len() / inner, inner]), &self.device))
+            .collect())
     }
 
     /// The chunk and file paths not added yet.
@@ -180,7 +210,7 @@ impl WeightSource for DeviceWeights {
         Ok(self.tensors.contains_key(name))
     }
 
-    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<1>>)>, Error> {
+    fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<2>>)>, Error> {
         let Some(t) = self.tensors.get(name) else { return Ok(None) };
         let blocks = t.parts.iter().flatten().flatten().cloned().collect();
         Ok(Some((t.shape.clone(), blocks)))

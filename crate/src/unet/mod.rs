@@ -116,7 +116,7 @@ impl UNet2DConditionModel {
 
     /// Channels of the sample (4, or 9 for inpainting UNets).
     pub fn in_channels(&self) -> usize {
-        self.conv_in.weight.dims()[1]
+        self.conv_in.c_in
     }
 
     /// How many times the latents are halved (and doubled back): the height and width of
@@ -204,9 +204,9 @@ impl UNet2DConditionModel {
         }
         match (cond, self.time_embedding.cond_proj.as_ref()) {
             (Some(_), None) => bad("unet: timestep_cond was given, but this UNet has no time_cond_proj_dim (not an LCM model)".into()),
-            (Some([cb, d]), Some(proj)) if (cb != batch && cb != 1) || d != proj.weight.dims()[0] => bad(format!(
+            (Some([cb, d]), Some(proj)) if (cb != batch && cb != 1) || d != proj.d_in => bad(format!(
                 "unet: timestep_cond [{cb}, {d}] does not fit a batch of {batch} with time_cond_proj_dim = {}",
-                proj.weight.dims()[0]
+                proj.d_in
             )),
             _ => Ok(()),
         }
