@@ -180,14 +180,15 @@ impl StableDiffusion {
     }
 
     /// Loads a diffusers model folder, or a converted model directory (one with a
-    /// `manifest.json`, see [`crate::format`]), onto `device`.
+    /// `manifest.json`, see [`crate::format`]) chunk by chunk as the browser does, q8 / q4
+    /// weights staying quantized on GPUs, onto `device`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
         if !dir.is_dir() {
             return Err(Error::Io(format!("model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}", dir.display())));
         }
         if crate::format::source::ConvertedModel::is_converted(dir) {
-            return Self::from_files(&crate::format::source::ConvertedModel::open(dir)?, device);
+            return crate::format::stream::load_dir(dir, device, true);
         }
         Self::from_files(&DirFiles(dir.to_path_buf()), device)
     }

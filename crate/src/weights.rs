@@ -110,7 +110,13 @@ impl VarBuilder {
     /// other dimensions]`, left quantized where the source keeps it so on the device.
     pub fn matrix_blocks(&self, name: &str, shape: &[usize]) -> Result<Vec<Tensor<2>>, Error> {
         if let Some(blocks) = self.device_blocks(name, shape)? {
-            return Ok(blocks);
+            // f32 blocks are joined: one matmul, as if uploaded whole. Quantized blocks stay
+            // apart (burn cannot join them; each is used in its own matmul).
+            let quantized = blocks.iter().any(|b| matches!(b.dtype(), burn::tensor::DType::QFloat(_)));
+            if quantized || blocks.len() == 1 {
+                return Ok(blocks);
+            }
+            return Ok(vec![Tensor::cat(blocks, 0)]);
         }
         let rows = shape.first().copied().unwrap_or(1);
         let inner = shape.iter().skip(1).product::<usize>();

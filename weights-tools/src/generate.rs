@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use sd_webgpu::model::StableDiffusion;
@@ -74,6 +74,10 @@ pub struct GenerateArgs {
     pub mask: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// Expand q8 / q4 weights of a converted model to f32 on the GPU instead of keeping
+    /// them quantized (4–8× the GPU memory; for speed comparisons).
+    #[arg(long)]
+    pub expand_weights: bool,
     /// The image to write: .png or .npy.
     #[arg(long)]
     pub output: PathBuf,
@@ -137,7 +141,18 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         Backend::Cpu => device::cpu(),
         Backend::Wgpu => pollster::block_on(device::gpu())?,
     };
-    let model = StableDiffusion::load_dir(&args.model, &device)?;
+    let started = Instant::now();
+    let model = if args.expand_weights && sd_webgpu::format::source::ConvertedModel::is_converted(&args.model) {
+        sd_webgpu::format::stream::load_dir(&args.model, &device, false)?
+    } else {
+        StableDiffusion::load_dir(&args.model, &device)?
+    };
+    sync(&device)?;
+    eprintln!(
+        "loaded in {:.1} s; weights take {:.1} MB on the device",
+        started.elapsed().as_secs_f64(),
+        model.weight_bytes() as f64 / 1e6
+    );
     let f = model.vae_scale_factor();
     let (width, height) = match (&init_image, &latents) {
         (Some(image), _) => (args.width.unwrap_or(image.width), args.height.unwrap_or(image.height)),
@@ -177,7 +192,16 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let sampler = params.build_scheduler(&model)?.kind();
 
     let mut stderr = std::io::stderr();
+    // Step times: the GPU runs ahead of the host, so wait for it after each step. The first
+    // step also compiles the kernels, so it is reported apart.
+    let mut step_times = Vec::new();
+    let mut last = Instant::now();
     let image = pollster::block_on(model.generate(&params, |p: Progress| {
+        if sync(&device).is_err() {
+            return false;
+        }
+        step_times.push(last.elapsed().as_secs_f64());
+        last = Instant::now();
         let width = 30;
         let filled = p.step * width / p.total.max(1);
         let _ = write!(stderr, "\r[{}{}] step {}/{}", "#".repeat(filled), "-".repeat(width - filled), p.step, p.total);
@@ -186,6 +210,10 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     }));
     eprintln!();
     let image = image?;
+    if let [first, rest @ ..] = &step_times[..] {
+        let text = if rest.is_empty() { String::new() } else { format!(", then {:.3} s per step", rest.iter().sum::<f64>() / rest.len() as f64) };
+        eprintln!("first step {first:.3} s (with kernel compilation){text}");
+    }
 
     let model_name = args
         .model
@@ -219,6 +247,11 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     write_atomically(&args.output, &bytes)?;
     eprintln!("wrote {} ({width}x{height}, seed {seed})", args.output.display());
     Ok(())
+}
+
+/// Waits for the device to finish its queued work.
+fn sync(device: &sd_webgpu::Device) -> Result<(), Error> {
+    device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
 }
 
 /// The 8-bit pixels of a PNG (any colour type, 16-bit reduced to 8) and its channel count.

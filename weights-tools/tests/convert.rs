@@ -384,7 +384,7 @@ fn a_killed_convert_never_leaves_a_valid_looking_output() {
 /// backend. A corrupted chunk is refused naming it; finishing early names what is missing.
 #[test]
 fn streaming_load_equals_the_cpu_reader() {
-    use sd_webgpu::format::{Manifest, stream::StreamingLoader};
+    use sd_webgpu::format::{Manifest, source::ConvertedModel, stream::StreamingLoader};
     use sd_webgpu::model::StableDiffusion;
     use sd_webgpu::pipeline::GenerateParams;
 
@@ -412,7 +412,7 @@ fn streaming_load_equals_the_cpu_reader() {
     load.add_chunk(0, &std::fs::read(converted.join(&manifest.chunks[0].path)).unwrap()).unwrap();
     let streamed = load.finish().unwrap();
 
-    let reference = StableDiffusion::load_dir(&converted, &device).unwrap();
+    let reference = StableDiffusion::from_files(&ConvertedModel::open(&converted).unwrap(), &device).unwrap();
     let params = GenerateParams { prompt: "a lighthouse".into(), steps: 2, width: 32, height: 32, seed: 3, ..Default::default() };
     let a = pollster::block_on(streamed.generate(&params, |_| true)).unwrap();
     let b = pollster::block_on(reference.generate(&params, |_| true)).unwrap();

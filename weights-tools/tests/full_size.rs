@@ -1,12 +1,41 @@
 //! A full-size SD 1.5 with random weights (`synth`), converted at q4 and q8: the size budgets
-//! of the chunked format. About a minute on two cores; needs ~4 GB of temporary disk.
+//! of the chunked format, and the host memory of streaming the q8 model onto the GPU (the
+//! browser's wasm heap holds what the host holds here). About two minutes on two cores;
+//! needs ~4 GB of temporary disk and ~1.5 GB of (software) GPU memory.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use sd_webgpu::format::source::ConvertedModel;
 use sd_webgpu::format::{Dtype, MAX_TENSOR_BYTES};
+
+/// Counts the bytes this test process has allocated, and the peak.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn sd_weights(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_sd-weights")).args(args).output().unwrap();
@@ -51,5 +80,31 @@ fn sd15_fits_the_size_budgets() {
     }
     let q4_params: usize = m.tensors.iter().filter(|t| t.dtype == Dtype::Q4).map(|t| t.numel()).sum();
     assert!(q4_params > 900_000_000, "only {q4_params} values at q4");
+    std::fs::remove_dir_all(&q4).unwrap();
+
+    // Streaming q8 onto the GPU: the host holds about one chunk at a time.
+    let device = pollster::block_on(sd_webgpu::device::gpu()).unwrap();
+    let (base, t) = (CURRENT.load(Ordering::Relaxed), Instant::now());
+    PEAK.store(base, Ordering::Relaxed);
+    let model = sd_webgpu::format::stream::load_dir(&q8, &device, true).unwrap();
+    device.sync().unwrap();
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let on_gpu = model.weight_bytes();
+    // q8 tensors at a byte per weight plus an f32 scale per 32; the rest expanded to f32.
+    let converted = ConvertedModel::open(&q8).unwrap();
+    let tensors = &converted.manifest().tensors;
+    let size = |t: &sd_webgpu::format::TensorEntry| t.numel() as u64 * if t.dtype == Dtype::Q8 { 1 } else { 4 };
+    let kept: u64 = tensors.iter().map(|t| size(t) + if t.dtype == Dtype::Q8 { t.numel() as u64 / 8 } else { 0 }).sum();
+    let expanded: u64 = tensors.iter().map(|t| t.numel() as u64 * 4).sum();
+    eprintln!(
+        "q8 streamed onto the GPU in {:.1?}: host peak {:.1} MiB; weights on the GPU {:.1} MB (expanded to f32: {:.1} MB)",
+        t.elapsed(),
+        peak as f64 / (1 << 20) as f64,
+        on_gpu as f64 / 1e6,
+        expanded as f64 / 1e6
+    );
+    assert!(peak < 256 << 20, "loading took {peak} bytes of host memory");
+    assert_eq!(on_gpu, kept, "weights on the GPU: not kept quantized?");
+    drop(model);
     let _ = std::fs::remove_dir_all(&dir);
 }

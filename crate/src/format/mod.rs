@@ -319,6 +319,28 @@ pub fn decode(dtype: Dtype, bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
     }
 }
 
+/// Decodes rows `rows` of one stored part of `total_rows` rows of `inner` values, so a big
+/// part can be expanded a block at a time.
+pub fn decode_rows(dtype: Dtype, bytes: &[u8], total_rows: usize, inner: usize, rows: std::ops::Range<usize>) -> Result<Vec<f32>, Error> {
+    match dtype {
+        Dtype::Q8 | Dtype::Q4 => quant::decode_rows(dtype, bytes, total_rows, inner, rows),
+        Dtype::F32 | Dtype::F16 => {
+            let size = dtype.stored_len(1);
+            let n = total_rows * inner;
+            if bytes.len() != dtype.stored_len(n) || rows.end > total_rows || rows.start > rows.end {
+                return Err(Error::BadWeights(format!(
+                    "{} data of {total_rows}×{inner} values must be {} bytes, found {} (rows {rows:?})",
+                    dtype.name(),
+                    dtype.stored_len(n),
+                    bytes.len()
+                )));
+            }
+            let slice = &bytes[rows.start * inner * size..rows.end * inner * size];
+            decode(dtype, slice, rows.len() * inner)
+        }
+    }
+}
+
 /// A tensor's values as f32, all parts decoded and joined; `bytes` fetches one part's stored
 /// bytes (from a file natively, from downloaded chunks in the browser).
 pub fn read_tensor(tensor: &TensorEntry, mut bytes: impl FnMut(&Part) -> Result<Vec<u8>, Error>) -> Result<Vec<f32>, Error> {

@@ -188,12 +188,64 @@ pub fn q4_decode(bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
     Ok(out)
 }
 
-/// Rows `rows` of a stored q8 / q4 tensor of `total_rows` rows of `inner` values, as burn
-/// quantized data `[rows.len(), inner]`: the GPU then keeps the weight at 8 or 4 bits and
-/// matmuls dequantize inside the kernel. burn's layout is ours with two changes: 4-bit
-/// values are signed (q - 8: flip the top bit of each nibble), and scales are f32 (f16
-/// scales need shader-f16, which not every adapter has). Rows are whole blocks, so any
-/// range of rows is a quantized tensor of its own.
+/// Rows `rows` of a stored q8 / q4 tensor of `total_rows` rows of `inner` values: their
+/// stored values and their f16 scales. Rows are whole blocks, so any range of rows is a
+/// quantized tensor of its own.
+fn row_slices(
+    dtype: super::Dtype,
+    bytes: &[u8],
+    total_rows: usize,
+    inner: usize,
+    rows: std::ops::Range<usize>,
+) -> Result<(&[u8], &[u8]), Error> {
+    let n = total_rows.checked_mul(inner).ok_or_else(|| Error::BadWeights("tensor too large".into()))?;
+    if !inner.is_multiple_of(BLOCK) || rows.end > total_rows || rows.start > rows.end {
+        return Err(Error::BadWeights(format!("rows {rows:?} of {total_rows} rows of {inner} values are not whole blocks of {BLOCK}")));
+    }
+    let bits = match dtype {
+        super::Dtype::Q8 => 8,
+        super::Dtype::Q4 => 4,
+        other => return Err(Error::BadWeights(format!("{} is not a quantized dtype", other.name()))),
+    };
+    let value_bytes = n * bits / 8;
+    check_stored(bytes, n, value_bytes + pad4(n / BLOCK * 2), dtype.name())?;
+    let (first, end) = (rows.start * inner, rows.end * inner);
+    let values = &bytes[first * bits / 8..end * bits / 8];
+    let scales = &bytes[value_bytes + first / BLOCK * 2..value_bytes + end / BLOCK * 2];
+    Ok((values, scales))
+}
+
+/// Decodes rows `rows` of a stored q8 / q4 tensor of `total_rows` rows of `inner` values.
+pub fn decode_rows(
+    dtype: super::Dtype,
+    bytes: &[u8],
+    total_rows: usize,
+    inner: usize,
+    rows: std::ops::Range<usize>,
+) -> Result<Vec<f32>, Error> {
+    let (values, scales) = row_slices(dtype, bytes, total_rows, inner, rows.clone())?;
+    let scales = scales.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32());
+    let mut out = Vec::with_capacity(rows.len() * inner);
+    if dtype == super::Dtype::Q8 {
+        for (block, scale) in values.chunks_exact(BLOCK).zip(scales) {
+            out.extend(block.iter().map(|&q| q as i8 as f32 * scale));
+        }
+    } else {
+        for (block, scale) in values.chunks_exact(BLOCK / 2).zip(scales) {
+            for &b in block {
+                out.push(((b & 15) as f32 - 8.0) * scale);
+                out.push(((b >> 4) as f32 - 8.0) * scale);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rows `rows` of a stored q8 / q4 tensor as burn quantized data `[rows.len(), inner]`: the
+/// GPU then keeps the weight at 8 or 4 bits and matmuls dequantize inside the kernel.
+/// burn's layout is ours with two changes: 4-bit values are signed (q - 8: flip the top bit
+/// of each nibble), and scales are f32 (f16 scales need shader-f16, which not every adapter
+/// has).
 pub fn burn_data(
     dtype: super::Dtype,
     bytes: &[u8],
@@ -201,25 +253,18 @@ pub fn burn_data(
     inner: usize,
     rows: std::ops::Range<usize>,
 ) -> Result<TensorData, Error> {
-    let n = total_rows * inner;
-    if !inner.is_multiple_of(BLOCK) || rows.end > total_rows || rows.start > rows.end {
-        return Err(Error::BadWeights(format!("rows {rows:?} of {total_rows} rows of {inner} values are not whole blocks of {BLOCK}")));
-    }
-    let (value, bits) = match dtype {
-        super::Dtype::Q8 => (QuantValue::Q8S, 8),
-        super::Dtype::Q4 => (QuantValue::Q4F, 4),
-        other => return Err(Error::BadWeights(format!("{} is not a quantized dtype", other.name()))),
+    let (values, scales) = row_slices(dtype, bytes, total_rows, inner, rows.clone())?;
+    let mut out = Vec::with_capacity(values.len() + scales.len() * 2);
+    let value = match dtype {
+        super::Dtype::Q4 => {
+            out.extend(values.iter().map(|b| b ^ 0x88));
+            QuantValue::Q4F
+        }
+        _ => {
+            out.extend_from_slice(values);
+            QuantValue::Q8S
+        }
     };
-    let value_bytes = n * bits / 8;
-    check_stored(bytes, n, value_bytes + pad4(n / BLOCK * 2), dtype.name())?;
-    let (first, count) = (rows.start * inner, rows.len() * inner);
-    let values = &bytes[first * bits / 8..(first + count) * bits / 8];
-    let mut out = Vec::with_capacity(values.len() + count / BLOCK * 4);
-    match dtype {
-        super::Dtype::Q4 => out.extend(values.iter().map(|b| b ^ 0x88)),
-        _ => out.extend_from_slice(values),
-    }
-    let scales = &bytes[value_bytes + first / BLOCK * 2..value_bytes + (first + count) / BLOCK * 2];
     for s in scales.chunks_exact(2) {
         out.extend_from_slice(&f16::from_le_bytes([s[0], s[1]]).to_f32().to_le_bytes());
     }
@@ -334,6 +379,7 @@ mod tests {
             let middle = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 7..20).unwrap(), device);
             let middle = middle.dequantize().into_data().convert::<f32>().to_vec::<f32>().unwrap();
             assert_eq!(middle, host[7 * inner..20 * inner], "{dtype:?} rows 7..20");
+            assert_eq!(decode_rows(dtype, &stored, rows, inner, 7..20).unwrap(), middle, "{dtype:?} host rows 7..20");
             let y = linear(xt.clone(), q.transpose(), None).into_data().convert::<f32>().to_vec::<f32>().unwrap();
             for b in 0..batch {
                 for r in 0..rows {

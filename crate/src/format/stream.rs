@@ -22,13 +22,15 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Manifest, decode, sha256_hex};
+use super::{Manifest, sha256_hex};
 use crate::model::{ModelFiles, StableDiffusion};
 use crate::weights::WeightSource;
 use crate::{Device, Error};
 
-/// The largest block of one weight uploaded at once (f32 bytes).
-pub const BLOCK_BYTES: usize = 64 << 20;
+/// The largest block of one weight uploaded at once, in f32 bytes. Small enough that the
+/// host's peak while loading (one chunk, one expanded block and burn's copy of it) stays
+/// far below the 256 MiB wasm heap budget; big enough that few layers need several blocks.
+pub const BLOCK_BYTES: usize = 32 << 20;
 
 /// One tensor on the device: its shape and, per stored part, its row blocks
 /// `[rows, inner]` once arrived.
@@ -123,24 +125,29 @@ impl StreamingLoader {
         Ok(())
     }
 
-    /// One stored part of `rows` rows as device row blocks.
+    /// One stored part of `rows` rows as device row blocks, decoded (where it is) one block
+    /// at a time.
     fn upload(&self, dtype: super::Dtype, stored: &[u8], rows: usize, inner: usize) -> Result<Vec<Tensor<2>>, Error> {
         let inner = inner.max(1);
         let rows_per_block = (self.block_bytes / (4 * inner)).max(1);
-        if self.keep_quantized && dtype.is_quantized() {
-            return (0..rows)
-                .step_by(rows_per_block)
-                .map(|r| {
-                    let data = super::quant::burn_data(dtype, stored, rows, inner, r..(r + rows_per_block).min(rows))?;
-                    Ok(Tensor::<2>::from_data(data, &self.device))
-                })
-                .collect();
-        }
-        let values = decode(dtype, stored, rows * inner)?;
-        Ok(values
-            .chunks(rows_per_block * inner)
-            .map(|block| Tensor::<2>::from_data(TensorData::new(block.to_vec(), [block.len() / inner, inner]), &self.device))
-            .collect())
+        let keep = self.keep_quantized && dtype.is_quantized();
+        (0..rows)
+            .step_by(rows_per_block)
+            .map(|r| {
+                let block = r..(r + rows_per_block).min(rows);
+                let data = if keep {
+                    super::quant::burn_data(dtype, stored, rows, inner, block)?
+                } else {
+                    let n = block.len();
+                    TensorData::new(super::decode_rows(dtype, stored, rows, inner, block)?, [n, inner])
+                };
+                let tensor = Tensor::<2>::from_data(data, &self.device);
+                // Hand the upload to the GPU now: queued, host copies of a big tensor's
+                // blocks would pile up until the next submit.
+                self.device.flush().map_err(|e| Error::Gpu(format!("uploading weights: {e:?}")))?;
+                Ok(tensor)
+            })
+            .collect()
     }
 
     /// The chunk and file paths not added yet.
@@ -169,6 +176,27 @@ impl StreamingLoader {
         };
         StableDiffusion::from_files(&files, &device)
     }
+}
+
+/// Loads a converted model directory natively the way the browser does: chunk by chunk,
+/// each checked against its sha256, weights kept quantized on GPUs unless `keep_quantized`
+/// is false. The host holds one chunk at a time.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_dir(dir: &std::path::Path, device: &Device, keep_quantized: bool) -> Result<StableDiffusion, Error> {
+    let model = super::source::ConvertedModel::open(dir)?; // validates the manifest, checks chunk sizes
+    let manifest = model.manifest().clone();
+    let read = |path: &str| {
+        let file = dir.join(path);
+        std::fs::read(&file).map_err(|e| Error::Io(format!("cannot read {}: {e}", file.display())))
+    };
+    let mut load = StreamingLoader::new(manifest.clone(), device).keep_quantized(keep_quantized);
+    for f in &manifest.files {
+        load.add_file(&f.path, read(&f.path)?)?;
+    }
+    for (i, chunk) in manifest.chunks.iter().enumerate() {
+        load.add_chunk(i, &read(&chunk.path)?)?;
+    }
+    load.finish()
 }
 
 /// The loaded model's files and weights, as [`StableDiffusion::from_files`] reads them.
