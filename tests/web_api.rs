@@ -247,6 +247,14 @@ async fn load_streams_a_converted_model() {
     .await;
     let result = result.unwrap();
     check_image("load + generate", &result, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+    // Timings: every phase, adding up to at most the total.
+    let timings = Reflect::get(&result, &"timings".into()).unwrap();
+    let ms = |k: &str| Reflect::get(&timings, &k.into()).unwrap().as_f64().unwrap_or_else(|| panic!("timings.{k} missing"));
+    console_log!("timings: load {} ms, text {} ms, {} steps at {} ms, VAE {} ms, total {} ms", ms("loadMs"), ms("textMs"), ms("steps"), ms("stepMs"), ms("vaeMs"), ms("totalMs"));
+    assert!(ms("loadMs") > 0.0 && ms("textMs") > 0.0 && ms("stepMs") > 0.0 && ms("vaeMs") > 0.0);
+    assert_eq!(ms("steps"), 3.0);
+    assert!((ms("stepMs") * 3.0 - ms("stepsMs")).abs() < 1e-6);
+    assert!(ms("textMs") + ms("stepsMs") + ms("vaeMs") <= ms("totalMs") + 1e-6);
     assert_eq!(log.length(), 10, "one request per file: {:?}", log.to_vec());
     let last_download = events.get(events.length() - 2);
     let field = |e: &JsValue, k: &str| Reflect::get(e, &k.into()).unwrap();

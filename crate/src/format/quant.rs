@@ -363,6 +363,7 @@ mod tests {
     /// A weight kept quantized on the GPU gives the matmul and the dequantized values the
     /// host decoder gives (to float rounding of the matmul). Not on burn's CPU backend: its
     /// matmul with a transposed q4 weight is wrong in burn 0.22, so the CPU expands weights.
+    #[cfg(not(target_arch = "wasm32"))]
     fn quantized_on_device_equals_host_decode(device: &burn::tensor::Device) {
         use burn::tensor::Tensor;
         use burn::tensor::module::linear;
@@ -392,6 +393,7 @@ mod tests {
     }
 
 
+    #[cfg(not(target_arch = "wasm32"))]
     mod wgpu {
         #[test]
         fn quantized_on_gpu() {

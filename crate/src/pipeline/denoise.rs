@@ -2,7 +2,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::{GenerateParams, Image, Mask, Mode, Noise, Progress, guidance_scale_embedding, preview};
+use super::{GenerateParams, Image, Mask, Mode, Noise, Progress, Timings, guidance_scale_embedding, preview};
 use crate::model::StableDiffusion;
 use crate::{Error, read_f32};
 
@@ -39,11 +39,19 @@ impl StableDiffusion {
     /// Generates one image: text to image, image to image or inpainting, by `params`
     /// ([`GenerateParams::mode`]). `on_step` is called after each denoising step; returning
     /// `false` stops with [`Error::Cancelled`].
-    pub async fn generate(
+    pub async fn generate(&self, params: &GenerateParams, on_step: impl FnMut(Progress) -> bool) -> Result<Image, Error> {
+        Ok(self.generate_timed(params, on_step).await?.0)
+    }
+
+    /// [`Self::generate`], also returning how long each phase took. The phases are timed by
+    /// waiting for the GPU at their ends (a one-value read after the text encoder and after
+    /// the last step; none inside the loop).
+    pub async fn generate_timed(
         &self,
         params: &GenerateParams,
         mut on_step: impl FnMut(Progress) -> bool,
-    ) -> Result<Image, Error> {
+    ) -> Result<(Image, Timings), Error> {
+        let started = now_ms();
         params.validate(self)?;
         let mut scheduler = params.build_scheduler(self)?;
         let device = &self.device;
@@ -59,6 +67,8 @@ impl StableDiffusion {
         } else {
             cond
         };
+        finished(context.clone()).await?;
+        let text_done = now_ms();
 
         let f = self.vae_scale_factor();
         let shape = [1, self.latent_channels(), params.height / f, params.width / f];
@@ -139,11 +149,22 @@ impl StableDiffusion {
             yield_now().await;
         }
 
+        finished(latents.clone()).await?;
+        let steps_done = now_ms();
+
         let z = latents.div_scalar(self.vae.scaling_factor() as f32);
         let image = self.vae.decode(z); // [1, 3, H, W]
         let image = image.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0).permute([0, 2, 3, 1]); // [1, H, W, 3]
         let rgb = read_f32(image).await?;
-        Ok(Image { width: params.width, height: params.height, rgb })
+        let done = now_ms();
+        let timings = Timings {
+            text_ms: text_done - started,
+            steps: total,
+            steps_ms: steps_done - text_done,
+            vae_ms: done - steps_done,
+            total_ms: done - started,
+        };
+        Ok((Image { width: params.width, height: params.height, rgb }, timings))
     }
 
     /// The mask at latent size and, by UNet kind, what inpainting needs each step.
@@ -165,6 +186,33 @@ impl StableDiffusion {
         let extra = Tensor::cat(vec![small.clone(), masked], 1); // [1, 1 + c, h, w]
         let extra = if cfg { Tensor::cat(vec![extra.clone(), extra], 0) } else { extra }; // [b, 1 + c, h, w]
         Inpainting { mask: small, unet_extra: Some(extra), image_latents: None }
+    }
+}
+
+/// Waits until the GPU has computed `tensor` (by reading one value of it back).
+async fn finished<const D: usize>(tensor: Tensor<D>) -> Result<(), Error> {
+    let one = tensor.reshape([-1]).narrow(0, 0, 1);
+    read_f32(one).await.map(|_| ())
+}
+
+/// Milliseconds on a monotonic clock (the page's `performance.now()` in the browser).
+pub fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let global = js_sys::global();
+        let performance = js_sys::Reflect::get(&global, &"performance".into()).ok();
+        let now = performance
+            .as_ref()
+            .and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok())
+            .and_then(|f| wasm_bindgen::JsCast::dyn_into::<js_sys::Function>(f).ok())
+            .and_then(|f| f.call0(performance.as_ref().expect("performance exists")).ok())
+            .and_then(|v| v.as_f64());
+        now.unwrap_or_else(js_sys::Date::now)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
     }
 }
 

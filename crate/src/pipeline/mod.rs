@@ -34,6 +34,7 @@ mod noise;
 mod preview;
 
 pub use image::{Image, Mask};
+pub use denoise::now_ms;
 pub use noise::Noise;
 
 use crate::model::StableDiffusion;
@@ -123,6 +124,28 @@ pub struct Progress {
     pub total: usize,
     /// A `width/8 × height/8` preview of the image being made, when asked for.
     pub preview: Option<Image>,
+}
+
+/// How long the phases of one generation took, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timings {
+    /// Tokenizing and the text encoder (both prompts with guidance).
+    pub text_ms: f64,
+    /// Denoising steps run.
+    pub steps: usize,
+    /// All steps together (the UNet, the scheduler, previews and the browser's turns).
+    pub steps_ms: f64,
+    /// The VAE decoder and reading the image back.
+    pub vae_ms: f64,
+    /// Everything, checks included.
+    pub total_ms: f64,
+}
+
+impl Timings {
+    /// Mean milliseconds per step.
+    pub fn step_ms(&self) -> f64 {
+        if self.steps == 0 { 0.0 } else { self.steps_ms / self.steps as f64 }
+    }
 }
 
 impl GenerateParams {

@@ -23,12 +23,14 @@ use wasm_bindgen_futures::future_to_promise;
 use super::get;
 use super::options::{function, image_object, params};
 use crate::model::StableDiffusion;
-use crate::pipeline::Progress;
+use crate::pipeline::{Progress, now_ms};
 use crate::{Device, Error, device};
 
 struct State {
     device: Device,
     model: Option<Rc<StableDiffusion>>,
+    /// How long loading the current model took.
+    load_ms: f64,
     busy: bool,
 }
 
@@ -43,7 +45,7 @@ impl Generator {
     /// Creates the WebGPU device. Rejects with code `"no-webgpu"` where WebGPU is missing.
     pub async fn create() -> Result<Generator, JsValue> {
         let device = device::gpu().await?;
-        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, busy: false })) })
+        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, load_ms: 0.0, busy: false })) })
     }
 
     /// Loads a model from its files: an object (or `Map`) from paths in a diffusers folder
@@ -71,8 +73,10 @@ impl Generator {
         if state.busy {
             return Err(Error::BadInput("a generation is running: wait for it (or abort it) before loading".into()).into());
         }
+        let started = now_ms();
         let model = StableDiffusion::from_files(&map, &state.device)?;
         state.model = Some(Rc::new(model));
+        state.load_ms = now_ms() - started;
         Ok(())
     }
 
@@ -91,10 +95,12 @@ impl Generator {
                 s.busy = true;
                 s.device.clone()
             };
+            let started = now_ms();
             let result = super::load::load(&model_url, &options, &device).await;
             let mut s = state.borrow_mut();
             s.busy = false;
             s.model = Some(Rc::new(result?));
+            s.load_ms = now_ms() - started;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -144,23 +150,23 @@ impl Generator {
     fn run(&self, options: JsValue, mode: &'static str) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let model = {
+            let (model, load_ms) = {
                 let mut s = state.borrow_mut();
-                let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call loadFiles first".into()))?;
+                let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
                 if s.busy {
                     return Err(Error::BadInput("another generation is running: one at a time".into()).into());
                 }
                 s.busy = true;
-                model
+                (model, s.load_ms)
             };
-            let result = generate(&model, &options, mode).await;
+            let result = generate(&model, &options, mode, load_ms).await;
             state.borrow_mut().busy = false;
             result
         })
     }
 }
 
-async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str) -> Result<JsValue, JsValue> {
+async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str, load_ms: f64) -> Result<JsValue, JsValue> {
     let params = params(options, mode)?;
     let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");
@@ -168,10 +174,9 @@ async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str) -> Res
     if aborted() {
         return Err(abort_error());
     }
-    let started = js_sys::Date::now();
     let mut callback_error = None;
     let result = model
-        .generate(&params, |p: Progress| {
+        .generate_timed(&params, |p: Progress| {
             if let Some(f) = &on_step {
                 match progress_object(&p).and_then(|o| f.call1(&JsValue::NULL, &o)) {
                     Ok(v) if v == JsValue::FALSE => return false,
@@ -188,14 +193,24 @@ async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str) -> Res
     if let Some(e) = callback_error {
         return Err(e);
     }
-    let image = match result {
+    let (image, t) = match result {
         Err(Error::Cancelled) => return Err(abort_error()),
         other => other?,
     };
     let out = image_object(&image)?;
     Reflect::set(&out, &"seed".into(), &(params.seed as f64).into())?;
     let timings = Object::new();
-    Reflect::set(&timings, &"totalMs".into(), &(js_sys::Date::now() - started).into())?;
+    for (name, value) in [
+        ("loadMs", load_ms),
+        ("textMs", t.text_ms),
+        ("steps", t.steps as f64),
+        ("stepMs", t.step_ms()),
+        ("stepsMs", t.steps_ms),
+        ("vaeMs", t.vae_ms),
+        ("totalMs", t.total_ms),
+    ] {
+        Reflect::set(&timings, &name.into(), &value.into())?;
+    }
     Reflect::set(&out, &"timings".into(), &timings)?;
     Ok(out)
 }
