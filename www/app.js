@@ -77,6 +77,7 @@ function webgpuMissing(detail) {
 // ---- the engine ------------------------------------------------------------------------
 
 const engine = new Engine({ onCrash: engineCrashed });
+window.sdWebgpu = { engine }; // for the console (and the tests)
 
 function engineCrashed(error) {
   model.loaded = false;
@@ -515,6 +516,7 @@ function showPreview(image) {
   if (canvas.width !== image.width || canvas.height !== image.height) {
     canvas.width = image.width;
     canvas.height = image.height;
+    canvas.style.aspectRatio = `${image.width} / ${image.height}`;
   }
   canvas.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(image.data), image.width, image.height), 0, 0);
 }

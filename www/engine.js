@@ -1,5 +1,7 @@
 // The page's side of worker.js: promises for requests, callbacks for their events, and a
-// restart after the engine crashed (a Rust panic, or a lost GPU device, ends the wasm instance).
+// fresh worker after the engine crashed (a Rust panic, or a lost GPU device, ends the wasm
+// instance). The next worker starts with the next request, so a worker that cannot even
+// start (say, a broken download of the engine) is not restarted in a loop.
 
 export class EngineCrashed extends Error {
   constructor(message) {
@@ -14,7 +16,7 @@ export class Engine {
     this.onCrash = onCrash;
     this.nextId = 1;
     this.pending = new Map(); // id → { resolve, reject, onEvent }
-    this.start();
+    this.worker = null;
   }
 
   start() {
@@ -27,17 +29,22 @@ export class Engine {
     this.worker.onmessageerror = () => this.crash("a message from the engine could not be read");
   }
 
-  /** Fails every request in flight and starts a fresh worker (a fresh wasm instance). */
+  /** Fails every request in flight and drops the worker; the next request starts a fresh one. */
   crash(why) {
     const error = new EngineCrashed(why);
     for (const { reject } of this.pending.values()) reject(error);
     this.pending.clear();
+    this.worker.onmessage = this.worker.onerror = this.worker.onmessageerror = null;
     this.worker.terminate();
-    this.start();
+    this.worker = null;
     this.onCrash?.(error);
   }
 
   receive(data) {
+    if (data.event === "crashed") {
+      this.crash(data.message);
+      return;
+    }
     const request = this.pending.get(data.id);
     if (!request) return;
     if (data.event) {
@@ -52,6 +59,8 @@ export class Engine {
       error.code = data.error.code;
       if (data.error.name) error.name = data.error.name;
       request.reject(error);
+      // A trap (Rust panic) leaves the wasm instance unusable: start a fresh one.
+      if (error.code === "crashed") this.crash(error.message);
     }
   }
 
@@ -61,10 +70,12 @@ export class Engine {
    */
   request(type, args = {}, { onEvent, signal } = {}) {
     const id = this.nextId++;
+    if (!this.worker) this.start();
+    const worker = this.worker;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, onEvent });
-      this.worker.postMessage({ id, type, ...args });
-      signal?.addEventListener("abort", () => this.worker.postMessage({ type: "cancel", target: id }), { once: true });
+      worker.postMessage({ id, type, ...args });
+      signal?.addEventListener("abort", () => worker.postMessage({ type: "cancel", target: id }), { once: true });
     });
   }
 }

@@ -107,6 +107,15 @@ function errorObject(e) {
   };
 }
 
+// A Rust panic inside a promise chain (a lost GPU device makes wgpu panic) ends up here,
+// not in a request: report it, so the page restarts the engine.
+self.addEventListener("unhandledrejection", (e) => {
+  if (e.reason instanceof WebAssembly.RuntimeError) {
+    e.preventDefault();
+    postMessage({ event: "crashed", message: e.reason.message });
+  }
+});
+
 self.onmessage = async ({ data }) => {
   const { id, type } = data;
   if (type === "cancel") {
