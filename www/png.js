@@ -73,32 +73,6 @@ export function withText(png, keyword, text) {
   return out;
 }
 
-/** The text chunks of a PNG file as { keyword: text } (tEXt and uncompressed iTXt). */
-export function readText(png) {
-  const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
-  const out = {};
-  let at = 8;
-  while (at + 12 <= png.length) {
-    const length = view.getUint32(at);
-    const type = String.fromCharCode(...png.subarray(at + 4, at + 8));
-    const data = png.subarray(at + 8, at + 8 + length);
-    const zero = data.indexOf(0);
-    if (type === "tEXt" && zero > 0) {
-      const keyword = String.fromCharCode(...data.subarray(0, zero));
-      out[keyword] = Array.from(data.subarray(zero + 1), (b) => String.fromCharCode(b)).join("");
-    } else if (type === "iTXt" && zero > 0 && data[zero + 1] === 0) {
-      const keyword = String.fromCharCode(...data.subarray(0, zero));
-      let p = zero + 3;
-      p = data.indexOf(0, p) + 1; // language tag
-      p = data.indexOf(0, p) + 1; // translated keyword
-      out[keyword] = new TextDecoder().decode(data.subarray(p));
-    }
-    if (type === "IEND") break;
-    at += 12 + length;
-  }
-  return out;
-}
-
 /** PNG file bytes of `imageData` (an ImageData) with `parameters` embedded. */
 export async function encodePng(imageData, parameters) {
   const canvas = new OffscreenCanvas(imageData.width, imageData.height);

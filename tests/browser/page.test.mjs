@@ -4,7 +4,7 @@
 // mask drawn by mouse, image to image, cancelling, a narrow screen, and an offline reload.
 //
 // Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
-// in docs/screenshots/ are refreshed too. SwiftShader is slow: generations here are 64×64
+// in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is slow: generations here are 64×64
 // with a few steps.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -13,7 +13,6 @@ import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { launch } from "./chromium.mjs";
-import { readText } from "../../www/png.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const ARTIFACTS = join(ROOT, "target", "test-artifacts");
@@ -73,10 +72,13 @@ function startRunCommand() {
   });
 }
 
+// The screenshots the README shows.
+const README_SCREENSHOTS = ["page-generate", "page-inpaint", "page-progress", "page-narrow"];
+
 async function screenshot(page, name, options = {}) {
   const path = join(ARTIFACTS, `${name}.png`);
   await page.screenshot({ path, ...options });
-  if (process.env.UPDATE_SCREENSHOTS) {
+  if (process.env.UPDATE_SCREENSHOTS && README_SCREENSHOTS.includes(name)) {
     mkdirSync(DOCS, { recursive: true });
     copyFileSync(path, join(DOCS, `${name}.png`));
   }
@@ -92,20 +94,20 @@ function crc32(bytes) {
   return ~c >>> 0;
 }
 
-/** The chunk types of a PNG, checking every length and CRC. */
+/** The chunks of a PNG as [{ type, data }], checking the signature, lengths and CRCs. */
 function pngChunks(bytes) {
   assert.deepEqual([...bytes.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], "PNG signature");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const types = [];
+  const chunks = [];
   for (let at = 8; at < bytes.length; ) {
     const length = view.getUint32(at);
     const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
     const crc = view.getUint32(at + 8 + length);
     assert.equal(crc, crc32(bytes.subarray(at + 4, at + 8 + length)), `CRC of the ${type} chunk`);
-    types.push(type);
+    chunks.push({ type, data: bytes.subarray(at + 8, at + 8 + length) });
     at += 12 + length;
   }
-  return types;
+  return chunks;
 }
 
 async function waitForModel(page) {
@@ -287,7 +289,7 @@ describe("with the built-in model", () => {
       const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
       return new Set(Array.from({ length: d.length / 4 }, (_, i) => d[i * 4] * 65536 + d[i * 4 + 1] * 256 + d[i * 4 + 2])).size;
     });
-    assert.ok(distinct > 10, `the image has ${distinct} colours`);
+    assert.ok(distinct > 2, `not a blank image: ${distinct} colours`);
     await screenshot(page, "page-generate", { fullPage: true });
   });
 
@@ -298,15 +300,25 @@ describe("with the built-in model", () => {
     ]);
     assert.equal(download.suggestedFilename(), "sd-webgpu-1234.png");
     const bytes = new Uint8Array(readFileSync(await download.path()));
-    const types = pngChunks(bytes);
-    assert.deepEqual(types.slice(0, 2), ["IHDR", "tEXt"]);
-    assert.equal(types.at(-1), "IEND");
+    const chunks = pngChunks(bytes);
+    assert.deepEqual(chunks.slice(0, 2).map((c) => c.type), ["IHDR", "tEXt"]);
+    assert.equal(chunks.at(-1).type, "IEND");
+    // tEXt: keyword, NUL, Latin-1 text.
+    const text = Buffer.from(chunks[1].data).toString("latin1");
     assert.equal(
-      readText(bytes).parameters,
-      `${PROMPT}\nNegative prompt: blurry\n` +
+      text,
+      "parameters\0" +
+        `${PROMPT}\nNegative prompt: blurry\n` +
         "Steps: 3, Sampler: Euler a, CFG scale: 7.5, Seed: 1234, Size: 64x64, Model: shapes",
     );
-    // Chromium decodes it to the gallery's pixels.
+    // Text beyond Latin-1 goes in an iTXt chunk, UTF-8, uncompressed.
+    const itxt = new Uint8Array(
+      await page.evaluate(async () => Array.from((await import("./png.js")).textChunk("parameters", "ein Hund 🐕, 犬"))),
+    );
+    const [chunk] = pngChunks(new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, ...itxt]));
+    assert.equal(chunk.type, "iTXt");
+    assert.equal(Buffer.from(chunk.data).toString("utf8"), "parameters\0\0\0\0\0ein Hund 🐕, 犬");
+    // Chromium decodes the PNG to the gallery's pixels.
     const same = await page.evaluate(async (data) => {
       const bitmap = await createImageBitmap(new Blob([new Uint8Array(data)], { type: "image/png" }));
       const c = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
