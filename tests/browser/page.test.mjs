@@ -251,6 +251,14 @@ describe("with the built-in model", () => {
     await page.locator("#cached summary").click();
     await page.waitForFunction(() => document.querySelectorAll("#cached-list li").length === 1);
     assert.match(await page.locator("#cached-list li").textContent(), /models\/shapes.*MB/);
+    // Every control has a name for screen readers.
+    const unnamed = await page.evaluate(() =>
+      [...document.querySelectorAll("input, select, textarea, button")]
+        .filter((el) => !el.closest("template"))
+        .filter((el) => !(el.labels?.length || el.getAttribute("aria-label") || (el.tagName === "BUTTON" && el.textContent.trim())))
+        .map((el) => el.id || el.outerHTML.slice(0, 60)),
+    );
+    assert.deepEqual(unnamed, [], "controls without a label");
     // The service worker is active before anything else happens (it caches the page).
     await page.evaluate(() => navigator.serviceWorker.ready);
   });
@@ -448,10 +456,14 @@ describe("with the built-in model", () => {
         [],
         "everything came from the service worker's cache or IndexedDB",
       );
-      await page.fill("#steps", "2");
+      // A batch of two with a fixed seed: seed, seed + 1.
+      await page.fill("#steps", "1");
+      await page.fill("#seed", "77");
+      await page.fill("#batch", "2");
       const status = await generateAndWait(page);
-      assert.equal(status, "Done: 1 image.");
-      assert.equal(await galleryCount(page), 1);
+      assert.equal(status, "Done: 2 images.");
+      const seeds = await page.locator("#gallery > li").evaluateAll((items) => items.map((li) => li.dataset.seed));
+      assert.deepEqual(seeds, ["78", "77"], "newest first");
       await screenshot(page, "page-offline", { fullPage: true });
       // Only the browser's own service worker update check gets through (playwright's offline
       // mode covers pages and workers, not that check); it fails harmlessly when truly offline.
