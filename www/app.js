@@ -109,9 +109,19 @@ async function checkGpu() {
   try {
     info = await engine.request("adapter");
   } catch (e) {
-    gpuStatus.textContent = e.code === "no-webgpu" ? `WebGPU is not available: ${e.message}` : `Could not query the GPU: ${e.message}`;
+    const missing = e.code === "no-webgpu" || e.code === "no-webgpu-worker";
+    gpuStatus.textContent = missing ? `WebGPU is not available: ${e.message}` : `Could not query the GPU: ${e.message}`;
     gpuStatus.dataset.state = "error";
-    if (e.code === "no-webgpu") showAlert(webgpuMissing(e.message));
+    if (e.code === "no-webgpu-worker") {
+      showAlert(
+        "This browser has WebGPU for pages but not for Web Workers, where sd-webgpu runs so that the page " +
+          `never freezes. Update the browser. ${NO_WEBGPU_ADVICE}`,
+      );
+    } else if (missing) {
+      showAlert(webgpuMissing(e.message));
+    } else {
+      showAlert(`The GPU could not be used: ${e.message}`);
+    }
     return false;
   }
   showField("name", info.name);
@@ -168,7 +178,7 @@ function modelInfo(manifest) {
     DPMSolverMultistepScheduler: scheduler.use_karras_sigmas ? "dpmpp-2m-karras" : "dpmpp-2m",
   };
   const own = schedulers[scheduler._class_name] ?? "pndm";
-  const lcm = own === "lcm" || unet.time_cond_proj_dim != null && scheduler._class_name === "LCMScheduler";
+  const lcm = own === "lcm";
   const defaults = {
     steps: lcm ? 4 : 20,
     guidanceScale: lcm ? 1 : 7.5,
@@ -234,8 +244,8 @@ function loadError(e, retry) {
   if (e.code === "quota") {
     $("cached").open = true;
     showAlert(
-      `Not enough browser storage for this model: ${e.message}. Delete stored models below, free disk space, ` +
-        "or pick a smaller model (q4 is the smallest).",
+      `Not enough browser storage for this model: ${e.message}. The stored models are listed below; ` +
+        "a smaller precision (q4 is the smallest) needs less.",
       [retryAction],
     );
   } else if (e.code === "io") {
@@ -261,6 +271,7 @@ async function loadModel(url = chosenModelUrl()) {
   }
   hideAlert();
   const changed = key !== model.key;
+  const previous = { key: model.key, info: model.info, loaded: model.loaded };
   model.loading = new AbortController();
   model.loaded = false;
   setState("model", "loading");
@@ -293,6 +304,12 @@ async function loadModel(url = chosenModelUrl()) {
   } catch (e) {
     setState("model", "error");
     loadError(e, () => loadModel(url));
+    // The engine keeps the model it had until a new one is complete.
+    if (previous.loaded && e.code !== "crashed") {
+      Object.assign(model, previous);
+      setState("model", "ready");
+      $("model-status").textContent += ` Still using ${modelName(previous.key)}.`;
+    }
   } finally {
     model.loading = null;
     $("load-cancel").hidden = true;
@@ -569,7 +586,6 @@ async function generate() {
       }
       if (mask) options.mask = { width: mask.width, height: mask.height, data: mask.data };
       const started = performance.now();
-      const stepsRun = image ? Math.max(1, Math.floor(s.steps * s.strength)) : s.steps;
       $("progress-text").textContent = `Image ${i + 1} of ${s.batch}: encoding the prompt…`;
       const result = await engine.request("generate", { mode, options }, {
         signal,
@@ -592,8 +608,6 @@ async function generate() {
         seed: result.seed,
         width: result.width,
         height: result.height,
-        steps: s.steps,
-        stepsRun,
         ms: result.timings?.totalMs,
       });
     }

@@ -44,6 +44,11 @@ async function manifest(url) {
 
 const handlers = {
   async adapter() {
+    if (!self.navigator.gpu) {
+      const e = new Error("this browser offers WebGPU to pages but not to Web Workers");
+      e.code = "no-webgpu-worker";
+      throw e;
+    }
     await ready;
     return adapterInfo();
   },
@@ -71,6 +76,7 @@ const handlers = {
   },
 
   async generate({ mode, options }, id, signal) {
+    if (!["generate", "img2img", "inpaint"].includes(mode)) throw new Error(`unknown mode ${mode}`);
     const gen = await engine();
     const result = await gen[mode]({
       ...options,

@@ -215,6 +215,41 @@ test("a failed download says so, and Retry resumes it", { timeout: 300_000 }, as
   await context.close();
 });
 
+test("a model bigger than the free storage is refused before downloading, saying what to do", { timeout: 300_000 }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(url);
+  await waitForModel(page);
+  // A model whose manifest lists more (unused) chunks than the browser has room for.
+  const free = await page.evaluate(async () => {
+    const { quota, usage } = await navigator.storage.estimate();
+    return quota - usage;
+  });
+  const manifest = JSON.parse(readFileSync(join(ROOT, "www", "models", "shapes", "manifest.json"), "utf8"));
+  const size = 2e9;
+  for (let i = 0; i <= free / size; i++) {
+    manifest.chunks.push({ path: `chunk-${900 + i}.bin`, size, sha256: "0".repeat(64) });
+  }
+  const fetched = [];
+  context.on("request", (r) => fetched.push(r.url()));
+  await context.route("**/models/huge/manifest.json", (route) =>
+    route.fulfill({ contentType: "application/json", body: JSON.stringify(manifest) }),
+  );
+  await page.selectOption("#model-choice", "custom");
+  await page.fill("#model-url", "models/huge");
+  await page.click("#load");
+  const alert = page.locator("#alert");
+  await alert.waitFor({ state: "visible", timeout: 60_000 });
+  assert.match(await alert.textContent(), /Not enough browser storage.*MB.*stored models are listed below/s);
+  // The model loaded before stays usable.
+  assert.match(await page.locator("#model-status").textContent(), /Still using shapes/);
+  assert.ok(await page.locator("#generate").isEnabled());
+  assert.ok(await page.locator("#cached").evaluate((d) => d.open), "the stored models are shown");
+  assert.deepEqual(fetched.filter((u) => /\/models\/huge\/(?!manifest)/.test(u)), [], "nothing downloaded");
+  await screenshot(page, "page-quota");
+  await context.close();
+});
+
 describe("with the built-in model", () => {
   let context;
   let page;
