@@ -257,7 +257,7 @@ function loadError(e, retry) {
   } else {
     showAlert(`The model could not be loaded: ${e.message}`, [retryAction]);
   }
-  $("model-status").textContent = `Not loaded: ${e.message}`;
+  $("model-status").textContent = `Not loaded: ${e.message.replace(/[.\s]*$/, ".")}`;
 }
 
 async function loadModel(url = chosenModelUrl()) {
