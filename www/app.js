@@ -1,56 +1,811 @@
-// Loads the wasm package and shows what the WebGPU adapter offers.
-import init, { adapterInfo, gpuSelfCheck } from "./pkg/sd_webgpu.js";
+// The page: model loading, text to image, image to image and inpainting, the gallery.
+// All GPU work runs in worker.js (through engine.js), so the page stays responsive.
+import { Engine } from "./engine.js";
+import { MaskEditor, coverImage } from "./mask.js";
+import { encodePng, a1111Parameters } from "./png.js";
 
-const status = document.getElementById("status");
-const adapterList = document.getElementById("adapter");
+const $ = (id) => document.getElementById(id);
+const DEFAULT_MODEL = "models/shapes";
+const MAX_TOKENS = 75;
 
-function show(field, text) {
-  adapterList.querySelector(`[data-field="${field}"]`).textContent = text;
+// ---- small helpers -------------------------------------------------------------------
+
+function mb(bytes) {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+function duration(seconds) {
+  if (!Number.isFinite(seconds)) return "…";
+  if (seconds < 1) return "<1 s";
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const m = Math.floor(seconds / 60);
+  return m < 60 ? `${m} min ${Math.round(seconds % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** Absolute model URL without a trailing slash: the key the engine stores models under. */
+function modelKey(url) {
+  return new URL(url.trim().replace(/\/+$/, "") + "/", location.href).href.replace(/\/+$/, "");
+}
+
+/** A model URL as shown to people: relative to this page when it is on this site. */
+function modelLabel(key) {
+  const here = new URL(".", location.href).href;
+  return key.startsWith(here) ? key.slice(here.length) : key;
+}
+
+function modelName(key) {
+  return key.split("/").filter(Boolean).pop() ?? key;
+}
+
+function setState(name, value) {
+  document.body.dataset[name] = value;
+}
+
+// ---- alerts (blocking problems, with what to do) ---------------------------------------
+
+function showAlert(text, actions = []) {
+  $("alert-text").textContent = text;
+  const box = $("alert-actions");
+  box.replaceChildren(
+    ...actions.map(({ label, run }) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.addEventListener("click", run);
+      return b;
+    }),
+  );
+  $("alert").hidden = false;
+}
+
+function hideAlert() {
+  $("alert").hidden = true;
+}
+
+const NO_WEBGPU_ADVICE =
+  "Use a browser with WebGPU: Chrome or Edge 113 or newer, Safari 26 or newer, or Firefox 141 or newer " +
+  "on Windows. On Linux, start Chrome with --enable-unsafe-webgpu. If WebGPU is there but the GPU is " +
+  "blocked, chrome://gpu says why; updating the graphics driver usually helps.";
+
+function webgpuMissing(detail) {
+  if (!window.isSecureContext) {
+    return "WebGPU needs a secure page: open this site over https:// (or on localhost).";
+  }
+  return `WebGPU is not available in this browser${detail ? ` (${detail})` : ""}. ${NO_WEBGPU_ADVICE}`;
+}
+
+// ---- the engine ------------------------------------------------------------------------
+
+const engine = new Engine({ onCrash: engineCrashed });
+window.sdWebgpu = { engine }; // for the console (and the tests)
+
+function engineCrashed(error) {
+  model.loaded = false;
+  setState("model", "none");
+  updateButtons();
+  showAlert(
+    `The GPU engine stopped (${error.message}). This happens when the GPU is reset ("device lost"), ` +
+      "for example after a driver update, when another program needs the GPU, or when it runs out of memory. " +
+      "Load the model again to go on; a smaller size or fewer images at once uses less GPU memory.",
+    [{ label: "Load the model again", run: () => { hideAlert(); loadModel(); } }],
+  );
+  $("model-status").textContent = "The engine restarted: load the model again.";
+}
+
+// ---- GPU panel -------------------------------------------------------------------------
+
+const gpuStatus = $("status");
+
+function showField(field, text) {
+  $("adapter").querySelector(`[data-field="${field}"]`).textContent = text;
 }
 
 function mib(bytes) {
   return bytes === undefined ? "?" : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 }
 
-async function main() {
-  await init();
+async function checkGpu() {
   let info;
   try {
-    info = await adapterInfo();
+    info = await engine.request("adapter");
   } catch (e) {
-    status.textContent =
-      e.code === "no-webgpu"
-        ? `WebGPU is not available: ${e.message}`
-        : `Could not query the GPU: ${e.message}`;
-    status.dataset.state = "error";
-    return;
+    const missing = e.code === "no-webgpu" || e.code === "no-webgpu-worker";
+    gpuStatus.textContent = missing ? `WebGPU is not available: ${e.message}` : `Could not query the GPU: ${e.message}`;
+    gpuStatus.dataset.state = "error";
+    if (e.code === "no-webgpu-worker") {
+      showAlert(
+        "This browser has WebGPU for pages but not for Web Workers, where sd-webgpu runs so that the page " +
+          `never freezes. Update the browser. ${NO_WEBGPU_ADVICE}`,
+      );
+    } else if (missing) {
+      showAlert(webgpuMissing(e.message));
+    } else {
+      showAlert(`The GPU could not be used: ${e.message}`);
+    }
+    return false;
   }
-  show("name", info.name);
-  show("isFallbackAdapter", info.isFallbackAdapter ? "yes (slow, CPU)" : "no");
-  show("shaderF16", info.shaderF16 ? "yes" : "no (f32 path)");
-  show("maxBufferSize", mib(info.limits.maxBufferSize));
-  show("maxStorageBufferBindingSize", mib(info.limits.maxStorageBufferBindingSize));
-  show("maxStorageBuffersPerShaderStage", String(info.limits.maxStorageBuffersPerShaderStage));
-  show("maxComputeWorkgroupStorageSize", `${info.limits.maxComputeWorkgroupStorageSize / 1024} KiB`);
-  show("maxComputeInvocationsPerWorkgroup", String(info.limits.maxComputeInvocationsPerWorkgroup));
-  adapterList.hidden = false;
-  status.textContent = "WebGPU adapter found.";
-  status.dataset.state = "adapter";
-
+  showField("name", info.name);
+  showField("isFallbackAdapter", info.isFallbackAdapter ? "yes (slow, CPU)" : "no");
+  showField("shaderF16", info.shaderF16 ? "yes" : "no (f32 path)");
+  showField("maxBufferSize", mib(info.limits.maxBufferSize));
+  showField("maxStorageBufferBindingSize", mib(info.limits.maxStorageBufferBindingSize));
+  showField("maxStorageBuffersPerShaderStage", String(info.limits.maxStorageBuffersPerShaderStage));
+  showField("maxComputeWorkgroupStorageSize", `${info.limits.maxComputeWorkgroupStorageSize / 1024} KiB`);
+  showField("maxComputeInvocationsPerWorkgroup", String(info.limits.maxComputeInvocationsPerWorkgroup));
+  $("adapter").hidden = false;
+  gpuStatus.textContent = `${info.name}${info.isFallbackAdapter ? " (software: slow)" : ""}; checking kernels…`;
+  gpuStatus.dataset.state = "adapter";
   try {
-    const err = await gpuSelfCheck();
+    const err = await engine.request("selfCheck");
     const ok = err < 1e-3;
-    show("selfCheck", ok ? `ok (max error ${err.toExponential(1)})` : `WRONG (max error ${err})`);
-    status.textContent = ok ? "WebGPU works: burn kernels ran on your GPU." : "The GPU computed wrong results.";
-    status.dataset.state = ok ? "ready" : "error";
+    showField("selfCheck", ok ? `ok (max error ${err.toExponential(1)})` : `WRONG (max error ${err})`);
+    gpuStatus.textContent = ok ? `${info.name}: WebGPU works.` : "The GPU computed wrong results.";
+    gpuStatus.dataset.state = ok ? "ready" : "error";
+    if (!ok) showAlert("Your GPU computed wrong results in a quick check: images would be garbage. Try another browser or update the graphics driver.");
+    return ok;
   } catch (e) {
-    show("selfCheck", `failed: ${e.message}`);
-    status.textContent = `The GPU could not run sd-webgpu's kernels: ${e.message}`;
-    status.dataset.state = "error";
+    showField("selfCheck", `failed: ${e.message}`);
+    gpuStatus.textContent = `The GPU could not run sd-webgpu's kernels: ${e.message}`;
+    gpuStatus.dataset.state = "error";
+    return false;
   }
 }
 
+// ---- model -----------------------------------------------------------------------------
+
+const model = {
+  key: null, // the loaded (or loading) model's URL key
+  loaded: false,
+  info: null, // see modelInfo()
+  loading: null, // AbortController of a running load
+};
+
+/** What the page needs from a manifest: sizes, the model's own scheduler, page defaults. */
+function modelInfo(manifest) {
+  const configs = manifest.configs ?? {};
+  const unet = configs["unet/config.json"] ?? {};
+  const vae = configs["vae/config.json"] ?? {};
+  const scheduler = configs["scheduler/scheduler_config.json"] ?? {};
+  const vaeScale = 2 ** ((vae.block_out_channels?.length ?? 4) - 1);
+  const unit = vaeScale * 2 ** ((unet.block_out_channels?.length ?? 4) - 1);
+  const latent = vae.latent_channels ?? 4;
+  const schedulers = {
+    DDIMScheduler: "ddim",
+    PNDMScheduler: "pndm",
+    EulerDiscreteScheduler: "euler",
+    EulerAncestralDiscreteScheduler: "euler-a",
+    LCMScheduler: "lcm",
+    DPMSolverMultistepScheduler: scheduler.use_karras_sigmas ? "dpmpp-2m-karras" : "dpmpp-2m",
+  };
+  const own = schedulers[scheduler._class_name] ?? "pndm";
+  const lcm = own === "lcm";
+  const defaults = {
+    steps: lcm ? 4 : 20,
+    guidanceScale: lcm ? 1 : 7.5,
+    ...(manifest.defaults ?? {}),
+  };
+  return {
+    family: manifest.family,
+    quantization: manifest.quantization,
+    bytes: manifest.bytes,
+    size: (unet.sample_size ?? 64) * vaeScale,
+    unit,
+    scheduler: own,
+    inpainting: unet.in_channels === 2 * latent + 1,
+    defaults,
+  };
+}
+
+function chosenModelUrl() {
+  const choice = $("model-choice").value;
+  return choice === "custom" ? $("model-url").value : choice;
+}
+
+function applyModelDefaults(info) {
+  const { defaults, size, unit } = info;
+  for (const id of ["width", "height"]) {
+    $(id).step = unit;
+    $(id).min = unit;
+    $(id).value = defaults[id] ?? size;
+  }
+  $("steps").value = defaults.steps;
+  $("guidance").value = defaults.guidanceScale;
+  $("scheduler").value = defaults.scheduler ?? "";
+  if (defaults.prompt && !$("prompt").dataset.edited) $("prompt").value = defaults.prompt;
+  const label = $("scheduler").querySelector('option[value=""]');
+  label.textContent = `Model's own (${$("scheduler").querySelector(`option[value="${info.scheduler}"]`)?.textContent ?? info.scheduler})`;
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.disabled = info.inpainting && tab.dataset.mode !== "inpaint";
+  }
+  if (info.inpainting) setMode("inpaint");
+}
+
+/** Download progress: bytes, speed (of what actually came over the network) and time left. */
+function showDownload({ loaded, total, cached, chunk }, counter) {
+  const bar = $("download-bar");
+  bar.max = total;
+  bar.value = loaded;
+  if (!cached) counter.fresh += loaded - counter.last;
+  counter.last = loaded;
+  const seconds = (performance.now() - counter.started) / 1000;
+  const speed = counter.fresh / Math.max(seconds, 1e-3);
+  let text = `${mb(loaded)} of ${mb(total)}`;
+  if (counter.fresh > 0 && loaded < total) text += ` · ${mb(speed)}/s · ${duration((total - loaded) / speed)} left`;
+  if (cached) text += " · from this browser's storage";
+  $("download-text").textContent = `${text} (${chunk})`;
+}
+
+function loadError(e, retry) {
+  const retryAction = { label: "Retry", run: () => { hideAlert(); retry(); } };
+  if (e.name === "AbortError") {
+    $("model-status").textContent = "Download stopped. Load again to continue (finished parts are kept).";
+    return;
+  }
+  if (e.code === "quota") {
+    $("cached").open = true;
+    showAlert(
+      `Not enough browser storage for this model: ${e.message}. The stored models are listed below; ` +
+        "a smaller precision (q4 is the smallest) needs less.",
+      [retryAction],
+    );
+  } else if (e.code === "io") {
+    showAlert(`The model could not be downloaded: ${e.message}. Parts already downloaded are kept; Retry continues.`, [retryAction]);
+  } else if (e.code === "no-webgpu") {
+    showAlert(webgpuMissing(e.message));
+  } else if (e.code === "crashed") {
+    return; // engineCrashed() has said it
+  } else {
+    showAlert(`The model could not be loaded: ${e.message}`, [retryAction]);
+  }
+  $("model-status").textContent = `Not loaded: ${e.message.replace(/[.\s]*$/, ".")}`;
+}
+
+async function loadModel(url = chosenModelUrl()) {
+  if (model.loading || running) return;
+  let key;
+  try {
+    key = modelKey(url);
+  } catch (_) {
+    $("model-status").textContent = "That model URL is not valid.";
+    return;
+  }
+  hideAlert();
+  const changed = key !== model.key;
+  const previous = { key: model.key, info: model.info, loaded: model.loaded };
+  model.loading = new AbortController();
+  model.loaded = false;
+  setState("model", "loading");
+  updateButtons();
+  $("load-cancel").hidden = false;
+  $("download").hidden = false;
+  $("download-bar").removeAttribute("value");
+  $("download-text").textContent = "Reading the model's manifest…";
+  $("model-status").textContent = `Loading ${modelLabel(key)}…`;
+  const counter = { started: performance.now(), fresh: 0, last: 0 };
+  try {
+    const manifest = await engine.request("manifest", { url: key });
+    const info = manifest ? modelInfo(manifest) : null;
+    await engine.request("load", { url: key }, {
+      signal: model.loading.signal,
+      onEvent: (p) => {
+        if (p.phase === "download") showDownload(p, counter);
+        if (p.phase === "build") $("download-text").textContent = "Preparing the model on the GPU…";
+      },
+    });
+    model.key = key;
+    model.info = info;
+    model.loaded = true;
+    setState("model", "ready");
+    localStorage.setItem("sd-webgpu:model", key);
+    const parts = [info?.family, info?.quantization, info && mb(info.bytes), info && `${info.size}×${info.size}`].filter(Boolean);
+    $("model-status").textContent = `Loaded ${modelName(key)} (${parts.join(", ")}).`;
+    if (info && changed) applyModelDefaults(info);
+    countTokens();
+  } catch (e) {
+    setState("model", "error");
+    loadError(e, () => loadModel(url));
+    // The engine keeps the model it had until a new one is complete.
+    if (previous.loaded && e.code !== "crashed") {
+      Object.assign(model, previous);
+      setState("model", "ready");
+      $("model-status").textContent += ` Still using ${modelName(previous.key)}.`;
+    }
+  } finally {
+    model.loading = null;
+    $("load-cancel").hidden = true;
+    $("download").hidden = true;
+    updateButtons();
+    refreshCached();
+  }
+}
+
+async function refreshCached() {
+  let models = [];
+  try {
+    models = await engine.request("cachedModels");
+  } catch (_) {
+    // storage unavailable (private window): nothing stored
+  }
+  const list = $("cached-list");
+  list.replaceChildren(
+    ...models.map((m) => {
+      const li = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = modelLabel(m.url);
+      name.title = m.url;
+      const meta = document.createElement("span");
+      meta.className = "numbers";
+      meta.textContent = `${mb(m.bytes)} · ${new Date(m.stored).toLocaleDateString()}`;
+      const load = document.createElement("button");
+      load.type = "button";
+      load.textContent = "Load";
+      load.setAttribute("aria-label", `Load ${modelLabel(m.url)}`);
+      load.addEventListener("click", () => {
+        selectModelUrl(m.url);
+        loadModel(m.url);
+      });
+      const del = document.createElement("button");
+      del.type = "button";
+      del.textContent = "Delete";
+      del.setAttribute("aria-label", `Delete ${modelLabel(m.url)} from this browser`);
+      del.addEventListener("click", async () => {
+        del.disabled = true;
+        await engine.request("deleteCachedModel", { url: m.url });
+        refreshCached();
+      });
+      li.append(name, " ", meta, " ", load, " ", del);
+      return li;
+    }),
+  );
+  const total = models.reduce((s, m) => s + m.bytes, 0);
+  let summary = models.length ? `(${models.length}, ${mb(total)})` : "(none)";
+  try {
+    const { usage, quota } = await navigator.storage.estimate();
+    if (quota) summary += ` · ${mb(quota - usage)} free`;
+  } catch (_) {
+    // no estimate
+  }
+  $("cached-summary").textContent = summary;
+}
+
+function selectModelUrl(key) {
+  const builtIn = modelKey(DEFAULT_MODEL);
+  if (key === builtIn) {
+    $("model-choice").value = DEFAULT_MODEL;
+  } else {
+    $("model-choice").value = "custom";
+    $("model-url").value = key;
+  }
+  showModelUrl();
+}
+
+function showModelUrl() {
+  const custom = $("model-choice").value === "custom";
+  $("model-url-row").hidden = !custom;
+  $("model-url-hint").hidden = !custom;
+  $("model-url").required = custom;
+}
+
+// ---- token counter ---------------------------------------------------------------------
+
+let tokenTimer = 0;
+
+function countTokens() {
+  clearTimeout(tokenTimer);
+  tokenTimer = setTimeout(async () => {
+    for (const [field, out] of [["prompt", "prompt-tokens"], ["negative", "negative-tokens"]]) {
+      let n = null;
+      try {
+        n = await engine.request("countTokens", { text: $(field).value });
+      } catch (_) {
+        // no model yet
+      }
+      const el = $(out);
+      el.textContent = n === null ? `– / ${MAX_TOKENS} tokens` : `${n} / ${MAX_TOKENS} tokens`;
+      el.classList.toggle("over", n !== null && n > MAX_TOKENS);
+      el.title = n !== null && n > MAX_TOKENS ? `Only the first ${MAX_TOKENS} tokens are used` : "";
+    }
+  }, 150);
+}
+
+// ---- modes and the source image --------------------------------------------------------
+
+let mode = "generate";
+
+const editor = new MaskEditor({
+  imageCanvas: $("source-canvas"),
+  maskCanvas: $("mask-canvas"),
+  cursor: $("brush-cursor"),
+  onChange: () => {},
+});
+editor.onBrushKey = (d) => {
+  const s = $("brush-size");
+  s.value = Math.max(1, Math.min(64, Number(s.value) + d * Math.max(1, Math.round(s.value / 4))));
+  s.dispatchEvent(new Event("input"));
+};
+editor.onEraserKey = () => setEraser(!editor.eraser);
+
+function setEraser(on) {
+  editor.eraser = on;
+  $("tool-brush").setAttribute("aria-pressed", String(!on));
+  $("tool-eraser").setAttribute("aria-pressed", String(on));
+}
+
+function setMode(next) {
+  mode = next;
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    const selected = tab.dataset.mode === next;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (selected) $("create-form").setAttribute("aria-labelledby", tab.id);
+  }
+  const image = next !== "generate";
+  $("source").hidden = !image;
+  $("mask-tools").hidden = next !== "inpaint";
+  editor.enabled = next === "inpaint";
+  $("mask-canvas").classList.toggle("painting", next === "inpaint");
+  $("mask-canvas").style.visibility = next === "inpaint" ? "visible" : "hidden";
+  $("strength").value = next === "inpaint" ? 1 : Math.min(Number($("strength").value), 0.75);
+  $("strength").dispatchEvent(new Event("input"));
+  syncSizeFields();
+  setState("mode", next);
+}
+
+/** In the image modes the output has the source image's size. */
+function syncSizeFields() {
+  const image = mode !== "generate" && editor.hasImage;
+  for (const id of ["width", "height"]) $(id).disabled = mode !== "generate";
+  if (image) {
+    $("width").value = editor.width;
+    $("height").value = editor.height;
+  }
+}
+
+function setSource(imageData) {
+  editor.setImage(imageData);
+  $("source-empty").hidden = true;
+  $("editor").classList.add("has-image");
+  $("editor").style.aspectRatio = `${imageData.width} / ${imageData.height}`;
+  syncSizeFields();
+}
+
+/** An uploaded picture, scaled to the model's size (its longer side) and cropped to whole units. */
+async function uploadSource(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (_) {
+    $("create-status").textContent = `${file.name} is not an image this browser can read.`;
+    return;
+  }
+  const size = model.info?.size ?? 512;
+  const unit = model.info?.unit ?? 64;
+  const scale = size / Math.max(bitmap.width, bitmap.height);
+  const w = Math.max(unit, Math.round((bitmap.width * scale) / unit) * unit);
+  const h = Math.max(unit, Math.round((bitmap.height * scale) / unit) * unit);
+  setSource(coverImage(bitmap, w, h));
+  bitmap.close();
+  $("create-status").textContent = `Source image: ${file.name}, resized to ${w}×${h}.`;
+}
+
+// ---- generation ------------------------------------------------------------------------
+
+let running = null; // AbortController of the running batch
+let lastSeed = null;
+
+function updateButtons() {
+  const busy = Boolean(running) || Boolean(model.loading);
+  $("generate").disabled = !model.loaded || busy;
+  $("cancel").disabled = !running;
+  $("load").disabled = busy;
+  setState("busy", busy ? "yes" : "no");
+}
+
+function readNumber(id) {
+  const v = Number($(id).value);
+  if (!Number.isFinite(v)) throw new Error(`${$(id).labels[0]?.textContent ?? id}: not a number`);
+  return v;
+}
+
+function settings() {
+  const scheduler = $("scheduler").value;
+  return {
+    mode,
+    prompt: $("prompt").value,
+    negativePrompt: $("negative").value,
+    steps: readNumber("steps"),
+    guidanceScale: readNumber("guidance"),
+    scheduler: scheduler || model.info?.scheduler || "pndm",
+    ownScheduler: !scheduler,
+    seed: readNumber("seed"),
+    width: readNumber("width"),
+    height: readNumber("height"),
+    batch: Math.max(1, Math.min(16, Math.round(readNumber("batch")))),
+    strength: readNumber("strength"),
+    preview: $("live-preview").checked,
+    model: model.key ? modelName(model.key) : "",
+  };
+}
+
+function showPreview(image) {
+  const canvas = $("preview");
+  if (canvas.width !== image.width || canvas.height !== image.height) {
+    canvas.width = image.width;
+    canvas.height = image.height;
+    canvas.style.aspectRatio = `${image.width} / ${image.height}`;
+  }
+  canvas.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(image.data), image.width, image.height), 0, 0);
+}
+
+async function generate() {
+  if (running || !model.loaded) return;
+  let s;
+  try {
+    s = settings();
+  } catch (e) {
+    $("create-status").textContent = e.message;
+    return;
+  }
+  if (mode !== "generate" && !editor.hasImage) {
+    $("create-status").textContent = "Upload a source image first (or send one from the gallery).";
+    return;
+  }
+  if (mode === "inpaint" && editor.coverage() === 0) {
+    $("create-status").textContent = "Paint the mask first: the painted parts are the ones redrawn.";
+    $("mask-canvas").focus();
+    return;
+  }
+  hideAlert();
+  running = new AbortController();
+  const { signal } = running;
+  updateButtons();
+  $("progress").hidden = false;
+  $("progress-bar").value = 0;
+  $("create-status").textContent = "";
+  const image = mode === "generate" ? null : editor.imageData();
+  const mask = mode === "inpaint" ? editor.maskData() : null;
+  let made = 0;
+  try {
+    for (let i = 0; i < s.batch && !signal.aborted; i++) {
+      const options = {
+        prompt: s.prompt,
+        negativePrompt: s.negativePrompt,
+        steps: s.steps,
+        guidanceScale: s.guidanceScale,
+        previewEvery: s.preview ? 1 : 0,
+      };
+      if (!s.ownScheduler) options.scheduler = s.scheduler;
+      if (s.seed >= 0) options.seed = s.seed + i;
+      if (image) {
+        options.image = { width: image.width, height: image.height, data: image.data };
+        options.strength = s.strength;
+      } else {
+        options.width = s.width;
+        options.height = s.height;
+      }
+      if (mask) options.mask = { width: mask.width, height: mask.height, data: mask.data };
+      const started = performance.now();
+      $("progress-text").textContent = `Image ${i + 1} of ${s.batch}: encoding the prompt…`;
+      const result = await engine.request("generate", { mode, options }, {
+        signal,
+        onEvent: ({ step, total, preview }) => {
+          const elapsed = (performance.now() - started) / 1000;
+          const perStep = elapsed / step;
+          $("progress-bar").value = (i + step / total) / s.batch;
+          const eta = perStep * (total - step) + perStep * total * (s.batch - i - 1);
+          $("progress-text").textContent =
+            `Image ${i + 1} of ${s.batch} · step ${step} / ${total} · ${perStep.toFixed(1)} s/step · ${duration(eta)} left`;
+          if (preview) showPreview(preview);
+        },
+      });
+      showPreview(result);
+      lastSeed = result.seed;
+      $("seed-reuse").disabled = false;
+      made++;
+      addToGallery(result, {
+        ...s,
+        seed: result.seed,
+        width: result.width,
+        height: result.height,
+        ms: result.timings?.totalMs,
+      });
+    }
+    $("create-status").textContent = made === 1 ? "Done: 1 image." : `Done: ${made} images.`;
+  } catch (e) {
+    if (e.name === "AbortError") {
+      $("create-status").textContent = `Cancelled${made ? ` after ${made} image${made > 1 ? "s" : ""}` : ""}.`;
+    } else if (e.code === "crashed") {
+      $("create-status").textContent = "The engine stopped: see the message above.";
+    } else if (e.code === "gpu") {
+      showAlert(`The GPU failed: ${e.message}. Try a smaller size, or reload the page.`, [
+        { label: "Reload the page", run: () => location.reload() },
+      ]);
+    } else {
+      $("create-status").textContent = `Could not generate: ${e.message}`;
+    }
+  } finally {
+    running = null;
+    $("progress").hidden = true;
+    updateButtons();
+  }
+}
+
+function cancel() {
+  running?.abort();
+}
+
+// ---- gallery ---------------------------------------------------------------------------
+
+let galleryId = 0;
+
+function addToGallery(result, params) {
+  const imageData = new ImageData(new Uint8ClampedArray(result.data), result.width, result.height);
+  const li = $("gallery-item").content.firstElementChild.cloneNode(true);
+  li.dataset.id = String(++galleryId);
+  li.dataset.seed = String(params.seed);
+  const canvas = li.querySelector("canvas");
+  canvas.width = imageData.width;
+  canvas.height = imageData.height;
+  canvas.getContext("2d").putImageData(imageData, 0, 0);
+  canvas.setAttribute("role", "img");
+  canvas.setAttribute("aria-label", `${params.prompt} (seed ${params.seed})`);
+  li.querySelector(".caption").textContent = params.prompt || "(no prompt)";
+  const kind = { generate: "", img2img: " · image to image", inpaint: " · inpaint" }[params.mode];
+  li.querySelector(".meta").textContent =
+    `seed ${params.seed} · ${params.width}×${params.height} · ${params.steps} steps${kind}` +
+    (params.ms ? ` · ${(params.ms / 1000).toFixed(1)} s` : "");
+  const parameters = a1111Parameters(params);
+  li.querySelector("figure").title = parameters;
+  li.addEventListener("click", async (e) => {
+    const action = e.target.closest("button")?.dataset.action;
+    if (action === "download") {
+      const png = await encodePng(imageData, parameters);
+      const url = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = `sd-webgpu-${params.seed}.png`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } else if (action === "reuse") {
+      $("prompt").value = params.prompt;
+      $("negative").value = params.negativePrompt;
+      $("steps").value = params.steps;
+      $("guidance").value = params.guidanceScale;
+      $("scheduler").value = params.ownScheduler ? "" : params.scheduler;
+      $("seed").value = params.seed;
+      if (params.mode === "generate") {
+        $("width").value = params.width;
+        $("height").value = params.height;
+      }
+      countTokens();
+      $("prompt").focus();
+    } else if (action === "img2img" || action === "inpaint") {
+      setSource(imageData);
+      setMode(action);
+      $("create-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+      (action === "inpaint" ? $("mask-canvas") : $("prompt")).focus({ preventScroll: true });
+    } else if (action === "delete") {
+      li.remove();
+      $("gallery-empty").hidden = $("gallery").children.length > 0;
+    }
+  });
+  $("gallery").prepend(li);
+  $("gallery-empty").hidden = true;
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+
+function wire() {
+  $("model-choice").addEventListener("change", showModelUrl);
+  $("model-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadModel();
+  });
+  $("load-cancel").addEventListener("click", () => model.loading?.abort());
+
+  for (const id of ["prompt", "negative"]) {
+    $(id).addEventListener("input", () => {
+      $(id).dataset.edited = "yes";
+      countTokens();
+    });
+  }
+
+  const tabs = [...document.querySelectorAll("[role=tab]")];
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => setMode(tab.dataset.mode));
+    tab.addEventListener("keydown", (e) => {
+      const d = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+      if (!d) return;
+      const enabled = tabs.filter((t) => !t.disabled);
+      const next = enabled[(enabled.indexOf(tab) + d + enabled.length) % enabled.length];
+      setMode(next.dataset.mode);
+      next.focus();
+    });
+  }
+
+  $("source-file").addEventListener("change", (e) => {
+    const file = e.target.files[0];
+    if (file) uploadSource(file);
+    e.target.value = "";
+  });
+  $("editor").addEventListener("dragover", (e) => e.preventDefault());
+  $("editor").addEventListener("drop", (e) => {
+    e.preventDefault();
+    const file = e.dataTransfer.files[0];
+    if (file) uploadSource(file);
+  });
+
+  $("brush-size").addEventListener("input", () => {
+    editor.brushSize = Number($("brush-size").value);
+    $("brush-size-value").textContent = `${editor.brushSize} px`;
+  });
+  $("tool-brush").addEventListener("click", () => setEraser(false));
+  $("tool-eraser").addEventListener("click", () => setEraser(true));
+  $("mask-clear").addEventListener("click", () => editor.clear());
+  $("mask-invert").addEventListener("click", () => editor.invert());
+  $("strength").addEventListener("input", () => {
+    $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  });
+
+  $("seed-random").addEventListener("click", () => {
+    $("seed").value = -1;
+  });
+  $("seed-reuse").addEventListener("click", () => {
+    if (lastSeed !== null) $("seed").value = lastSeed;
+  });
+
+  $("create-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    generate();
+  });
+  $("cancel").addEventListener("click", cancel);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      generate();
+    } else if (e.key === "Escape" && running) {
+      cancel();
+    }
+  });
+}
+
+async function registerServiceWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  try {
+    await navigator.serviceWorker.register("sw.js");
+  } catch (e) {
+    console.warn("no offline copy: the service worker did not register:", e.message);
+  }
+}
+
+async function main() {
+  wire();
+  setMode("generate");
+  updateButtons();
+  countTokens();
+  registerServiceWorker();
+  // The cheap check first, on this thread: no WebGPU, nothing to load.
+  if (!navigator.gpu) {
+    gpuStatus.textContent = "WebGPU is not available: this browser has no navigator.gpu.";
+    gpuStatus.dataset.state = "error";
+    showAlert(webgpuMissing());
+    setState("model", "none");
+    $("load").disabled = true;
+    $("model-status").textContent = "Models need WebGPU.";
+    return;
+  }
+  refreshCached();
+  const gpuOk = checkGpu();
+  // Start with the last model used if it is stored here, else the built-in one.
+  const last = localStorage.getItem("sd-webgpu:model");
+  const stored = last ? (await engine.request("cachedModels").catch(() => [])).some((m) => m.url === last) : false;
+  const start = stored ? last : modelKey(DEFAULT_MODEL);
+  selectModelUrl(start);
+  if (await gpuOk) loadModel(start);
+  else $("model-status").textContent = "The GPU check failed: see “Your GPU” below.";
+}
+
 main().catch((e) => {
-  status.textContent = `sd-webgpu failed to start: ${e.message ?? e}`;
-  status.dataset.state = "error";
+  showAlert(`sd-webgpu failed to start: ${e.message ?? e}`);
 });

@@ -1,20 +1,40 @@
-// Starts the README's run command, opens the page it serves in headless Chromium, and checks
-// that the WebGPU adapter is shown and that burn's kernels ran on it.
-import { test, before, after } from "node:test";
+// Starts the README's run command, opens the page it serves in headless Chromium (WebGPU on
+// SwiftShader, no GPU) and uses it as a person would: the GPU panel, a browser without
+// WebGPU, then, with the built-in model, text to image, the PNG download, inpainting with a
+// mask drawn by mouse, image to image, cancelling, a narrow screen, and an offline reload.
+//
+// Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
+// in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is slow: generations here are 64×64
+// with a few steps.
+import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { launch } from "./chromium.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const ARTIFACTS = join(ROOT, "target", "test-artifacts");
+const DOCS = join(ROOT, "docs", "screenshots");
 mkdirSync(ARTIFACTS, { recursive: true });
+
+const PROMPT = "a red circle on a blue background";
+// A generation on SwiftShader, shader compilation included, takes about a minute.
+const GENERATION_MS = 240_000;
 
 let server;
 let url;
 let browser;
+// What the static server logged, with times: [{ time, line }].
+const serverLog = [];
+
+/** The requests the server answered from `since` (a Date.now()) on, optionally up to `until`. */
+function served(since, until = Infinity) {
+  return serverLog
+    .filter(({ time, line }) => time >= since && time <= until && line.startsWith("[serve]"))
+    .map(({ line }) => line);
+}
 
 // The run command builds first (incremental here, since the test command built already),
 // then prints the URL once it listens.
@@ -23,10 +43,18 @@ function startRunCommand() {
     server = spawn("scripts/run.sh", [], {
       cwd: ROOT,
       env: { ...process.env, PORT: "0" },
-      stdio: ["ignore", "pipe", "inherit"],
+      stdio: ["ignore", "pipe", "pipe"],
       detached: true, // own process group, so after() can stop the server and its children
     });
     let out = "";
+    let pending = "";
+    server.stderr.on("data", (chunk) => {
+      if (process.env.VERBOSE) process.stderr.write(chunk);
+      pending += chunk;
+      const lines = pending.split("\n");
+      pending = lines.pop();
+      for (const line of lines) serverLog.push({ time: Date.now(), line });
+    });
     const timer = setTimeout(() => reject(new Error(`run command printed no URL within 20 min:\n${out}`)), 20 * 60_000);
     server.stdout.on("data", (chunk) => {
       out += chunk;
@@ -38,9 +66,68 @@ function startRunCommand() {
     });
     server.on("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`run command exited with ${code} before serving:\n${out}`));
+      const log = serverLog.map(({ line }) => line).join("\n");
+      reject(new Error(`run command exited with ${code} before serving:\n${out}\n${log}`));
     });
   });
+}
+
+// The screenshots the README shows.
+const README_SCREENSHOTS = ["page-generate", "page-inpaint", "page-progress", "page-narrow"];
+
+async function screenshot(page, name, options = {}) {
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, ...options });
+  if (process.env.UPDATE_SCREENSHOTS && README_SCREENSHOTS.includes(name)) {
+    mkdirSync(DOCS, { recursive: true });
+    copyFileSync(path, join(DOCS, `${name}.png`));
+  }
+}
+
+/** CRC-32 computed bit by bit (independent of png.js's table). */
+function crc32(bytes) {
+  let c = ~0;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+  }
+  return ~c >>> 0;
+}
+
+/** The chunks of a PNG as [{ type, data }], checking the signature, lengths and CRCs. */
+function pngChunks(bytes) {
+  assert.deepEqual([...bytes.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10], "PNG signature");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const chunks = [];
+  for (let at = 8; at < bytes.length; ) {
+    const length = view.getUint32(at);
+    const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+    const crc = view.getUint32(at + 8 + length);
+    assert.equal(crc, crc32(bytes.subarray(at + 4, at + 8 + length)), `CRC of the ${type} chunk`);
+    chunks.push({ type, data: bytes.subarray(at + 8, at + 8 + length) });
+    at += 12 + length;
+  }
+  return chunks;
+}
+
+async function waitForModel(page) {
+  await page.waitForFunction(() => ["ready", "error", "none"].includes(document.body.dataset.model), null, {
+    timeout: 240_000,
+  });
+  const state = await page.evaluate(() => document.body.dataset.model);
+  assert.equal(state, "ready", `model status: ${await page.locator("#model-status").textContent()}`);
+}
+
+async function galleryCount(page) {
+  return page.locator("#gallery > li").count();
+}
+
+/** Clicks Generate and waits for the run to end; returns the status line. */
+async function generateAndWait(page) {
+  await page.click("#generate");
+  await page.waitForFunction(() => document.body.dataset.busy === "yes", null, { timeout: 10_000 });
+  await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
+  return page.locator("#create-status").textContent();
 }
 
 before(async () => {
@@ -54,7 +141,8 @@ after(async () => {
 });
 
 test("the page shows the WebGPU adapter and burn kernels run on it", { timeout: 300_000 }, async () => {
-  const page = await browser.newPage();
+  const context = await browser.newContext();
+  const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url);
@@ -64,7 +152,8 @@ test("the page shows the WebGPU adapter and burn kernels run on it", { timeout: 
     null,
     { timeout: 240_000 },
   );
-  await page.screenshot({ path: join(ARTIFACTS, "page-adapter.png"), fullPage: true });
+  await page.locator("#gpu-details summary").click();
+  await screenshot(page, "page-adapter", { fullPage: true });
   assert.equal(await status.getAttribute("data-state"), "ready", `page says: ${await status.textContent()}`);
   const name = await page.locator('[data-field="name"]').textContent();
   assert.ok(name && name !== "unknown adapter", `adapter name shown: ${name}`);
@@ -72,11 +161,12 @@ test("the page shows the WebGPU adapter and burn kernels run on it", { timeout: 
   assert.match(await page.locator('[data-field="shaderF16"]').textContent(), /^(yes|no \(f32 path\))$/);
   assert.match(await page.locator('[data-field="selfCheck"]').textContent(), /^ok /);
   assert.deepEqual(errors, []);
-  await page.close();
+  await context.close();
 });
 
-test("without WebGPU the page says so instead of failing silently", { timeout: 120_000 }, async () => {
-  const page = await browser.newPage();
+test("without WebGPU the page says so and what to do", { timeout: 120_000 }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
   // A browser without WebGPU: navigator.gpu is absent.
   await page.addInitScript(() => {
     Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
@@ -86,6 +176,337 @@ test("without WebGPU the page says so instead of failing silently", { timeout: 1
     timeout: 60_000,
   });
   assert.match(await page.locator("#status").textContent(), /WebGPU is not available/);
-  await page.screenshot({ path: join(ARTIFACTS, "page-no-webgpu.png") });
-  await page.close();
+  const alert = page.locator("#alert");
+  assert.ok(await alert.isVisible(), "an alert explains the problem");
+  assert.match(await alert.textContent(), /Chrome or Edge 113/);
+  assert.ok(await page.locator("#generate").isDisabled());
+  assert.ok(await page.locator("#load").isDisabled());
+  await screenshot(page, "page-no-webgpu");
+  await context.close();
+});
+
+test("a failed download says so, and Retry resumes it", { timeout: 300_000 }, async () => {
+  const context = await browser.newContext();
+  const fetched = [];
+  context.on("request", (r) => fetched.push(new URL(r.url()).pathname));
+  // The third chunk fails once: connection reset.
+  await context.route("**/models/shapes/chunk-002.bin", (route) => route.abort("connectionreset"));
+  const page = await context.newPage();
+  await page.goto(url);
+  const alert = page.locator("#alert");
+  await alert.waitFor({ state: "visible", timeout: 240_000 });
+  assert.match(await alert.textContent(), /could not be downloaded.*chunk-002\.bin/s);
+  assert.equal(await page.evaluate(() => document.body.dataset.model), "error");
+  await screenshot(page, "page-download-failed");
+  // Now the network works again, slowly: the progress shows size, speed and time left.
+  await context.unroute("**/models/shapes/chunk-002.bin");
+  await context.route("**/models/shapes/chunk-003.bin", async (route) => {
+    await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  });
+  const retryFrom = fetched.length;
+  await alert.getByRole("button", { name: "Retry" }).click();
+  // While chunk-003 is held back, the bar shows what came before it.
+  await page.waitForFunction(() => /MB of .* MB.*\/s .* left \(chunk-002\.bin\)/.test(document.querySelector("#download-text").textContent));
+  await screenshot(page, "page-download");
+  await waitForModel(page);
+  const again = fetched.slice(retryFrom).filter((p) => /chunk-00[01]\.bin$/.test(p));
+  assert.deepEqual(again, [], "chunks stored before the failure are not downloaded again");
+  await context.close();
+});
+
+test("a model bigger than the free storage is refused before downloading, saying what to do", { timeout: 300_000 }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(url);
+  await waitForModel(page);
+  // A model whose manifest lists more (unused) chunks than the browser has room for.
+  const free = await page.evaluate(async () => {
+    const { quota, usage } = await navigator.storage.estimate();
+    return quota - usage;
+  });
+  const manifest = JSON.parse(readFileSync(join(ROOT, "www", "models", "shapes", "manifest.json"), "utf8"));
+  const size = 2e9;
+  for (let i = 0; i <= free / size; i++) {
+    manifest.chunks.push({ path: `chunk-${900 + i}.bin`, size, sha256: "0".repeat(64) });
+  }
+  const fetched = [];
+  context.on("request", (r) => fetched.push(r.url()));
+  await context.route("**/models/huge/manifest.json", (route) =>
+    route.fulfill({ contentType: "application/json", body: JSON.stringify(manifest) }),
+  );
+  await page.selectOption("#model-choice", "custom");
+  await page.fill("#model-url", "models/huge");
+  await page.click("#load");
+  const alert = page.locator("#alert");
+  await alert.waitFor({ state: "visible", timeout: 60_000 });
+  assert.match(await alert.textContent(), /Not enough browser storage.*MB.*stored models are listed below/s);
+  // The model loaded before stays usable.
+  assert.match(await page.locator("#model-status").textContent(), /Still using shapes/);
+  assert.ok(await page.locator("#generate").isEnabled());
+  assert.ok(await page.locator("#cached").evaluate((d) => d.open), "the stored models are shown");
+  assert.deepEqual(fetched.filter((u) => /\/models\/huge\/(?!manifest)/.test(u)), [], "nothing downloaded");
+  await screenshot(page, "page-quota");
+  await context.close();
+});
+
+describe("with the built-in model", () => {
+  let context;
+  let page;
+  const requests = []; // every request of the page, its workers and its service worker
+  const errors = [];
+
+  before(async () => {
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context.on("request", (r) => requests.push(r));
+    page = await context.newPage();
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(url);
+  });
+
+  after(async () => {
+    await context?.close();
+  });
+
+  test("loads the built-in model by itself, with defaults from its manifest", { timeout: 300_000 }, async () => {
+    await waitForModel(page);
+    assert.match(await page.locator("#model-status").textContent(), /Loaded shapes/);
+    // 64×64 from the manifest: UNet sample_size × the VAE's scale.
+    assert.equal(await page.inputValue("#width"), "64");
+    assert.equal(await page.inputValue("#height"), "64");
+    // The chunks were fetched by the engine's worker, and the recorder saw it.
+    assert.ok(requests.some((r) => /\/models\/shapes\/chunk-000\.bin$/.test(r.url())), "chunk requests recorded");
+    // The CLIP token counter uses the model's tokenizer ("a red circle on a blue background" = 7).
+    await page.waitForFunction(() => /^7 \/ 75/.test(document.querySelector("#prompt-tokens").textContent), null, {
+      timeout: 10_000,
+    });
+    await page.fill("#negative", "blurry");
+    await page.waitForFunction(() => /^1 \/ 75/.test(document.querySelector("#negative-tokens").textContent));
+    // The stored-models list shows it with its size.
+    await page.locator("#cached summary").click();
+    await page.waitForFunction(() => document.querySelectorAll("#cached-list li").length === 1);
+    assert.match(await page.locator("#cached-list li").textContent(), /models\/shapes.*MB/);
+    // Every control has a name for screen readers.
+    const unnamed = await page.evaluate(() =>
+      [...document.querySelectorAll("input, select, textarea, button")]
+        .filter((el) => !el.closest("template"))
+        .filter((el) => !(el.labels?.length || el.getAttribute("aria-label") || (el.tagName === "BUTTON" && el.textContent.trim())))
+        .map((el) => el.id || el.outerHTML.slice(0, 60)),
+    );
+    assert.deepEqual(unnamed, [], "controls without a label");
+    // The service worker is active before anything else happens (it caches the page).
+    await page.evaluate(() => navigator.serviceWorker.ready);
+  });
+
+  test("generates an image, making no network request while it runs", { timeout: GENERATION_MS + 60_000 }, async () => {
+    await page.fill("#prompt", PROMPT);
+    await page.fill("#steps", "3");
+    await page.fill("#seed", "1234");
+    await page.selectOption("#scheduler", "euler-a");
+    const before = requests.length;
+    const previews = [];
+    await page.exposeFunction("notePreview", (text) => previews.push(text));
+    await page.evaluate(() => {
+      new MutationObserver(() => window.notePreview(document.querySelector("#progress-text").textContent)).observe(
+        document.querySelector("#progress-text"),
+        { childList: true, characterData: true, subtree: true },
+      );
+    });
+    const started = Date.now();
+    const status = await generateAndWait(page);
+    const during = requests.slice(before).map((r) => r.url());
+    assert.equal(status, "Done: 1 image.");
+    assert.deepEqual(during, [], "no request from the page, its workers or its service worker during generation");
+    // The server saw none either, but for the browser's own update check of the service
+    // worker's script (Chromium schedules one after a page comes under a new service worker;
+    // it carries nothing of the page's).
+    const seen = served(started, Date.now()).filter((l) => !l.includes('"GET /sw.js '));
+    assert.deepEqual(seen, [], "the server saw no request during generation");
+    assert.ok(previews.some((t) => /step 3 \/ 3 .* left/.test(t)), `progress shown: ${previews.join(" | ")}`);
+    assert.equal(await galleryCount(page), 1);
+    const item = page.locator("#gallery > li").first();
+    assert.equal(await item.getAttribute("data-seed"), "1234");
+    assert.match(await item.textContent(), /seed 1234 · 64×64 · 3 steps/);
+    // Not a blank canvas.
+    const distinct = await item.locator("canvas").evaluate((c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      return new Set(Array.from({ length: d.length / 4 }, (_, i) => d[i * 4] * 65536 + d[i * 4 + 1] * 256 + d[i * 4 + 2])).size;
+    });
+    assert.ok(distinct > 2, `not a blank image: ${distinct} colours`);
+    await screenshot(page, "page-generate", { fullPage: true });
+  });
+
+  test("downloads the image as a PNG with the A1111 parameters", { timeout: 60_000 }, async () => {
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.locator("#gallery > li").first().getByRole("button", { name: "Download PNG" }).click(),
+    ]);
+    assert.equal(download.suggestedFilename(), "sd-webgpu-1234.png");
+    const bytes = new Uint8Array(readFileSync(await download.path()));
+    const chunks = pngChunks(bytes);
+    assert.deepEqual(chunks.slice(0, 2).map((c) => c.type), ["IHDR", "tEXt"]);
+    assert.equal(chunks.at(-1).type, "IEND");
+    // tEXt: keyword, NUL, Latin-1 text.
+    const text = Buffer.from(chunks[1].data).toString("latin1");
+    assert.equal(
+      text,
+      "parameters\0" +
+        `${PROMPT}\nNegative prompt: blurry\n` +
+        "Steps: 3, Sampler: Euler a, CFG scale: 7.5, Seed: 1234, Size: 64x64, Model: shapes",
+    );
+    // Text beyond Latin-1 goes in an iTXt chunk, UTF-8, uncompressed.
+    const itxt = new Uint8Array(
+      await page.evaluate(async () => Array.from((await import("./png.js")).textChunk("parameters", "ein Hund 🐕, 犬"))),
+    );
+    const [chunk] = pngChunks(new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, ...itxt]));
+    assert.equal(chunk.type, "iTXt");
+    assert.equal(Buffer.from(chunk.data).toString("utf8"), "parameters\0\0\0\0\0ein Hund 🐕, 犬");
+    // Chromium decodes the PNG to the gallery's pixels.
+    const same = await page.evaluate(async (data) => {
+      const bitmap = await createImageBitmap(new Blob([new Uint8Array(data)], { type: "image/png" }));
+      const c = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
+      c.drawImage(bitmap, 0, 0);
+      const got = c.getImageData(0, 0, bitmap.width, bitmap.height).data;
+      const canvas = document.querySelector("#gallery > li canvas");
+      const want = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      return got.length === want.length && got.every((v, i) => v === want[i]);
+    }, Array.from(bytes));
+    assert.ok(same, "the PNG holds the gallery image");
+  });
+
+  test("inpaints with a mask painted by mouse", { timeout: GENERATION_MS + 60_000 }, async () => {
+    await page.locator("#gallery > li").first().getByRole("button", { name: "To inpaint" }).click();
+    assert.equal(await page.evaluate(() => document.body.dataset.mode), "inpaint");
+    assert.equal(await page.getAttribute("#tab-inpaint", "aria-selected"), "true");
+    await page.fill("#brush-size", "16");
+    await page.locator("#brush-size").dispatchEvent("input");
+    // A stroke across the middle of the image.
+    const box = await page.locator("#mask-canvas").boundingBox();
+    await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.5);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.5, { steps: 8 });
+    await page.mouse.up();
+    const painted = await page.evaluate(() => {
+      const c = document.querySelector("#mask-canvas");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      const at = (x, y) => d[(y * c.width + x) * 4 + 3] >= 128;
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] >= 128) n++;
+      return { centre: at(32, 32), corner: at(2, 2), fraction: n / (c.width * c.height) };
+    });
+    assert.ok(painted.centre && !painted.corner, `mask painted where the mouse went: ${JSON.stringify(painted)}`);
+    assert.ok(painted.fraction > 0.1 && painted.fraction < 0.5, `mask covers ${painted.fraction}`);
+    await screenshot(page, "page-inpaint", { fullPage: true });
+    // The eraser removes paint where it goes; invert twice is the same mask.
+    const centre = () =>
+      page.evaluate(() => document.querySelector("#mask-canvas").getContext("2d").getImageData(32, 32, 1, 1).data[3] >= 128);
+    const click = (fx, fy) => page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+    await page.click("#tool-eraser");
+    await click(0.5, 0.5);
+    assert.equal(await centre(), false, "erased");
+    await page.click("#tool-brush");
+    await click(0.5, 0.5);
+    assert.equal(await centre(), true, "painted again");
+    await page.click("#mask-invert");
+    assert.equal(await centre(), false, "inverted");
+    await page.click("#mask-invert");
+    await page.fill("#steps", "3");
+    const status = await generateAndWait(page);
+    assert.equal(status, "Done: 1 image.");
+    assert.equal(await galleryCount(page), 2);
+    assert.match(await page.locator("#gallery > li").first().textContent(), /64×64 · 3 steps · inpaint/);
+  });
+
+  test("image to image takes an image from the gallery", { timeout: 60_000 }, async () => {
+    await page.locator("#gallery > li").nth(1).getByRole("button", { name: "To image to image" }).click();
+    assert.equal(await page.evaluate(() => document.body.dataset.mode), "img2img");
+    assert.ok(await page.locator("#source").isVisible());
+    assert.ok(await page.locator("#mask-tools").isHidden());
+    assert.ok(await page.locator("#width").isDisabled(), "the output has the image's size");
+    await screenshot(page, "page-img2img", { fullPage: true });
+    // Back to text to image with the keyboard (arrow keys move between the tabs).
+    await page.focus("#tab-img2img");
+    await page.keyboard.press("ArrowLeft");
+    assert.equal(await page.evaluate(() => document.body.dataset.mode), "generate");
+  });
+
+  test("cancels a running generation", { timeout: GENERATION_MS }, async () => {
+    const count = await galleryCount(page);
+    await page.fill("#steps", "50");
+    await page.click("#generate");
+    await page.waitForFunction(() => /step \d+ \/ 50/.test(document.querySelector("#progress-text").textContent), null, {
+      timeout: GENERATION_MS,
+    });
+    await screenshot(page, "page-progress", { fullPage: true });
+    await page.keyboard.press("Escape");
+    await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: 60_000 });
+    assert.match(await page.locator("#create-status").textContent(), /^Cancelled/);
+    assert.equal(await galleryCount(page), count, "a cancelled run adds no image");
+    assert.ok(await page.locator("#generate").isEnabled());
+  });
+
+  test("after the engine stops (a lost GPU device), says so and loads the model again", { timeout: 300_000 }, async () => {
+    await page.evaluate(() =>
+      window.sdWebgpu.engine.worker.dispatchEvent(new ErrorEvent("error", { message: "GPU device lost (simulated)" })),
+    );
+    const alert = page.locator("#alert");
+    await alert.waitFor({ state: "visible" });
+    assert.match(await alert.textContent(), /device lost/);
+    assert.ok(await page.locator("#generate").isDisabled());
+    await screenshot(page, "page-device-lost");
+    await alert.getByRole("button", { name: "Load the model again" }).click();
+    await waitForModel(page);
+    assert.ok(await alert.isHidden());
+    assert.ok(await page.locator("#generate").isEnabled());
+  });
+
+  test("fits a narrow screen", { timeout: 60_000 }, async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no sideways scrolling (${overflow} px too wide)`);
+    await screenshot(page, "page-narrow", { fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  test("offline, the page reloads and still generates", { timeout: GENERATION_MS + 300_000 }, async () => {
+    await page.evaluate(() => navigator.serviceWorker.ready);
+    await context.setOffline(true);
+    const offlineSince = Date.now();
+    try {
+      const start = requests.length;
+      await page.reload();
+      // The network is really gone: a file the service worker never cached fails.
+      const reached = await page.evaluate(() =>
+        fetch(`not-cached-${Date.now()}.txt`).then(
+          () => true,
+          () => false,
+        ),
+      );
+      assert.equal(reached, false, "offline");
+      await waitForModel(page);
+      const responses = await Promise.all(requests.slice(start).map(async (r) => [r.url(), await r.response()]));
+      const fromNetwork = responses.filter(([, res]) => res && !res.fromServiceWorker() && res.status() !== 0);
+      assert.deepEqual(
+        fromNetwork.map(([u]) => u),
+        [],
+        "everything came from the service worker's cache or IndexedDB",
+      );
+      // A batch of two with a fixed seed: seed, seed + 1.
+      await page.fill("#steps", "1");
+      await page.fill("#seed", "77");
+      await page.fill("#batch", "2");
+      const status = await generateAndWait(page);
+      assert.equal(status, "Done: 2 images.");
+      const seeds = await page.locator("#gallery > li").evaluateAll((items) => items.map((li) => li.dataset.seed));
+      assert.deepEqual(seeds, ["78", "77"], "newest first");
+      await screenshot(page, "page-offline", { fullPage: true });
+      // Only the browser's own service worker update check gets through (playwright's offline
+      // mode covers pages and workers, not that check); it fails harmlessly when truly offline.
+      const through = served(offlineSince, Date.now()).filter((l) => !l.includes('"GET /sw.js '));
+      assert.deepEqual(through, [], "the server saw no request while offline");
+    } finally {
+      await context.setOffline(false);
+    }
+    assert.deepEqual(errors, []);
+  });
 });

@@ -125,6 +125,15 @@ impl Generator {
         self.state.borrow().model.is_some()
     }
 
+    /// How many CLIP tokens `text` takes with the loaded model's tokenizer (without the start
+    /// and end tokens), for a "used / 75" counter: tokens past 75 are cut off.
+    #[wasm_bindgen(js_name = countTokens)]
+    pub fn count_tokens(&self, text: &str) -> Result<u32, JsValue> {
+        let state = self.state.borrow();
+        let model = state.model.as_ref().ok_or_else(|| Error::BadInput("no model loaded".into()))?;
+        Ok(model.tokenizer.count_tokens(text)? as u32)
+    }
+
     /// Text to image. Options: `prompt`, `negativePrompt`, `steps` (20), `guidanceScale`
     /// (7.5), `scheduler` (the model's), `seed` (random), `latents`, `width`/`height` (512),
     /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`

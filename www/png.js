@@ -1,0 +1,116 @@
+// PNG files with the generation parameters embedded, as AUTOMATIC1111's web UI writes them:
+// a text chunk with the keyword "parameters", which image viewers and model sites read back.
+//
+// The browser encodes the pixels (canvas.toBlob); we insert the text chunk after IHDR.
+// Latin-1 text goes in a tEXt chunk; anything else in an iTXt chunk (UTF-8), as the
+// native `sd-weights generate` does.
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (ISO 3309, as PNG uses it) of `bytes`. */
+export function crc32(bytes) {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** One PNG chunk: length, type, data, CRC over type and data. */
+export function chunk(type, data) {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+function isLatin1(text) {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 255) return false;
+  return true;
+}
+
+/** A tEXt chunk (Latin-1 text) or, when the text needs it, an iTXt chunk (UTF-8). */
+export function textChunk(keyword, text) {
+  if (isLatin1(text)) {
+    const data = new Uint8Array(keyword.length + 1 + text.length);
+    for (let i = 0; i < keyword.length; i++) data[i] = keyword.charCodeAt(i);
+    for (let i = 0; i < text.length; i++) data[keyword.length + 1 + i] = text.charCodeAt(i);
+    return chunk("tEXt", data);
+  }
+  // iTXt: keyword, 0, compression flag 0, method 0, empty language tag, 0, empty
+  // translated keyword, 0, then the UTF-8 text.
+  const utf8 = new TextEncoder().encode(text);
+  const head = keyword.length;
+  const data = new Uint8Array(head + 5 + utf8.length);
+  for (let i = 0; i < head; i++) data[i] = keyword.charCodeAt(i);
+  data.set(utf8, head + 5);
+  return chunk("iTXt", data);
+}
+
+const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
+
+/** `png` (bytes of a PNG file) with a `keyword` text chunk inserted after IHDR. */
+export function withText(png, keyword, text) {
+  for (let i = 0; i < 8; i++) {
+    if (png[i] !== SIGNATURE[i]) throw new Error("not a PNG file");
+  }
+  const ihdrLength = new DataView(png.buffer, png.byteOffset).getUint32(8);
+  const afterIhdr = 8 + 12 + ihdrLength;
+  const extra = textChunk(keyword, text);
+  const out = new Uint8Array(png.length + extra.length);
+  out.set(png.subarray(0, afterIhdr), 0);
+  out.set(extra, afterIhdr);
+  out.set(png.subarray(afterIhdr), afterIhdr + extra.length);
+  return out;
+}
+
+/** PNG file bytes of `imageData` (an ImageData) with `parameters` embedded. */
+export async function encodePng(imageData, parameters) {
+  const canvas = new OffscreenCanvas(imageData.width, imageData.height);
+  canvas.getContext("2d").putImageData(imageData, 0, 0);
+  const blob = await canvas.convertToBlob({ type: "image/png" });
+  const png = new Uint8Array(await blob.arrayBuffer());
+  return parameters ? withText(png, "parameters", parameters) : png;
+}
+
+// A1111's sampler names for our schedulers.
+export const A1111_SAMPLERS = {
+  ddim: "DDIM",
+  pndm: "PLMS",
+  euler: "Euler",
+  "euler-a": "Euler a",
+  "dpmpp-2m": "DPM++ 2M",
+  "dpmpp-2m-karras": "DPM++ 2M Karras",
+  lcm: "LCM",
+};
+
+/**
+ * The A1111 `parameters` text, laid out as the web UI (and `sd-weights generate`) writes it:
+ *
+ *     a red circle
+ *     Negative prompt: blurry
+ *     Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes
+ */
+export function a1111Parameters(p) {
+  let text = `${p.prompt}\nNegative prompt: ${p.negativePrompt ?? ""}\n`;
+  const fields = [
+    `Steps: ${p.steps}`,
+    `Sampler: ${A1111_SAMPLERS[p.scheduler] ?? p.scheduler}`,
+    `CFG scale: ${p.guidanceScale}`,
+    `Seed: ${p.seed}`,
+    `Size: ${p.width}x${p.height}`,
+    `Model: ${p.model}`,
+  ];
+  if (p.mode !== "generate") fields.push(`Denoising strength: ${p.strength}`);
+  text += fields.join(", ");
+  return text;
+}

@@ -1,0 +1,98 @@
+// Service worker: keeps the page and the wasm engine in the Cache API so that, once loaded,
+// the page reloads and works without a network. Model weights are not kept here: the engine
+// stores them in IndexedDB by sha256 (crate/js/chunk_cache.js), so chunk and tokenizer files
+// pass straight through.
+//
+// Strategy: network first (a rebuilt page or engine is picked up on the next reload), the
+// cached copy when the network fails. Every successful same-origin GET refreshes the cache,
+// and model manifests (small) are kept too, from any origin, for the page's defaults.
+
+const CACHE = "sd-webgpu-v1";
+
+// The app shell. The engine's JS snippets (pkg/snippets/<crate>-<hash>/...) have hashed
+// names: they are read from the import lines of pkg/sd_webgpu.js at install time.
+const SHELL = [
+  "./",
+  "index.html",
+  "style.css",
+  "app.js",
+  "engine.js",
+  "worker.js",
+  "mask.js",
+  "png.js",
+  "icon.svg",
+  "pkg/sd_webgpu.js",
+  "pkg/sd_webgpu_bg.wasm",
+];
+
+async function snippets() {
+  const response = await fetch("pkg/sd_webgpu.js", { cache: "no-cache" });
+  const text = await response.text();
+  return [...text.matchAll(/from\s+['"]\.\/(snippets\/[^'"]+)['"]/g)].map((m) => `pkg/${m[1]}`);
+}
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      const files = [...SHELL, ...(await snippets())];
+      await cache.addAll(files.map((f) => new Request(f, { cache: "no-cache" })));
+      await self.skipWaiting();
+    })(),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    (async () => {
+      for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+      await self.clients.claim();
+    })(),
+  );
+});
+
+// Weights: IndexedDB keeps them; caching them here too would store every model twice.
+function isWeights(url) {
+  return /\/chunk-\d+\.bin$/.test(url.pathname) || /\/tokenizer\/[^/]+$/.test(url.pathname);
+}
+
+function isManifest(url) {
+  return url.pathname.endsWith("/manifest.json");
+}
+
+// Same validator as the cached copy: no need to write the (possibly 10 MB) body again.
+function sameVersion(a, b) {
+  for (const header of ["etag", "last-modified"]) {
+    const x = a.headers.get(header);
+    if (x && x === b.headers.get(header)) return true;
+  }
+  return false;
+}
+
+async function networkFirst(request) {
+  const cache = await caches.open(CACHE);
+  try {
+    const response = await fetch(request);
+    if (response.ok && response.type !== "opaque") {
+      const cached = await cache.match(request, { ignoreSearch: true });
+      if (!cached || !sameVersion(cached, response)) await cache.put(request, response.clone());
+    }
+    return response;
+  } catch (networkError) {
+    const cached =
+      (await cache.match(request, { ignoreSearch: true })) ??
+      (request.mode === "navigate" ? await cache.match("index.html") : undefined);
+    if (cached) return cached;
+    throw networkError;
+  }
+}
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  if (request.method !== "GET") return;
+  const url = new URL(request.url);
+  if (isWeights(url)) return;
+  if (url.origin === self.location.origin || isManifest(url)) {
+    event.respondWith(networkFirst(request));
+  }
+});
