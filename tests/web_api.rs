@@ -289,6 +289,19 @@ async fn load_streams_a_converted_model() {
     assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"), "{message}");
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(generator.loaded());
+
+    // The GPU device is lost (as in a driver reset): the next call makes a new device and
+    // loads the model again from where it came from.
+    fake_fetch(&converted_files(None), &log);
+    Generator::lose_device_for_testing();
+    let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
+    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
+    let o = options("a red cube on a table");
+    set(&o, "steps", 3);
+    set(&o, "scheduler", "euler-a");
+    set(&o, "seed", 5);
+    let again = settle(generator.generate(o.into())).await.unwrap();
+    check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
     Generator::delete_cached_model("https://models.test/sd15".into()).await.unwrap();
 
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();

@@ -44,7 +44,16 @@ fn graphics_api() -> wgpu::Backend {
     }
 }
 
-static GPU: async_lock::OnceCell<Device> = async_lock::OnceCell::new();
+/// A GPU device we created, and why it was lost, once it is.
+struct Gpu {
+    device: Device,
+    lost: LostFlag,
+}
+
+type LostFlag = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
+/// Every GPU device created, the current one last.
+static GPUS: async_lock::Mutex<Vec<Gpu>> = async_lock::Mutex::new(Vec::new());
 
 /// The GPU device: WebGPU in the browser, Vulkan (or Metal) natively.
 ///
@@ -54,19 +63,48 @@ static GPU: async_lock::OnceCell<Device> = async_lock::OnceCell::new();
 /// sizes, which stay at WebGPU's defaults ([`MAX_BINDING_BYTES`], [`MAX_BUFFER_BYTES`]),
 /// and all its features (shader-f16 where present).
 ///
-/// burn's wgpu runtime can be initialised once per process, so the device is created on the
-/// first call and shared afterwards; concurrent first calls wait for the one creating it.
+/// The device is created on the first call and shared afterwards (concurrent first calls
+/// wait for the one creating it). Once it is lost (a driver reset, the browser reclaiming
+/// the GPU), the next call creates a new one; tensors on the lost one are gone.
 /// Asynchronous because a browser hands out adapters only through promises.
 pub async fn gpu() -> Result<Device, Error> {
-    GPU.get_or_try_init(|| async {
-        let setup = request_setup().await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
-        Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))
-    })
-    .await
-    .cloned()
+    let mut gpus = GPUS.lock().await;
+    if let Some(gpu) = gpus.last()
+        && gpu.lost.lock().map(|l| l.is_none()).unwrap_or(false)
+    {
+        return Ok(gpu.device.clone());
+    }
+    let lost = LostFlag::default();
+    let setup = request_setup(lost.clone()).await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
+    let device = Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
+    gpus.push(Gpu { device: device.clone(), lost });
+    Ok(device)
 }
 
-async fn request_setup() -> Result<WgpuSetup, String> {
+/// Why `device` was lost, if it is a GPU device of ours that was.
+pub fn lost(device: &Device) -> Option<String> {
+    let gpus = GPUS.try_lock()?; // locked: a device is being created, so none is lost now
+    let gpu = gpus.iter().find(|g| g.device == *device)?;
+    gpu.lost.lock().ok()?.clone()
+}
+
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    /// The current wgpu device, for [`lose_gpu_for_testing`].
+    static CURRENT: std::cell::RefCell<Option<wgpu::Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Destroys the current GPU device, as a driver reset would: for testing recovery.
+#[cfg(target_arch = "wasm32")]
+pub fn lose_gpu_for_testing() {
+    CURRENT.with(|c| {
+        if let Some(device) = c.borrow().as_ref() {
+            device.destroy();
+        }
+    });
+}
+
+async fn request_setup(lost: LostFlag) -> Result<WgpuSetup, String> {
     let backend = graphics_api();
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: backend.into(),
@@ -99,6 +137,13 @@ async fn request_setup() -> Result<WgpuSetup, String> {
         })
         .await
         .map_err(|e| format!("the {backend:?} adapter refused a device: {e}"))?;
+    device.set_device_lost_callback(move |reason, message| {
+        if let Ok(mut lost) = lost.lock() {
+            *lost = Some(format!("{reason:?}: {message}"));
+        }
+    });
+    #[cfg(target_arch = "wasm32")]
+    CURRENT.with(|c| *c.borrow_mut() = Some(device.clone()));
     Ok(WgpuSetup { instance, adapter, device, queue, backend })
 }
 

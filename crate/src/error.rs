@@ -8,6 +8,8 @@ pub enum Error {
     NoGpu(String),
     /// The GPU failed while running or reading back work.
     Gpu(String),
+    /// The GPU device was lost (driver reset, GPU reclaimed): what was on it is gone.
+    DeviceLost(String),
     /// A weights file is unreadable, truncated, or lies about its contents.
     BadWeights(String),
     /// A model config asks for something we do not implement (names the field), or is malformed.
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
         match self {
             Error::NoGpu(why) => write!(f, "no usable GPU: {why}"),
             Error::Gpu(why) => write!(f, "GPU error: {why}"),
+            Error::DeviceLost(why) => write!(f, "the GPU device was lost ({why}); {}", "load the model again: a new device is made on the next call"),
             Error::Tokenizer(why) => write!(
                 f,
                 "tokenizer error: {why} (use the checkpoint's tokenizer/ folder: vocab.json + merges.txt, or tokenizer.json)"

@@ -31,6 +31,8 @@ struct State {
     model: Option<Rc<StableDiffusion>>,
     /// How long loading the current model took.
     load_ms: f64,
+    /// Where the current model came from (`load`), to load it again after a lost device.
+    model_url: Option<String>,
     busy: bool,
 }
 
@@ -45,7 +47,7 @@ impl Generator {
     /// Creates the WebGPU device. Rejects with code `"no-webgpu"` where WebGPU is missing.
     pub async fn create() -> Result<Generator, JsValue> {
         let device = device::gpu().await?;
-        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, load_ms: 0.0, busy: false })) })
+        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, load_ms: 0.0, model_url: None, busy: false })) })
     }
 
     /// Loads a model from its files: an object (or `Map`) from paths in a diffusers folder
@@ -73,10 +75,14 @@ impl Generator {
         if state.busy {
             return Err(Error::BadInput("a generation is running: wait for it (or abort it) before loading".into()).into());
         }
+        if let Some(why) = device::lost(&state.device) {
+            return Err(Error::DeviceLost(format!("{why}; call Generator.create() again")).into());
+        }
         let started = now_ms();
         let model = StableDiffusion::from_files(&map, &state.device)?;
         state.model = Some(Rc::new(model));
         state.load_ms = now_ms() - started;
+        state.model_url = None;
         Ok(())
     }
 
@@ -87,20 +93,24 @@ impl Generator {
     pub fn load(&self, model_url: String, options: JsValue) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let device = {
+            {
                 let mut s = state.borrow_mut();
                 if s.busy {
                     return Err(Error::BadInput("busy: wait for the running generation or load to finish".into()).into());
                 }
                 s.busy = true;
-                s.device.clone()
-            };
+            }
             let started = now_ms();
-            let result = super::load::load(&model_url, &options, &device).await;
+            let result = async {
+                let device = current_device(&state).await?;
+                super::load::load(&model_url, &options, &device).await
+            }
+            .await;
             let mut s = state.borrow_mut();
             s.busy = false;
             s.model = Some(Rc::new(result?));
             s.load_ms = now_ms() - started;
+            s.model_url = Some(model_url);
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -117,6 +127,13 @@ impl Generator {
     #[wasm_bindgen(js_name = deleteCachedModel)]
     pub async fn delete_cached_model(url: String) -> Result<JsValue, JsValue> {
         super::load::cache_delete_model(url.trim_end_matches('/')).await
+    }
+
+    /// Destroys the GPU device, as a driver reset would (for tests of the recovery).
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = loseDeviceForTesting)]
+    pub fn lose_device_for_testing() {
+        device::lose_gpu_for_testing();
     }
 
     /// Whether a model is loaded.
@@ -159,20 +176,59 @@ impl Generator {
     fn run(&self, options: JsValue, mode: &'static str) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let (model, load_ms) = {
+            {
                 let mut s = state.borrow_mut();
-                let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
+                if s.model.is_none() {
+                    return Err(Error::BadInput("no model loaded: call load or loadFiles first".into()).into());
+                }
                 if s.busy {
                     return Err(Error::BadInput("another generation is running: one at a time".into()).into());
                 }
                 s.busy = true;
-                (model, s.load_ms)
-            };
-            let result = generate(&model, &options, mode, load_ms).await;
+            }
+            let result = async {
+                let (model, load_ms) = recover(&state).await?;
+                generate(&model, &options, mode, load_ms).await
+            }
+            .await;
             state.borrow_mut().busy = false;
             result
         })
     }
+}
+
+/// The generator's device, a new one if it was lost (the model on it is dropped).
+async fn current_device(state: &Rc<RefCell<State>>) -> Result<Device, JsValue> {
+    let old = state.borrow().device.clone();
+    if device::lost(&old).is_none() {
+        return Ok(old);
+    }
+    let device = device::gpu().await?;
+    let mut s = state.borrow_mut();
+    s.model = None;
+    s.device = device.clone();
+    Ok(device)
+}
+
+/// The loaded model and its load time; after a lost device, on a new device with the model
+/// loaded again from where it came from (the browser's storage, so no download).
+async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64), JsValue> {
+    let lost = device::lost(&state.borrow().device);
+    if let Some(why) = lost {
+        let device = current_device(state).await?;
+        let url = state.borrow().model_url.clone();
+        let Some(url) = url else {
+            return Err(Error::DeviceLost(format!("{why}; call loadFiles again")).into());
+        };
+        let started = now_ms();
+        let model = super::load::load(&url, &JsValue::UNDEFINED, &device).await?;
+        let mut s = state.borrow_mut();
+        s.model = Some(Rc::new(model));
+        s.load_ms = now_ms() - started;
+    }
+    let s = state.borrow();
+    let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
+    Ok((model, s.load_ms))
 }
 
 async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str, load_ms: f64) -> Result<JsValue, JsValue> {

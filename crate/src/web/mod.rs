@@ -25,6 +25,7 @@ impl From<Error> for JsValue {
         let code = match e {
             Error::NoGpu(_) => "no-webgpu",
             Error::Gpu(_) => "gpu",
+            Error::DeviceLost(_) => "device-lost",
             Error::Tokenizer(_) => "tokenizer",
             Error::BadWeights(_) => "bad-weights",
             Error::BadConfig(_) => "bad-config",
