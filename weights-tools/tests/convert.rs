@@ -397,7 +397,7 @@ fn streaming_load_equals_the_cpu_reader() {
 
     // Uploads in blocks of 4 KiB: most tensors arrive as several blocks, the token
     // embedding as hundreds (as SD's does in the browser, being over one buffer's limit).
-    let mut load = StreamingLoader::with_block_bytes(manifest.clone(), &device, 4096);
+    let mut load = StreamingLoader::with_block_bytes(manifest.clone(), &device, 4096).unwrap();
     for f in &manifest.files {
         load.add_file(&f.path, std::fs::read(converted.join(&f.path)).unwrap()).unwrap();
     }
@@ -418,7 +418,7 @@ fn streaming_load_equals_the_cpu_reader() {
     let b = pollster::block_on(reference.generate(&params, |_| true)).unwrap();
     assert_eq!(a, b);
 
-    let incomplete = StreamingLoader::new(manifest.clone(), &device);
+    let incomplete = StreamingLoader::new(manifest.clone(), &device).unwrap();
     let err = incomplete.finish().err().unwrap().to_string();
     assert!(err.contains("incomplete") && err.contains(&manifest.chunks[0].path), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -4,7 +4,7 @@
 //! order); natively the tests feed it from a directory.
 //!
 //! ```text
-//! let mut load = StreamingLoader::new(manifest, &device);
+//! let mut load = StreamingLoader::new(manifest, &device)?;
 //! load.add_file("tokenizer/vocab.json", bytes)?;   // each of manifest.files
 //! load.add_chunk(i, &chunk_bytes)?;                // each of manifest.chunks, any order
 //! let model = load.finish()?;
@@ -43,20 +43,22 @@ pub struct StreamingLoader {
 }
 
 impl StreamingLoader {
-    pub fn new(manifest: Manifest, device: &Device) -> Self {
+    /// Fails when the manifest is not [valid](Manifest::validate): everything after relies on it.
+    pub fn new(manifest: Manifest, device: &Device) -> Result<Self, Error> {
         Self::with_block_bytes(manifest, device, BLOCK_BYTES)
     }
 
     /// [`Self::new`] with another upload block size than [`BLOCK_BYTES`] (for tests: small
     /// blocks exercise the joining of blocks).
-    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Self {
+    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Result<Self, Error> {
+        manifest.validate()?;
         let tensors = manifest
             .tensors
             .iter()
             .map(|t| (t.full_name(), DeviceTensor { shape: t.shape.clone(), parts: vec![None; t.parts().len()] }))
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
-        StreamingLoader { manifest, device: device.clone(), block_bytes, files: BTreeMap::new(), tensors, chunks_added }
+        Ok(StreamingLoader { manifest, device: device.clone(), block_bytes, files: BTreeMap::new(), tensors, chunks_added })
     }
 
     pub fn manifest(&self) -> &Manifest {

@@ -65,7 +65,7 @@ fn split_block(s: &str) -> Option<(usize, usize, &str)> {
 
 /// A UNet name after `model.diffusion_model.`; `None` when it is not one we know.
 pub fn unet_name(name: &str, layers_per_block: usize) -> Option<String> {
-    let per = layers_per_block + 1;
+    let per = layers_per_block.checked_add(1)?;
     for (from, to) in [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
     {
@@ -179,8 +179,8 @@ fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>
     let prefix = format!("text_model.encoder.layers.{l}");
     if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
         let rows = info.shape.first().copied().unwrap_or(0);
-        if rows % 3 != 0 {
-            return Err(format!("{name}: {rows} rows do not split into q, k, v"));
+        if info.shape.is_empty() || rows % 3 != 0 {
+            return Err(format!("{name}: shape {:?} does not split into q, k, v", info.shape));
         }
         let bytes = ((info.end - info.start) / 3) as u64;
         let mut shape = info.shape.clone();
