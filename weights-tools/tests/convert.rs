@@ -600,3 +600,34 @@ fn streaming_loader_refuses_bad_input() {
     t.shape = vec![32, 77];
     says(build(shape), &["position_embedding.weight` has shape [32, 77], the config needs [77, 32]", "convert it again"]);
 }
+
+/// Single-file checkpoints whose safetensors header lies: refused naming the file and the
+/// tensor, before anything is written.
+#[test]
+fn lying_safetensors_checkpoints_are_refused() {
+    let dir = scratch("lying-st");
+    let out = dir.join("out");
+    let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
+    let cases = [
+        // serde_json alone would keep the second entry of the name and forget the first.
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[2],"data_offsets":[0,4]}},"{conv_in}":{{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}}}"#), vec!["appears twice", conv_in]),
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[2],"data_offsets":[0,18446744073709551615]}}}}"#), vec!["outside", conv_in]),
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[18446744073709551615,2],"data_offsets":[0,4]}}}}"#), vec!["overflows", conv_in]),
+    ];
+    for (header, want) in cases {
+        let file = dir.join("model.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut want = want;
+        want.extend(["model.safetensors", "download or export it again"]);
+        fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &want);
+        // A header length past the end of the file.
+        bytes[..8].copy_from_slice(&(header.len() as u64 + 5).to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &["declares a", "not a safetensors file"]);
+        assert!(!out.exists());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -457,5 +457,18 @@ mod tests {
         assert_eq!(vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(), ("encoder.mid_block.attentions.0.to_out.0.weight".into(), true));
         assert_eq!(vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(), ("encoder.mid_block.attentions.0.to_q.bias".into(), false));
         assert!(vae_name("loss.logvar", 4).is_none());
+        assert!(unet_name("input_blocks.1.0.in_layers.0.weight", usize::MAX).is_none());
+    }
+
+    /// A crafted checkpoint whose fused q/k/v weight is a scalar is an error, not a panic.
+    #[test]
+    fn lying_shapes_are_errors() {
+        use sd_webgpu::safetensors::Dtype;
+        let info = TensorInfo { dtype: Dtype::F16, shape: vec![], start: 0, end: 2 };
+        let name = format!("{OPEN_CLIP}transformer.resblocks.0.attn.in_proj_weight");
+        let header = Header { tensors: [(name, info)].into_iter().collect(), data_start: 8 };
+        let (unet, vae) = (serde_json::json!({"layers_per_block": 2}), serde_json::json!({"block_out_channels": [1, 2]}));
+        let err = map(&header, &unet, &vae, 1).unwrap_err();
+        assert!(err.contains("in_proj_weight") && err.contains("does not split into q, k, v"), "{err}");
     }
 }
