@@ -472,6 +472,14 @@ fn broken_converted_models_are_clear_errors() {
     std::fs::remove_file(&chunk).unwrap();
     load_error(&model, &["chunk-003.bin", "cannot be read", "download or convert"]);
     std::fs::write(&chunk, &bytes).unwrap();
+    // A tokenizer file grown, or gone.
+    let vocab = model.join("tokenizer/vocab.json");
+    let vocab_bytes = std::fs::read(&vocab).unwrap();
+    std::fs::write(&vocab, [&vocab_bytes[..], b" "].concat()).unwrap();
+    load_error(&model, &["tokenizer/vocab.json", "size and sha256", "download or convert"]);
+    std::fs::remove_file(&vocab).unwrap();
+    load_error(&model, &["tokenizer/vocab.json", "download or convert"]);
+    std::fs::write(&vocab, &vocab_bytes).unwrap();
     sd_webgpu::model::StableDiffusion::load_dir(&model, &sd_webgpu::device::cpu()).unwrap();
 
     // A newer format whose manifest this version cannot even parse.

@@ -179,12 +179,20 @@ impl ModelFiles for ConvertedModel {
             return Ok(None);
         };
         let full = self.dir.join(path);
-        let bytes = std::fs::read(&full).map_err(|e| Error::Io(format!("cannot read {}: {e}", full.display())))?;
-        if bytes.len() as u64 != entry.size || sha256_hex(&bytes) != entry.sha256 {
-            return Err(Error::BadWeights(format!(
-                "{} does not match its sha256 in the manifest: the file is corrupted; download or convert the model again",
+        let mismatch = || {
+            Error::BadWeights(format!(
+                "{} does not match its size and sha256 in the manifest: the file is corrupted; download or convert the model again",
                 full.display()
-            )));
+            ))
+        };
+        let cannot = |e: std::io::Error| Error::Io(format!("cannot read {}: {e}; {GET_IT_AGAIN}", full.display()));
+        // The size first: a huge file is never read.
+        if std::fs::metadata(&full).map_err(cannot)?.len() != entry.size {
+            return Err(mismatch());
+        }
+        let bytes = std::fs::read(&full).map_err(cannot)?;
+        if bytes.len() as u64 != entry.size || sha256_hex(&bytes) != entry.sha256 {
+            return Err(mismatch());
         }
         Ok(Some(bytes))
     }
