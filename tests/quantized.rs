@@ -60,7 +60,7 @@ fn to_q4(manifest: &Manifest, chunks: &[Vec<u8>]) -> (Manifest, Vec<Vec<u8>>) {
 }
 
 async fn load(manifest: &Manifest, files: &[(&str, &[u8])], chunks: &[Vec<u8>], device: &Device, keep: bool) -> StableDiffusion {
-    let mut load = StreamingLoader::new(manifest.clone(), device).keep_quantized(keep);
+    let mut load = StreamingLoader::new(manifest.clone(), device).unwrap().keep_quantized(keep);
     for (path, bytes) in files {
         load.add_file(path, bytes.to_vec()).unwrap();
     }

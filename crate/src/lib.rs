@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod device;
 pub mod error;
 pub mod format;
+mod json;
 pub mod nn;
 pub mod npy;
 pub mod ops;

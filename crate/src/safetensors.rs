@@ -11,7 +11,10 @@ use serde_json::Value;
 use crate::Error;
 
 /// Headers larger than this are refused (real SD checkpoints have < 1 MiB of header).
-const MAX_HEADER_BYTES: u64 = 100 << 20;
+pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// What to do about a file whose header is broken.
+const GET_A_GOOD_COPY: &str = "the file is truncated, corrupted or not a safetensors file: download or export it again";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
@@ -61,25 +64,29 @@ pub struct Header {
 
 /// Parses the header of a safetensors file of `file_len` bytes, given at least its first
 /// `8 + header length` bytes in `bytes`. `what` names the file in errors.
+///
+/// Every tensor is checked to lie inside the file, with as many bytes as its dtype and
+/// shape need (checked arithmetic throughout); a name listed twice is an error.
 pub fn parse_header(bytes: &[u8], file_len: u64, what: &str) -> Result<Header, Error> {
-    let bad = |why: String| Error::BadWeights(format!("{what}: {why}"));
+    let bad = |why: String| Error::BadWeights(format!("{what}: {why}; {GET_A_GOOD_COPY}"));
     let len_bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("shorter than a safetensors header (8 bytes)".into()))?;
     let header_len = u64::from_le_bytes(len_bytes);
+    // `header_len` is at most MAX_HEADER_BYTES before the addition: no overflow.
     if header_len > MAX_HEADER_BYTES || header_len + 8 > file_len {
-        return Err(bad(format!(
-            "declares a {header_len}-byte header in a {file_len}-byte file: not a safetensors file, or truncated"
-        )));
+        return Err(bad(format!("declares a {header_len}-byte header in a {file_len}-byte file")));
     }
     let header_end = 8 + header_len as usize;
     let json = bytes
         .get(8..header_end)
-        .ok_or_else(|| bad("header is cut short".into()))?;
+        .ok_or_else(|| bad(format!("the {header_len}-byte header is cut short")))?;
+    crate::json::check_unique_keys(json).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
     let parsed: BTreeMap<String, Value> = serde_json::from_slice(json)
         .map_err(|e| bad(format!("header is not a JSON object of tensors: {e}")))?;
-    let data_len = (file_len - header_end as u64) as usize;
+    let data_len = usize::try_from(file_len - header_end as u64)
+        .map_err(|_| bad(format!("{file_len} bytes is too large a file for this machine")))?;
 
     let mut tensors = BTreeMap::new();
     for (name, entry) in parsed {
@@ -94,7 +101,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64, what: &str) -> Result<Header, E
 
 fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     let dtype_name = entry["dtype"].as_str().ok_or("no dtype")?;
-    let dtype = Dtype::parse(dtype_name).ok_or_else(|| format!("unsupported dtype {dtype_name}"))?;
+    let dtype = Dtype::parse(dtype_name).ok_or_else(|| format!("unsupported dtype {dtype_name} (F32, F16, BF16 and I64 are read)"))?;
     let shape = entry["shape"]
         .as_array()
         .ok_or("no shape")?
@@ -116,7 +123,7 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     let bytes = shape
         .iter()
         .try_fold(dtype.size(), |acc, d| acc.checked_mul(*d))
-        .ok_or("shape overflows")?;
+        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
     if bytes != end - start {
         return Err(format!("shape {shape:?} of {dtype_name} needs {bytes} bytes, data_offsets give {}", end - start));
     }
@@ -195,21 +202,42 @@ mod tests {
 
     #[test]
     fn lying_headers_are_errors() {
+        let max = u64::MAX;
         let cases = [
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, "outside"),
-            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, "needs 8 bytes"),
-            (r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, "overflows"),
-            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#, "outside"),
-            (r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#, "unsupported dtype"),
-            (r#"[1,2]"#, "not a JSON object"),
+            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_string(), "outside"),
+            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#.into(), "needs 8 bytes"),
+            (r#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#.into(), "overflows"),
+            (format!(r#"{{"a":{{"dtype":"F32","shape":[{max},{max},0],"data_offsets":[0,0]}}}}"#), "overflows"),
+            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#.into(), "outside"),
+            (format!(r#"{{"a":{{"dtype":"F32","shape":[1],"data_offsets":[{max},{max}]}}}}"#), "outside"),
+            (format!(r#"{{"a":{{"dtype":"F32","shape":[1],"data_offsets":[0,{max}]}}}}"#), "outside"),
+            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551616]}}"#.into(), "not [start, end]"),
+            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#.into(), "outside"),
+            (r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.into(), "not a list of sizes"),
+            (r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#.into(), "unsupported dtype"),
+            (r#"{"a":[]}"#.into(), "no dtype"),
+            (r#"[1,2]"#.into(), "not a JSON object"),
+            // serde_json alone keeps the second `a` and loses the first.
+            (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#.into(), "\"a\" appears twice"),
+            ("{\"a\":".into(), "not valid JSON"),
         ];
         for (header, want) in cases {
-            let err = SafeTensors::from_bytes(file(header, &[0; 4]), "t").err().unwrap().to_string();
+            let err = SafeTensors::from_bytes(file(&header, &[0; 4]), "t.safetensors").err().unwrap().to_string();
             assert!(err.contains(want), "{header}: {err}");
+            assert!(err.contains("a.safetensors") || err.contains("t.safetensors"), "names the file: {err}");
+            let names_a = err.contains("tensor `a`") || err.contains("key \"a\"");
+            assert!(names_a || !header.contains("shape"), "names the tensor: {err}");
+            assert!(err.contains("download or export it again"), "says what to do: {err}");
         }
-        let mut huge = u64::MAX.to_le_bytes().to_vec();
-        huge.extend_from_slice(b"{}");
-        assert!(SafeTensors::from_bytes(huge, "t").is_err());
-        assert!(SafeTensors::from_bytes(vec![1, 2, 3], "t").is_err());
+        // Header lengths beyond the file, or huge.
+        for len in [u64::MAX, u64::MAX - 7, MAX_HEADER_BYTES + 1, 3] {
+            let mut bytes = len.to_le_bytes().to_vec();
+            bytes.extend_from_slice(b"{}");
+            let err = SafeTensors::from_bytes(bytes, "t").err().unwrap().to_string();
+            assert!(err.contains(&format!("declares a {len}-byte header in a 10-byte file")), "{err}");
+        }
+        // Fewer bytes at hand than the header needs (the file itself is long enough).
+        assert!(parse_header(&file("{}", &[])[..9], 100, "t").unwrap_err().to_string().contains("cut short"));
+        assert!(SafeTensors::from_bytes(vec![1, 2, 3], "t").err().unwrap().to_string().contains("shorter"));
     }
 }

@@ -48,6 +48,9 @@ impl WeightSource for BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     }
 }
 
+/// What to do when the weights do not fit the config.
+const MISMATCH: &str = "the weights do not belong to this config: use the model's own configs, or convert it again";
+
 #[derive(Clone)]
 pub struct VarBuilder {
     source: Arc<dyn WeightSource>,
@@ -86,10 +89,10 @@ impl VarBuilder {
         let (found, values) = self
             .source
             .get(&path)?
-            .ok_or_else(|| Error::BadWeights(format!("tensor `{path}` is missing")))?;
+            .ok_or_else(|| Error::BadWeights(format!("tensor `{path}` is missing; {MISMATCH}")))?;
         if found != shape {
             return Err(Error::BadWeights(format!(
-                "tensor `{path}` has shape {found:?}, the config needs {shape:?}"
+                "tensor `{path}` has shape {found:?}, the config needs {shape:?}; {MISMATCH}"
             )));
         }
         Ok(values)
@@ -145,7 +148,7 @@ impl VarBuilder {
         match self.source.device_blocks(&path)? {
             None => Ok(None),
             Some((found, _)) if found != shape => Err(Error::BadWeights(format!(
-                "tensor `{path}` has shape {found:?}, the config needs {shape:?}"
+                "tensor `{path}` has shape {found:?}, the config needs {shape:?}; {MISMATCH}"
             ))),
             Some((_, blocks)) => Ok(Some(blocks)),
         }

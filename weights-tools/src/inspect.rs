@@ -1,28 +1,13 @@
 //! `sd-weights inspect DIR` and `sd-weights verify DIR`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use sd_webgpu::Error;
-use sd_webgpu::format::{COMPONENTS, Dtype, FileEntry, MANIFEST, Manifest, hex};
-use sha2::{Digest, Sha256};
+use sd_webgpu::format::source::{file_sha256, read_manifest as load};
+use sd_webgpu::format::{COMPONENTS, Dtype, FileEntry};
 
 use crate::progress::Progress;
-
-fn load(dir: &Path) -> Result<Manifest, Error> {
-    let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Io(format!(
-            "cannot read {}: {e}; give a directory made by sd-weights convert",
-            path.display()
-        ))
-    })?;
-    Manifest::from_json(&text).map_err(|e| match e {
-        Error::BadWeights(why) => Error::BadWeights(format!("{}: {why}", dir.display())),
-        other => other,
-    })
-}
 
 /// Components, tensor counts and bytes per precision.
 pub fn inspect(dir: &Path) -> Result<(), Error> {
@@ -58,21 +43,12 @@ pub fn inspect(dir: &Path) -> Result<(), Error> {
 fn check_file(dir: &Path, entry: &FileEntry, what: &str) -> Result<u64, Error> {
     let path = dir.join(&entry.path);
     let bad = |why: String| Error::BadWeights(format!("{what} {}: {why}; download or convert the model again", entry.path));
-    let mut file = std::fs::File::open(&path).map_err(|e| bad(format!("cannot be read ({e})")))?;
-    let size = file.metadata().map_err(|e| bad(format!("cannot be read ({e})")))?.len();
+    let size = std::fs::metadata(&path).map_err(|e| bad(format!("cannot be read ({e})")))?.len();
     if size != entry.size {
         return Err(bad(format!("has {size} bytes, the manifest lists {} (truncated or corrupted)", entry.size)));
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| bad(format!("cannot be read ({e})")))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if hex(&hasher.finalize()) != entry.sha256 {
+    let (_, sha256) = file_sha256(&path).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    if sha256 != entry.sha256 {
         return Err(bad("sha256 does not match the manifest (corrupted or modified)".into()));
     }
     Ok(size)

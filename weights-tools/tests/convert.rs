@@ -397,7 +397,7 @@ fn streaming_load_equals_the_cpu_reader() {
 
     // Uploads in blocks of 4 KiB: most tensors arrive as several blocks, the token
     // embedding as hundreds (as SD's does in the browser, being over one buffer's limit).
-    let mut load = StreamingLoader::with_block_bytes(manifest.clone(), &device, 4096);
+    let mut load = StreamingLoader::with_block_bytes(manifest.clone(), &device, 4096).unwrap();
     for f in &manifest.files {
         load.add_file(&f.path, std::fs::read(converted.join(&f.path)).unwrap()).unwrap();
     }
@@ -418,8 +418,224 @@ fn streaming_load_equals_the_cpu_reader() {
     let b = pollster::block_on(reference.generate(&params, |_| true)).unwrap();
     assert_eq!(a, b);
 
-    let incomplete = StreamingLoader::new(manifest.clone(), &device);
+    let incomplete = StreamingLoader::new(manifest.clone(), &device).unwrap();
     let err = incomplete.finish().err().unwrap().to_string();
     assert!(err.contains("incomplete") && err.contains(&manifest.chunks[0].path), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The converted fixture model (tests/fixtures/converted), copied into `dir`.
+fn converted_fixture(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    copy_dir(&fixtures().join("converted/sd15-tiny-q8"), &model);
+    model
+}
+
+/// Rewrites `dir`'s manifest.json through `edit`, as JSON (so that it can lie in any way).
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+}
+
+/// The error of loading `dir` natively, which must name every one of `want`.
+fn load_error(dir: &Path, want: &[&str]) -> String {
+    let err = sd_webgpu::model::StableDiffusion::load_dir(dir, &sd_webgpu::device::cpu()).err().expect("loading fails").to_string();
+    for w in want {
+        assert!(err.contains(w), "the error does not say {w:?}: {err}");
+    }
+    err
+}
+
+/// A converted model that is damaged or lies, loaded natively (`load_dir`, the CPU reader):
+/// each case is a clear error naming the chunk or tensor and saying what to do.
+#[test]
+fn broken_converted_models_are_clear_errors() {
+    let dir = scratch("broken");
+    let model = converted_fixture(&dir);
+    let manifest_path = model.join("manifest.json");
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let restore = || std::fs::write(&manifest_path, &original).unwrap();
+
+    // A corrupted chunk of the right size: found by its sha256 when first read.
+    let chunk = model.join("chunk-003.bin");
+    let bytes = std::fs::read(&chunk).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[1234] ^= 0x10;
+    std::fs::write(&chunk, &flipped).unwrap();
+    ConvertedModel::open(&model).unwrap();
+    load_error(&model, &["chunk-003.bin", "sha256", "download or convert"]);
+    // Truncated, then missing: found on opening.
+    std::fs::write(&chunk, &bytes[..bytes.len() - 16]).unwrap();
+    load_error(&model, &["chunk-003.bin", "truncated", "download or convert"]);
+    std::fs::remove_file(&chunk).unwrap();
+    load_error(&model, &["chunk-003.bin", "cannot be read", "download or convert"]);
+    std::fs::write(&chunk, &bytes).unwrap();
+    // A tokenizer file grown, or gone.
+    let vocab = model.join("tokenizer/vocab.json");
+    let vocab_bytes = std::fs::read(&vocab).unwrap();
+    std::fs::write(&vocab, [&vocab_bytes[..], b" "].concat()).unwrap();
+    load_error(&model, &["tokenizer/vocab.json", "size and sha256", "download or convert"]);
+    std::fs::remove_file(&vocab).unwrap();
+    load_error(&model, &["tokenizer/vocab.json", "download or convert"]);
+    std::fs::write(&vocab, &vocab_bytes).unwrap();
+    sd_webgpu::model::StableDiffusion::load_dir(&model, &sd_webgpu::device::cpu()).unwrap();
+
+    // A newer format whose manifest this version cannot even parse.
+    edit_manifest(&model, |m| {
+        m["version"] = 2.into();
+        m["tensors"] = serde_json::json!({"unet": "laid out differently"});
+    });
+    load_error(&model, &["version 2 is newer", "update sd-webgpu"]);
+    restore();
+    // A tensor missing, or of the wrong shape: named when the model is built.
+    edit_manifest(&model, |m| {
+        m["tensors"].as_array_mut().unwrap().retain(|t| t["name"] != "conv_in.weight");
+    });
+    load_error(&model, &["unet", "tensor `conv_in.weight` is missing", "convert it again"]);
+    restore();
+    edit_manifest(&model, |m| {
+        let t = m["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "text_model.embeddings.position_embedding.weight");
+        t.unwrap()["shape"] = serde_json::json!([32, 77]);
+    });
+    load_error(&model, &["position_embedding.weight` has shape [32, 77], the config needs [77, 32]", "convert it again"]);
+    restore();
+    // An unknown family, a tensor listed twice, a chunk listed twice.
+    edit_manifest(&model, |m| m["family"] = "sdxl".into());
+    load_error(&model, &["family \"sdxl\"", "update sd-webgpu"]);
+    restore();
+    edit_manifest(&model, |m| {
+        let tensors = m["tensors"].as_array_mut().unwrap();
+        let copy = tensors[5].clone();
+        tensors.push(copy);
+    });
+    load_error(&model, &["is listed twice", "convert it again"]);
+    restore();
+    edit_manifest(&model, |m| {
+        let chunks = m["chunks"].as_array_mut().unwrap();
+        let copy = chunks[1].clone();
+        chunks.push(copy);
+    });
+    load_error(&model, &["chunk chunk-001.bin is listed twice"]);
+    restore();
+    // A key given twice in the JSON: serde_json alone would keep the last one.
+    std::fs::write(&manifest_path, original.replacen("\"family\": \"sd1\",", "\"family\": \"sd1\", \"family\": \"sd2\",", 1)).unwrap();
+    load_error(&model, &["\"family\" appears twice", "convert it again"]);
+    // Huge offsets, lengths and sizes: errors, not overflows or huge allocations.
+    for (field, value) in [("offset", u64::MAX - 15), ("length", u64::MAX), ("chunk", u64::MAX)] {
+        restore();
+        edit_manifest(&model, |m| m["tensors"][3][field] = value.into());
+        load_error(&model, &["manifest.json", "convert it again"]);
+    }
+    restore();
+    edit_manifest(&model, |m| m["chunks"][0]["size"] = u64::MAX.into());
+    load_error(&model, &["chunk-000.bin", "over the"]);
+    // A manifest too big to be one.
+    restore();
+    let file = std::fs::File::options().append(true).open(&manifest_path).unwrap();
+    file.set_len(sd_webgpu::format::MAX_MANIFEST_BYTES + 1).unwrap();
+    load_error(&model, &["manifest.json", "limit"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same cases through the streaming loader (the browser's): a chunk truncated, corrupted,
+/// missing or out of range, a file that does not match, a manifest that lies, a tensor
+/// missing or of the wrong shape when the model is built.
+#[test]
+fn streaming_loader_refuses_bad_input() {
+    use sd_webgpu::format::{Manifest, stream::StreamingLoader};
+
+    let fixture = fixtures().join("converted/sd15-tiny-q8");
+    let text = std::fs::read_to_string(fixture.join("manifest.json")).unwrap();
+    let manifest = Manifest::from_json(&text).unwrap();
+    let chunks: Vec<Vec<u8>> = manifest.chunks.iter().map(|c| std::fs::read(fixture.join(&c.path)).unwrap()).collect();
+    let device = sd_webgpu::device::cpu();
+    let start = |m: &Manifest| {
+        let mut load = StreamingLoader::new(m.clone(), &device).unwrap();
+        for f in &m.files {
+            load.add_file(&f.path, std::fs::read(fixture.join(&f.path)).unwrap()).unwrap();
+        }
+        load
+    };
+    let says = |err: String, want: &[&str]| {
+        for w in want {
+            assert!(err.contains(w), "the error does not say {w:?}: {err}");
+        }
+    };
+
+    let mut load = start(&manifest);
+    let last = chunks.len() - 1;
+    says(load.add_chunk(last, &chunks[last][..chunks[last].len() - 1]).unwrap_err().to_string(), &["chunk-004.bin", "size and sha256", "download it again"]);
+    let mut flipped = chunks[last].clone();
+    flipped[7] ^= 1;
+    says(load.add_chunk(last, &flipped).unwrap_err().to_string(), &["chunk-004.bin", "sha256"]);
+    says(load.add_chunk(99, &chunks[0]).unwrap_err().to_string(), &["chunk 99 does not exist"]);
+    says(load.add_file("tokenizer/vocab.json", b"{}".to_vec()).unwrap_err().to_string(), &["tokenizer/vocab.json", "sha256"]);
+    says(load.add_file("../secret", b"{}".to_vec()).unwrap_err().to_string(), &["../secret", "not a file of this model"]);
+    for (i, bytes) in chunks.iter().enumerate().take(last) {
+        load.add_chunk(i, bytes).unwrap();
+    }
+    says(load.finish().err().unwrap().to_string(), &["incomplete", "chunk-004.bin"]);
+
+    // A manifest that lies is refused before any chunk.
+    let mut newer = manifest.clone();
+    newer.version = 2;
+    says(StreamingLoader::new(newer, &device).err().unwrap().to_string(), &["version 2 is newer", "update sd-webgpu"]);
+    let mut twice = manifest.clone();
+    twice.tensors.push(twice.tensors[3].clone());
+    says(StreamingLoader::new(twice, &device).err().unwrap().to_string(), &["is listed twice"]);
+    let mut family = manifest.clone();
+    family.family = "flux".into();
+    says(StreamingLoader::new(family, &device).err().unwrap().to_string(), &["family \"flux\""]);
+    let mut huge = manifest.clone();
+    huge.tensors[3].offset = Some(u64::MAX - 15);
+    says(StreamingLoader::new(huge, &device).err().unwrap().to_string(), &["aligned range"]);
+
+    // A tensor missing or of the wrong shape: named by finish(), when the model is built.
+    let build = |m: Manifest| {
+        let mut load = start(&m);
+        for (i, bytes) in chunks.iter().enumerate() {
+            load.add_chunk(i, bytes).unwrap();
+        }
+        load.finish().err().expect("the model cannot be built").to_string()
+    };
+    let mut missing = manifest.clone();
+    missing.tensors.retain(|t| t.name != "conv_in.weight");
+    says(build(missing), &["unet", "tensor `conv_in.weight` is missing", "convert it again"]);
+    let mut shape = manifest.clone();
+    let t = shape.tensors.iter_mut().find(|t| t.name == "text_model.embeddings.position_embedding.weight").unwrap();
+    t.shape = vec![32, 77];
+    says(build(shape), &["position_embedding.weight` has shape [32, 77], the config needs [77, 32]", "convert it again"]);
+}
+
+/// Single-file checkpoints whose safetensors header lies: refused naming the file and the
+/// tensor, before anything is written.
+#[test]
+fn lying_safetensors_checkpoints_are_refused() {
+    let dir = scratch("lying-st");
+    let out = dir.join("out");
+    let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
+    let cases = [
+        // serde_json alone would keep the second entry of the name and forget the first.
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[2],"data_offsets":[0,4]}},"{conv_in}":{{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}}}"#), vec!["appears twice", conv_in]),
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[2],"data_offsets":[0,18446744073709551615]}}}}"#), vec!["outside", conv_in]),
+        (format!(r#"{{"{conv_in}":{{"dtype":"F16","shape":[18446744073709551615,2],"data_offsets":[0,4]}}}}"#), vec!["overflows", conv_in]),
+    ];
+    for (header, want) in cases {
+        let file = dir.join("model.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut want = want;
+        want.extend(["model.safetensors", "download or export it again"]);
+        fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &want);
+        // A header length past the end of the file.
+        bytes[..8].copy_from_slice(&(header.len() as u64 + 5).to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &["declares a", "not a safetensors file"]);
+        assert!(!out.exists());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

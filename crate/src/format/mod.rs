@@ -18,6 +18,9 @@
 //! `manifest.json` is written last, so a directory with one is complete (the converter also
 //! writes into a temporary directory and renames it at the end).
 
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod quant;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod source;
@@ -46,6 +49,12 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 32 << 20;
 pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
 /// The components whose weights a model holds, in loading order.
 pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
+/// The model families this version loads ([`Manifest::family`]).
+pub const FAMILIES: [&str; 4] = ["sd1", "sd2", "sd1-inpaint", "sd2-inpaint"];
+/// The largest manifest read: SD 1.5's is about 0.5 MB.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// What to do about a manifest that lies.
+const CONVERT_AGAIN: &str = "the model is corrupted or was not written by sd-weights convert: download or convert it again";
 
 /// How a tensor's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -197,12 +206,58 @@ impl TensorEntry {
     }
 }
 
+/// Refuses another format, or another version of ours, with what to do.
+fn check_format(format: &str, version: u64) -> Result<(), Error> {
+    let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}")));
+    if format != FORMAT_NAME {
+        return bad(format!("format is {format:?}, not {FORMAT_NAME:?}: not a model converted by sd-weights convert"));
+    }
+    let supported = u64::from(FORMAT_VERSION);
+    if version > supported {
+        return bad(format!(
+            "format version {version} is newer than the version this sd-webgpu reads ({FORMAT_VERSION}): update sd-webgpu, \
+             or convert the model with this version of sd-weights"
+        ));
+    }
+    if version < supported {
+        return bad(format!(
+            "format version {version} is older than the version this sd-webgpu reads ({FORMAT_VERSION}): convert the model \
+             again with this version of sd-weights"
+        ));
+    }
+    Ok(())
+}
+
+/// A plain relative path: no leading `/`, no `..`, no empty part, no backslash.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/') && !path.contains('\\') && path.split('/').all(|s| s != ".." && !s.is_empty())
+}
+
 impl Manifest {
-    /// Parses and [validates](Manifest::validate) a manifest.
+    /// Parses and [validates](Manifest::validate) a manifest. A manifest of another format
+    /// version is refused naming the version, even when the rest would not parse; a key
+    /// given twice in any object is an error (serde_json would keep the last one).
     pub fn from_json(text: &str) -> Result<Manifest, Error> {
-        let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
-            Error::BadWeights(format!("{MANIFEST} is not a valid manifest ({e}); re-convert the model with sd-weights convert"))
-        })?;
+        if text.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::BadWeights(format!(
+                "{MANIFEST} has {} bytes, over the {MAX_MANIFEST_BYTES}-byte limit: {CONVERT_AGAIN}",
+                text.len()
+            )));
+        }
+        /// The fields that say how to read the rest.
+        #[derive(Deserialize)]
+        struct Probe {
+            format: Option<serde_json::Value>,
+            version: Option<serde_json::Value>,
+        }
+        if let Ok(Probe { format: Some(format), version: Some(version) }) = serde_json::from_str::<Probe>(text) {
+            if let (Some(format), Some(version)) = (format.as_str(), version.as_u64()) {
+                check_format(format, version)?;
+            }
+        }
+        let invalid = |e: String| Error::BadWeights(format!("{MANIFEST} is not a valid manifest ({e}): {CONVERT_AGAIN}"));
+        crate::json::check_unique_keys(text.as_bytes()).map_err(invalid)?;
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -211,23 +266,35 @@ impl Manifest {
         serde_json::to_string_pretty(self).expect("a manifest always serializes")
     }
 
-    /// Checks everything that can be checked without the chunk files: format and version,
-    /// every tensor's length for its shape and dtype, every tensor inside its chunk, aligned,
-    /// not overlapping another and not over [`MAX_TENSOR_BYTES`], no duplicate names.
+    /// Checks everything that can be checked without the chunk files: format, version and
+    /// family; file paths plain, relative and unique, sizes within limits, sha256s well
+    /// formed; every tensor's length for its shape and dtype, every tensor inside its chunk,
+    /// aligned, not overlapping another and not over [`MAX_TENSOR_BYTES`]; no duplicate names.
+    /// All arithmetic on sizes is checked: a lying manifest is an error, never an overflow.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}")));
-        if self.format != FORMAT_NAME {
-            return bad(format!("format is {:?}, not {FORMAT_NAME:?}", self.format));
+        check_format(&self.format, u64::from(self.version))?;
+        let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}; {CONVERT_AGAIN}")));
+        if !FAMILIES.contains(&self.family.as_str()) {
+            return Err(Error::BadWeights(format!(
+                "{MANIFEST}: model family {:?} is not one this sd-webgpu loads ({}): update sd-webgpu, or convert an SD 1.x / 2.x model",
+                self.family,
+                FAMILIES.join(", ")
+            )));
         }
-        if self.version != FORMAT_VERSION {
-            return bad(format!(
-                "format version {} is not the supported {FORMAT_VERSION}; convert the model again with this version of sd-weights",
-                self.version
-            ));
-        }
-        for path in self.chunks.iter().chain(&self.files).map(|f| &f.path) {
-            if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s.is_empty()) || path.contains('\\') {
-                return bad(format!("file path {path:?} is not a plain relative path"));
+        let mut paths = BTreeSet::new();
+        for (what, entry) in self.chunks.iter().map(|c| ("chunk", c)).chain(self.files.iter().map(|f| ("file", f))) {
+            let path = &entry.path;
+            if !is_plain_relative(path) {
+                return bad(format!("{what} path {path:?} is not a plain relative path"));
+            }
+            if !paths.insert(path.as_str()) {
+                return bad(format!("{what} {path} is listed twice"));
+            }
+            if entry.size > MAX_CHUNK_BYTES {
+                return bad(format!("{what} {path}: {} bytes, over the {MAX_CHUNK_BYTES}-byte limit", entry.size));
+            }
+            if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return bad(format!("{what} {path}: sha256 {:?} is not 64 lowercase hex digits", entry.sha256));
             }
         }
         let mut names = BTreeSet::new();
@@ -250,9 +317,10 @@ impl Manifest {
                 return bad(format!("tensor {name}: give either chunk/offset/length or parts"));
             }
             let rows = t.shape.first().copied().unwrap_or(1);
-            if parts.iter().map(|p| p.rows).sum::<usize>() != rows {
+            if parts.iter().try_fold(0usize, |sum, p| sum.checked_add(p.rows)) != Some(rows) {
                 return bad(format!("tensor {name}: parts do not add up to its {rows} rows"));
             }
+            // Each part has at most `rows` rows, so `p.rows * inner` is at most `numel`.
             let inner = numel.checked_div(rows).unwrap_or(0);
             for p in &parts {
                 let n = p.rows * inner;
@@ -392,7 +460,7 @@ mod tests {
             chunk_size: 64,
             configs,
             files: vec![],
-            chunks: vec![FileEntry { path: "chunk-000.bin".into(), size: 96, sha256: String::new() }],
+            chunks: vec![FileEntry { path: "chunk-000.bin".into(), size: 96, sha256: "ab".repeat(32) }],
             tensors: vec![
                 TensorEntry {
                     component: "unet".into(),
@@ -432,18 +500,32 @@ mod tests {
     #[test]
     fn lies_are_caught() {
         let cases: Vec<(fn(&mut Manifest), &str)> = vec![
-            (|m| m.version = 9, "version 9"),
+            (|m| m.version = 9, "version 9 is newer"),
+            (|m| m.version = 0, "version 0 is older"),
             (|m| m.format = "x".into(), "format"),
+            (|m| m.family = "sdxl".into(), "family \"sdxl\""),
             (|m| m.tensors[0].length = Some(40), "does not fit"),
+            (|m| m.tensors[0].length = Some(u64::MAX), "does not fit"),
             (|m| m.tensors[0].offset = Some(8), "aligned range"),
             (|m| m.tensors[0].offset = Some(80), "aligned range"),
+            (|m| m.tensors[0].offset = Some(u64::MAX - 15), "aligned range"),
             (|m| m.tensors[0].chunk = Some(3), "does not exist"),
-            (|m| m.tensors[1].name = "a.weight".into(), "twice"),
+            (|m| m.tensors[0].chunk = Some(usize::MAX), "does not exist"),
+            (|m| m.tensors[0].shape = vec![usize::MAX, 2], "too large"),
+            (|m| m.tensors[0].shape = vec![1 << 20, 1 << 20], "too large"),
+            (|m| m.tensors[1].name = "a.weight".into(), "tensor unet/a.weight is listed twice"),
             (|m| m.tensors[1].parts.as_mut().unwrap()[1].offset = 32, "overlap"),
             (|m| m.tensors[1].parts.as_mut().unwrap()[1].rows = 2, "add up"),
+            // Rows that add up to 2 only by wrapping around.
+            (|m| m.tensors[1].parts.as_mut().unwrap()[0].rows = usize::MAX, "add up"),
             (|m| m.tensors[1].chunk = Some(0), "either"),
+            (|m| m.tensors[1].parts = Some(vec![]), "either"),
             (|m| m.tensors[0].shape = vec![1, 31], "cannot be stored"),
             (|m| m.chunks[0].path = "../x".into(), "relative path"),
+            (|m| m.chunks[0].size = u64::MAX, "over the"),
+            (|m| m.chunks[0].sha256 = "AB".repeat(32), "sha256"),
+            (|m| m.chunks.push(m.chunks[0].clone()), "chunk chunk-000.bin is listed twice"),
+            (|m| m.files.push(m.chunks[0].clone()), "file chunk-000.bin is listed twice"),
             (|m| m.tensors[0].component = "safety".into(), "component"),
             (|m| { m.configs.remove("unet/config.json"); }, "unet/config.json"),
         ];
@@ -452,8 +534,32 @@ mod tests {
             edit(&mut m);
             let err = m.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{want}: {err}");
+            // Every error says what to do.
+            assert!(err.contains("convert") || err.contains("update sd-webgpu"), "{err}");
         }
         assert!(Manifest::from_json("{\"format\": 3}").is_err());
+    }
+
+    /// What the JSON text can hide from `validate`: a key given twice, a newer version whose
+    /// layout this version cannot parse, a huge file.
+    #[test]
+    fn json_lies_are_caught() {
+        let json = sample().to_json();
+        let from_json = |text: &str| Manifest::from_json(text).unwrap_err().to_string();
+        // serde_json alone would keep the second "unet/config.json" (and lose the first).
+        let twice = json.replacen("\"unet/config.json\": {}", "\"unet/config.json\": {}, \"unet/config.json\": {\"x\": 1}", 1);
+        assert_ne!(twice, json);
+        let err = from_json(&twice);
+        assert!(err.contains("\"unet/config.json\" appears twice") && err.contains("convert"), "{err}");
+        let err = from_json(&json.replacen("\"version\": 1,", "\"version\": 1, \"version\": 2,", 1));
+        assert!(err.contains("\"version\" appears twice"), "{err}");
+        // A newer format is named as such, though its tensors are laid out differently.
+        let newer = r#"{"format": "sd-webgpu-weights", "version": 2, "tensors": {"unet": "elsewhere"}}"#;
+        let err = from_json(newer);
+        assert!(err.contains("version 2 is newer") && err.contains("update sd-webgpu"), "{err}");
+        let err = from_json(&(json.clone() + &" ".repeat(MAX_MANIFEST_BYTES as usize)));
+        assert!(err.contains("limit"), "{err}");
+        assert!(from_json("").contains("not a valid manifest"));
     }
 
     #[test]

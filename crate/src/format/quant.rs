@@ -375,13 +375,13 @@ mod tests {
             let stored = super::super::encode(dtype, &w).unwrap();
             let host = super::super::decode(dtype, &stored, w.len()).unwrap();
             let q = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 0..rows).unwrap(), device);
-            let back = q.clone().dequantize().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let back = q.clone().dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_eq!(back, host, "{dtype:?} dequantized");
             let middle = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 7..20).unwrap(), device);
-            let middle = middle.dequantize().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let middle = middle.dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_eq!(middle, host[7 * inner..20 * inner], "{dtype:?} rows 7..20");
             assert_eq!(decode_rows(dtype, &stored, rows, inner, 7..20).unwrap(), middle, "{dtype:?} host rows 7..20");
-            let y = linear(xt.clone(), q.transpose(), None).into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let y = linear(xt.clone(), q.transpose(), None).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             for b in 0..batch {
                 for r in 0..rows {
                     let want: f64 = (0..inner).map(|i| x[b * inner + i] as f64 * host[r * inner + i] as f64).sum();

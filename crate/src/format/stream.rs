@@ -4,7 +4,7 @@
 //! order); natively the tests feed it from a directory.
 //!
 //! ```text
-//! let mut load = StreamingLoader::new(manifest, &device);
+//! let mut load = StreamingLoader::new(manifest, &device)?;
 //! load.add_file("tokenizer/vocab.json", bytes)?;   // each of manifest.files
 //! load.add_chunk(i, &chunk_bytes)?;                // each of manifest.chunks, any order
 //! let model = load.finish()?;
@@ -51,13 +51,15 @@ pub struct StreamingLoader {
 }
 
 impl StreamingLoader {
-    pub fn new(manifest: Manifest, device: &Device) -> Self {
+    /// Fails when the manifest is not [valid](Manifest::validate): everything after relies on it.
+    pub fn new(manifest: Manifest, device: &Device) -> Result<Self, Error> {
         Self::with_block_bytes(manifest, device, BLOCK_BYTES)
     }
 
     /// [`Self::new`] with another upload block size than [`BLOCK_BYTES`] (for tests: small
     /// blocks exercise the joining of blocks).
-    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Self {
+    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Result<Self, Error> {
+        manifest.validate()?;
         let tensors = manifest
             .tensors
             .iter()
@@ -65,7 +67,7 @@ impl StreamingLoader {
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
         let keep_quantized = crate::device::keeps_quantized(device);
-        StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, files: BTreeMap::new(), tensors, chunks_added }
+        Ok(StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, files: BTreeMap::new(), tensors, chunks_added })
     }
 
     /// Whether q8 / q4 weights stay quantized on the device (the default on GPUs) or are
@@ -189,7 +191,7 @@ pub fn load_dir(dir: &std::path::Path, device: &Device, keep_quantized: bool) ->
         let file = dir.join(path);
         std::fs::read(&file).map_err(|e| Error::Io(format!("cannot read {}: {e}", file.display())))
     };
-    let mut load = StreamingLoader::new(manifest.clone(), device).keep_quantized(keep_quantized);
+    let mut load = StreamingLoader::new(manifest.clone(), device)?.keep_quantized(keep_quantized);
     for f in &manifest.files {
         load.add_file(&f.path, read(&f.path)?)?;
     }

@@ -144,7 +144,7 @@ pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<Stabl
     }
 
     let mut loaded = 0u64;
-    let mut loader = StreamingLoader::new(manifest.clone(), device);
+    let mut loader = StreamingLoader::new(manifest.clone(), device)?;
     let file_count = manifest.files.len();
     for (i, entry) in entries.iter().enumerate() {
         let (bytes, cached) = file_bytes(url, &entry.path, &entry.sha256, &signal).await?;

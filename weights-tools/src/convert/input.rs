@@ -70,7 +70,7 @@ pub fn read_header(path: &Path) -> Result<Header, Error> {
         Error::BadWeights(format!("{}: shorter than a safetensors header: not a safetensors file", path.display()))
     })?;
     let header_len = u64::from_le_bytes(len);
-    if header_len > 100 << 20 || header_len + 8 > file_len {
+    if header_len > st::MAX_HEADER_BYTES || header_len + 8 > file_len {
         return Err(Error::BadWeights(format!(
             "{}: declares a {header_len}-byte header in a {file_len}-byte file: not a safetensors file, or truncated",
             path.display()

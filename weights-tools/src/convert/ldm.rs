@@ -65,7 +65,7 @@ fn split_block(s: &str) -> Option<(usize, usize, &str)> {
 
 /// A UNet name after `model.diffusion_model.`; `None` when it is not one we know.
 pub fn unet_name(name: &str, layers_per_block: usize) -> Option<String> {
-    let per = layers_per_block + 1;
+    let per = layers_per_block.checked_add(1)?;
     for (from, to) in [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
     {
@@ -179,8 +179,8 @@ fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>
     let prefix = format!("text_model.encoder.layers.{l}");
     if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
         let rows = info.shape.first().copied().unwrap_or(0);
-        if rows % 3 != 0 {
-            return Err(format!("{name}: {rows} rows do not split into q, k, v"));
+        if info.shape.is_empty() || rows % 3 != 0 {
+            return Err(format!("{name}: shape {:?} does not split into q, k, v", info.shape));
         }
         let bytes = ((info.end - info.start) / 3) as u64;
         let mut shape = info.shape.clone();
@@ -457,5 +457,18 @@ mod tests {
         assert_eq!(vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(), ("encoder.mid_block.attentions.0.to_out.0.weight".into(), true));
         assert_eq!(vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(), ("encoder.mid_block.attentions.0.to_q.bias".into(), false));
         assert!(vae_name("loss.logvar", 4).is_none());
+        assert!(unet_name("input_blocks.1.0.in_layers.0.weight", usize::MAX).is_none());
+    }
+
+    /// A crafted checkpoint whose fused q/k/v weight is a scalar is an error, not a panic.
+    #[test]
+    fn lying_shapes_are_errors() {
+        use sd_webgpu::safetensors::Dtype;
+        let info = TensorInfo { dtype: Dtype::F16, shape: vec![], start: 0, end: 2 };
+        let name = format!("{OPEN_CLIP}transformer.resblocks.0.attn.in_proj_weight");
+        let header = Header { tensors: [(name, info)].into_iter().collect(), data_start: 8 };
+        let (unet, vae) = (serde_json::json!({"layers_per_block": 2}), serde_json::json!({"block_out_channels": [1, 2]}));
+        let err = map(&header, &unet, &vae, 1).unwrap_err();
+        assert!(err.contains("in_proj_weight") && err.contains("does not split into q, k, v"), "{err}");
     }
 }
