@@ -465,7 +465,7 @@ fn broken_converted_models_are_clear_errors() {
     flipped[1234] ^= 0x10;
     std::fs::write(&chunk, &flipped).unwrap();
     ConvertedModel::open(&model).unwrap();
-    load_error(&model, &["chunk-003.bin", "sha256", "download or convert"]);
+    load_error(&model, &["chunk-003.bin", "sha256", "download it again, or convert"]);
     // Truncated, then missing: found on opening.
     std::fs::write(&chunk, &bytes[..bytes.len() - 16]).unwrap();
     load_error(&model, &["chunk-003.bin", "truncated", "download or convert"]);
@@ -476,7 +476,7 @@ fn broken_converted_models_are_clear_errors() {
     let vocab = model.join("tokenizer/vocab.json");
     let vocab_bytes = std::fs::read(&vocab).unwrap();
     std::fs::write(&vocab, [&vocab_bytes[..], b" "].concat()).unwrap();
-    load_error(&model, &["tokenizer/vocab.json", "size and sha256", "download or convert"]);
+    load_error(&model, &["tokenizer/vocab.json", "size and sha256", "download it again, or convert"]);
     std::fs::remove_file(&vocab).unwrap();
     load_error(&model, &["tokenizer/vocab.json", "download or convert"]);
     std::fs::write(&vocab, &vocab_bytes).unwrap();

@@ -388,17 +388,23 @@ mod tests {
         assert!(accepted > 200, "too few mutations stay valid: {accepted}");
     }
 
-    /// Writes the seeds as the fuzz targets' starting corpus (`crate/fuzz/seeds/`):
-    /// `cargo test -p sd-webgpu --lib write_fuzz_seeds -- --ignored`.
+    /// The fuzz targets' starting corpus (`crate/fuzz/seeds/`) is these seeds; with
+    /// `UPDATE_FUZZ_SEEDS=1` the test writes them instead.
     #[test]
-    #[ignore]
-    fn write_fuzz_seeds() {
+    fn committed_fuzz_seeds_are_current() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let update = std::env::var_os("UPDATE_FUZZ_SEEDS").is_some();
         for (target, seeds) in [("manifest", manifest_seeds()), ("safetensors_header", header_seeds())] {
             let dir = root.join(target);
-            std::fs::create_dir_all(&dir).unwrap();
             for (i, seed) in seeds.iter().enumerate() {
-                std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+                let path = dir.join(format!("seed-{i}"));
+                if update {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(&path, seed).unwrap();
+                } else {
+                    let committed = std::fs::read(&path).unwrap_or_default();
+                    assert!(committed == *seed, "{} is stale: run with UPDATE_FUZZ_SEEDS=1", path.display());
+                }
             }
         }
     }

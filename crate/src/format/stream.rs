@@ -91,7 +91,7 @@ impl StreamingLoader {
             .find(|f| f.path == path)
             .ok_or_else(|| Error::BadInput(format!("{path} is not a file of this model")))?;
         if bytes.len() as u64 != entry.size || sha256_hex(&bytes) != entry.sha256 {
-            return Err(Error::BadWeights(format!("{path} does not match its size and sha256 in the manifest: download it again")));
+            return Err(Error::BadWeights(format!("{path} does not match its size and sha256 in the manifest: download it again, or convert the model again")));
         }
         self.files.insert(path.to_string(), bytes);
         Ok(())
@@ -107,7 +107,7 @@ impl StreamingLoader {
             .ok_or_else(|| Error::BadInput(format!("chunk {index} does not exist ({} chunks)", self.manifest.chunks.len())))?;
         if bytes.len() as u64 != entry.size || sha256_hex(bytes) != entry.sha256 {
             return Err(Error::BadWeights(format!(
-                "chunk {} does not match its size and sha256 in the manifest: it is corrupted; download it again",
+                "chunk {} does not match its size and sha256 in the manifest: it is corrupted; download it again, or convert the model again",
                 entry.path
             )));
         }
@@ -189,7 +189,9 @@ pub fn load_dir(dir: &std::path::Path, device: &Device, keep_quantized: bool) ->
     let manifest = model.manifest().clone();
     let read = |path: &str| {
         let file = dir.join(path);
-        std::fs::read(&file).map_err(|e| Error::Io(format!("cannot read {}: {e}", file.display())))
+        std::fs::read(&file).map_err(|e| {
+            Error::Io(format!("cannot read {}: {e}; the model is incomplete: download or convert it again", file.display()))
+        })
     };
     let mut load = StreamingLoader::new(manifest.clone(), device)?.keep_quantized(keep_quantized);
     for f in &manifest.files {
