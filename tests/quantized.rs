@@ -3,6 +3,13 @@
 //! at the stored size on GPUs. The model is the converted q8 fixture, and a q4 copy of it
 //! re-encoded here. On the CPU backend weights are always expanded (burn's CPU matmul is
 //! wrong for transposed q4 weights), so there the test checks the expansion only.
+//!
+//! Native tiers only for now: in headless Chromium this test stalls the renderer past
+//! ChromeDriver's 30 s limit (not yet understood). Quantized weights on WebGPU are checked
+//! in the browser by `tests/web_api.rs` (a q8 model streamed and kept quantized gives the
+//! native CPU image within 1/255).
+
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
@@ -10,9 +17,6 @@ use sd_webgpu::Device;
 use sd_webgpu::format::{self, Dtype, FileEntry, Manifest, ALIGN, stream::StreamingLoader};
 use sd_webgpu::model::StableDiffusion;
 use sd_webgpu::pipeline::{GenerateParams, Image};
-
-#[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// The converted fixture: manifest, its other files, its chunks.
 fn fixture_model() -> (Manifest, Vec<(&'static str, &'static [u8])>, Vec<Vec<u8>>) {
