@@ -91,17 +91,21 @@ async fn yield_now() {
     }
 }
 
-/// Device bytes of the weights: quantized tensors at 8 or 4 bits plus an f32 scale per 32
-/// values when kept, everything else (and everything when expanded) as f32.
-fn expected_bytes(manifest: &Manifest, kept: bool) -> u64 {
+/// Device bytes of the weights: quantized tensors at 8 or 4 bits plus a scale per 32 values
+/// when kept (f16 scales on devices with shader-f16, else f32), f16 embedding tables at 2
+/// bytes on such devices, everything else (and everything when expanded) as f32.
+fn expected_bytes(manifest: &Manifest, kept: bool, f16: bool) -> u64 {
+    let scale = if f16 { 2 } else { 4 };
     manifest
         .tensors
         .iter()
         .map(|t| {
             let n = t.numel() as u64;
+            let table = t.component == "text_encoder" && t.name.contains("embeddings.");
             match t.dtype {
-                Dtype::Q8 if kept => n + n / 32 * 4,
-                Dtype::Q4 if kept => n / 2 + n / 32 * 4,
+                Dtype::Q8 if kept => n + n / 32 * scale,
+                Dtype::Q4 if kept => n / 2 + n / 32 * scale,
+                Dtype::F16 if kept && f16 && table => n * 2,
                 _ => n * 4,
             }
         })
@@ -116,17 +120,16 @@ async fn kept_equals_expanded(device: &Device) -> Result<(), String> {
     let (q8, files, q8_chunks) = fixture_model();
     let (q4, q4_chunks) = to_q4(&q8, &q8_chunks);
     let keeps = sd_webgpu::device::keeps_quantized(device);
+    let f16 = keeps && device.supports_dtype(sd_webgpu::DType::F16);
+    println!("weights kept quantized: {keeps}, f16 on the device: {f16}");
     let params = GenerateParams { prompt: "a red cube on a table".into(), steps: 3, width: 32, height: 32, seed: 5, ..Default::default() };
     for (name, manifest, chunks) in [("q8", &q8, &q8_chunks), ("q4", &q4, &q4_chunks)] {
         let kept = load(manifest, &files, chunks, device, true).await;
         let expanded = load(manifest, &files, chunks, device, false).await;
         let (kept_bytes, expanded_bytes) = (kept.weight_bytes(), expanded.weight_bytes());
-        if (kept_bytes, expanded_bytes) != (expected_bytes(manifest, keeps), expected_bytes(manifest, false)) {
-            return Err(format!(
-                "{name}: weights take {kept_bytes} bytes kept and {expanded_bytes} expanded, want {} and {}",
-                expected_bytes(manifest, keeps),
-                expected_bytes(manifest, false)
-            ));
+        let want = (expected_bytes(manifest, keeps, f16), expected_bytes(manifest, false, false));
+        if (kept_bytes, expanded_bytes) != want {
+            return Err(format!("{name}: weights take {kept_bytes} bytes kept and {expanded_bytes} expanded, want {want:?}"));
         }
         let a = kept.generate(&params, |_| true).await.map_err(|e| e.to_string())?;
         let b = expanded.generate(&params, |_| true).await.map_err(|e| e.to_string())?;

@@ -26,7 +26,7 @@ pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use burn::tensor::{Device, Tensor, TensorData};
+pub use burn::tensor::{DType, Device, Tensor, TensorData};
 pub use error::Error;
 
 /// Reads a float tensor back to the host as `f32`s, without blocking: a synchronous read

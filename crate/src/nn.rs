@@ -2,7 +2,7 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
@@ -172,14 +172,14 @@ impl Embedding {
         Ok(Embedding { parts: blocks.into_iter().map(Param::from_tensor).collect() })
     }
 
-    /// `[b, n]` ids -> `[b, n, dim]`. With several blocks, each id is looked up in every
+    /// `[b, n]` ids -> `[b, n, dim]` f32 (tables may be kept f16). With several blocks, each id is looked up in every
     /// block (clamped) and kept where it belongs: exact, and cheap for 77 tokens.
     pub fn forward(&self, ids: Tensor<2, burn::tensor::Int>) -> Tensor<3> {
         let [b, n] = ids.dims();
         let ids = ids.reshape([b * n]); // [b·n]
         let dim = self.parts[0].dims()[1];
         if self.parts.len() == 1 {
-            return self.parts[0].val().select(0, ids).reshape([b, n, dim]);
+            return self.parts[0].val().select(0, ids).cast(DType::F32).reshape([b, n, dim]);
         }
         let mut start = 0i64;
         let mut out: Option<Tensor<2>> = None;
@@ -187,7 +187,7 @@ impl Embedding {
             let rows = part.dims()[0] as i64;
             let local = ids.clone().sub_scalar(start).clamp(0, rows - 1); // [b·n]
             let inside = ids.clone().greater_equal_elem(start).int() * ids.clone().lower_elem(start + rows).int();
-            let picked = part.val().select(0, local) * inside.float().reshape([b * n, 1]); // [b·n, dim]
+            let picked = part.val().select(0, local).cast(DType::F32) * inside.float().reshape([b * n, 1]); // [b·n, dim]
             out = Some(match out {
                 Some(sum) => sum + picked,
                 None => picked,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::Error;
 use crate::safetensors::SafeTensors;
@@ -50,6 +50,11 @@ impl WeightSource for BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 
 /// What to do when the weights do not fit the config.
 const MISMATCH: &str = "the weights do not belong to this config: use the model's own configs, or convert it again";
+
+/// A device block as f32: quantized blocks expanded, f16 ones widened (no-op for f32).
+fn f32_block(block: Tensor<2>) -> Tensor<2> {
+    block.dequantize().cast(DType::F32)
+}
 
 #[derive(Clone)]
 pub struct VarBuilder {
@@ -101,7 +106,7 @@ impl VarBuilder {
     /// The tensor `name` on the device, as f32.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Error> {
         if let Some(blocks) = self.device_blocks(name, &shape)? {
-            let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(Tensor::dequantize).collect();
+            let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(f32_block).collect();
             let flat = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
             return Ok(flat.reshape(shape));
         }
@@ -115,11 +120,12 @@ impl VarBuilder {
         if let Some(blocks) = self.device_blocks(name, shape)? {
             // f32 blocks are joined: one matmul, as if uploaded whole. Quantized blocks stay
             // apart (burn cannot join them; each is used in its own matmul).
-            let quantized = blocks.iter().any(|b| matches!(b.dtype(), burn::tensor::DType::QFloat(_)));
-            if quantized || blocks.len() == 1 {
+            let quantized = blocks.iter().any(|b| matches!(b.dtype(), DType::QFloat(_)));
+            if quantized {
                 return Ok(blocks);
             }
-            return Ok(vec![Tensor::cat(blocks, 0)]);
+            let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(f32_block).collect();
+            return Ok(if blocks.len() == 1 { vec![blocks.pop().expect("one block")] } else { vec![Tensor::cat(blocks, 0)] });
         }
         let rows = shape.first().copied().unwrap_or(1);
         let inner = shape.iter().skip(1).product::<usize>();
@@ -127,11 +133,13 @@ impl VarBuilder {
         Ok(vec![Tensor::from_data(TensorData::new(values, [rows, inner]), &self.device)])
     }
 
-    /// The `[rows, cols]` tensor `name` as f32 blocks of whole rows of at most `max_bytes`
-    /// each, for tables bigger than one GPU buffer may be.
+    /// The `[rows, cols]` tensor `name` as blocks of whole rows of at most `max_bytes` (as
+    /// f32) each, for tables bigger than one GPU buffer may be. Blocks kept f16 on the device
+    /// stay f16 (the reader widens what it reads).
     pub fn row_blocks(&self, name: &str, shape: [usize; 2], max_bytes: usize) -> Result<Vec<Tensor<2>>, Error> {
         if let Some(blocks) = self.device_blocks(name, &shape)? {
-            return Ok(blocks.into_iter().map(Tensor::dequantize).collect());
+            let expand = |b: Tensor<2>| if matches!(b.dtype(), DType::QFloat(_)) { b.dequantize() } else { b };
+            return Ok(blocks.into_iter().map(expand).collect());
         }
         let cols = shape[1].max(1);
         let values = self.values(name, &shape)?;

@@ -90,11 +90,20 @@ fn sd15_fits_the_size_budgets() {
     device.sync().unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - base;
     let on_gpu = model.weight_bytes();
-    // q8 tensors at a byte per weight plus an f32 scale per 32; the rest expanded to f32.
+    // q8 tensors at a byte per weight plus a scale per 32 (f16 where the device has
+    // shader-f16, else f32); f16 embedding tables as f16 on such devices; the rest as f32.
+    let f16 = device.supports_dtype(sd_webgpu::DType::F16);
     let converted = ConvertedModel::open(&q8).unwrap();
     let tensors = &converted.manifest().tensors;
-    let size = |t: &sd_webgpu::format::TensorEntry| t.numel() as u64 * if t.dtype == Dtype::Q8 { 1 } else { 4 };
-    let kept: u64 = tensors.iter().map(|t| size(t) + if t.dtype == Dtype::Q8 { t.numel() as u64 / 8 } else { 0 }).sum();
+    let size = |t: &sd_webgpu::format::TensorEntry| {
+        let n = t.numel() as u64;
+        match t.dtype {
+            Dtype::Q8 => n + n / 32 * if f16 { 2 } else { 4 },
+            Dtype::F16 if f16 && t.name.contains("embeddings.") => n * 2,
+            _ => n * 4,
+        }
+    };
+    let kept: u64 = tensors.iter().map(size).sum();
     let expanded: u64 = tensors.iter().map(|t| t.numel() as u64 * 4).sum();
     eprintln!(
         "q8 streamed onto the GPU in {:.1?}: host peak {:.1} MiB; weights on the GPU {:.1} MB (expanded to f32: {:.1} MB)",

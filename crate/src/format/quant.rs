@@ -244,14 +244,15 @@ pub fn decode_rows(
 /// Rows `rows` of a stored q8 / q4 tensor as burn quantized data `[rows.len(), inner]`: the
 /// GPU then keeps the weight at 8 or 4 bits and matmuls dequantize inside the kernel.
 /// burn's layout is ours with two changes: 4-bit values are signed (q - 8: flip the top bit
-/// of each nibble), and scales are f32 (f16 scales need shader-f16, which not every adapter
-/// has).
+/// of each nibble), and scales stay f16 only with `f16_scales` (devices with shader-f16),
+/// else are widened to f32.
 pub fn burn_data(
     dtype: super::Dtype,
     bytes: &[u8],
     total_rows: usize,
     inner: usize,
     rows: std::ops::Range<usize>,
+    f16_scales: bool,
 ) -> Result<TensorData, Error> {
     let (values, scales) = row_slices(dtype, bytes, total_rows, inner, rows.clone())?;
     let mut out = Vec::with_capacity(values.len() + scales.len() * 2);
@@ -265,13 +266,19 @@ pub fn burn_data(
             QuantValue::Q8S
         }
     };
-    for s in scales.chunks_exact(2) {
-        out.extend_from_slice(&f16::from_le_bytes([s[0], s[1]]).to_f32().to_le_bytes());
-    }
+    let scale_dtype = if f16_scales {
+        out.extend_from_slice(scales);
+        ScaleDtype::F16
+    } else {
+        for s in scales.chunks_exact(2) {
+            out.extend_from_slice(&f16::from_le_bytes([s[0], s[1]]).to_f32().to_le_bytes());
+        }
+        ScaleDtype::F32
+    };
     let scheme = QuantScheme::default()
         .with_value(value)
         .with_store(QuantStore::PackedU32(0))
-        .per_block([BLOCK as u8], ScaleDtype::F32);
+        .per_block([BLOCK as u8], scale_dtype);
     Ok(TensorData::from_bytes_vec(out, [rows.len(), inner], DType::QFloat(scheme)))
 }
 
@@ -371,13 +378,15 @@ mod tests {
         let w = gaussian(rows * inner, 0.05, 11);
         let x = gaussian(batch * inner, 1.0, 12);
         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, inner]), device);
-        for dtype in [super::super::Dtype::Q8, super::super::Dtype::Q4] {
+        let f16 = device.supports_dtype(DType::F16);
+        let cases = [(super::super::Dtype::Q8, false), (super::super::Dtype::Q4, false), (super::super::Dtype::Q8, f16), (super::super::Dtype::Q4, f16)];
+        for (dtype, f16_scales) in cases {
             let stored = super::super::encode(dtype, &w).unwrap();
             let host = super::super::decode(dtype, &stored, w.len()).unwrap();
-            let q = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 0..rows).unwrap(), device);
+            let q = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 0..rows, f16_scales).unwrap(), device);
             let back = q.clone().dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_eq!(back, host, "{dtype:?} dequantized");
-            let middle = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 7..20).unwrap(), device);
+            let middle = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 7..20, f16_scales).unwrap(), device);
             let middle = middle.dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             assert_eq!(middle, host[7 * inner..20 * inner], "{dtype:?} rows 7..20");
             assert_eq!(decode_rows(dtype, &stored, rows, inner, 7..20).unwrap(), middle, "{dtype:?} host rows 7..20");

@@ -45,6 +45,9 @@ pub struct StreamingLoader {
     device: Device,
     block_bytes: usize,
     keep_quantized: bool,
+    /// Whether the device computes in f16 (shader-f16): quantization scales and f16
+    /// tables then stay f16 on it.
+    f16: bool,
     files: BTreeMap<String, Vec<u8>>,
     tensors: HashMap<String, DeviceTensor>,
     chunks_added: Vec<bool>,
@@ -67,13 +70,15 @@ impl StreamingLoader {
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
         let keep_quantized = crate::device::keeps_quantized(device);
-        Ok(StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, files: BTreeMap::new(), tensors, chunks_added })
+        let f16 = keep_quantized && device.supports_dtype(burn::tensor::DType::F16);
+        Ok(StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, f16, files: BTreeMap::new(), tensors, chunks_added })
     }
 
     /// Whether q8 / q4 weights stay quantized on the device (the default on GPUs) or are
     /// expanded to f32 on upload (faster layers, 4–8× the memory).
     pub fn keep_quantized(mut self, keep: bool) -> Self {
         self.keep_quantized = keep && crate::device::keeps_quantized(&self.device);
+        self.f16 &= self.keep_quantized;
         self
     }
 
@@ -138,12 +143,19 @@ impl StreamingLoader {
             .map(|r| {
                 let block = r..(r + rows_per_block).min(rows);
                 let data = if keep {
-                    super::quant::burn_data(dtype, stored, rows, inner, block)?
+                    super::quant::burn_data(dtype, stored, rows, inner, block, self.f16)?
+                } else if dtype == super::Dtype::F16 && self.f16 {
+                    // Kept f16: tables read row by row (embeddings) stay so; layers widen
+                    // their weights to f32 when built (see `VarBuilder`).
+                    let size = inner * 2;
+                    let bytes = stored[block.start * size..block.end * size].to_vec();
+                    TensorData::from_bytes_vec(bytes, [block.len(), inner], burn::tensor::DType::F16)
                 } else {
                     let n = block.len();
                     TensorData::new(super::decode_rows(dtype, stored, rows, inner, block)?, [n, inner])
                 };
-                let tensor = Tensor::<2>::from_data(data, &self.device);
+                let dtype = data.dtype(); // kept as stored: burn would widen f16 to its default f32
+                let tensor = Tensor::<2>::from_data(data, (&self.device, dtype));
                 // Hand the upload to the GPU now: queued, host copies of a big tensor's
                 // blocks would pile up until the next submit.
                 self.device.flush().map_err(|e| Error::Gpu(format!("uploading weights: {e:?}")))?;
