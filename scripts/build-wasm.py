@@ -63,7 +63,7 @@ def main() -> int:
 
     source, dest = staging / wasm_name, out_dir / wasm_name
     stamp = out_dir / (wasm_name + ".source-sha256")
-    digest = sha256(source)
+    digest = sha256(source) + " " + " ".join(opt.get("args", [])) + f" enabled={opt.get('enabled', True)}"
     if dest.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         print(f"[build-wasm] {dest.relative_to(ROOT)} is up to date", file=sys.stderr)
         return 0

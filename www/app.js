@@ -179,9 +179,13 @@ function modelInfo(manifest) {
   };
   const own = schedulers[scheduler._class_name] ?? "pndm";
   const lcm = own === "lcm";
+  // A model may carry the settings it was made for (the built-in one does, in its
+  // scheduler config: `_sd_webgpu_defaults`, which diffusers ignores).
+  const ownDefaults = scheduler._sd_webgpu_defaults ?? {};
   const defaults = {
-    steps: lcm ? 4 : 20,
-    guidanceScale: lcm ? 1 : 7.5,
+    steps: ownDefaults.steps ?? (lcm ? 4 : 20),
+    guidanceScale: ownDefaults.guidance_scale ?? (lcm ? 1 : 7.5),
+    ...(ownDefaults.prompt ? { prompt: ownDefaults.prompt } : {}),
     ...(manifest.defaults ?? {}),
   };
   return {

@@ -36,6 +36,54 @@ struct State {
     busy: bool,
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** An RGBA image: `data` holds width × height × 4 bytes. */
+export interface RgbaImage { width: number; height: number; data: Uint8ClampedArray | Uint8Array; }
+
+/** Sent to `onStep` after each denoising step; `preview` is a small RGBA image when asked for. */
+export interface StepEvent { step: number; total: number; preview: RgbaImage | null; }
+
+/** Options of `generate`. Unknown names and wrong types are refused. */
+export interface GenerateOptions {
+  prompt: string;
+  negativePrompt?: string;          // ""
+  steps?: number;                   // 20
+  guidanceScale?: number;           // 7.5
+  scheduler?: "ddim" | "pndm" | "euler" | "euler-a" | "dpmpp-2m" | "dpmpp-2m-karras" | "lcm"; // the model's own
+  seed?: number;                    // random; the one used comes back
+  latents?: Float32Array;           // [1, 4, height/8, width/8], diffusers' `latents=`
+  width?: number;                   // 512 (with an image: its width)
+  height?: number;                  // 512
+  clipSkip?: number;                // 1
+  eta?: number;                     // 0 (DDIM's η)
+  previewEvery?: number;            // 0: no previews
+  onStep?: (e: StepEvent) => boolean | void; // return false to stop
+  signal?: AbortSignal;             // aborted: rejects with an AbortError
+}
+
+/** Options of `img2img`: `generate`'s plus the starting image. */
+export interface Img2ImgOptions extends GenerateOptions { image: RgbaImage; strength?: number; /* 0.8 */ }
+
+/** Options of `inpaint`: white in `mask` is repainted. */
+export interface InpaintOptions extends GenerateOptions { image: RgbaImage; mask: RgbaImage; strength?: number; /* 1 */ }
+
+/** Milliseconds per phase; the GPU is waited for at each phase's end. */
+export interface Timings { loadMs: number; textMs: number; steps: number; stepMs: number; stepsMs: number; vaeMs: number; totalMs: number; }
+
+/** What `generate`, `img2img` and `inpaint` resolve to. */
+export interface GeneratedImage { width: number; height: number; data: Uint8ClampedArray; seed: number; timings: Timings; }
+
+/** Sent to `onProgress` while loading. */
+export interface LoadProgress { phase: "download" | "build"; loaded?: number; total?: number; chunk?: string; cached?: boolean; }
+
+/** Options of `load`. */
+export interface LoadOptions { onProgress?: (e: LoadProgress) => void; signal?: AbortSignal; }
+
+/** A model stored in this browser (`stored`: ms since the epoch). */
+export interface CachedModel { url: string; bytes: number; stored: number; }
+"#;
+
 /// Loads a Stable Diffusion model onto the WebGPU device and generates images with it.
 #[wasm_bindgen]
 pub struct Generator {
@@ -54,7 +102,10 @@ impl Generator {
     /// (`"unet/config.json"`, `"unet/diffusion_pytorch_model.safetensors"`, ...) to
     /// `Uint8Array`s. Replaces any model loaded before.
     #[wasm_bindgen(js_name = loadFiles)]
-    pub fn load_files(&self, files: JsValue) -> Result<(), JsValue> {
+    pub fn load_files(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, Uint8Array> | Map<string, Uint8Array>")] files: JsValue,
+    ) -> Result<(), JsValue> {
         let mut map = BTreeMap::new();
         let entries: js_sys::Array = if files.is_instance_of::<js_sys::Map>() {
             js_sys::Array::from(&files.unchecked_ref::<js_sys::Map>().entries())
@@ -90,7 +141,8 @@ impl Generator {
     /// `sd-weights convert`) and streams it onto the GPU. Options: `onProgress({ phase,
     /// loaded, total, chunk })`, `signal` (an `AbortSignal`). Replaces any model loaded
     /// before once the new one is complete.
-    pub fn load(&self, model_url: String, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn load(&self, model_url: String, #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: JsValue) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
             {
@@ -117,14 +169,14 @@ impl Generator {
 
     /// The models stored in this browser: `[{ url, bytes, stored }]` (`stored`: ms since
     /// the epoch).
-    #[wasm_bindgen(js_name = cachedModels)]
+    #[wasm_bindgen(js_name = cachedModels, unchecked_return_type = "CachedModel[]")]
     pub async fn cached_models() -> Result<JsValue, JsValue> {
         super::load::cache_list_models().await
     }
 
     /// Deletes a stored model (and the chunks no other stored model uses). Resolves to
     /// whether it was stored.
-    #[wasm_bindgen(js_name = deleteCachedModel)]
+    #[wasm_bindgen(js_name = deleteCachedModel, unchecked_return_type = "boolean")]
     pub async fn delete_cached_model(url: String) -> Result<JsValue, JsValue> {
         super::load::cache_delete_model(url.trim_end_matches('/')).await
     }
@@ -155,19 +207,22 @@ impl Generator {
     /// (7.5), `scheduler` (the model's), `seed` (random), `latents`, `width`/`height` (512),
     /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`
     /// (return `false` to stop), `signal` (an `AbortSignal`).
-    pub fn generate(&self, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
+    pub fn generate(&self, #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue) -> Promise {
         self.run(options, "generate")
     }
 
     /// Image to image: the options of `generate` plus `image` (`{ width, height, data }`,
     /// RGBA; its size is the output's) and `strength` (0.8).
-    pub fn img2img(&self, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
+    pub fn img2img(&self, #[wasm_bindgen(unchecked_param_type = "Img2ImgOptions")] options: JsValue) -> Promise {
         self.run(options, "img2img")
     }
 
     /// Inpainting: the options of `img2img` plus `mask` (same size; white is repainted);
     /// `strength` defaults to 1.
-    pub fn inpaint(&self, options: JsValue) -> Promise {
+    #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
+    pub fn inpaint(&self, #[wasm_bindgen(unchecked_param_type = "InpaintOptions")] options: JsValue) -> Promise {
         self.run(options, "inpaint")
     }
 }
