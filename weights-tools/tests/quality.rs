@@ -45,7 +45,7 @@ fn quantized_images_stay_close_to_f32() {
             let latents = fixtures().join(format!("{name}_latents.npy"));
             sd_weights(&[
                 "generate", "--model", &s(&model), "--prompt", case["prompt"].as_str().unwrap(), "--steps", &steps,
-                "--guidance", &guidance, "--scheduler", "ddim", "--latents", &s(&latents), "--output", &s(&out),
+                "--guidance", &guidance, "--scheduler", meta["scheduler"].as_str().unwrap(), "--latents", &s(&latents), "--output", &s(&out),
             ]);
             figures.push(psnr(&read(&out), &read(&fixtures().join(format!("{name}_image.npy")))));
         }
