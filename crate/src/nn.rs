@@ -10,32 +10,46 @@ use crate::Error;
 use crate::ops;
 use crate::weights::VarBuilder;
 
-/// `torch.nn.Linear`. The weight stays in PyTorch's `[out, in]` layout, as row blocks
-/// (one, unless the source split it), and may be quantized on the device: burn's matmul
-/// reads a transposed quantized weight directly, so q8 / q4 weights are never expanded.
+/// `torch.nn.Linear`. An f32 weight is kept as `[in, out]`, burn's layout; a quantized one
+/// stays in PyTorch's `[out, in]` row blocks, which burn's matmul reads transposed without
+/// expanding them.
 #[derive(Module, Debug)]
 pub struct Linear {
-    pub weight: Vec<Param<Tensor<2>>>,
+    pub weight: Option<Param<Tensor<2>>>,
+    pub quantized: Vec<Param<Tensor<2>>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub d_in: usize,
     pub d_out: usize,
 }
 
+/// Whether `t` holds quantized values.
+fn is_quantized<const D: usize>(t: &Tensor<D>) -> bool {
+    matches!(t.dtype(), DType::QFloat(_))
+}
+
 impl Linear {
     pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self, Error> {
-        let weight = vb.matrix_blocks("weight", &[d_out, d_in])?.into_iter().map(Param::from_tensor).collect();
+        let mut blocks = vb.matrix_blocks("weight", &[d_out, d_in])?;
+        let (weight, quantized) = if blocks.len() == 1 && !is_quantized(&blocks[0]) {
+            (Some(Param::from_tensor(blocks.pop().expect("one block").transpose())), Vec::new())
+        } else {
+            (None, blocks.into_iter().map(Param::from_tensor).collect())
+        };
         let bias = if bias { Some(Param::from_tensor(vb.tensor("bias", [d_out])?)) } else { None };
-        Ok(Linear { weight, bias, d_in, d_out })
+        Ok(Linear { weight, quantized, bias, d_in, d_out })
     }
 
     /// `[..., in] -> [..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
-        if let [weight] = self.weight.as_slice() {
-            return linear(x, weight.val().transpose(), bias);
+        if let Some(w) = &self.weight {
+            return linear(x, w.val(), bias);
+        }
+        if let [w] = self.quantized.as_slice() {
+            return linear(x, w.val().transpose(), bias);
         }
         // Row blocks of the weight give column blocks of the output.
-        let parts = self.weight.iter().map(|w| linear(x.clone(), w.val().transpose(), None)).collect();
+        let parts = self.quantized.iter().map(|w| linear(x.clone(), w.val().transpose(), None)).collect();
         let y = Tensor::cat(parts, D - 1);
         match bias {
             Some(b) => y + b.unsqueeze(),
@@ -44,12 +58,13 @@ impl Linear {
     }
 }
 
-/// `torch.nn.Conv2d` with square kernel, equal padding on all sides, no groups. The weight
-/// is kept as row blocks of `[out, in·k·k]`, possibly quantized; burn's conv2d has no
-/// quantized path, so a quantized weight is expanded to f32 for the call and dropped after.
+/// `torch.nn.Conv2d` with square kernel, equal padding on all sides, no groups. A quantized
+/// weight is kept as row blocks of `[out, in·k·k]`; burn's conv2d has no quantized path, so
+/// it is expanded to f32 for the call and dropped after.
 #[derive(Module, Debug)]
 pub struct Conv2d {
-    pub weight: Vec<Param<Tensor<2>>>,
+    pub weight: Option<Param<Tensor<4>>>,
+    pub quantized: Vec<Param<Tensor<2>>>,
     pub bias: Param<Tensor<1>>,
     pub c_in: usize,
     pub c_out: usize,
@@ -67,21 +82,22 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self, Error> {
-        let weight = vb.matrix_blocks("weight", &[c_out, c_in, kernel, kernel])?;
-        Ok(Conv2d {
-            weight: weight.into_iter().map(Param::from_tensor).collect(),
-            bias: Param::from_tensor(vb.tensor("bias", [c_out])?),
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding,
-        })
+        let shape = [c_out, c_in, kernel, kernel];
+        let mut blocks = vb.matrix_blocks("weight", &shape)?;
+        let (weight, quantized) = if blocks.len() == 1 && !is_quantized(&blocks[0]) {
+            (Some(Param::from_tensor(blocks.pop().expect("one block").reshape(shape))), Vec::new())
+        } else {
+            (None, blocks.into_iter().map(Param::from_tensor).collect())
+        };
+        Ok(Conv2d { weight, quantized, bias: Param::from_tensor(vb.tensor("bias", [c_out])?), c_in, c_out, kernel, stride, padding })
     }
 
-    /// The weight as f32 `[c_out, c_in, k, k]` (a no-op for f32 weights).
+    /// The weight as f32 `[c_out, c_in, k, k]`.
     fn weight(&self) -> Tensor<4> {
-        let mut blocks: Vec<Tensor<2>> = self.weight.iter().map(|w| w.val().dequantize()).collect();
+        if let Some(w) = &self.weight {
+            return w.val();
+        }
+        let mut blocks: Vec<Tensor<2>> = self.quantized.iter().map(|w| w.val().dequantize()).collect();
         let w = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
         w.reshape([self.c_out, self.c_in, self.kernel, self.kernel])
     }
@@ -179,7 +195,7 @@ impl Embedding {
         let ids = ids.reshape([b * n]); // [b·n]
         let dim = self.parts[0].dims()[1];
         if self.parts.len() == 1 {
-            return self.parts[0].val().select(0, ids).cast(DType::F32).reshape([b, n, dim]);
+            return widen(self.parts[0].val().select(0, ids)).reshape([b, n, dim]);
         }
         let mut start = 0i64;
         let mut out: Option<Tensor<2>> = None;
@@ -187,7 +203,7 @@ impl Embedding {
             let rows = part.dims()[0] as i64;
             let local = ids.clone().sub_scalar(start).clamp(0, rows - 1); // [b·n]
             let inside = ids.clone().greater_equal_elem(start).int() * ids.clone().lower_elem(start + rows).int();
-            let picked = part.val().select(0, local).cast(DType::F32) * inside.float().reshape([b * n, 1]); // [b·n, dim]
+            let picked = widen(part.val().select(0, local)) * inside.float().reshape([b * n, 1]); // [b·n, dim]
             out = Some(match out {
                 Some(sum) => sum + picked,
                 None => picked,
@@ -196,6 +212,11 @@ impl Embedding {
         }
         out.expect("an embedding has at least one block").reshape([b, n, dim])
     }
+}
+
+/// f16 rows as f32; f32 rows untouched (no extra kernel).
+fn widen(rows: Tensor<2>) -> Tensor<2> {
+    if rows.dtype() == DType::F32 { rows } else { rows.cast(DType::F32) }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

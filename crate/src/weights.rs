@@ -51,9 +51,13 @@ impl WeightSource for BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 /// What to do when the weights do not fit the config.
 const MISMATCH: &str = "the weights do not belong to this config: use the model's own configs, or convert it again";
 
-/// A device block as f32: quantized blocks expanded, f16 ones widened (no-op for f32).
+/// A device block as f32: quantized blocks expanded, f16 ones widened, f32 ones untouched.
 fn f32_block(block: Tensor<2>) -> Tensor<2> {
-    block.dequantize().cast(DType::F32)
+    match block.dtype() {
+        DType::F32 => block,
+        DType::QFloat(_) => block.dequantize(),
+        _ => block.cast(DType::F32),
+    }
 }
 
 #[derive(Clone)]
