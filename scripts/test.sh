@@ -14,6 +14,10 @@ tier() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 tier "tier a: native, CPU backend"
 cargo test --release --locked --workspace -- --skip ::wgpu
+# The parsers of files from strangers again, with overflow checks on as cargo-fuzz builds
+# them: the seeded mutations of format::fuzzing then catch arithmetic that would wrap.
+cargo test --release --locked -p sd-webgpu --lib --config 'profile.release.package.sd-webgpu.overflow-checks=true' \
+  -- format:: safetensors:: json::
 
 tier "tier b: native, burn-wgpu on Vulkan"
 cargo test --release --locked -p sd-webgpu -- ::wgpu

@@ -637,5 +637,16 @@ fn lying_safetensors_checkpoints_are_refused() {
         fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &["declares a", "not a safetensors file"]);
         assert!(!out.exists());
     }
+    // Families we do not know: SDXL, and anything without SD's UNet.
+    let file = dir.join("other.safetensors");
+    for (name, want) in [("conditioner.embedders.0.transformer.x", "SDXL"), ("model.layers.0.weight", "not a Stable Diffusion 1.x / 2.x")] {
+        let header = format!(r#"{{"{name}":{{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}}}"#);
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        std::fs::write(&file, &bytes).unwrap();
+        fails(&sd_weights(&["convert", file.to_str().unwrap(), out.to_str().unwrap()]), &["other.safetensors", want]);
+    }
+    assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
