@@ -43,7 +43,8 @@ TOKENIZER = REPO / "tests/fixtures/sd15-tiny/tokenizer"
 # Sampling defaults recorded with the model (scheduler config's "_sd_webgpu_defaults" and README).
 DEFAULT_SCHEDULER = "EulerDiscreteScheduler"
 DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_PROMPT = "a red circle on a blue background"
 
 TEXT_CONFIG = dict(
     vocab_size=49408,
@@ -94,6 +95,9 @@ SCHEDULER_CONFIG = dict(
     steps_offset=1,
     timestep_spacing="leading",
 )
+# Written into the saved scheduler_config.json as SD's has them, for the other schedulers
+# built from it: above all DDIM must not clip x0 to [-1, 1] (its default), latents exceed it.
+SCHEDULER_EXTRA = dict(clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True)
 
 
 def log(msg):
@@ -249,8 +253,10 @@ def save(out, vae, text_encoder, unet, args):
     shutil.copytree(TOKENIZER, out / "tokenizer")
     path = out / "scheduler/scheduler_config.json"
     cfg = json.loads(path.read_text())
+    cfg.update(SCHEDULER_EXTRA)
     # Ignored by diffusers (a private "_" key); our UI reads it.
-    cfg["_sd_webgpu_defaults"] = {"steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE, "width": 64, "height": 64}
+    cfg["_sd_webgpu_defaults"] = {"steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE, "width": 64, "height": 64,
+                                  "prompt": DEFAULT_PROMPT}
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
