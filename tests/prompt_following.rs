@@ -16,13 +16,17 @@
 //! Those are issue 8's targets; the committed model does not reach all of them yet (see
 //! [`FLOORS`]), so the test holds the figures it does reach.
 //!
-//! The CPU tier runs all of it (96 + 48 generations, 30 to 45 s on two cores). The other
-//! tiers are much slower on this machine, so they run a subset with the same floors (shares
+//! The CPU tier runs all of it (96 + 48 generations, 30 to 45 s on two cores). The wgpu
+//! tier is much slower on this machine, so it runs a subset with the same floors (shares
 //! rounded up to whole images): wgpu on lavapipe the first 24 prompts with seed 0 and the
-//! first 8 inpainting cases (about 3.5 minutes), the browser on SwiftShader the first 8
-//! prompts with seed 0 and 4 inpainting cases.
+//! first 8 inpainting cases (about 3.5 minutes).
 //!
 //! The model is compiled in and loaded through the streaming loader, as the browser loads it.
+
+// Native tiers only: on SwiftShader even 12 generations did not finish in 450 s, past the
+// browser tier's budget. The same pipeline code is checked in the browser by
+// tests/pipeline.rs against diffusers' images.
+#![cfg(not(target_arch = "wasm32"))]
 
 use sd_webgpu::Device;
 use sd_webgpu::format::Manifest;
