@@ -60,7 +60,17 @@ fn load(device: &Device) -> Result<StableDiffusion, String> {
     for (path, bytes) in files {
         loader.add_file(path, bytes.to_vec()).map_err(|e| e.to_string())?;
     }
-    loader.add_chunk(0, shapes_file!("chunk-000.bin")).map_err(|e| e.to_string())?;
+    let chunks = [
+        shapes_file!("chunk-000.bin"),
+        shapes_file!("chunk-001.bin"),
+        shapes_file!("chunk-002.bin"),
+        shapes_file!("chunk-003.bin"),
+        shapes_file!("chunk-004.bin"),
+        shapes_file!("chunk-005.bin"),
+    ];
+    for (i, chunk) in chunks.iter().enumerate() {
+        loader.add_chunk(i, chunk).map_err(|e| e.to_string())?;
+    }
     loader.finish().map_err(|e| e.to_string())
 }
 
