@@ -63,32 +63,15 @@ fn to_q4(manifest: &Manifest, chunks: &[Vec<u8>]) -> (Manifest, Vec<Vec<u8>>) {
     (out, vec![chunk])
 }
 
-async fn load(manifest: &Manifest, files: &[(&str, &[u8])], chunks: &[Vec<u8>], device: &Device, keep: bool) -> StableDiffusion {
+fn load(manifest: &Manifest, files: &[(&str, &[u8])], chunks: &[Vec<u8>], device: &Device, keep: bool) -> StableDiffusion {
     let mut load = StreamingLoader::new(manifest.clone(), device).unwrap().keep_quantized(keep);
     for (path, bytes) in files {
         load.add_file(path, bytes.to_vec()).unwrap();
     }
     for (i, chunk) in chunks.iter().enumerate() {
         load.add_chunk(i, chunk).unwrap();
-        yield_now().await;
     }
-    let model = load.finish().unwrap();
-    yield_now().await;
-    model
-}
-
-/// In the browser, a turn of the event loop between chunks, as a page's downloads give: a
-/// renderer busy for 30 s is taken for hung by the test driver.
-async fn yield_now() {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let promise = js_sys::Promise::new(&mut |resolve, _| {
-            let set_timeout = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into()).unwrap();
-            let set_timeout: js_sys::Function = wasm_bindgen::JsCast::dyn_into(set_timeout).unwrap();
-            set_timeout.call2(&wasm_bindgen::JsValue::NULL, &resolve, &0.into()).unwrap();
-        });
-        wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
-    }
+    load.finish().unwrap()
 }
 
 /// Device bytes of the weights: quantized tensors at 8 or 4 bits plus a scale per 32 values
@@ -124,8 +107,8 @@ async fn kept_equals_expanded(device: &Device) -> Result<(), String> {
     println!("weights kept quantized: {keeps}, f16 on the device: {f16}");
     let params = GenerateParams { prompt: "a red cube on a table".into(), steps: 3, width: 32, height: 32, seed: 5, ..Default::default() };
     for (name, manifest, chunks) in [("q8", &q8, &q8_chunks), ("q4", &q4, &q4_chunks)] {
-        let kept = load(manifest, &files, chunks, device, true).await;
-        let expanded = load(manifest, &files, chunks, device, false).await;
+        let kept = load(manifest, &files, chunks, device, true);
+        let expanded = load(manifest, &files, chunks, device, false);
         let (kept_bytes, expanded_bytes) = (kept.weight_bytes(), expanded.weight_bytes());
         let want = (expected_bytes(manifest, keeps, f16), expected_bytes(manifest, false, false));
         if (kept_bytes, expanded_bytes) != want {
