@@ -128,7 +128,7 @@ async fn request_setup(lost: LostFlag) -> Result<WgpuSetup, String> {
     let (device, queue) = adapter
         .request_device(&wgpu::DeviceDescriptor {
             label: Some("sd-webgpu"),
-            required_features: adapter.features().difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            required_features: required_features(adapter.features()),
             required_limits,
             // burn pools its allocations itself.
             memory_hints: wgpu::MemoryHints::MemoryUsage,
@@ -145,6 +145,17 @@ async fn request_setup(lost: LostFlag) -> Result<WgpuSetup, String> {
     #[cfg(target_arch = "wasm32")]
     CURRENT.with(|c| *c.borrow_mut() = Some(device.clone()));
     Ok(WgpuSetup { instance, adapter, device, queue, backend })
+}
+
+/// The adapter's features that we ask the device for: all of them (shader-f16, subgroups, ...)
+/// except the ones a device refuses unless asked for with care: mappable primary buffers
+/// (slow on discrete GPUs) and wgpu's experimental ones (mesh shaders, ray tracing,
+/// cooperative matrices), which NVIDIA's Vulkan driver lists and which make
+/// `request_device` fail while experimental features are disabled.
+fn required_features(adapter: wgpu::Features) -> wgpu::Features {
+    adapter
+        .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
+        .difference(wgpu::Features::all_experimental_mask())
 }
 
 fn no_gpu_advice(why: &str) -> String {
@@ -179,4 +190,20 @@ pub async fn self_check(device: &Device) -> Result<f64, Error> {
         }
     }
     Ok(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experimental_adapter_features_are_not_requested() {
+        // What NVIDIA's Vulkan driver lists: asking for all of it made request_device fail.
+        let adapter = wgpu::Features::SHADER_F16
+            | wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
+            | wgpu::Features::EXPERIMENTAL_MESH_SHADER
+            | wgpu::Features::EXPERIMENTAL_RAY_TRACING_PIPELINES
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        assert_eq!(required_features(adapter), wgpu::Features::SHADER_F16);
+    }
 }

@@ -2,6 +2,7 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
+use burn::tensor::quantization::QuantValue;
 use burn::tensor::{DType, Tensor};
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
@@ -11,8 +12,8 @@ use crate::ops;
 use crate::weights::VarBuilder;
 
 /// `torch.nn.Linear`. An f32 weight is kept as `[in, out]`, burn's layout; a quantized one
-/// stays in PyTorch's `[out, in]` row blocks, which burn's matmul reads transposed without
-/// expanding them.
+/// stays in PyTorch's `[out, in]` row blocks, which burn's matmul reads transposed (q8
+/// without expanding them, see [`matmul_weight`]).
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Option<Param<Tensor<2>>>,
@@ -25,6 +26,18 @@ pub struct Linear {
 /// Whether `t` holds quantized values.
 fn is_quantized<const D: usize>(t: &Tensor<D>) -> bool {
     matches!(t.dtype(), DType::QFloat(_))
+}
+
+/// A quantized `[out, in]` weight block as the `[in, out]` operand of a matmul. q8 goes to
+/// burn's quantized matmul as is. q4 is expanded for the call: burn 0.22's fused q4 matmul
+/// picks kernels that need more workgroup memory than NVIDIA's Vulkan driver allows (73 728
+/// of 49 152 bytes) and then panics, so we do not rely on it anywhere.
+fn matmul_weight(w: &Param<Tensor<2>>) -> Tensor<2> {
+    let w = w.val();
+    match w.dtype() {
+        DType::QFloat(scheme) if scheme.value == QuantValue::Q4F => w.dequantize().transpose(),
+        _ => w.transpose(),
+    }
 }
 
 impl Linear {
@@ -46,10 +59,10 @@ impl Linear {
             return linear(x, w.val(), bias);
         }
         if let [w] = self.quantized.as_slice() {
-            return linear(x, w.val().transpose(), bias);
+            return linear(x, matmul_weight(w), bias);
         }
         // Row blocks of the weight give column blocks of the output.
-        let parts = self.quantized.iter().map(|w| linear(x.clone(), w.val().transpose(), None)).collect();
+        let parts = self.quantized.iter().map(|w| linear(x.clone(), matmul_weight(w), None)).collect();
         let y = Tensor::cat(parts, D - 1);
         match bias {
             Some(b) => y + b.unsqueeze(),
