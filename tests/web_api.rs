@@ -178,21 +178,28 @@ async fn abort_bad_options_and_busy() {
     settle(first).await.unwrap();
 }
 
-/// The converted fixture's files by path, as a JS `Map`, with `corrupt` (if any) altered.
+/// The files of a converted fixture by path.
+macro_rules! converted {
+    ($q:literal; $($chunk:literal),+) => {
+        vec![
+            ("manifest.json", fixture_at!("converted/sd15-tiny-", $q, "/manifest.json")),
+            ("tokenizer/merges.txt", fixture_at!("converted/sd15-tiny-", $q, "/tokenizer/merges.txt")),
+            ("tokenizer/special_tokens_map.json", fixture_at!("converted/sd15-tiny-", $q, "/tokenizer/special_tokens_map.json")),
+            ("tokenizer/tokenizer_config.json", fixture_at!("converted/sd15-tiny-", $q, "/tokenizer/tokenizer_config.json")),
+            ("tokenizer/vocab.json", fixture_at!("converted/sd15-tiny-", $q, "/tokenizer/vocab.json")),
+            $((concat!("chunk-00", $chunk, ".bin"), fixture_at!("converted/sd15-tiny-", $q, "/chunk-00", $chunk, ".bin")),)+
+        ]
+    };
+}
+
+/// The q8 converted fixture's files by path, as a JS `Map`, with `corrupt` (if any) altered.
 fn converted_files(corrupt: Option<&str>) -> js_sys::Map {
+    js_map(converted!("q8"; "0", "1", "2", "3", "4"), corrupt)
+}
+
+fn js_map(entries: Vec<(&str, &[u8])>, corrupt: Option<&str>) -> js_sys::Map {
     let files = js_sys::Map::new();
-    for (path, bytes) in [
-        ("manifest.json", fixture!("converted/sd15-tiny-q8/manifest.json")),
-        ("tokenizer/merges.txt", fixture!("converted/sd15-tiny-q8/tokenizer/merges.txt")),
-        ("tokenizer/special_tokens_map.json", fixture!("converted/sd15-tiny-q8/tokenizer/special_tokens_map.json")),
-        ("tokenizer/tokenizer_config.json", fixture!("converted/sd15-tiny-q8/tokenizer/tokenizer_config.json")),
-        ("tokenizer/vocab.json", fixture!("converted/sd15-tiny-q8/tokenizer/vocab.json")),
-        ("chunk-000.bin", fixture!("converted/sd15-tiny-q8/chunk-000.bin")),
-        ("chunk-001.bin", fixture!("converted/sd15-tiny-q8/chunk-001.bin")),
-        ("chunk-002.bin", fixture!("converted/sd15-tiny-q8/chunk-002.bin")),
-        ("chunk-003.bin", fixture!("converted/sd15-tiny-q8/chunk-003.bin")),
-        ("chunk-004.bin", fixture!("converted/sd15-tiny-q8/chunk-004.bin")),
-    ] {
+    for (path, bytes) in entries {
         let mut bytes = bytes.to_vec();
         if corrupt == Some(path) {
             let middle = bytes.len() / 2;
@@ -206,18 +213,22 @@ fn converted_files(corrupt: Option<&str>) -> js_sys::Map {
 /// Replaces the global `fetch` with one serving `files` under https://models.test/sd15/
 /// (404 elsewhere) and recording each URL in `log`; returns the original `fetch`.
 fn fake_fetch(files: &js_sys::Map, log: &Array) -> JsValue {
+    fake_fetch_at("https://models.test/sd15/", files, log)
+}
+
+/// [`fake_fetch`] serving under `prefix`.
+fn fake_fetch_at(prefix: &str, files: &js_sys::Map, log: &Array) -> JsValue {
     let make = Function::new_with_args(
-        "files, log",
+        "prefix, files, log",
         "return async (url, init) => {
             log.push(url);
             if (init && init.signal && init.signal.aborted) throw new DOMException('aborted', 'AbortError');
-            const prefix = 'https://models.test/sd15/';
             const path = url.startsWith(prefix) ? url.slice(prefix.length) : null;
             if (path === null || !files.has(path)) return new Response('not found', { status: 404 });
             return new Response(files.get(path));
         };",
     );
-    let fake = make.call2(&JsValue::NULL, files, log).unwrap();
+    let fake = make.call3(&JsValue::NULL, &prefix.into(), files, log).unwrap();
     let global = js_sys::global();
     let original = Reflect::get(&global, &"fetch".into()).unwrap();
     Reflect::set(&global, &"fetch".into(), &fake).unwrap();
@@ -302,7 +313,50 @@ async fn load_streams_a_converted_model() {
     set(&o, "seed", 5);
     let again = settle(generator.generate(o.into())).await.unwrap();
     check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+
+    // The GPU runs out of memory mid-generation (the browser's own error event, raised on the
+    // device after step 1): the call rejects with code "out-of-memory" instead of a panic,
+    // and the next one works on a new device with the model loaded again.
+    let o = options("a red cube on a table");
+    set(&o, "steps", 3);
+    set(&o, "scheduler", "euler-a");
+    set(&o, "seed", 5);
+    let raise = Function::new_with_args(
+        "device, p",
+        "if (p.step === 1) device.dispatchEvent(new GPUUncapturedErrorEvent('uncapturederror', \
+         { error: new GPUOutOfMemoryError('test') })); return true;",
+    )
+    .bind1(&JsValue::NULL, &Generator::gpu_device_for_testing());
+    set(&o, "onStep", raise);
+    let err = settle(generator.generate(o.clone().into())).await.unwrap_err();
+    let message = field(&err, "message").as_string().unwrap_or_default();
+    assert_eq!(field(&err, "code").as_string().as_deref(), Some("out-of-memory"), "{message}");
+    assert!(message.contains("ran out of memory"), "{message}");
+    Reflect::delete_property(&o, &"onStep".into()).unwrap();
+    let again = settle(generator.generate(o.into())).await.unwrap();
+    check_image("after running out of memory", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
     Generator::delete_cached_model("https://models.test/sd15".into()).await.unwrap();
 
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+}
+
+/// A q4 model, kept at 4 bits on WebGPU, gives the native CLI's image on the CPU.
+#[wasm_bindgen_test]
+async fn q4_model_gives_the_cpu_image() {
+    let generator = Generator::create().await.unwrap();
+    let log = Array::new();
+    let url = "https://models.test/sd15-q4/";
+    let original = fake_fetch_at(url, &js_map(converted!("q4"; "0", "1", "2", "3"), None), &log);
+    let result = async {
+        settle(generator.load(url.into(), Object::new().into())).await?;
+        let o = options("a red cube on a table");
+        set(&o, "steps", 3);
+        set(&o, "scheduler", "euler-a");
+        set(&o, "seed", 5);
+        settle(generator.generate(o.into())).await
+    }
+    .await;
+    Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
+    Generator::delete_cached_model(url.into()).await.unwrap();
+    check_image("q4", &result.unwrap(), fixture!("converted/sd15-tiny-q4_image.npy")).unwrap();
 }

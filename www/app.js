@@ -621,6 +621,11 @@ async function generate() {
       $("create-status").textContent = `Cancelled${made ? ` after ${made} image${made > 1 ? "s" : ""}` : ""}.`;
     } else if (e.code === "crashed") {
       $("create-status").textContent = "The engine stopped: see the message above.";
+    } else if (e.code === "out-of-memory") {
+      showAlert(
+        "The GPU ran out of memory. Try a smaller size or fewer images at once, or close other tabs " +
+          "that use the GPU; the next run starts on a fresh GPU device.",
+      );
     } else if (e.code === "gpu") {
       showAlert(`The GPU failed: ${e.message}. Try a smaller size, or reload the page.`, [
         { label: "Reload the page", run: () => location.reload() },

@@ -44,13 +44,23 @@ fn graphics_api() -> wgpu::Backend {
     }
 }
 
-/// A GPU device we created, and why it was lost, once it is.
+/// A GPU device we created, and why it became unusable, once it did.
 struct Gpu {
     device: Device,
     lost: LostFlag,
 }
 
-type LostFlag = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+/// Set once a device is lost or reports an error (out of memory above all): the error the
+/// calls on it return from then on.
+type LostFlag = std::sync::Arc<std::sync::Mutex<Option<Error>>>;
+
+fn set_once(flag: &LostFlag, error: Error) {
+    if let Ok(mut f) = flag.lock()
+        && f.is_none()
+    {
+        *f = Some(error);
+    }
+}
 
 /// Every GPU device created, the current one last.
 static GPUS: async_lock::Mutex<Vec<Gpu>> = async_lock::Mutex::new(Vec::new());
@@ -76,14 +86,30 @@ pub async fn gpu() -> Result<Device, Error> {
     }
     let lost = LostFlag::default();
     let setup = request_setup(lost.clone()).await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
+    let wgpu_device = setup.device.clone();
     let device = Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
+    // After burn's init, which installs a handler that panics (in the browser: "unreachable
+    // executed", the page's engine gone) on any error the GPU reports.
+    let flag = lost.clone();
+    wgpu_device.on_uncaptured_error(std::sync::Arc::new(move |e| set_once(&flag, gpu_error(e))));
     gpus.push(Gpu { device: device.clone(), lost });
     Ok(device)
 }
 
-/// Why `device` was lost, if it is a GPU device of ours that was.
-pub fn lost(device: &Device) -> Option<String> {
-    let gpus = GPUS.try_lock()?; // locked: a device is being created, so none is lost now
+/// The error a device reported, as ours: out of memory (a buffer the GPU could not give), or
+/// a failure (a validation or internal error: the work's buffers may be invalid from there).
+fn gpu_error(e: wgpu::Error) -> Error {
+    match e {
+        // The browser's message is not passed on by wgpu ("<WebGPU Error>").
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory("a GPU allocation failed".into()),
+        other => Error::Gpu(format!("the GPU reported an error ({other}); a new device is made on the next call")),
+    }
+}
+
+/// Why `device` became unusable (lost, out of memory, or a GPU error), if it is a GPU device
+/// of ours that did: the calls on it return this, and the next [`gpu`] makes a new one.
+pub fn failure(device: &Device) -> Option<Error> {
+    let gpus = GPUS.try_lock()?; // locked: a device is being created, so none has failed now
     let gpu = gpus.iter().find(|g| g.device == *device)?;
     gpu.lost.lock().ok()?.clone()
 }
@@ -92,6 +118,14 @@ pub fn lost(device: &Device) -> Option<String> {
 thread_local! {
     /// The current wgpu device, for [`lose_gpu_for_testing`].
     static CURRENT: std::cell::RefCell<Option<wgpu::Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The current WebGPU device (a `GPUDevice`), for tests that raise errors on it as the
+/// browser would.
+#[cfg(target_arch = "wasm32")]
+pub fn webgpu_device_for_testing() -> wasm_bindgen::JsValue {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|d| d.as_webgpu()).map(|d| d.clone().into()))
+        .unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
 }
 
 /// Destroys the current GPU device, as a driver reset would: for testing recovery.
@@ -137,11 +171,7 @@ async fn request_setup(lost: LostFlag) -> Result<WgpuSetup, String> {
         })
         .await
         .map_err(|e| format!("the {backend:?} adapter refused a device: {e}"))?;
-    device.set_device_lost_callback(move |reason, message| {
-        if let Ok(mut lost) = lost.lock() {
-            *lost = Some(format!("{reason:?}: {message}"));
-        }
-    });
+    device.set_device_lost_callback(move |reason, message| set_once(&lost, Error::DeviceLost(format!("{reason:?}: {message}"))));
     #[cfg(target_arch = "wasm32")]
     CURRENT.with(|c| *c.borrow_mut() = Some(device.clone()));
     Ok(WgpuSetup { instance, adapter, device, queue, backend })

@@ -10,6 +10,8 @@ pub enum Error {
     Gpu(String),
     /// The GPU device was lost (driver reset, GPU reclaimed): what was on it is gone.
     DeviceLost(String),
+    /// The GPU could not allocate memory for the model or the work.
+    OutOfMemory(String),
     /// A weights file is unreadable, truncated, or lies about its contents.
     BadWeights(String),
     /// A model config asks for something we do not implement (names the field), or is malformed.
@@ -30,6 +32,11 @@ impl fmt::Display for Error {
             Error::NoGpu(why) => write!(f, "no usable GPU: {why}"),
             Error::Gpu(why) => write!(f, "GPU error: {why}"),
             Error::DeviceLost(why) => write!(f, "the GPU device was lost ({why}); {}", "load the model again: a new device is made on the next call"),
+            Error::OutOfMemory(why) => write!(
+                f,
+                "the GPU ran out of memory ({why}); make a smaller image, use a q4 model, or close other programs or tabs \
+                 that use the GPU, then try again: a new device is made on the next call"
+            ),
             Error::Tokenizer(why) => write!(
                 f,
                 "tokenizer error: {why} (use the checkpoint's tokenizer/ folder: vocab.json + merges.txt, or tokenizer.json)"
@@ -44,3 +51,22 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// The same error with `advice` added to its reason.
+    pub fn with_advice(self, advice: &str) -> Error {
+        let add = |why: String| format!("{why}; {advice}");
+        match self {
+            Error::NoGpu(w) => Error::NoGpu(add(w)),
+            Error::Gpu(w) => Error::Gpu(add(w)),
+            Error::DeviceLost(w) => Error::DeviceLost(add(w)),
+            Error::OutOfMemory(w) => Error::OutOfMemory(add(w)),
+            Error::BadWeights(w) => Error::BadWeights(add(w)),
+            Error::BadConfig(w) => Error::BadConfig(add(w)),
+            Error::BadInput(w) => Error::BadInput(add(w)),
+            Error::Io(w) => Error::Io(add(w)),
+            Error::Tokenizer(w) => Error::Tokenizer(add(w)),
+            Error::Cancelled => Error::Cancelled,
+        }
+    }
+}

@@ -31,11 +31,16 @@ pub use error::Error;
 
 /// Reads a float tensor back to the host as `f32`s, without blocking: a synchronous read
 /// panics in the browser, so every read in this crate goes through here.
+///
+/// Also where a GPU's error surfaces: once the device has reported one (out of memory, lost),
+/// the values read are not to be trusted and the read returns that error instead.
 pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
-    let data = tensor
-        .into_data_async()
-        .await
-        .map_err(|e| Error::Gpu(format!("reading a tensor back failed: {e}")))?;
+    let device = tensor.device();
+    let data = tensor.into_data_async().await;
+    if let Some(failure) = device::failure(&device) {
+        return Err(failure);
+    }
+    let data = data.map_err(|e| Error::Gpu(format!("reading a tensor back failed: {e}")))?;
     data.try_into_vec_as::<f32>()
         .map_err(|e| Error::Gpu(format!("tensor data is not f32: {e:?}")))
 }

@@ -260,19 +260,21 @@ fn bad_inputs_fail_clearly_without_output() {
     let _ = std::fs::remove_dir_all(&images);
 }
 
-/// The committed converted fixture (tests/fixtures/make_converted_fixtures.sh) still gives
-/// the committed image: the browser's load test compares with that image.
+/// The committed converted fixtures (tests/fixtures/make_converted_fixtures.sh) still give
+/// the committed images: the browser's load tests compare with those images.
 #[test]
-fn converted_fixture_image_is_current() {
+fn converted_fixture_images_are_current() {
     let dir = scratch("converted");
-    let out = dir.join("out.npy");
-    let model = fixtures().join("converted/sd15-tiny-q8").display().to_string();
-    let result = run(&[
-        "--model", &model, "--prompt", "a red cube on a table", "--steps", "3", "--scheduler", "euler-a", "--seed", "5",
-        "--width", "32", "--height", "32", "--backend", "cpu", "--output", out.to_str().unwrap(),
-    ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let worst = max_error(&out, "../converted/sd15-tiny-q8_image.npy");
-    assert!(worst <= 0.5 / 255.0, "max abs error {worst}: re-run tests/fixtures/make_converted_fixtures.sh");
+    for q in ["q8", "q4"] {
+        let out = dir.join(format!("{q}.npy"));
+        let model = fixtures().join(format!("converted/sd15-tiny-{q}")).display().to_string();
+        let result = run(&[
+            "--model", &model, "--prompt", "a red cube on a table", "--steps", "3", "--scheduler", "euler-a", "--seed", "5",
+            "--width", "32", "--height", "32", "--backend", "cpu", "--output", out.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let worst = max_error(&out, &format!("../converted/sd15-tiny-{q}_image.npy"));
+        assert!(worst <= 0.5 / 255.0, "{q}: max abs error {worst}: re-run tests/fixtures/make_converted_fixtures.sh");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -126,8 +126,8 @@ impl Generator {
         if state.busy {
             return Err(Error::BadInput("a generation is running: wait for it (or abort it) before loading".into()).into());
         }
-        if let Some(why) = device::lost(&state.device) {
-            return Err(Error::DeviceLost(format!("{why}; call Generator.create() again")).into());
+        if let Some(failure) = device::failure(&state.device) {
+            return Err(failure.with_advice("call Generator.create() again").into());
         }
         let started = now_ms();
         let model = StableDiffusion::from_files(&map, &state.device)?;
@@ -186,6 +186,13 @@ impl Generator {
     #[wasm_bindgen(js_name = loseDeviceForTesting)]
     pub fn lose_device_for_testing() {
         device::lose_gpu_for_testing();
+    }
+
+    /// The WebGPU device (`GPUDevice`), for tests that raise errors on it as a GPU would.
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = gpuDeviceForTesting)]
+    pub fn gpu_device_for_testing() -> JsValue {
+        device::webgpu_device_for_testing()
     }
 
     /// Whether a model is loaded.
@@ -255,7 +262,7 @@ impl Generator {
 /// The generator's device, a new one if it was lost (the model on it is dropped).
 async fn current_device(state: &Rc<RefCell<State>>) -> Result<Device, JsValue> {
     let old = state.borrow().device.clone();
-    if device::lost(&old).is_none() {
+    if device::failure(&old).is_none() {
         return Ok(old);
     }
     let device = device::gpu().await?;
@@ -268,12 +275,12 @@ async fn current_device(state: &Rc<RefCell<State>>) -> Result<Device, JsValue> {
 /// The loaded model and its load time; after a lost device, on a new device with the model
 /// loaded again from where it came from (the browser's storage, so no download).
 async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64), JsValue> {
-    let lost = device::lost(&state.borrow().device);
-    if let Some(why) = lost {
+    let failure = device::failure(&state.borrow().device);
+    if let Some(failure) = failure {
         let device = current_device(state).await?;
         let url = state.borrow().model_url.clone();
         let Some(url) = url else {
-            return Err(Error::DeviceLost(format!("{why}; call loadFiles again")).into());
+            return Err(failure.with_advice("call loadFiles again").into());
         };
         let started = now_ms();
         let model = super::load::load(&url, &JsValue::UNDEFINED, &device).await?;

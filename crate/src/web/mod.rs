@@ -26,6 +26,7 @@ impl From<Error> for JsValue {
             Error::NoGpu(_) => "no-webgpu",
             Error::Gpu(_) => "gpu",
             Error::DeviceLost(_) => "device-lost",
+            Error::OutOfMemory(_) => "out-of-memory",
             Error::Tokenizer(_) => "tokenizer",
             Error::BadWeights(_) => "bad-weights",
             Error::BadConfig(_) => "bad-config",
