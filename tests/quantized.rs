@@ -6,8 +6,8 @@
 //!
 //! Native tiers only for now: in headless Chromium this test stalls the renderer past
 //! ChromeDriver's 30 s limit (not yet understood). Quantized weights on WebGPU are checked
-//! in the browser by `tests/web_api.rs` (a q8 model streamed and kept quantized gives the
-//! native CPU image within 1/255).
+//! in the browser by `tests/web_api.rs` (q8 and q4 models streamed and kept quantized give
+//! the native CPU images within 1/255).
 
 #![cfg(not(target_arch = "wasm32"))]
 
