@@ -178,6 +178,16 @@ async fn abort_bad_options_and_busy() {
     settle(first).await.unwrap();
 }
 
+/// The options of the CLI's images of the converted fixtures
+/// (tests/fixtures/make_converted_fixtures.sh).
+fn cli_image_options() -> Object {
+    let o = options("a red cube on a table");
+    set(&o, "steps", 3);
+    set(&o, "scheduler", "euler-a");
+    set(&o, "seed", 5);
+    o
+}
+
 /// The files of a converted fixture by path.
 macro_rules! converted {
     ($q:literal; $($chunk:literal),+) => {
@@ -249,11 +259,7 @@ async fn load_streams_a_converted_model() {
     let loaded = settle(generator.load("https://models.test/sd15/".into(), load_options.into())).await;
     let result = async {
         loaded?;
-        let o = options("a red cube on a table");
-        set(&o, "steps", 3);
-        set(&o, "scheduler", "euler-a");
-        set(&o, "seed", 5);
-        settle(generator.generate(o.into())).await
+        settle(generator.generate(cli_image_options().into())).await
     }
     .await;
     let result = result.unwrap();
@@ -307,20 +313,13 @@ async fn load_streams_a_converted_model() {
     Generator::lose_device_for_testing();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
     JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
-    let o = options("a red cube on a table");
-    set(&o, "steps", 3);
-    set(&o, "scheduler", "euler-a");
-    set(&o, "seed", 5);
-    let again = settle(generator.generate(o.into())).await.unwrap();
+    let again = settle(generator.generate(cli_image_options().into())).await.unwrap();
     check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
 
     // The GPU runs out of memory mid-generation (the browser's own error event, raised on the
     // device after step 1): the call rejects with code "out-of-memory" instead of a panic,
     // and the next one works on a new device with the model loaded again.
-    let o = options("a red cube on a table");
-    set(&o, "steps", 3);
-    set(&o, "scheduler", "euler-a");
-    set(&o, "seed", 5);
+    let o = cli_image_options();
     let raise = Function::new_with_args(
         "device, p",
         "if (p.step === 1) device.dispatchEvent(new GPUUncapturedErrorEvent('uncapturederror', \
@@ -349,11 +348,7 @@ async fn q4_model_gives_the_cpu_image() {
     let original = fake_fetch_at(url, &js_map(converted!("q4"; "0", "1", "2", "3"), None), &log);
     let result = async {
         settle(generator.load(url.into(), Object::new().into())).await?;
-        let o = options("a red cube on a table");
-        set(&o, "steps", 3);
-        set(&o, "scheduler", "euler-a");
-        set(&o, "seed", 5);
-        settle(generator.generate(o.into())).await
+        settle(generator.generate(cli_image_options().into())).await
     }
     .await;
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();

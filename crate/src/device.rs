@@ -47,14 +47,14 @@ fn graphics_api() -> wgpu::Backend {
 /// A GPU device we created, and why it became unusable, once it did.
 struct Gpu {
     device: Device,
-    lost: LostFlag,
+    failure: FailureFlag,
 }
 
 /// Set once a device is lost or reports an error (out of memory above all): the error the
 /// calls on it return from then on.
-type LostFlag = std::sync::Arc<std::sync::Mutex<Option<Error>>>;
+type FailureFlag = std::sync::Arc<std::sync::Mutex<Option<Error>>>;
 
-fn set_once(flag: &LostFlag, error: Error) {
+fn set_once(flag: &FailureFlag, error: Error) {
     if let Ok(mut f) = flag.lock()
         && f.is_none()
     {
@@ -80,19 +80,19 @@ static GPUS: async_lock::Mutex<Vec<Gpu>> = async_lock::Mutex::new(Vec::new());
 pub async fn gpu() -> Result<Device, Error> {
     let mut gpus = GPUS.lock().await;
     if let Some(gpu) = gpus.last()
-        && gpu.lost.lock().map(|l| l.is_none()).unwrap_or(false)
+        && gpu.failure.lock().map(|l| l.is_none()).unwrap_or(false)
     {
         return Ok(gpu.device.clone());
     }
-    let lost = LostFlag::default();
-    let setup = request_setup(lost.clone()).await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
+    let failure = FailureFlag::default();
+    let setup = request_setup(failure.clone()).await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
     let wgpu_device = setup.device.clone();
     let device = Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
     // After burn's init, which installs a handler that panics (in the browser: "unreachable
     // executed", the page's engine gone) on any error the GPU reports.
-    let flag = lost.clone();
+    let flag = failure.clone();
     wgpu_device.on_uncaptured_error(std::sync::Arc::new(move |e| set_once(&flag, gpu_error(e))));
-    gpus.push(Gpu { device: device.clone(), lost });
+    gpus.push(Gpu { device: device.clone(), failure });
     Ok(device)
 }
 
@@ -111,7 +111,7 @@ fn gpu_error(e: wgpu::Error) -> Error {
 pub fn failure(device: &Device) -> Option<Error> {
     let gpus = GPUS.try_lock()?; // locked: a device is being created, so none has failed now
     let gpu = gpus.iter().find(|g| g.device == *device)?;
-    gpu.lost.lock().ok()?.clone()
+    gpu.failure.lock().ok()?.clone()
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -138,7 +138,7 @@ pub fn lose_gpu_for_testing() {
     });
 }
 
-async fn request_setup(lost: LostFlag) -> Result<WgpuSetup, String> {
+async fn request_setup(lost: FailureFlag) -> Result<WgpuSetup, String> {
     let backend = graphics_api();
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: backend.into(),
