@@ -274,6 +274,9 @@ describe("with the built-in model", () => {
     // 64×64 from the manifest: UNet sample_size × the VAE's scale.
     assert.equal(await page.inputValue("#width"), "64");
     assert.equal(await page.inputValue("#height"), "64");
+    // Steps and guidance from the model's `_sd_webgpu_defaults`.
+    assert.equal(await page.inputValue("#steps"), "20");
+    assert.equal(await page.inputValue("#guidance"), "3");
     // The chunks were fetched by the engine's worker, and the recorder saw it.
     assert.ok(requests.some((r) => /\/models\/shapes\/chunk-000\.bin$/.test(r.url())), "chunk requests recorded");
     // The CLIP token counter uses the model's tokenizer ("a red circle on a blue background" = 7).
@@ -352,7 +355,7 @@ describe("with the built-in model", () => {
       text,
       "parameters\0" +
         `${PROMPT}\nNegative prompt: blurry\n` +
-        "Steps: 3, Sampler: Euler a, CFG scale: 7.5, Seed: 1234, Size: 64x64, Model: shapes",
+        "Steps: 3, Sampler: Euler a, CFG scale: 3, Seed: 1234, Size: 64x64, Model: shapes",
     );
     // Text beyond Latin-1 goes in an iTXt chunk, UTF-8, uncompressed.
     const itxt = new Uint8Array(
@@ -521,11 +524,12 @@ describe("with the built-in model", () => {
 
   // The browser half of tests/prompt_following.rs (which checks 96 + 48 images natively; on
   // SwiftShader a generation at the model's 20 steps takes the better part of a minute): what
-  // a newcomer sees first, the shape and background in the colours the prompt names.
+  // a newcomer sees first, the shape and background in the colours the prompt names, at the
+  // model's defaults (20 steps, guidance 3, its own scheduler).
   test("draws the shape and background colours it is asked for", { timeout: 3 * GENERATION_MS }, async () => {
     await page.selectOption("#scheduler", "");
     await page.fill("#steps", "20");
-    await page.fill("#guidance", "7.5");
+    await page.fill("#guidance", "3");
     await page.fill("#batch", "1");
     const cases = [
       ["a red circle on a blue background", 1, "red", "blue"],

@@ -32,12 +32,13 @@ pub struct GenerateArgs {
     pub prompt: String,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Denoising steps (at least 1).
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// Classifier-free guidance scale; 1 or less turns guidance off.
-    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
-    pub guidance: f64,
+    /// Denoising steps, at least 1 (default: the model's own, else 20).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale; 1 or less turns guidance off (default: the model's
+    /// own, else 7.5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f64>,
     /// Sampler: ddim, pndm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras, lcm (default: the model's own).
     #[arg(long)]
     pub scheduler: Option<String>,
@@ -51,10 +52,12 @@ pub struct GenerateArgs {
     /// Initial latents instead of seeded noise: a float32 .npy of shape [1, 4, height/8, width/8].
     #[arg(long, conflicts_with = "seed")]
     pub latents: Option<PathBuf>,
-    /// Image width in pixels (default 512, or the latents' width × 8).
+    /// Image width in pixels (default: the init image's or the latents' width, else the
+    /// model's own, else 512).
     #[arg(long)]
     pub width: Option<usize>,
-    /// Image height in pixels (default 512, or the latents' height × 8).
+    /// Image height in pixels (default: the init image's or the latents' height, else the
+    /// model's own, else 512).
     #[arg(long)]
     pub height: Option<usize>,
     /// CLIP skip, A1111's meaning: 1 = the last layer.
@@ -153,11 +156,14 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         started.elapsed().as_secs_f64(),
         model.weight_bytes() as f64 / 1e6
     );
+    let own = ModelDefaults::of(&model);
+    let steps = args.steps.or(own.steps).unwrap_or(20);
+    let guidance = args.guidance.or(own.guidance).unwrap_or(7.5);
     let f = model.vae_scale_factor();
     let (width, height) = match (&init_image, &latents) {
         (Some(image), _) => (args.width.unwrap_or(image.width), args.height.unwrap_or(image.height)),
         (None, Some((shape, _))) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
-        (None, None) => (args.width.unwrap_or(512), args.height.unwrap_or(512)),
+        (None, None) => (args.width.or(own.width).unwrap_or(512), args.height.or(own.height).unwrap_or(512)),
     };
     if let Some((shape, _)) = &latents {
         let want = [1, model.latent_channels(), height / f.max(1), width / f.max(1)];
@@ -173,8 +179,8 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let params = GenerateParams {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
-        steps: args.steps,
-        guidance_scale: args.guidance,
+        steps,
+        guidance_scale: guidance,
         scheduler,
         scheduler_overrides: overrides,
         seed,
@@ -226,9 +232,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     text.push_str(&format!("\nNegative prompt: {}", args.negative_prompt));
     text.push_str(&format!(
         "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {width}x{height}, Model: {model_name}",
-        args.steps,
+        steps,
         sampler.a1111_name(),
-        args.guidance
+        guidance
     ));
     if params.mode() != Mode::Txt2Img {
         text.push_str(&format!(", Denoising strength: {}", params.strength()));
@@ -250,6 +256,34 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
 }
 
 /// Waits for the device to finish its queued work.
+/// The settings a model was made for, where it records them: `_sd_webgpu_defaults` in its
+/// scheduler config (diffusers ignores `_` keys; the built-in model has them, and the page
+/// reads them too).
+#[derive(Debug, Default, PartialEq)]
+struct ModelDefaults {
+    steps: Option<usize>,
+    guidance: Option<f64>,
+    width: Option<usize>,
+    height: Option<usize>,
+}
+
+impl ModelDefaults {
+    fn of(model: &StableDiffusion) -> Self {
+        model.scheduler_config.get("_sd_webgpu_defaults").map(Self::from_json).unwrap_or_default()
+    }
+
+    /// Fields that are missing or not numbers of the right kind are left to the CLI's defaults.
+    fn from_json(v: &serde_json::Value) -> Self {
+        let size = |k: &str| v.get(k).and_then(|x| x.as_u64()).and_then(|x| usize::try_from(x).ok()).filter(|&x| x > 0);
+        Self {
+            steps: size("steps"),
+            guidance: v.get("guidance_scale").and_then(|x| x.as_f64()),
+            width: size("width"),
+            height: size("height"),
+        }
+    }
+}
+
 fn sync(device: &sd_webgpu::Device) -> Result<(), Error> {
     device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
 }
@@ -316,4 +350,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         return Err(Error::Io(format!("cannot write {}: {e}", path.display())));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelDefaults;
+
+    #[test]
+    fn model_defaults_read_what_is_there_and_skip_the_rest() {
+        let v = serde_json::json!({"steps": 20, "guidance_scale": 3.0, "width": 64, "height": 64, "prompt": "x"});
+        assert_eq!(
+            ModelDefaults::from_json(&v),
+            ModelDefaults { steps: Some(20), guidance: Some(3.0), width: Some(64), height: Some(64) }
+        );
+        // Wrong kinds and zero sizes fall back to the CLI's defaults.
+        let v = serde_json::json!({"steps": "20", "guidance_scale": null, "width": 0, "height": -8});
+        assert_eq!(ModelDefaults::from_json(&v), ModelDefaults::default());
+        assert_eq!(ModelDefaults::from_json(&serde_json::json!([1, 2])), ModelDefaults::default());
+    }
 }

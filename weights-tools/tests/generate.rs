@@ -278,3 +278,29 @@ fn converted_fixture_images_are_current() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without --steps, --guidance or a size, the CLI uses the settings the model records
+/// (`_sd_webgpu_defaults`: the built-in model's 20 steps, guidance 3, 64×64), as the page
+/// does, and draws what the prompt asks.
+#[test]
+fn built_in_model_uses_its_own_defaults() {
+    let dir = scratch("shapes");
+    let out = dir.join("shapes.png");
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/shapes").display().to_string();
+    let result = run(&["--model", &shapes, "--prompt", "a red circle on a blue background", "--seed", "1", "--output", out.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(
+        parameters(&out),
+        "a red circle on a blue background\nNegative prompt: \nSteps: 20, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 64x64, Model: shapes"
+    );
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap())).read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut rgb).unwrap();
+    let px = |x: usize, y: usize| [0, 1, 2].map(|k| rgb[(y * 64 + x) * 3 + k]);
+    // Red (220, 30, 30) in the centre, blue (30, 60, 220) in the corner.
+    let [r, g, b] = px(32, 32);
+    assert!(r > 150 && g < 100 && b < 100, "centre {:?}", px(32, 32));
+    let [r, g, b] = px(1, 1);
+    assert!(b > 150 && r < 100 && g < 120, "corner {:?}", px(1, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,8 @@
 """Prompt-following check of a shapes model (a diffusers folder), as tests/prompt_following.rs
 does it in Rust on the converted model:
 
-    /root/venv-ref/bin/python weights-tools/train/eval_shapes.py /tmp/shapes-diffusers [--scheduler ddim]
+    /root/venv-ref/bin/python weights-tools/train/eval_shapes.py /tmp/shapes-diffusers [--scheduler ddim] \
+        [--guidance 5] [--seeds 2,3]
 
 Text to image: the 48 prompts of shapes.eval_prompts() x seeds 0 and 1, 64x64, the model's
 default steps and guidance. The shape's colour is the nearest named colour to the mean of the
@@ -125,10 +126,12 @@ def main():
     ap.add_argument("--scheduler", choices=sorted(SCHEDULERS))
     ap.add_argument("--steps", type=int)
     ap.add_argument("--guidance", type=float)
+    ap.add_argument("--seeds", default="0,1", help="text-to-image seeds (the first one's images are inpainted)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grid", type=Path, help="write the text-to-image results as one PNG")
     args = ap.parse_args()
-    r = evaluate(args.model, args.threads, args.scheduler, args.steps, args.guidance)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    r = evaluate(args.model, args.threads, args.scheduler, args.steps, args.guidance, seeds=seeds)
     if args.grid:
         images, out = r["grid"]
         save_grid(np.concatenate([images, out]), args.grid)
