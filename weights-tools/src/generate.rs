@@ -255,7 +255,6 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Waits for the device to finish its queued work.
 /// The settings a model was made for, where it records them: `_sd_webgpu_defaults` in its
 /// scheduler config (diffusers ignores `_` keys; the built-in model has them, and the page
 /// reads them too).
@@ -284,6 +283,7 @@ impl ModelDefaults {
     }
 }
 
+/// Waits for the device to finish its queued work.
 fn sync(device: &sd_webgpu::Device) -> Result<(), Error> {
     device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
 }
