@@ -2,32 +2,76 @@
 # The README's test command: installs what is missing, then runs every test tier.
 #   a) native, burn's CPU backend      b) native, burn-wgpu on Vulkan (lavapipe without a GPU)
 #   c) in headless Chromium on WebGPU: Rust tests through wasm-bindgen-test, then the page
+# At the end it prints each step's wall time, and warns when the whole run took over an hour
+# (CI stops a run at 90 minutes; machines of our kind differ by 3x in speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 # Quiets Mesa's probing of display servers that a headless machine does not have.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 chmod 700 "$XDG_RUNTIME_DIR"
 
-tier() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+BUDGET_S=3600
+run_start=$SECONDS
+names=() secs=()
+current="" step_start=$SECONDS
 
-tier "tier a: native, CPU backend"
-cargo test --release --locked --workspace -- --skip ::wgpu
-# The parsers of files from strangers again, with overflow checks on as cargo-fuzz builds
-# them: the seeded mutations of format::fuzzing then catch arithmetic that would wrap.
-cargo test --release --locked -p sd-webgpu --lib --config 'profile.release.package.sd-webgpu.overflow-checks=true' \
-  -- format:: safetensors:: json::
+# Closes the running step (if any) and opens the next one.
+step() {
+  if [ -n "$current" ]; then names+=("$current"); secs+=($((SECONDS - step_start))); fi
+  current="$1" step_start=$SECONDS
+  [ -n "$current" ] && printf '\n\033[1m== %s\033[0m\n' "$current"
+  return 0
+}
 
-tier "tier b: native, burn-wgpu on Vulkan"
-cargo test --release --locked -p sd-webgpu -- ::wgpu
+report() {
+  local status=$? total=$((SECONDS - run_start)) i
+  if [ -n "$current" ]; then
+    [ "$status" = 0 ] || current="$current (failed, exit $status)"
+    names+=("$current"); secs+=($((SECONDS - step_start)))
+  fi
+  printf '\n\033[1m== wall time per step\033[0m\n'
+  for i in "${!names[@]}"; do printf '%6d s  %s\n' "${secs[$i]}" "${names[$i]}"; done
+  printf '%6d s  total (%d min %d s)\n' "$total" $((total / 60)) $((total % 60))
+  if [ "$total" -gt "$BUDGET_S" ]; then
+    local slowest
+    slowest=$(for i in "${!names[@]}"; do printf '%d s  %s\n' "${secs[$i]}" "${names[$i]}"; done | sort -rn | head -3)
+    printf '\n\033[1;31mWARNING: the test run took %d min, over the %d min budget (CI stops at 90).\033[0m\n' \
+      $((total / 60)) $((BUDGET_S / 60))
+    printf 'Slowest steps:\n%s\nMake them faster before CI rejects work on a slower machine.\n' "$slowest"
+  fi
+}
+trap report EXIT
 
-tier "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
-# webdriver.json beside crate/Cargo.toml names Debian's Chromium and turns WebGPU on.
-# WASM_BINDGEN_TEST_TIMEOUT: seconds for the whole browser run (SwiftShader is slow).
+step "setup: packages and pinned tools"
+scripts/setup.sh --test
+
+# One build of the native test binaries serves tiers a and b: the same flags everywhere
+# (--workspace), since `-p` alone changes feature unification and rebuilds burn.
+# sd-webgpu is built with overflow checks (Cargo.toml), as cargo-fuzz builds it, so the
+# seeded mutations of format::fuzzing catch arithmetic that would wrap.
+native=(cargo test --release --locked --workspace)
+step "build: native test binaries"
+"${native[@]}" --no-run
+
+step "tier a: native, CPU backend"
+"${native[@]}" -- --skip ::wgpu
+
+step "tier b: native, burn-wgpu on Vulkan"
+"${native[@]}" -- ::wgpu
+
+step "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
+# webdriver.json beside crate/Cargo.toml names Debian's Chromium and turns WebGPU on. The
+# tests run in a dedicated worker (as the page's engine does), so a long GPU step never
+# blocks the renderer's main thread past ChromeDriver's fixed 30 s.
+# WASM_BINDGEN_TEST_TIMEOUT: seconds for each test binary's browser run (SwiftShader is slow).
 (cd crate && WASM_BINDGEN_TEST_TIMEOUT=1200 \
   wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --release --mode no-install)
 
-tier "tier c: headless Chromium, the page served by the run command"
+step "build: the page's wasm package"
 python3 scripts/build-wasm.py
+
+step "tier c: headless Chromium, the page served by the run command"
 node --test --test-reporter=spec tests/browser/
+
+step ""

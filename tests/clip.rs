@@ -11,7 +11,7 @@ use sd_webgpu::clip::{ClipTextConfig, ClipTextModel};
 use sd_webgpu::{Device, read_f32};
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const TOL: f64 = 1e-4;
 

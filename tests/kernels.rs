@@ -11,7 +11,7 @@ use common::{Rng, check_close, reference, tensor};
 use sd_webgpu::{Device, ops, read_f32};
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 /// The tolerance the golden tests use: 1e-4 of the output's scale.
 const TOL: f64 = 1e-4;
@@ -157,4 +157,16 @@ fn check_close_rejects_nan_and_length_mismatch() {
     assert!(check_close("x", &[f32::NAN], &[1.0], TOL).is_err());
     assert!(check_close("x", &[1.0], &[1.0, 2.0], TOL).is_err());
     assert!(check_close("x", &[1.0, 2.00001], &[1.0, 2.0], TOL).is_ok());
+}
+
+/// The comparison every golden test uses fails on a NaN or an infinity, in the result or
+/// in the expectation (a plain `f32::max` fold would drop a NaN and pass).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn check_close_fails_non_finite_values() {
+    assert!(check_close("same", &[1.0, -2.0], &[1.0, -2.0], TOL).is_ok());
+    assert!(check_close("off", &[1.0, -1.0], &[1.0, -2.0], TOL).is_err());
+    assert!(check_close("nan", &[f32::NAN, -2.0], &[1.0, -2.0], TOL).is_err());
+    assert!(check_close("all nan", &[f32::NAN; 2], &[f32::NAN; 2], TOL).is_err());
+    assert!(check_close("inf", &[f32::INFINITY, -2.0], &[1.0, -2.0], TOL).is_err());
 }

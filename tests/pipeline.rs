@@ -47,7 +47,7 @@ use sd_webgpu::scheduler::SchedulerKind;
 use serde_json::Value;
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 /// 0.5 / 255: the same image in 8 bits.
 const TOL: f32 = 0.5 / 255.0;

@@ -22,7 +22,7 @@ use sd_webgpu::{Device, Tensor, read_f32};
 use serde_json::Value;
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 /// Step outputs, scaled inputs, add_noise: max error / output scale.
 const STEP_TOL: f64 = 1e-5;
@@ -118,9 +118,8 @@ async fn run_case_with(case: &Case, device: &Device, config: Option<SchedulerCon
     let mut worst = 0.0f64;
     let mut compare = |what: String, got: Vec<f32>, want: &[f32]| -> Result<(), String> {
         check_close(&what, &got, want, STEP_TOL)?;
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
-        let err = got.iter().zip(want).fold(0.0f64, |m, (g, w)| m.max((*g as f64 - *w as f64).abs()));
-        worst = worst.max(err / scale);
+        let scale = sd_webgpu::compare::max_abs(want).max(1e-12);
+        worst = worst.max(sd_webgpu::compare::max_abs_diff(&got, want) / scale);
         Ok(())
     };
     let read = |t: Tensor<4>| async move { read_f32(t).await.map_err(|e| e.to_string()) };

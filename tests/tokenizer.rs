@@ -8,7 +8,7 @@ use sd_webgpu::tokenizer::ClipTokenizer;
 use serde::Deserialize;
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const CORPUS: &str = include_str!("fixtures/tokenizer_corpus.json");
 const SD1_VOCAB: &str = include_str!("fixtures/sd15-tiny/tokenizer/vocab.json");

@@ -29,7 +29,7 @@ use sd_webgpu::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use sd_webgpu::{Device, Tensor, read_f32};
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const TOL: f64 = 1e-4;
 
@@ -94,8 +94,8 @@ async fn run_with(case: &Case, config: &UNet2DConditionConfig, use_cond: bool, d
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
     let want = npy(case.out).1;
     // Shown with --nocapture: how close we are, relative to the output's scale.
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    let scale = sd_webgpu::compare::max_abs(&want);
+    let worst = sd_webgpu::compare::max_abs_diff(&got, &want);
     let msg = format!("{}: max abs error {worst:.2e} = {:.2e} x scale {scale:.3}", case.name, worst / scale);
     #[cfg(target_arch = "wasm32")]
     wasm_bindgen_test::console_log!("{msg}");

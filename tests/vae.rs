@@ -12,7 +12,7 @@ use sd_webgpu::vae::{AutoencoderKL, AutoencoderKLConfig};
 use sd_webgpu::{Device, read_f32};
 
 #[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const TOL: f64 = 1e-4;
 
@@ -33,8 +33,8 @@ fn load(device: &Device) -> AutoencoderKL {
 
 /// The max abs error relative to the golden's scale, printed so runs show the margin.
 fn report(what: &str, got: &[f32], want: &[f32]) {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-    let err = got.iter().zip(want).fold(0.0f64, |m, (g, w)| m.max((*g as f64 - *w as f64).abs()));
+    let scale = sd_webgpu::compare::max_abs(want);
+    let err = sd_webgpu::compare::max_abs_diff(got, want);
     println!("{what}: max abs error {err:.3e} (scale {scale:.3e}, relative {:.3e})", err / scale);
 }
 

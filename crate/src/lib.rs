@@ -5,6 +5,7 @@
 //! (see [`device`]).
 
 pub mod clip;
+pub mod compare;
 pub mod model;
 pub mod pipeline;
 pub mod device;

@@ -17,6 +17,9 @@ import { launch } from "./chromium.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const HEAP_BUDGET = 256 * 2 ** 20;
+// What this load takes today (142.1 MiB measured, 2026-11) plus a margin for the allocator:
+// a regression shows long before the budget is reached.
+const HEAP_BOUND = 160 * 2 ** 20;
 const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".html": "text/html" };
 
 const work = mkdtempSync(join(tmpdir(), "sd-webgpu-heap-"));
@@ -46,7 +49,7 @@ function serve(model) {
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
-test("streaming SD 1.5 q8 in the browser keeps the wasm heap under 256 MiB", { timeout: 30 * 60_000 }, async () => {
+test("streaming SD 1.5 q8 in the browser keeps the wasm heap near its measured 142 MiB (budget 256 MiB)", { timeout: 30 * 60_000 }, async () => {
   run("cargo", ["build", "--release", "--locked", "-q", "-p", "weights-tools", "--bin", "sd-weights"]);
   const sdWeights = join(ROOT, "target", "release", "sd-weights");
   const synth = join(work, "sd15");
@@ -86,7 +89,8 @@ test("streaming SD 1.5 q8 in the browser keeps the wasm heap under 256 MiB", { t
     );
     assert.ok(r.loaded, "the model did not load");
     assert.ok(r.end >= r.peakDuring, "a wasm memory never shrinks");
-    assert.ok(r.end < HEAP_BUDGET, `the wasm heap grew to ${mib(r.end)} MiB`);
+    assert.ok(r.end < HEAP_BUDGET, `the wasm heap grew to ${mib(r.end)} MiB, over the ${mib(HEAP_BUDGET)} MiB budget`);
+    assert.ok(r.end < HEAP_BOUND, `the wasm heap grew to ${mib(r.end)} MiB (measured 142 MiB before; bound ${mib(HEAP_BOUND)} MiB)`);
   } finally {
     await browser.close();
     server.close();

@@ -105,17 +105,11 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], rel_tol: f64) -> Resul
     if got.len() != want.len() {
         return Err(format!("{what}: got {} values, want {}", got.len(), want.len()));
     }
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
-    let (mut worst, mut at) = (0.0f64, 0usize);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (*g as f64 - *w as f64).abs();
-        if !(err <= worst) {
-            // `!(<=)` also catches NaN.
-            worst = err;
-            at = i;
-        }
-    }
-    if worst <= rel_tol * scale {
+    let scale = sd_webgpu::compare::max_abs(want).max(1e-12);
+    let worst = sd_webgpu::compare::max_abs_diff(got, want);
+    // Where the worst element is: the first that is not finite or differs by `worst`.
+    let at = got.iter().zip(want).position(|(g, w)| !(((*g as f64 - *w as f64).abs()) < worst)).unwrap_or(0);
+    if worst <= rel_tol * scale && scale.is_finite() {
         Ok(())
     } else {
         Err(format!(

@@ -170,7 +170,7 @@ fn generate_from_a_converted_model_matches_the_folder() {
         convert(&fixtures().join("sd15-tiny"), &dir.join(quant), quant);
         ok(&generate(&dir.join(quant), &dir.join(format!("{quant}.npy"))));
         let (_, image) = read(&format!("{quant}.npy"));
-        let worst = image.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let worst = sd_webgpu::compare::max_abs_diff(&image, &want);
         let mean = image.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f32>() / want.len() as f32;
         eprintln!("{quant} image: max abs difference {worst}, mean {mean}");
         assert!(worst < max_bound && mean < mean_bound, "{quant} image differs by {worst} (mean {mean})");

@@ -67,7 +67,7 @@ fn npy_with_latents_matches_diffusers() {
     let want_bytes = std::fs::read(fixtures().join("pipeline/sd15_ddim_image.npy")).unwrap();
     let (want_shape, want) = sd_webgpu::npy::read_f32(&want_bytes, "golden").unwrap();
     assert_eq!(shape, want_shape);
-    let worst = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    let worst = sd_webgpu::compare::max_abs_diff(&got, &want);
     assert!(worst <= 0.5 / 255.0, "max abs error {worst}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -88,12 +88,12 @@ fn fixture_png(name: &str, path: &Path) {
     write_png(path, shape[1], shape[0], &pixels, shape.get(2).copied().unwrap_or(1));
 }
 
-fn max_error(out: &Path, golden: &str) -> f32 {
+fn max_error(out: &Path, golden: &str) -> f64 {
     let (shape, got) = sd_webgpu::npy::read_f32(&std::fs::read(out).unwrap(), "output").unwrap();
     let want_bytes = std::fs::read(fixtures().join("pipeline").join(golden)).unwrap();
     let (want_shape, want) = sd_webgpu::npy::read_f32(&want_bytes, "golden").unwrap();
     assert_eq!(shape, want_shape);
-    got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+    sd_webgpu::compare::max_abs_diff(&got, &want)
 }
 
 /// `--init-image` + `--mask` from PNGs with a seed give diffusers' inpainting image
