@@ -28,7 +28,9 @@ def main() -> int:
     config = tomllib.loads((ROOT / "wasm-pack.toml").read_text())
     build, opt = config["build"], config["wasm-opt"]
     out_dir = ROOT / build["out_dir"]
-    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    # A cargo target directory of its own: this build shares nothing with the test builds
+    # (its own profile), and with its own lock it can run while they build or run.
+    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "page"
     staging = target_dir / "wasm-pkg"
 
     cmd = [
@@ -43,7 +45,7 @@ def main() -> int:
     if build.get("features"):
         cmd += ["--", "--features", ",".join(build["features"])]
     print("[build-wasm]", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target_dir)})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wasm_name = None

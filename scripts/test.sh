@@ -24,8 +24,17 @@ step() {
   return 0
 }
 
+# Ends a background job and everything it started.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+
 report() {
   local status=$? total=$((SECONDS - run_start)) i
+  # A failed run leaves no build behind it.
+  [ -n "${page_build:-}" ] && kill_tree "$page_build"
   if [ -n "$current" ]; then
     [ "$status" = 0 ] || current="$current (failed, exit $status)"
     names+=("$current"); secs+=($((SECONDS - step_start)))
@@ -52,6 +61,13 @@ scripts/setup.sh --test
 # seeded mutations of format::fuzzing catch arithmetic that would wrap.
 native=(cargo test --release --locked --workspace)
 step "build: native test binaries"
+# The page's wasm package builds beside everything else, at low priority (its own target
+# directory, see build-wasm.py): it takes the cores the native tests and the browser leave
+# idle, and is waited for before the page tests.
+page_log=target/build-wasm.log
+mkdir -p target
+nice -n 15 python3 scripts/build-wasm.py >"$page_log" 2>&1 &
+page_build=$!
 "${native[@]}" --no-run
 
 step "tier a: native, CPU backend"
@@ -68,8 +84,16 @@ step "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
 (cd crate && WASM_BINDGEN_TEST_TIMEOUT=1200 \
   wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --release --mode no-install)
 
-step "build: the page's wasm package"
-python3 scripts/build-wasm.py
+step "build: the page's wasm package (waiting for the rest of it)"
+page_status=0
+wait "$page_build" || page_status=$?
+page_build=""
+if [ "$page_status" != 0 ]; then
+  cat "$page_log"
+  echo "the page's wasm build failed (log above: $page_log)"
+  exit 1
+fi
+grep '^\[build-wasm\]' "$page_log"
 
 step "tier c: headless Chromium, the page served by the run command"
 node --test --test-reporter=spec tests/browser/

@@ -124,8 +124,28 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], rel_tol: f64) -> Resul
 #[macro_export]
 macro_rules! on_every_device {
     ($($name:ident => $check:path;)+) => {$(
+        $crate::on_native_devices! { $name => $check; }
+
+        #[cfg(target_arch = "wasm32")]
         mod $name {
-            #[cfg(not(target_arch = "wasm32"))]
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn webgpu() {
+                let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
+                if let Err(e) = $check(&device).await {
+                    panic!("{e}");
+                }
+            }
+        }
+    )+};
+}
+
+/// [`on_every_device`] for the native tiers only (`cpu` and `wgpu`): for checks whose code
+/// the browser tier already runs in other cases, where SwiftShader's minutes buy nothing.
+#[macro_export]
+macro_rules! on_native_devices {
+    ($($name:ident => $check:path;)+) => {$(
+        #[cfg(not(target_arch = "wasm32"))]
+        mod $name {
             #[test]
             fn cpu() {
                 let device = sd_webgpu::device::cpu();
@@ -134,7 +154,6 @@ macro_rules! on_every_device {
                 }
             }
 
-            #[cfg(not(target_arch = "wasm32"))]
             #[test]
             fn wgpu() {
                 pollster::block_on(async {
@@ -143,15 +162,6 @@ macro_rules! on_every_device {
                         panic!("{e}");
                     }
                 });
-            }
-
-            #[cfg(target_arch = "wasm32")]
-            #[wasm_bindgen_test::wasm_bindgen_test]
-            async fn webgpu() {
-                let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
-                if let Err(e) = $check(&device).await {
-                    panic!("{e}");
-                }
             }
         }
     )+};
