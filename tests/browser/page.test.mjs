@@ -1,9 +1,10 @@
 // Starts the README's run command, opens the page it serves in headless Chromium (WebGPU on
 // SwiftShader, no GPU) and uses it as a person would: the GPU panel, a browser without
 // WebGPU, then, with the built-in model, text to image, the PNG download, inpainting with a
-// mask drawn by mouse, image to image, cancelling, a narrow screen, and an offline reload.
-// The images of text to image, inpainting and image to image are the native CLI's for the
-// same settings (tests/fixtures/page/, made by tests/fixtures/make_page_fixtures.sh).
+// mask drawn by mouse, image to image, cancelling, a GPU device lost mid-generation, a
+// crashed engine, a narrow screen, and an offline reload. The images of text to image,
+// inpainting and image to image are the native CLI's for the same settings
+// (tests/fixtures/page/, made by tests/fixtures/make_page_fixtures.sh).
 //
 // Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
 // in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is slow: generations here are 64×64
@@ -529,15 +530,52 @@ describe("with the built-in model", () => {
     assert.ok(await page.locator("#generate").isEnabled());
   });
 
-  test("after the engine stops (a lost GPU device), says so and loads the model again", { timeout: 300_000 }, async () => {
+  test("a GPU device lost mid-generation: says so, and the next generation loads the model again", { timeout: 2 * GENERATION_MS }, async () => {
+    // Text to image with the settings of the first image (tests/fixtures/page/text2img.png).
+    await page.click("#tab-generate");
+    await page.fill("#prompt", PROMPT);
+    await page.fill("#negative", "blurry");
+    await page.fill("#guidance", "3");
+    await page.selectOption("#scheduler", "euler-a");
+    await page.fill("#seed", "1234");
+    await page.fill("#steps", "20"); // long enough that the device is lost while it runs
+    const count = await galleryCount(page);
+    await page.click("#generate");
+    await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
+      timeout: GENERATION_MS,
+    });
+    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
+    await page.evaluate(() => window.sdWebgpu.engine.request("loseDeviceForTesting"));
+    await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
+    const alert = page.locator("#alert");
+    assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);
+    assert.match(await alert.textContent(), /GPU device was lost.*Generate again/s);
+    assert.equal(await galleryCount(page), count, "the lost run adds no image");
+    await screenshot(page, "page-device-lost");
+    // The engine keeps the model's place: Generate works at once, on a new device, with the
+    // model loaded again from IndexedDB (its manifest asked for, no chunk downloaded). Same
+    // settings as the first image, so the same image.
+    assert.equal(await page.evaluate(() => document.body.dataset.model), "ready");
+    await page.fill("#steps", "3");
+    const before = requests.length;
+    assert.equal(await generateAndWait(page), "Done: 1 image.");
+    assert.ok(await alert.isHidden());
+    const fetched = requests.slice(before).map((r) => new URL(r.url()).pathname);
+    assert.ok(fetched.includes("/models/shapes/manifest.json"), `the model was loaded again: ${fetched}`);
+    assert.deepEqual(fetched.filter((p) => /chunk-\d+\.bin$/.test(p)), [], "chunks downloaded again");
+    await assertMatchesFixture(page.locator("#gallery > li canvas").first(), "text2img.png");
+  });
+
+  test("after the engine crashes, says so and loads the model again", { timeout: 300_000 }, async () => {
+    // The worker's error event, as a crashed engine (a Rust panic that escaped) raises it.
     await page.evaluate(() =>
-      window.sdWebgpu.engine.worker.dispatchEvent(new ErrorEvent("error", { message: "GPU device lost (simulated)" })),
+      window.sdWebgpu.engine.worker.dispatchEvent(new ErrorEvent("error", { message: "engine crashed (simulated)" })),
     );
     const alert = page.locator("#alert");
     await alert.waitFor({ state: "visible" });
-    assert.match(await alert.textContent(), /device lost/);
+    assert.match(await alert.textContent(), /The GPU engine stopped \(engine crashed \(simulated\)\)/);
     assert.ok(await page.locator("#generate").isDisabled());
-    await screenshot(page, "page-device-lost");
+    await screenshot(page, "page-engine-crashed");
     await alert.getByRole("button", { name: "Load the model again" }).click();
     await waitForModel(page);
     assert.ok(await alert.isHidden());
