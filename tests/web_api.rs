@@ -178,6 +178,39 @@ async fn abort_bad_options_and_busy() {
     settle(first).await.unwrap();
 }
 
+/// A model given as files cannot be loaded again by the generator after a lost device: the
+/// next generation rejects with code "device-lost" saying to give it again, which works.
+#[wasm_bindgen_test]
+async fn load_files_model_is_given_again_after_a_lost_device() {
+    let generator = Generator::create().await.unwrap();
+    generator.load_files(model_object!("sd15-tiny")).unwrap();
+    Generator::lose_device_for_testing();
+    let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
+    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
+    let code = |e: &JsValue| Reflect::get(e, &"code".into()).unwrap().as_string().unwrap_or_default();
+    let message = |e: &JsValue| Reflect::get(e, &"message".into()).unwrap().as_string().unwrap_or_default();
+
+    // loadFiles is synchronous and cannot make a device: on the lost one it refuses.
+    let err = generator.load_files(model_object!("sd15-tiny")).unwrap_err();
+    assert_eq!(code(&err), "device-lost", "{}", message(&err));
+    assert!(message(&err).contains("Generator.create() again"), "{}", message(&err));
+
+    // The next generation makes a new device but has no model for it.
+    let o = options("a red cube on a table");
+    set(&o, "scheduler", "euler-a");
+    set(&o, "steps", 4);
+    set(&o, "seed", 11);
+    let err = settle(generator.generate(o.clone().into())).await.unwrap_err();
+    assert_eq!(code(&err), "device-lost", "{}", message(&err));
+    assert!(message(&err).contains("call loadFiles again"), "{}", message(&err));
+    assert!(!generator.loaded(), "the model on the lost device is dropped");
+
+    // Given again, it loads on the new device and generates diffusers' image.
+    generator.load_files(model_object!("sd15-tiny")).unwrap();
+    let result = settle(generator.generate(o.into())).await.unwrap();
+    check_image("loadFiles after a lost device", &result, fixture!("pipeline/sd15_euler_a_seeded_image.npy")).unwrap();
+}
+
 /// The options of the CLI's images of the converted fixtures
 /// (tests/fixtures/make_converted_fixtures.sh).
 fn cli_image_options() -> Object {
@@ -278,10 +311,22 @@ async fn load_streams_a_converted_model() {
     assert_eq!(field(&last_download, "loaded").as_f64(), field(&last_download, "total").as_f64());
     assert_eq!(field(&events.get(events.length() - 1), "phase").as_string().as_deref(), Some("build"));
 
-    // Stored in IndexedDB: loading again fetches only the manifest, and with the network
-    // gone, nothing at all.
+    // Stored in IndexedDB: loading again fetches only the manifest.
     settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
     assert_eq!(log.length(), 11, "a cached load fetched chunks: {:?}", log.to_vec());
+
+    // The GPU device is lost (as in a driver reset): the next call makes a new device and
+    // loads the model again from where it came from: the manifest from the network (to see
+    // whether the model changed), every other file from IndexedDB.
+    Generator::lose_device_for_testing();
+    let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
+    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
+    let again = settle(generator.generate(cli_image_options().into())).await.unwrap();
+    let fetched: Vec<_> = log.slice(11, log.length()).iter().filter_map(|u| u.as_string()).collect();
+    assert_eq!(fetched, ["https://models.test/sd15/manifest.json"], "requests of the reload after a lost device");
+    check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+
+    // With the network gone, the stored model loads from IndexedDB alone.
     let offline = Function::new_no_args("return async () => { throw new TypeError('Failed to fetch'); };").call0(&JsValue::NULL).unwrap();
     Reflect::set(&js_sys::global(), &"fetch".into(), &offline).unwrap();
     settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
@@ -307,18 +352,11 @@ async fn load_streams_a_converted_model() {
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(generator.loaded());
 
-    // The GPU device is lost (as in a driver reset): the next call makes a new device and
-    // loads the model again from where it came from.
+    // The GPU runs out of memory mid-generation (a GPUOutOfMemoryError event dispatched on
+    // the device after step 1, as the browser raises it; no allocation really fails): the
+    // call rejects with code "out-of-memory" instead of a panic, and the next one works on a
+    // new device with the model loaded again.
     fake_fetch(&converted_files(None), &log);
-    Generator::lose_device_for_testing();
-    let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
-    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
-    let again = settle(generator.generate(cli_image_options().into())).await.unwrap();
-    check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
-
-    // The GPU runs out of memory mid-generation (the browser's own error event, raised on the
-    // device after step 1): the call rejects with code "out-of-memory" instead of a panic,
-    // and the next one works on a new device with the model loaded again.
     let o = cli_image_options();
     let raise = Function::new_with_args(
         "device, p",

@@ -621,6 +621,14 @@ async function generate() {
       $("create-status").textContent = `Cancelled${made ? ` after ${made} image${made > 1 ? "s" : ""}` : ""}.`;
     } else if (e.code === "crashed") {
       $("create-status").textContent = "The engine stopped: see the message above.";
+    } else if (e.code === "device-lost") {
+      // The engine makes a new device on the next call and loads the model there again
+      // (from this browser's storage): nothing to reload by hand.
+      showAlert(
+        "The GPU device was lost (the graphics driver was reset, or the browser took the GPU back), so this " +
+          "image could not be finished. Generate again: the next run starts on a new GPU device and loads the " +
+          "model again from this browser's storage.",
+      );
     } else if (e.code === "out-of-memory") {
       showAlert(
         "The GPU ran out of memory. Try a smaller size or fewer images at once, or close other tabs " +

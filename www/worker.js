@@ -103,6 +103,13 @@ const handlers = {
     await ready;
     return Generator.deleteCachedModel(url);
   },
+
+  // For the page tests: destroys the engine's GPU device, as a driver reset would.
+  async loseDeviceForTesting() {
+    await ready;
+    Generator.loseDeviceForTesting();
+    return true;
+  },
 };
 
 function errorObject(e) {

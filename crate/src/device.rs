@@ -114,6 +114,40 @@ pub fn failure(device: &Device) -> Option<Error> {
     gpu.failure.lock().ok()?.clone()
 }
 
+/// [`failure`], for a read that failed: waits a little for the device to report why. In the
+/// browser a read on a destroyed device fails in a task of its own, which can come before
+/// the task that reports the loss (and an out-of-memory error comes as an event); without the
+/// wait a lost device would read as a plain GPU error.
+pub async fn failure_reported(device: &Device) -> Option<Error> {
+    #[cfg(target_arch = "wasm32")]
+    for _ in 0..50 {
+        if let Some(failure) = failure(device) {
+            return Some(failure);
+        }
+        sleep_ms(10).await;
+    }
+    failure(device)
+}
+
+/// Waits `ms` milliseconds on the browser's event loop (window or worker).
+#[cfg(target_arch = "wasm32")]
+async fn sleep_ms(ms: i32) {
+    use wasm_bindgen::JsCast;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match set_timeout {
+            Some(f) => {
+                let _ = f.call2(&global, &resolve, &ms.into());
+            }
+            None => {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::UNDEFINED);
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
 #[cfg(target_arch = "wasm32")]
 thread_local! {
     /// The current wgpu device, for [`lose_gpu_for_testing`].

@@ -38,7 +38,8 @@ pub use error::Error;
 pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
     let device = tensor.device();
     let data = tensor.into_data_async().await;
-    if let Some(failure) = device::failure(&device) {
+    let failure = if data.is_err() { device::failure_reported(&device).await } else { device::failure(&device) };
+    if let Some(failure) = failure {
         return Err(failure);
     }
     let data = data.map_err(|e| Error::Gpu(format!("reading a tensor back failed: {e}")))?;

@@ -1,7 +1,10 @@
 // Starts the README's run command, opens the page it serves in headless Chromium (WebGPU on
 // SwiftShader, no GPU) and uses it as a person would: the GPU panel, a browser without
 // WebGPU, then, with the built-in model, text to image, the PNG download, inpainting with a
-// mask drawn by mouse, image to image, cancelling, a narrow screen, and an offline reload.
+// mask drawn by mouse, image to image, cancelling, a GPU device lost mid-generation, a
+// crashed engine, a narrow screen, and an offline reload. The images of text to image,
+// inpainting and image to image are the native CLI's for the same settings
+// (tests/fixtures/page/, made by tests/fixtures/make_page_fixtures.sh).
 //
 // Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
 // in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is slow: generations here are 64×64
@@ -15,6 +18,8 @@ import { dirname, join } from "node:path";
 import { launch } from "./chromium.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+// The native CLI's images for the settings the tests enter (tests/fixtures/make_page_fixtures.sh).
+const FIXTURES = join(ROOT, "tests", "fixtures", "page");
 const ARTIFACTS = join(ROOT, "target", "test-artifacts");
 const DOCS = join(ROOT, "docs", "screenshots");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -116,6 +121,48 @@ async function waitForModel(page) {
   });
   const state = await page.evaluate(() => document.body.dataset.model);
   assert.equal(state, "ready", `model status: ${await page.locator("#model-status").textContent()}`);
+}
+
+/**
+ * How the image on `canvas` (a locator) differs from the fixture PNG `name`: its size, the
+ * largest difference of an RGB channel (0-255) and how many channel values differ at all.
+ */
+async function diffWithFixture(canvas, name) {
+  const png = Array.from(readFileSync(join(FIXTURES, name)));
+  return canvas.evaluate(async (c, bytes) => {
+    const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: "image/png" }));
+    const ref = new OffscreenCanvas(bitmap.width, bitmap.height).getContext("2d");
+    ref.drawImage(bitmap, 0, 0);
+    const want = ref.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const got = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    const size = `${c.width}×${c.height}`;
+    if (got.length !== want.length) return { size, worst: Infinity, differing: NaN, want: `${bitmap.width}×${bitmap.height}` };
+    let worst = 0;
+    let differing = 0;
+    for (let i = 0; i < got.length; i++) {
+      if (i % 4 === 3) continue; // alpha: opaque in both
+      const d = Math.abs(got[i] - want[i]);
+      if (d > worst) worst = d;
+      if (d) differing++;
+    }
+    return { size, worst, differing };
+  }, png);
+}
+
+/**
+ * Asserts that `canvas` holds the fixture image `name`: every RGB channel within 1/255, as
+ * the browser's API tests hold WebGPU to the CPU (float differences turn a few roundings the
+ * other way). Image to image and inpainting start from the page's own text-to-image image,
+ * which may differ from text2img.png in such roundings; measured with the CLI, that moves
+ * their output very little before rounding: ±1 on a random 1 % of the init image's values by
+ * at most 0.06/255 (inpainting) and 0.02/255 (image to image), ±1 on all of them by 0.96/255
+ * and 0.27/255 — so 1/255 holds for them too.
+ */
+async function assertMatchesFixture(canvas, name) {
+  const diff = await diffWithFixture(canvas, name);
+  console.log(`# ${name}: ${JSON.stringify(diff)}`);
+  assert.equal(diff.size, "64×64", `${name}: ${JSON.stringify(diff)}`);
+  assert.ok(diff.worst <= 1, `the page's image differs from the CLI's ${name}: ${JSON.stringify(diff)}`);
 }
 
 async function galleryCount(page) {
@@ -330,12 +377,9 @@ describe("with the built-in model", () => {
     const item = page.locator("#gallery > li").first();
     assert.equal(await item.getAttribute("data-seed"), "1234");
     assert.match(await item.textContent(), /seed 1234 · 64×64 · 3 steps/);
-    // Not a blank canvas.
-    const distinct = await item.locator("canvas").evaluate((c) => {
-      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      return new Set(Array.from({ length: d.length / 4 }, (_, i) => d[i * 4] * 65536 + d[i * 4 + 1] * 256 + d[i * 4 + 2])).size;
-    });
-    assert.ok(distinct > 2, `not a blank image: ${distinct} colours`);
+    // The native CLI's image for the same settings (seed, steps, sampler, guidance 3 and the
+    // negative prompt "blurry" entered above).
+    await assertMatchesFixture(item.locator("canvas"), "text2img.png");
     await screenshot(page, "page-generate", { fullPage: true });
   });
 
@@ -383,8 +427,10 @@ describe("with the built-in model", () => {
     assert.equal(await page.getAttribute("#tab-inpaint", "aria-selected"), "true");
     await page.fill("#brush-size", "16");
     await page.locator("#brush-size").dispatchEvent("input");
-    // A stroke across the middle of the image, once the editor has stopped moving (on a busy
-    // machine the tab's layout can still settle after the click).
+    // One stroke across the whole width through the middle, once the editor has stopped
+    // moving (on a busy machine the tab's layout can still settle after the click). A 16-pixel
+    // brush along y = 32 covers rows 24 to 39 exactly: the band's edges lie on pixel edges, so
+    // the mask does not depend on how the browser antialiases (make_page_fixtures.sh draws it).
     const canvas = page.locator("#mask-canvas");
     await canvas.scrollIntoViewIfNeeded();
     let box = await canvas.boundingBox();
@@ -394,9 +440,9 @@ describe("with the built-in model", () => {
       settled = JSON.stringify(again) === JSON.stringify(box);
       box = again;
     }
-    await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.5);
+    await page.mouse.move(box.x + box.width * 0.01, box.y + box.height * 0.5);
     await page.mouse.down();
-    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.5, { steps: 8 });
+    await page.mouse.move(box.x + box.width * 0.99, box.y + box.height * 0.5, { steps: 8 });
     await page.mouse.up();
     const painted = await page.evaluate(() => {
       const c = document.querySelector("#mask-canvas");
@@ -422,20 +468,47 @@ describe("with the built-in model", () => {
     await page.click("#mask-invert");
     assert.equal(await centre(), false, "inverted");
     await page.click("#mask-invert");
+    // The mask the engine gets (painted = alpha >= 128, as mask.js sends it) is the CLI's.
+    const maskPng = Array.from(readFileSync(join(FIXTURES, "mask.png")));
+    const wrong = await canvas.evaluate(async (c, bytes) => {
+      const bitmap = await createImageBitmap(new Blob([new Uint8Array(bytes)], { type: "image/png" }));
+      const ref = new OffscreenCanvas(64, 64).getContext("2d");
+      ref.drawImage(bitmap, 0, 0);
+      const want = ref.getImageData(0, 0, 64, 64).data;
+      const got = c.getContext("2d").getImageData(0, 0, 64, 64).data;
+      const rows = new Set();
+      for (let i = 0; i < 64 * 64; i++) if ((got[i * 4 + 3] >= 128) !== (want[i * 4] >= 128)) rows.add(Math.floor(i / 64));
+      return [...rows];
+    }, maskPng);
+    assert.deepEqual(wrong, [], "rows where the painted mask differs from mask.png");
+    await page.fill("#prompt", "a yellow square on a blue background");
     await page.fill("#steps", "3");
+    assert.equal(await page.inputValue("#strength"), "1");
     const status = await generateAndWait(page);
     assert.equal(status, "Done: 1 image.");
     assert.equal(await galleryCount(page), 2);
-    assert.match(await page.locator("#gallery > li").first().textContent(), /64×64 · 3 steps · inpaint/);
+    const item = page.locator("#gallery > li").first();
+    assert.match(await item.textContent(), /64×64 · 3 steps · inpaint/);
+    // The CLI inpainting its own text-to-image image under mask.png with the same settings.
+    await assertMatchesFixture(item.locator("canvas"), "inpaint.png");
   });
 
-  test("image to image takes an image from the gallery", { timeout: 60_000 }, async () => {
+  test("image to image takes an image from the gallery", { timeout: GENERATION_MS + 60_000 }, async () => {
+    // The text-to-image image (the inpainted one is newer).
     await page.locator("#gallery > li").nth(1).getByRole("button", { name: "To image to image" }).click();
     assert.equal(await page.evaluate(() => document.body.dataset.mode), "img2img");
     assert.ok(await page.locator("#source").isVisible());
     assert.ok(await page.locator("#mask-tools").isHidden());
     assert.ok(await page.locator("#width").isDisabled(), "the output has the image's size");
+    assert.equal(await page.inputValue("#strength"), "0.75");
     await screenshot(page, "page-img2img", { fullPage: true });
+    await page.fill("#prompt", "a green circle on a blue background");
+    const status = await generateAndWait(page);
+    assert.equal(status, "Done: 1 image.");
+    const item = page.locator("#gallery > li").first();
+    assert.match(await item.textContent(), /64×64 · 3 steps · image to image/);
+    // The CLI's image to image from its own text-to-image image, same settings.
+    await assertMatchesFixture(item.locator("canvas"), "img2img.png");
     // Back to text to image with the keyboard (arrow keys move between the tabs).
     await page.focus("#tab-img2img");
     await page.keyboard.press("ArrowLeft");
@@ -457,15 +530,52 @@ describe("with the built-in model", () => {
     assert.ok(await page.locator("#generate").isEnabled());
   });
 
-  test("after the engine stops (a lost GPU device), says so and loads the model again", { timeout: 300_000 }, async () => {
+  test("a GPU device lost mid-generation: says so, and the next generation loads the model again", { timeout: 2 * GENERATION_MS }, async () => {
+    // Text to image with the settings of the first image (tests/fixtures/page/text2img.png).
+    await page.click("#tab-generate");
+    await page.fill("#prompt", PROMPT);
+    await page.fill("#negative", "blurry");
+    await page.fill("#guidance", "3");
+    await page.selectOption("#scheduler", "euler-a");
+    await page.fill("#seed", "1234");
+    await page.fill("#steps", "20"); // long enough that the device is lost while it runs
+    const count = await galleryCount(page);
+    await page.click("#generate");
+    await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
+      timeout: GENERATION_MS,
+    });
+    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
+    await page.evaluate(() => window.sdWebgpu.engine.request("loseDeviceForTesting"));
+    await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
+    const alert = page.locator("#alert");
+    assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);
+    assert.match(await alert.textContent(), /GPU device was lost.*Generate again/s);
+    assert.equal(await galleryCount(page), count, "the lost run adds no image");
+    await screenshot(page, "page-device-lost");
+    // The engine keeps the model's place: Generate works at once, on a new device, with the
+    // model loaded again from IndexedDB (its manifest asked for, no chunk downloaded). Same
+    // settings as the first image, so the same image.
+    assert.equal(await page.evaluate(() => document.body.dataset.model), "ready");
+    await page.fill("#steps", "3");
+    const before = requests.length;
+    assert.equal(await generateAndWait(page), "Done: 1 image.");
+    assert.ok(await alert.isHidden());
+    const fetched = requests.slice(before).map((r) => new URL(r.url()).pathname);
+    assert.ok(fetched.includes("/models/shapes/manifest.json"), `the model was loaded again: ${fetched}`);
+    assert.deepEqual(fetched.filter((p) => /chunk-\d+\.bin$/.test(p)), [], "chunks downloaded again");
+    await assertMatchesFixture(page.locator("#gallery > li canvas").first(), "text2img.png");
+  });
+
+  test("after the engine crashes, says so and loads the model again", { timeout: 300_000 }, async () => {
+    // The worker's error event, as a crashed engine (a Rust panic that escaped) raises it.
     await page.evaluate(() =>
-      window.sdWebgpu.engine.worker.dispatchEvent(new ErrorEvent("error", { message: "GPU device lost (simulated)" })),
+      window.sdWebgpu.engine.worker.dispatchEvent(new ErrorEvent("error", { message: "engine crashed (simulated)" })),
     );
     const alert = page.locator("#alert");
     await alert.waitFor({ state: "visible" });
-    assert.match(await alert.textContent(), /device lost/);
+    assert.match(await alert.textContent(), /The GPU engine stopped \(engine crashed \(simulated\)\)/);
     assert.ok(await page.locator("#generate").isDisabled());
-    await screenshot(page, "page-device-lost");
+    await screenshot(page, "page-engine-crashed");
     await alert.getByRole("button", { name: "Load the model again" }).click();
     await waitForModel(page);
     assert.ok(await alert.isHidden());

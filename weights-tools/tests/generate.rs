@@ -304,3 +304,46 @@ fn built_in_model_uses_its_own_defaults() {
     assert!(b > 150 && r < 100 && g < 120, "corner {:?}", px(1, 1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The pixels of an 8-bit RGB PNG.
+fn png_rgb(path: &Path) -> (u32, u32, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    (info.width, info.height, rgb)
+}
+
+/// The committed page fixtures (tests/fixtures/make_page_fixtures.sh, with the same
+/// settings) still are what the CLI makes from the built-in model: the page tests compare
+/// the page's images with them.
+#[test]
+fn page_fixture_images_are_current() {
+    let dir = scratch("page");
+    let page = fixtures().join("page");
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/shapes").display().to_string();
+    let init = page.join("text2img.png").display().to_string();
+    let mask = page.join("mask.png").display().to_string();
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("text2img.png", vec!["--prompt", "a red circle on a blue background"]),
+        ("inpaint.png", vec!["--prompt", "a yellow square on a blue background", "--init-image", &init, "--mask", &mask, "--strength", "1"]),
+        ("img2img.png", vec!["--prompt", "a green circle on a blue background", "--init-image", &init, "--strength", "0.75"]),
+    ];
+    for (name, args) in cases {
+        let out = dir.join(name);
+        let mut all = vec![
+            "--model", &shapes, "--backend", "cpu", "--negative-prompt", "blurry", "--guidance", "3", "--scheduler", "euler-a",
+            "--steps", "3", "--width", "64", "--height", "64", "--seed", "1234",
+        ];
+        all.extend(args);
+        all.extend(["--output", out.to_str().unwrap()]);
+        let result = run(&all);
+        assert!(result.status.success(), "{name}: {}", String::from_utf8_lossy(&result.stderr));
+        let (got, want) = (png_rgb(&out), png_rgb(&page.join(name)));
+        assert_eq!((got.0, got.1), (want.0, want.1), "{name}: size");
+        // 8-bit values: a rounding that lands the other way on another CPU moves one by 1.
+        let worst = got.2.iter().zip(&want.2).map(|(g, w)| g.abs_diff(*w)).max().unwrap_or(u8::MAX);
+        assert!(worst <= 1, "{name}: a channel differs by {worst}/255: re-run tests/fixtures/make_page_fixtures.sh");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
