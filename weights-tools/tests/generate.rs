@@ -324,17 +324,25 @@ fn page_fixture_images_are_current() {
     let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/shapes").display().to_string();
     let init = page.join("text2img.png").display().to_string();
     let mask = page.join("mask.png").display().to_string();
-    let cases: [(&str, Vec<&str>); 3] = [
-        ("text2img.png", vec!["--prompt", "a red circle on a blue background"]),
-        ("inpaint.png", vec!["--prompt", "a yellow square on a blue background", "--init-image", &init, "--mask", &mask, "--strength", "1"]),
-        ("img2img.png", vec!["--prompt", "a green circle on a blue background", "--init-image", &init, "--strength", "0.75"]),
+    // The settings the page tests enter (see make_page_fixtures.sh)...
+    let entered = [
+        "--negative-prompt", "blurry", "--guidance", "3", "--scheduler", "euler-a", "--steps", "3", "--width", "64",
+        "--height", "64", "--seed", "1234",
+    ];
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("text2img.png", [&entered[..], &["--prompt", "a red circle on a blue background"]].concat()),
+        (
+            "inpaint.png",
+            [&entered[..], &["--prompt", "a yellow square on a blue background", "--init-image", &init, "--mask", &mask, "--strength", "1"]]
+                .concat(),
+        ),
+        ("img2img.png", [&entered[..], &["--prompt", "a green circle on a blue background", "--init-image", &init, "--strength", "0.75"]].concat()),
+        // ... and the model's own defaults (steps, guidance, scheduler, size from its manifest).
+        ("defaults.png", vec!["--prompt", "a red circle on a blue background", "--seed", "1"]),
     ];
     for (name, args) in cases {
         let out = dir.join(name);
-        let mut all = vec![
-            "--model", &shapes, "--backend", "cpu", "--negative-prompt", "blurry", "--guidance", "3", "--scheduler", "euler-a",
-            "--steps", "3", "--width", "64", "--height", "64", "--seed", "1234",
-        ];
+        let mut all = vec!["--model", &shapes, "--backend", "cpu"];
         all.extend(args);
         all.extend(["--output", out.to_str().unwrap()]);
         let result = run(&all);
