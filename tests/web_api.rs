@@ -96,11 +96,23 @@ async fn generate_matches_diffusers_with_progress() {
     set(&o, "onStep", record);
     let result = settle(generator.generate(o.into())).await.unwrap();
     check_image("generate", &result, fixture!("pipeline/sd15_euler_a_seeded_image.npy")).unwrap();
-    assert_eq!(Reflect::get(&result, &"seed".into()).unwrap().as_f64(), Some(11.0));
+    assert_eq!(Reflect::get(&result, &"seed".into()).unwrap().as_string().as_deref(), Some("11"));
     assert_eq!(calls.length(), 4);
     let preview = |i: u32| Reflect::get(&calls.get(i), &"preview".into()).unwrap();
     assert!(preview(0).is_null() && !preview(1).is_null() && !preview(3).is_null());
     assert_eq!(Reflect::get(&preview(1), &"width".into()).unwrap().as_f64(), Some(4.0));
+
+    // `timestepSpacing` reaches the scheduler (the CLI's --timestep-spacing): one Euler step
+    // from diffusers' latents is timestep 999 with "trailing", 1 with the config's "leading".
+    let o = options("a bowl of fruit");
+    set(&o, "scheduler", "euler");
+    set(&o, "timestepSpacing", "trailing");
+    set(&o, "steps", 1);
+    set(&o, "guidanceScale", 0.0);
+    let (_, latents) = npy(fixture!("pipeline/sd15_turbo_euler_trailing_latents.npy"));
+    set(&o, "latents", js_sys::Float32Array::from(latents.as_slice()));
+    let result = settle(generator.generate(o.into())).await.unwrap();
+    check_image("timestepSpacing", &result, fixture!("pipeline/sd15_turbo_euler_trailing_image.npy")).unwrap();
 }
 
 #[wasm_bindgen_test]
@@ -152,12 +164,31 @@ async fn abort_bad_options_and_busy() {
     let bytes = |r: &JsValue| Reflect::get(r, &"data".into()).unwrap().dyn_into::<Uint8ClampedArray>().unwrap().to_vec();
     assert_eq!(bytes(&a), bytes(&b));
 
+    // Seeds are u64: above 2^53 − 1 as a bigint or a decimal string, given back exactly.
+    let top = "18446744073709551615";
+    let mut images = Vec::new();
+    for seed in [JsValue::from(js_sys::BigInt::new(&JsValue::from(top)).unwrap()), JsValue::from(top)] {
+        let o = options("x");
+        set(&o, "steps", 1);
+        set(&o, "seed", seed);
+        let result = settle(generator.generate(o.into())).await.unwrap();
+        assert_eq!(Reflect::get(&result, &"seed".into()).unwrap().as_string().as_deref(), Some(top));
+        images.push(bytes(&result));
+    }
+    assert_eq!(images[0], images[1], "the same seed as a bigint and as a string");
+    assert_ne!(images[0], bytes(&a), "seed 2^64 − 1 is not seed 5");
+
     // Bad options are refused, naming the option.
     for (key, value, says) in [
         ("stepz", JsValue::from(3), "unknown option \"stepz\""),
         ("steps", JsValue::from("many"), "steps: must be a number"),
         ("scheduler", JsValue::from("warp"), "unknown scheduler"),
+        ("timestepSpacing", JsValue::from("sometimes"), "timestepSpacing = \"sometimes\""),
         ("width", JsValue::from(33), "width = 33"),
+        ("seed", JsValue::from("18446744073709551616"), "seed = 18446744073709551616: must be a whole number"),
+        ("seed", JsValue::from(9007199254740993.0), "pass it as a bigint or a string"),
+        ("seed", JsValue::from(-1), "seed = -1: must be a whole number"),
+        ("seed", JsValue::from("+7"), "seed = +7: must be a whole number"),
         ("onStep", JsValue::from(1), "onStep: must be a function"),
     ] {
         let o = options("x");

@@ -512,9 +512,27 @@ function readNumber(id) {
   return v;
 }
 
+// Seeds are u64 (0 to 2^64 − 1), more than a JS number holds exactly: the page keeps them
+// as BigInt and passes them to the engine as decimal strings.
+const MAX_SEED = 2n ** 64n - 1n;
+
+/** The seed field: null for −1 (a random seed per image), else a BigInt. */
+function readSeed(batch) {
+  const text = $("seed").value.trim();
+  if (text === "-1" || text === "") return null;
+  if (!/^\d+$/.test(text) || BigInt(text) > MAX_SEED) {
+    throw new Error(`Seed: a whole number from 0 to ${MAX_SEED}, or −1 for a random one.`);
+  }
+  const seed = BigInt(text);
+  if (seed + BigInt(batch) - 1n > MAX_SEED) {
+    throw new Error(`Seed: ${batch} images from seed ${seed} would pass ${MAX_SEED}, the largest seed; pick a smaller one.`);
+  }
+  return seed;
+}
+
 function settings() {
   const scheduler = $("scheduler").value;
-  return {
+  const s = {
     mode,
     prompt: $("prompt").value,
     negativePrompt: $("negative").value,
@@ -522,7 +540,6 @@ function settings() {
     guidanceScale: readNumber("guidance"),
     scheduler: scheduler || model.info?.scheduler || "pndm",
     ownScheduler: !scheduler,
-    seed: readNumber("seed"),
     width: readNumber("width"),
     height: readNumber("height"),
     batch: Math.max(1, Math.min(16, Math.round(readNumber("batch")))),
@@ -530,6 +547,8 @@ function settings() {
     preview: $("live-preview").checked,
     model: model.key ? modelName(model.key) : "",
   };
+  s.seed = readSeed(s.batch);
+  return s;
 }
 
 function showPreview(image) {
@@ -580,7 +599,7 @@ async function generate() {
         previewEvery: s.preview ? 1 : 0,
       };
       if (!s.ownScheduler) options.scheduler = s.scheduler;
-      if (s.seed >= 0) options.seed = s.seed + i;
+      if (s.seed !== null) options.seed = String(s.seed + BigInt(i));
       if (image) {
         options.image = { width: image.width, height: image.height, data: image.data };
         options.strength = s.strength;

@@ -203,7 +203,9 @@ export class MaskEditor {
 
 /**
  * `source` (anything drawImage takes, with width/height) scaled to cover `width`×`height`,
- * centred and cropped, as an ImageData.
+ * centred and cropped, as an ImageData. Transparent parts are flattened onto white, as the
+ * engine does with an RGBA init image (and AUTOMATIC1111): the editor shows what the model
+ * will see.
  */
 export function coverImage(source, width, height) {
   const canvas = new OffscreenCanvas(width, height);
@@ -213,6 +215,8 @@ export function coverImage(source, width, height) {
   const scale = Math.max(width / sw, height / sh);
   const dw = sw * scale;
   const dh = sh * scale;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
   ctx.imageSmoothingQuality = "high";
   ctx.drawImage(source, (width - dw) / 2, (height - dh) / 2, dw, dh);
   return ctx.getImageData(0, 0, width, height);

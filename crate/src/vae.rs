@@ -16,7 +16,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::nn::{Conv2d, GroupNorm, Linear};
@@ -72,12 +72,26 @@ pub struct AutoencoderKLConfig {
     pub mid_block_add_attention: bool,
 }
 
-/// `sample_size`: diffusers accepts an int or a `[height, width]` pair.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `sample_size` (of the VAE in pixels, of the UNet in latent pixels): diffusers accepts an
+/// int or a `[height, width]` pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SampleSize {
     Square(usize),
     Rect(Vec<usize>),
+}
+
+impl SampleSize {
+    /// `(height, width)`; `None` for a list that is not a pair.
+    pub fn height_width(&self) -> Option<(usize, usize)> {
+        match self {
+            SampleSize::Square(n) => Some((*n, *n)),
+            SampleSize::Rect(v) => match v[..] {
+                [h, w] => Some((h, w)),
+                _ => None,
+            },
+        }
+    }
 }
 
 fn default_image_channels() -> usize {

@@ -509,6 +509,23 @@ describe("with the built-in model", () => {
     assert.match(await item.textContent(), /64×64 · 3 steps · image to image/);
     // The CLI's image to image from its own text-to-image image, same settings.
     await assertMatchesFixture(item.locator("canvas"), "img2img.png");
+    // An uploaded picture with a transparent half (its hidden RGB black, as canvases store
+    // it) is shown flattened onto white: what the editor shows is what the model gets.
+    const png = await page.evaluate(async () => {
+      const c = new OffscreenCanvas(64, 64);
+      const ctx = c.getContext("2d");
+      ctx.fillStyle = "rgb(220, 30, 30)";
+      ctx.fillRect(0, 0, 32, 64);
+      return Array.from(new Uint8Array(await (await c.convertToBlob({ type: "image/png" })).arrayBuffer()));
+    });
+    await page.setInputFiles("#source-file", { name: "half.png", mimeType: "image/png", buffer: Buffer.from(png) });
+    await page.waitForFunction(() => /Source image: half\.png/.test(document.querySelector("#create-status").textContent));
+    const shown = await page.evaluate(() => {
+      const d = document.querySelector("#source-canvas").getContext("2d").getImageData(0, 0, 64, 64).data;
+      const px = (x, y) => Array.from(d.slice((y * 64 + x) * 4, (y * 64 + x) * 4 + 4));
+      return { opaque: px(8, 32), transparent: px(56, 32) };
+    });
+    assert.deepEqual(shown, { opaque: [220, 30, 30, 255], transparent: [255, 255, 255, 255] });
     // Back to text to image with the keyboard (arrow keys move between the tabs).
     await page.focus("#tab-img2img");
     await page.keyboard.press("ArrowLeft");
@@ -613,14 +630,19 @@ describe("with the built-in model", () => {
         [],
         "everything came from the service worker's cache or IndexedDB",
       );
-      // A batch of two with a fixed seed: seed, seed + 1.
+      // Seeds are u64: a batch that would pass 2^64 − 1 is refused before it starts...
       await page.fill("#steps", "1");
-      await page.fill("#seed", "77");
       await page.fill("#batch", "2");
+      await page.fill("#seed", "18446744073709551615");
+      await page.click("#generate");
+      await page.waitForFunction(() => /would pass 18446744073709551615/.test(document.querySelector("#create-status").textContent));
+      // ... and a batch of two from 2^53 − 1 (the largest whole number a JS number holds
+      // exactly) counts on exactly: seed, seed + 1.
+      await page.fill("#seed", "9007199254740991");
       const status = await generateAndWait(page);
       assert.equal(status, "Done: 2 images.");
       const seeds = await page.locator("#gallery > li").evaluateAll((items) => items.map((li) => li.dataset.seed));
-      assert.deepEqual(seeds, ["78", "77"], "newest first");
+      assert.deepEqual(seeds, ["9007199254740992", "9007199254740991"], "newest first");
       await screenshot(page, "page-offline", { fullPage: true });
       // Only the browser's own service worker update check gets through (playwright's offline
       // mode covers pages and workers, not that check); it fails harmlessly when truly offline.

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, ValueEnum};
 use sd_webgpu::model::StableDiffusion;
 use sd_webgpu::pipeline::{GenerateParams, Image, Mask, Mode, Progress};
-use sd_webgpu::scheduler::SchedulerKind;
+use sd_webgpu::scheduler::{SchedulerKind, TimestepSpacing};
 use sd_webgpu::{Error, device, npy};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -53,11 +53,11 @@ pub struct GenerateArgs {
     #[arg(long, conflicts_with = "seed")]
     pub latents: Option<PathBuf>,
     /// Image width in pixels (default: the init image's or the latents' width, else the
-    /// model's own, else 512).
+    /// model's: what it records, else its UNet's sample_size × 8, e.g. 768 for SD 2.1-v).
     #[arg(long)]
     pub width: Option<usize>,
     /// Image height in pixels (default: the init image's or the latents' height, else the
-    /// model's own, else 512).
+    /// model's, as for --width).
     #[arg(long)]
     pub height: Option<usize>,
     /// CLIP skip, A1111's meaning: 1 = the last layer.
@@ -113,10 +113,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let scheduler = args.scheduler.as_deref().map(SchedulerKind::parse).transpose()?;
     let mut overrides = Vec::new();
     if let Some(spacing) = &args.timestep_spacing {
-        if !["leading", "trailing", "linspace"].contains(&spacing.as_str()) {
-            return Err(Error::BadInput(format!(
-                "--timestep-spacing {spacing}: must be leading, trailing or linspace"
-            )));
+        if !TimestepSpacing::NAMES.contains(&spacing.as_str()) {
+            let names = TimestepSpacing::NAMES.join(", ");
+            return Err(Error::BadInput(format!("--timestep-spacing {spacing}: must be one of {names}")));
         }
         overrides.push(("timestep_spacing".to_string(), spacing.clone().into()));
     }
@@ -156,14 +155,14 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         started.elapsed().as_secs_f64(),
         model.weight_bytes() as f64 / 1e6
     );
-    let own = ModelDefaults::of(&model);
-    let steps = args.steps.or(own.steps).unwrap_or(20);
-    let guidance = args.guidance.or(own.guidance).unwrap_or(7.5);
+    let own = model.defaults();
+    let steps = args.steps.unwrap_or(own.steps);
+    let guidance = args.guidance.unwrap_or(own.guidance_scale);
     let f = model.vae_scale_factor();
     let (width, height) = match (&init_image, &latents) {
         (Some(image), _) => (args.width.unwrap_or(image.width), args.height.unwrap_or(image.height)),
         (None, Some((shape, _))) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
-        (None, None) => (args.width.or(own.width).unwrap_or(512), args.height.or(own.height).unwrap_or(512)),
+        (None, None) => (args.width.unwrap_or(own.width), args.height.unwrap_or(own.height)),
     };
     if let Some((shape, _)) = &latents {
         let want = [1, model.latent_channels(), height / f.max(1), width / f.max(1)];
@@ -255,34 +254,6 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The settings a model was made for, where it records them: `_sd_webgpu_defaults` in its
-/// scheduler config (diffusers ignores `_` keys; the built-in model has them, and the page
-/// reads them too).
-#[derive(Debug, Default, PartialEq)]
-struct ModelDefaults {
-    steps: Option<usize>,
-    guidance: Option<f64>,
-    width: Option<usize>,
-    height: Option<usize>,
-}
-
-impl ModelDefaults {
-    fn of(model: &StableDiffusion) -> Self {
-        model.scheduler_config.get("_sd_webgpu_defaults").map(Self::from_json).unwrap_or_default()
-    }
-
-    /// Fields that are missing or not numbers of the right kind are left to the CLI's defaults.
-    fn from_json(v: &serde_json::Value) -> Self {
-        let size = |k: &str| v.get(k).and_then(|x| x.as_u64()).and_then(|x| usize::try_from(x).ok()).filter(|&x| x > 0);
-        Self {
-            steps: size("steps"),
-            guidance: v.get("guidance_scale").and_then(|x| x.as_f64()),
-            width: size("width"),
-            height: size("height"),
-        }
-    }
-}
-
 /// Waits for the device to finish its queued work.
 fn sync(device: &sd_webgpu::Device) -> Result<(), Error> {
     device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
@@ -305,14 +276,7 @@ fn read_png(path: &Path, what: &str) -> Result<(usize, usize, Vec<u8>, usize), E
 
 fn read_image(path: &Path) -> Result<Image, Error> {
     let (w, h, pixels, channels) = read_png(path, "--init-image")?;
-    match channels {
-        3 | 4 => Image::from_rgb8(w, h, &pixels, channels),
-        // Grey (and grey + alpha): the same value in R, G and B.
-        _ => {
-            let rgb: Vec<u8> = pixels.chunks_exact(channels).flat_map(|p| [p[0]; 3]).collect();
-            Image::from_rgb8(w, h, &rgb, 3)
-        }
-    }
+    Image::from_rgb8(w, h, &pixels, channels)
 }
 
 fn read_mask(path: &Path) -> Result<Mask, Error> {
@@ -350,22 +314,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         return Err(Error::Io(format!("cannot write {}: {e}", path.display())));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ModelDefaults;
-
-    #[test]
-    fn model_defaults_read_what_is_there_and_skip_the_rest() {
-        let v = serde_json::json!({"steps": 20, "guidance_scale": 3.0, "width": 64, "height": 64, "prompt": "x"});
-        assert_eq!(
-            ModelDefaults::from_json(&v),
-            ModelDefaults { steps: Some(20), guidance: Some(3.0), width: Some(64), height: Some(64) }
-        );
-        // Wrong kinds and zero sizes fall back to the CLI's defaults.
-        let v = serde_json::json!({"steps": "20", "guidance_scale": null, "width": 0, "height": -8});
-        assert_eq!(ModelDefaults::from_json(&v), ModelDefaults::default());
-        assert_eq!(ModelDefaults::from_json(&serde_json::json!([1, 2])), ModelDefaults::default());
-    }
 }

@@ -72,11 +72,12 @@ fn npy_with_latents_matches_diffusers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Writes an 8-bit PNG (`channels` 1 = grey, 3 = RGB).
+/// Writes an 8-bit PNG (`channels` 1 = grey, 2 = grey + alpha, 3 = RGB, 4 = RGBA).
 fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8], channels: usize) {
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut encoder = png::Encoder::new(file, width as u32, height as u32);
-    encoder.set_color(if channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    let colour = [png::ColorType::Grayscale, png::ColorType::GrayscaleAlpha, png::ColorType::Rgb, png::ColorType::Rgba];
+    encoder.set_color(colour[channels - 1]);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.write_header().unwrap().write_image_data(pixels).unwrap();
 }
@@ -136,6 +137,56 @@ fn inpaint_and_img2img_from_pngs_match_diffusers() {
     let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_out).unwrap())).read_info().unwrap();
     let text = &reader.info().uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").unwrap().text;
     assert!(text.ends_with("Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 3, Size: 32x32, Model: sd15-tiny, Denoising strength: 0.5"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Transparency, as the tools people know treat it: an RGBA init image's transparent half
+/// (its hidden RGB black) is white, so it gives the image of the same picture flattened onto
+/// white; an RGBA mask whose shape is only in its alpha (white RGB everywhere) repaints that
+/// shape, as the same mask in grey does, not everything.
+#[test]
+fn transparent_init_images_and_alpha_masks() {
+    let dir = scratch("alpha");
+    let (w, h) = (32, 32);
+    let path = |name: &str| dir.join(name).display().to_string();
+    // Left half an opaque gradient, right half transparent black.
+    let mut rgba = Vec::new();
+    let mut white = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let c = [(x * 8) as u8, (y * 8) as u8, 128];
+            let opaque = x < w / 2;
+            rgba.extend_from_slice(&if opaque { [c[0], c[1], c[2], 255] } else { [0, 0, 0, 0] });
+            white.extend_from_slice(&if opaque { c } else { [255; 3] });
+        }
+    }
+    write_png(&dir.join("rgba.png"), w, h, &rgba, 4);
+    write_png(&dir.join("white.png"), w, h, &white, 3);
+    // The mask: rows 8..24 repainted, in alpha (white RGB everywhere) and in grey.
+    let repaint = |i: usize| (8..24).contains(&(i / w));
+    let alpha_mask: Vec<u8> = (0..w * h).flat_map(|i| [255, 255, 255, if repaint(i) { 255 } else { 0 }]).collect();
+    let grey_mask: Vec<u8> = (0..w * h).map(|i| if repaint(i) { 255 } else { 0 }).collect();
+    write_png(&dir.join("alpha-mask.png"), w, h, &alpha_mask, 4);
+    write_png(&dir.join("grey-mask.png"), w, h, &grey_mask, 1);
+
+    let generate = |model: &str, init: &str, mask: Option<&str>, out: &str| {
+        let (init, out, mask) = (path(init), path(out), mask.map(path));
+        let mut args = vec!["--model", model, "--prompt", "a cube", "--steps", "2", "--seed", "4", "--init-image", &init];
+        match &mask {
+            Some(m) => args.extend(["--mask", m.as_str()]),
+            None => args.extend(["--strength", "0.5"]),
+        }
+        args.extend(["--output", &out]);
+        let result = run(&args);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        sd_webgpu::npy::read_f32(&std::fs::read(&out).unwrap(), "output").unwrap().1
+    };
+    let (tiny, inpaint) = (model(), fixtures().join("sd15-inpaint-tiny").display().to_string());
+    let (a, b) = (generate(&tiny, "rgba.png", None, "a.npy"), generate(&tiny, "white.png", None, "b.npy"));
+    assert_eq!(sd_webgpu::compare::max_abs_diff(&a, &b), 0.0, "img2img: RGBA init vs flattened onto white");
+    let a = generate(&inpaint, "white.png", Some("alpha-mask.png"), "a.npy");
+    let b = generate(&inpaint, "white.png", Some("grey-mask.png"), "b.npy");
+    assert_eq!(sd_webgpu::compare::max_abs_diff(&a, &b), 0.0, "inpainting: alpha mask vs grey mask");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -302,6 +353,33 @@ fn built_in_model_uses_its_own_defaults() {
     assert!(r > 150 && g < 100 && b < 100, "centre {:?}", px(32, 32));
     let [r, g, b] = px(1, 1);
     assert!(b > 150 && r < 100 && g < 120, "corner {:?}", px(1, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Without --width / --height the size is the model's: its UNet's `sample_size` × the VAE's
+/// factor, as diffusers does (the tiny fixtures: 8 latent pixels × 8), `[height, width]`
+/// lists included; not 512×512 whatever the model.
+#[test]
+fn default_size_is_the_models_own() {
+    let dir = scratch("size");
+    // sd15-tiny with its UNet's sample_size made [4, 8] (h, w): the other files linked, not copied.
+    let (tiny, model) = (fixtures().join("sd15-tiny"), dir.join("model"));
+    std::fs::create_dir_all(model.join("unet")).unwrap();
+    for name in ["model_index.json", "scheduler", "text_encoder", "tokenizer", "vae", "unet/diffusion_pytorch_model.safetensors"] {
+        std::os::unix::fs::symlink(tiny.join(name), model.join(name)).unwrap();
+    }
+    let config = std::fs::read_to_string(tiny.join("unet/config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["sample_size"], 8);
+    config["sample_size"] = serde_json::json!([4, 8]);
+    std::fs::write(model.join("unet/config.json"), config.to_string()).unwrap();
+    for (m, want) in [(self::model(), (64, 64)), (model.display().to_string(), (64, 32))] {
+        let out = dir.join("out.png");
+        let result = run(&["--model", &m, "--prompt", "a cube", "--steps", "1", "--seed", "1", "--output", out.to_str().unwrap()]);
+        assert!(result.status.success(), "{m}: {}", String::from_utf8_lossy(&result.stderr));
+        let (w, h, _) = png_rgb(&out);
+        assert_eq!((w, h), want, "{m}: width × height");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -40,6 +40,11 @@ pub enum TimestepSpacing {
     Linspace,
 }
 
+impl TimestepSpacing {
+    /// The config values, as diffusers spells them (also the CLI's and the JS API's).
+    pub const NAMES: [&'static str; 3] = ["leading", "trailing", "linspace"];
+}
+
 /// The training schedule's betas (`beta_schedule`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BetaSchedule {
@@ -101,7 +106,7 @@ impl Schedule {
         let names: Vec<&'static str> = defaults.predictions.iter().map(|p| p.name()).collect();
         let prediction = fields.choice("prediction_type", names[0], &names)?;
         let prediction_type = *defaults.predictions.iter().find(|p| p.name() == prediction).unwrap_or(&PredictionType::Epsilon);
-        let timestep_spacing = match fields.choice("timestep_spacing", defaults.timestep_spacing, &["leading", "trailing", "linspace"])? {
+        let timestep_spacing = match fields.choice("timestep_spacing", defaults.timestep_spacing, &TimestepSpacing::NAMES)? {
             "leading" => TimestepSpacing::Leading,
             "trailing" => TimestepSpacing::Trailing,
             _ => TimestepSpacing::Linspace,

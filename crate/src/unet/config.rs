@@ -6,7 +6,7 @@
 //! naming the field, so an exotic checkpoint never runs as a silently different model.
 //!
 //! Fields that diffusers reads but that have no effect on the block types we build are not
-//! declared and so ignored, exactly as diffusers ignores them: `sample_size`, `dropout`
+//! declared and so ignored, exactly as diffusers ignores them: `dropout`
 //! (inference), `resnet_skip_time_act` and `resnet_out_scale_factor` (only the
 //! `ResnetDownsampleBlock2D` / `SimpleCrossAttn*` blocks read them),
 //! `mid_block_only_cross_attention` (only `UNetMidBlock2DSimpleCrossAttn`), and
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
+use crate::vae::SampleSize;
 
 /// A field diffusers accepts either as one value for every block or as a per-block list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,6 +85,9 @@ pub struct UNet2DConditionConfig {
     pub conv_out_kernel: usize,
     pub attention_type: String,
     pub cross_attention_norm: Value,
+    /// The latent size the UNet was trained at (× the VAE's scale factor: the default image
+    /// size, see [`crate::model::ModelDefaults`]); the network itself takes any size.
+    pub sample_size: Option<SampleSize>,
 }
 
 impl Default for UNet2DConditionConfig {
@@ -140,6 +144,7 @@ impl Default for UNet2DConditionConfig {
             conv_out_kernel: 3,
             attention_type: "default".into(),
             cross_attention_norm: Value::Null,
+            sample_size: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! await gen.load(modelUrl, { onProgress, signal }); // a converted model folder (manifest.json)
 //! gen.loadFiles(files);                          // or files in memory: { "unet/config.json": Uint8Array, ... }
 //! const img = await gen.generate({ prompt, steps, seed, onStep, signal });
-//! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed, timings }
+//! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed /* a decimal string */, timings }
 //! ```
 //!
 //! Every call returns at once with a promise; one generation runs at a time. Errors are JS
@@ -48,13 +48,14 @@ export interface StepEvent { step: number; total: number; preview: RgbaImage | n
 export interface GenerateOptions {
   prompt: string;
   negativePrompt?: string;          // ""
-  steps?: number;                   // 20
-  guidanceScale?: number;           // 7.5
+  steps?: number;                   // the model's (20 unless it records its own)
+  guidanceScale?: number;           // the model's (7.5 unless it records its own)
   scheduler?: "ddim" | "pndm" | "euler" | "euler-a" | "dpmpp-2m" | "dpmpp-2m-karras" | "lcm"; // the model's own
-  seed?: number;                    // random; the one used comes back
+  timestepSpacing?: "leading" | "trailing" | "linspace"; // the model's scheduler config's
+  seed?: number | bigint | string;  // 0 to 2^64 − 1 (a number only up to 2^53 − 1); random: the one used comes back
   latents?: Float32Array;           // [1, 4, height/8, width/8], diffusers' `latents=`
-  width?: number;                   // 512 (with an image: its width)
-  height?: number;                  // 512
+  width?: number;                   // the model's: UNet sample_size × 8 (with an image: its width)
+  height?: number;                  // the model's (with an image: its height)
   clipSkip?: number;                // 1
   eta?: number;                     // 0 (DDIM's η)
   previewEvery?: number;            // 0: no previews
@@ -72,7 +73,8 @@ export interface InpaintOptions extends GenerateOptions { image: RgbaImage; mask
 export interface Timings { loadMs: number; textMs: number; steps: number; stepMs: number; stepsMs: number; vaeMs: number; totalMs: number; }
 
 /** What `generate`, `img2img` and `inpaint` resolve to. */
-export interface GeneratedImage { width: number; height: number; data: Uint8ClampedArray; seed: number; timings: Timings; }
+/** `seed`: the seed used, in decimal (a string: a JS number cannot hold every u64 seed). */
+export interface GeneratedImage { width: number; height: number; data: Uint8ClampedArray; seed: string; timings: Timings; }
 
 /** Sent to `onProgress` while loading. */
 export interface LoadProgress { phase: "download" | "build"; loaded?: number; total?: number; chunk?: string; cached?: boolean; }
@@ -210,8 +212,9 @@ impl Generator {
         Ok(model.tokenizer.count_tokens(text)? as u32)
     }
 
-    /// Text to image. Options: `prompt`, `negativePrompt`, `steps` (20), `guidanceScale`
-    /// (7.5), `scheduler` (the model's), `seed` (random), `latents`, `width`/`height` (512),
+    /// Text to image. Options: `prompt`, `negativePrompt`, `steps`, `guidanceScale`,
+    /// `width`/`height` (the model's, see `ModelDefaults`: e.g. 512 for SD 1.5, 768 for SD
+    /// 2.1-v), `scheduler` (the model's), `seed` (random), `latents`,
     /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`
     /// (return `false` to stop), `signal` (an `AbortSignal`).
     #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
@@ -294,7 +297,7 @@ async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64
 }
 
 async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str, load_ms: f64) -> Result<JsValue, JsValue> {
-    let params = params(options, mode)?;
+    let params = params(options, mode, &model.defaults())?;
     let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");
     let aborted = || get(&signal, "aborted").as_bool().unwrap_or(false);
@@ -325,7 +328,7 @@ async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str, load_m
         other => other?,
     };
     let out = image_object(&image)?;
-    Reflect::set(&out, &"seed".into(), &(params.seed as f64).into())?;
+    Reflect::set(&out, &"seed".into(), &params.seed.to_string().into())?;
     let timings = Object::new();
     for (name, value) in [
         ("loadMs", load_ms),

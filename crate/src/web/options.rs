@@ -7,16 +7,18 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::get;
 use crate::Error;
+use crate::model::ModelDefaults;
 use crate::pipeline::{GenerateParams, Image, Mask};
-use crate::scheduler::SchedulerKind;
+use crate::scheduler::{SchedulerKind, TimestepSpacing};
 
 /// Every option `generate`, `img2img` and `inpaint` accept.
-pub const OPTIONS: [&str; 17] = [
+pub const OPTIONS: [&str; 18] = [
     "prompt",
     "negativePrompt",
     "steps",
     "guidanceScale",
     "scheduler",
+    "timestepSpacing",
     "seed",
     "latents",
     "width",
@@ -48,6 +50,35 @@ fn count(options: &JsValue, key: &str) -> Result<Option<usize>, Error> {
         None => Ok(None),
         Some(v) if v >= 0.0 && v.fract() == 0.0 && v <= 1e9 => Ok(Some(v as usize)),
         Some(v) => Err(bad(format!("{key} = {v}: must be a whole number ≥ 0"))),
+    }
+}
+
+/// `seed`: any u64, as a number (up to 2⁵³ − 1, the whole numbers a JS number holds
+/// exactly), a bigint or a decimal string (up to 2⁶⁴ − 1).
+fn seed(options: &JsValue) -> Result<Option<u64>, Error> {
+    let v = get(options, "seed");
+    let range = "must be a whole number from 0 to 18446744073709551615 (2^64 − 1)";
+    if v.is_undefined() || v.is_null() {
+        Ok(None)
+    } else if let Some(n) = v.as_f64() {
+        if n >= 0.0 && n.fract() == 0.0 && n <= 9007199254740991.0 {
+            Ok(Some(n as u64))
+        } else if n.fract() == 0.0 && n > 9007199254740991.0 && n < 18446744073709551616.0 {
+            Err(bad(format!("seed = {n}: above 2^53 − 1 a number is not exact; pass it as a bigint or a string")))
+        } else {
+            Err(bad(format!("seed = {n}: {range}")))
+        }
+    } else {
+        let digits = match v.is_bigint() {
+            true => v.unchecked_into::<js_sys::BigInt>().to_string(10).ok().map(String::from),
+            false => v.as_string(),
+        };
+        let digits = digits.ok_or_else(|| bad(format!("seed: {range}, as a number, bigint or string")))?;
+        // u64's parse takes a leading "+"; a seed is digits only.
+        match digits.parse::<u64>() {
+            Ok(n) if digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+            _ => Err(bad(format!("seed = {digits}: {range}"))),
+        }
     }
 }
 
@@ -90,9 +121,10 @@ fn rgba(options: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>,
     Ok(Some((w, h, bytes)))
 }
 
-/// Parses `options` for `mode` (`generate`, `img2img`, `inpaint`). The seed, when not
-/// given, is drawn at random; the one used is in the result.
-pub fn params(options: &JsValue, mode: &str) -> Result<GenerateParams, Error> {
+/// Parses `options` for `mode` (`generate`, `img2img`, `inpaint`); what they leave out comes
+/// from the model's `defaults`. The seed, when not given, is drawn at random; the one used is
+/// in the result.
+pub fn params(options: &JsValue, mode: &str, defaults: &ModelDefaults) -> Result<GenerateParams, Error> {
     if !options.is_object() {
         return Err(bad(format!("{mode}: pass an options object, e.g. {{ prompt: \"a lighthouse\" }}")));
     }
@@ -105,14 +137,17 @@ pub fn params(options: &JsValue, mode: &str) -> Result<GenerateParams, Error> {
     let mut p = GenerateParams::default();
     p.prompt = text(options, "prompt")?.ok_or_else(|| bad("prompt: missing (a string)".into()))?;
     p.negative_prompt = text(options, "negativePrompt")?.unwrap_or_default();
-    p.steps = count(options, "steps")?.unwrap_or(p.steps);
-    p.guidance_scale = number(options, "guidanceScale")?.unwrap_or(p.guidance_scale);
+    p.steps = count(options, "steps")?.unwrap_or(defaults.steps);
+    p.guidance_scale = number(options, "guidanceScale")?.unwrap_or(defaults.guidance_scale);
     p.scheduler = text(options, "scheduler")?.map(|s| SchedulerKind::parse(&s)).transpose()?;
-    p.seed = match number(options, "seed")? {
-        Some(s) if s >= 0.0 && s.fract() == 0.0 && s <= 9007199254740991.0 => s as u64,
-        Some(s) => return Err(bad(format!("seed = {s}: must be a whole number from 0 to 2^53 − 1"))),
-        None => (js_sys::Math::random() * 4294967296.0) as u64,
-    };
+    if let Some(spacing) = text(options, "timestepSpacing")? {
+        if !TimestepSpacing::NAMES.contains(&spacing.as_str()) {
+            let names = TimestepSpacing::NAMES.map(|n| format!("\"{n}\"")).join(", ");
+            return Err(bad(format!("timestepSpacing = \"{spacing}\": must be one of {names}")));
+        }
+        p.scheduler_overrides.push(("timestep_spacing".to_string(), spacing.into()));
+    }
+    p.seed = seed(options)?.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64);
     let latents = get(options, "latents");
     if !latents.is_undefined() && !latents.is_null() {
         let array = latents
@@ -145,8 +180,8 @@ pub fn params(options: &JsValue, mode: &str) -> Result<GenerateParams, Error> {
         p.mask = Some(Mask::from_pixels8(w, h, &bytes, 4)?);
     }
     if p.init_image.is_none() {
-        p.width = count(options, "width")?.unwrap_or(512);
-        p.height = count(options, "height")?.unwrap_or(512);
+        p.width = count(options, "width")?.unwrap_or(defaults.width);
+        p.height = count(options, "height")?.unwrap_or(defaults.height);
     } else if count(options, "width")?.is_some_and(|w| w != p.width) || count(options, "height")?.is_some_and(|h| h != p.height) {
         return Err(bad("width/height: the output has the image's size; leave them out".into()));
     }
