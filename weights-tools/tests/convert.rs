@@ -650,3 +650,123 @@ fn lying_safetensors_checkpoints_are_refused() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A safetensors file's tensors as name → (dtype, shape, stored bytes), for tests that add
+/// or change tensors; [`write_raw`] writes them back (without `__metadata__`).
+type Raw = BTreeMap<String, (String, Vec<usize>, Vec<u8>)>;
+
+fn read_raw(path: &Path) -> Raw {
+    let bytes = std::fs::read(path).unwrap();
+    let header = sd_webgpu::safetensors::parse_header(&bytes, bytes.len() as u64, "raw").unwrap();
+    let start = header.data_start;
+    let raw = |t: &sd_webgpu::safetensors::TensorInfo| bytes[start + t.start..start + t.end].to_vec();
+    header.tensors.iter().map(|(name, t)| (name.clone(), (t.dtype.name().to_string(), t.shape.clone(), raw(t)))).collect()
+}
+
+fn write_raw(path: &Path, tensors: &Raw) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, (dtype, shape, bytes)) in tensors {
+        let offsets = [data.len(), data.len() + bytes.len()];
+        header.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": offsets}));
+        data.extend_from_slice(bytes);
+    }
+    let json = serde_json::to_string(&header).unwrap();
+    let mut file = (json.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(json.as_bytes());
+    file.extend(data);
+    std::fs::write(path, file).unwrap();
+}
+
+/// The f16 tensor `name` of `raw` rewritten as `dtype` ("F32" or "F64"), its value `i` set to
+/// `value` when given.
+fn widen(raw: &mut Raw, name: &str, dtype: &str, set: Option<(usize, f64)>) {
+    let (stored, _, bytes) = raw.get_mut(name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(stored.as_str(), "F16");
+    let mut values: Vec<f64> = bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64()).collect();
+    if let Some((i, value)) = set {
+        values[i] = value;
+    }
+    *bytes = match dtype {
+        "F32" => values.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    *stored = dtype.to_string();
+}
+
+/// The same converted model: the same tensors, stored at the same dtypes, with the same
+/// values, and the same configs.
+fn assert_same_model(a: &Path, b: &Path) {
+    let (ta, tb) = (converted_tensors(a), converted_tensors(b));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (name, t) in &ta {
+        assert!(t == &tb[name], "{name} differs");
+    }
+    let (ma, mb) = (ConvertedModel::open(a).unwrap(), ConvertedModel::open(b).unwrap());
+    assert_eq!(ma.manifest().configs, mb.manifest().configs);
+}
+
+/// Issue 16.1: tensors the conversion does not use are skipped whatever their dtype — every
+/// dtype of the safetensors format, such as the I32 `model_ema.num_updates` LDM training code
+/// saves — and the model is the one converted without them. A tensor it uses is read from
+/// F64 as torch would (exactly, for these f16 values); in a dtype it cannot read, it is an
+/// error naming the tensor and the dtype, not one calling the file corrupted.
+#[test]
+fn unused_tensors_of_any_dtype_are_skipped() {
+    use sd_webgpu::safetensors::Dtype as Stored;
+    let dir = scratch("dtypes");
+    let config = fixtures().join("sd2-tiny");
+    let original = fixtures().join("ldm/sd2-tiny.safetensors");
+    let convert_single = |input: &Path, out: &Path| {
+        sd_weights(&[
+            "convert", input.to_str().unwrap(), out.to_str().unwrap(), "--quant", "q8", "--config", config.to_str().unwrap(),
+        ])
+    };
+    ok(&convert_single(&original, &dir.join("want")));
+
+    let mut raw = read_raw(&original);
+    raw.insert("model_ema.num_updates".into(), ("I32".into(), vec![], 1234i32.to_le_bytes().to_vec()));
+    raw.insert("first_stage_model.loss.logvar".into(), ("F64".into(), vec![], 0f64.to_le_bytes().to_vec()));
+    for dtype in Stored::ALL {
+        // 0x7f bytes: NaN in most of the float dtypes, which does not matter: never read.
+        raw.insert(format!("extra.{}", dtype.name()), (dtype.name().into(), vec![2, 4], vec![0x7f; dtype.bits()]));
+    }
+    let extras = dir.join("extras.safetensors");
+    write_raw(&extras, &raw);
+    ok(&convert_single(&extras, &dir.join("extras")));
+    assert_same_model(&dir.join("want"), &dir.join("extras"));
+
+    // Used tensors stored as F64: the same model (f16 → f64 → f32 is exact).
+    let conv1 = "model.diffusion_model.input_blocks.1.0.in_layers.2";
+    widen(&mut raw, &format!("{conv1}.weight"), "F64", None);
+    widen(&mut raw, &format!("{conv1}.bias"), "F64", None);
+    write_raw(&extras, &raw);
+    ok(&convert_single(&extras, &dir.join("f64")));
+    assert_same_model(&dir.join("want"), &dir.join("f64"));
+
+    // A used tensor in a dtype that is not a float torch converts.
+    for dtype in [Stored::I32, Stored::F8E8M0, Stored::C64] {
+        let mut bad = raw.clone();
+        let bias = bad.get_mut(&format!("{conv1}.bias")).unwrap();
+        *bias = (dtype.name().into(), vec![32], vec![0; 32 * dtype.bits() / 8]);
+        write_raw(&extras, &bad);
+        let out = dir.join("bad");
+        let names_it = format!("tensor `{conv1}.bias` is stored as {}", dtype.name());
+        let err = fails(&convert_single(&extras, &out), &[names_it.as_str(), "extras.safetensors"]);
+        assert!(!err.contains("corrupted"), "{err}");
+        assert!(!out.exists());
+    }
+
+    // A diffusers folder: integer tensors are buffers, skipped with a note.
+    let folder = dir.join("folder");
+    copy_dir(&fixtures().join("sd15-tiny"), &folder);
+    let unet = folder.join("unet/diffusion_pytorch_model.safetensors");
+    let mut raw = read_raw(&unet);
+    raw.insert("num_updates".into(), ("I32".into(), vec![], 1234i32.to_le_bytes().to_vec()));
+    write_raw(&unet, &raw);
+    convert(&fixtures().join("sd15-tiny"), &dir.join("folder-want"), "q8");
+    let log = ok(&sd_weights(&["convert", folder.to_str().unwrap(), dir.join("folder-got").to_str().unwrap(), "--quant", "q8", "--chunk-mb", "1"]));
+    assert!(log.contains("skipped `num_updates`, stored as I32"), "{log}");
+    assert_same_model(&dir.join("folder-want"), &dir.join("folder-got"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
