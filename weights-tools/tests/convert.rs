@@ -770,3 +770,71 @@ fn unused_tensors_of_any_dtype_are_skipped() {
     assert_same_model(&dir.join("folder-want"), &dir.join("folder-got"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 16.5: a weight whose q8 / q4 block scale would not fit f16 (10⁷ is over both, 10⁶
+/// over q4's 8 × 65504 only) keeps its tensor at f32, with the reason printed, for a
+/// diffusers folder as for a single file, and the quantized model gives a finite image
+/// close to the f32 one. Bounds: those of the plain model in
+/// `generate_from_a_converted_model_matches_the_folder` (q8 max 0.1, mean 0.02; q4 max 1.0,
+/// mean 0.15); measured: q8 max 0.041, mean 0.0047; q4 max 0.53, mean 0.081.
+#[test]
+fn weights_beyond_the_block_scale_range_keep_f32() {
+    let dir = scratch("outliers");
+    let folder = dir.join("folder");
+    copy_dir(&fixtures().join("sd15-tiny"), &folder);
+    let unet = folder.join("unet/diffusion_pytorch_model.safetensors");
+    let mut raw = read_raw(&unet);
+    // A conv weight followed by a group norm, and attention queries (softmax saturates):
+    // the f32 model stays finite.
+    let (conv1, to_q) = ("down_blocks.1.resnets.0.conv1.weight", "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight");
+    widen(&mut raw, conv1, "F32", Some((0, 1e7)));
+    widen(&mut raw, to_q, "F32", Some((5, -1e6)));
+    write_raw(&unet, &raw);
+
+    let read = |name: &str| sd_webgpu::npy::read_f32(&std::fs::read(dir.join(name)).unwrap(), name).unwrap().1;
+    convert(&folder, &dir.join("f32"), "f32");
+    ok(&generate(&dir.join("f32"), &dir.join("f32.npy")));
+    let want = read("f32.npy");
+    assert!(sd_webgpu::compare::max_abs(&want).is_finite());
+    for (quant, to_q_dtype, max_bound, mean_bound) in [("f16", Dtype::F32, 0.0, 0.0), ("q8", Dtype::Q8, 0.1, 0.02), ("q4", Dtype::F32, 1.0, 0.15)] {
+        let out = dir.join(quant);
+        let log = ok(&sd_weights(&["convert", folder.to_str().unwrap(), out.to_str().unwrap(), "--quant", quant, "--chunk-mb", "1"]));
+        assert!(log.contains(&format!("at f32 instead of {quant}: values beyond {quant}'s range")), "{log}");
+        let model = ConvertedModel::open(&out).unwrap();
+        let dtype = |name: &str| model.manifest().tensor("unet", name).unwrap().dtype;
+        assert_eq!((dtype(conv1), dtype(to_q)), (Dtype::F32, to_q_dtype), "{quant}");
+        let (_, values) = model.component("unet").get(conv1).unwrap().unwrap();
+        assert_eq!(values[0], 1e7, "{quant}");
+        if quant == "f16" {
+            continue;
+        }
+        ok(&generate(&out, &dir.join(format!("{quant}.npy"))));
+        let image = read(&format!("{quant}.npy"));
+        let worst = sd_webgpu::compare::max_abs_diff(&image, &want);
+        let mean = image.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / want.len() as f64;
+        eprintln!("{quant} image with outliers: max abs difference {worst}, mean {mean}");
+        assert!(worst < max_bound && mean < mean_bound, "{quant} image differs by {worst} (mean {mean})");
+    }
+
+    // A single file: the same tensor kept f32 at q4, every other one as without the outlier.
+    let single = dir.join("single.safetensors");
+    let mut raw = read_raw(&fixtures().join("ldm/sd2-tiny.safetensors"));
+    widen(&mut raw, "model.diffusion_model.input_blocks.1.0.in_layers.2.weight", "F32", Some((3, -1e7)));
+    write_raw(&single, &raw);
+    let config = fixtures().join("sd2-tiny");
+    for (input, out) in [(fixtures().join("ldm/sd2-tiny.safetensors"), dir.join("single-want")), (single, dir.join("single-got"))] {
+        ok(&sd_weights(&[
+            "convert", input.to_str().unwrap(), out.to_str().unwrap(), "--quant", "q4", "--config", config.to_str().unwrap(),
+        ]));
+    }
+    let (want, got) = (converted_tensors(&dir.join("single-want")), converted_tensors(&dir.join("single-got")));
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (name, w) in &want {
+        if name == "unet/down_blocks.0.resnets.0.conv1.weight" {
+            assert_eq!((got[name].0, got[name].2[3]), (Dtype::F32, -1e7));
+        } else {
+            assert!(w == &got[name], "{name} differs");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
