@@ -16,33 +16,114 @@ pub const MAX_HEADER_BYTES: u64 = 100 << 20;
 /// What to do about a file whose header is broken.
 const GET_A_GOOD_COPY: &str = "the file is truncated, corrupted or not a safetensors file: download or export it again";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Every element type the safetensors format defines (its `Dtype`, as of safetensors 0.6),
+/// so that any valid file parses: a tensor the model does not use may be of any of them.
+/// Weights are read as f32 from the float types torch converts exactly (or, F64, by
+/// rounding): see [`Dtype::is_readable_float`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dtype {
-    F32,
+    Bool,
+    /// 4-bit float (MX FP4, E2M1).
+    F4,
+    /// 6-bit floats (MX FP6).
+    F6E2M3,
+    F6E3M2,
+    U8,
+    I8,
+    /// 8-bit floats: torch's `float8_e5m2` and `float8_e4m3fn`.
+    F8E5M2,
+    F8E4M3,
+    /// 8-bit power of two (MX scales).
+    F8E8M0,
+    I16,
+    U16,
     F16,
     BF16,
-    /// Integer buffers such as CLIP's `position_ids`: listed, never loaded as weights.
+    I32,
+    U32,
+    F32,
+    /// Complex, two f32 parts.
+    C64,
+    F64,
     I64,
+    U64,
 }
 
-impl Dtype {
-    fn parse(s: &str) -> Option<Dtype> {
-        Some(match s {
-            "F32" => Dtype::F32,
-            "F16" => Dtype::F16,
-            "BF16" => Dtype::BF16,
-            "I64" => Dtype::I64,
-            _ => return None,
-        })
-    }
+/// The dtypes [`to_f32`] reads, for messages.
+pub const READABLE_FLOATS: &str = "F32, F16, BF16, F64, F8_E4M3 or F8_E5M2";
 
-    pub fn size(self) -> usize {
+impl Dtype {
+    /// All of them, in the format's order.
+    pub const ALL: [Dtype; 20] = [
+        Dtype::Bool, Dtype::F4, Dtype::F6E2M3, Dtype::F6E3M2, Dtype::U8, Dtype::I8, Dtype::F8E5M2, Dtype::F8E4M3,
+        Dtype::F8E8M0, Dtype::I16, Dtype::U16, Dtype::F16, Dtype::BF16, Dtype::I32, Dtype::U32, Dtype::F32,
+        Dtype::C64, Dtype::F64, Dtype::I64, Dtype::U64,
+    ];
+
+    /// The name in a safetensors header (`"F8_E4M3"`).
+    pub fn name(self) -> &'static str {
         match self {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::I64 => 8,
+            Dtype::Bool => "BOOL",
+            Dtype::F4 => "F4",
+            Dtype::F6E2M3 => "F6_E2M3",
+            Dtype::F6E3M2 => "F6_E3M2",
+            Dtype::U8 => "U8",
+            Dtype::I8 => "I8",
+            Dtype::F8E5M2 => "F8_E5M2",
+            Dtype::F8E4M3 => "F8_E4M3",
+            Dtype::F8E8M0 => "F8_E8M0",
+            Dtype::I16 => "I16",
+            Dtype::U16 => "U16",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::I32 => "I32",
+            Dtype::U32 => "U32",
+            Dtype::F32 => "F32",
+            Dtype::C64 => "C64",
+            Dtype::F64 => "F64",
+            Dtype::I64 => "I64",
+            Dtype::U64 => "U64",
         }
     }
+
+    fn parse(s: &str) -> Option<Dtype> {
+        Dtype::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// Bits per element (4 and 6 for the packed MX floats).
+    pub fn bits(self) -> usize {
+        match self {
+            Dtype::F4 => 4,
+            Dtype::F6E2M3 | Dtype::F6E3M2 => 6,
+            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::F8E5M2 | Dtype::F8E4M3 | Dtype::F8E8M0 => 8,
+            Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::BF16 => 16,
+            Dtype::I32 | Dtype::U32 | Dtype::F32 => 32,
+            Dtype::C64 | Dtype::F64 | Dtype::I64 | Dtype::U64 => 64,
+        }
+    }
+
+    /// Integers and booleans: buffers (position ids, step counters), never weights.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::I16 | Dtype::U16 | Dtype::I32 | Dtype::U32 | Dtype::I64 | Dtype::U64
+        )
+    }
+
+    /// Whether [`to_f32`] reads it ([`READABLE_FLOATS`]), as torch's `.float()` would.
+    pub fn is_readable_float(self) -> bool {
+        matches!(self, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::F8E4M3 | Dtype::F8E5M2)
+    }
+}
+
+/// The error for a tensor that must be read as weights but is stored as `dtype`, which
+/// [`to_f32`] does not read. `what` names the file.
+pub fn unreadable(what: &str, name: &str, dtype: Dtype) -> Error {
+    Error::BadWeights(format!(
+        "{what}: tensor `{name}` is stored as {}, which cannot be read as weights (readable: {READABLE_FLOATS}); \
+         save the model with float weights (in PyTorch, `.half()` or `.float()` before saving)",
+        dtype.name()
+    ))
 }
 
 /// Where one tensor lives in the file's data section.
@@ -101,7 +182,7 @@ pub fn parse_header(bytes: &[u8], file_len: u64, what: &str) -> Result<Header, E
 
 fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     let dtype_name = entry["dtype"].as_str().ok_or("no dtype")?;
-    let dtype = Dtype::parse(dtype_name).ok_or_else(|| format!("unsupported dtype {dtype_name} (F32, F16, BF16 and I64 are read)"))?;
+    let dtype = Dtype::parse(dtype_name).ok_or_else(|| format!("dtype {dtype_name:?} is not one the safetensors format defines"))?;
     let shape = entry["shape"]
         .as_array()
         .ok_or("no shape")?
@@ -120,24 +201,46 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     if offsets.len() != 2 || start > end || end > data_len {
         return Err(format!("data_offsets [{start}, {end}] fall outside the {data_len}-byte data section"));
     }
-    let bytes = shape
+    let bits = shape
         .iter()
-        .try_fold(dtype.size(), |acc, d| acc.checked_mul(*d))
+        .try_fold(dtype.bits(), |acc, d| acc.checked_mul(*d))
         .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    // As safetensors does: packed sub-byte types must fill whole bytes.
+    if bits % 8 != 0 {
+        return Err(format!("shape {shape:?} of {dtype_name} is not a whole number of bytes"));
+    }
+    let bytes = bits / 8;
     if bytes != end - start {
         return Err(format!("shape {shape:?} of {dtype_name} needs {bytes} bytes, data_offsets give {}", end - start));
     }
     Ok(TensorInfo { dtype, shape, start, end })
 }
 
-/// Converts stored little-endian values to f32.
-pub fn to_f32(dtype: Dtype, raw: &[u8]) -> Result<Vec<f32>, Error> {
-    Ok(match dtype {
+/// Converts stored little-endian values to f32 as torch's `.float()` does: exactly, but for
+/// F64, which rounds to nearest (values beyond f32's range become infinite). Dtypes that are
+/// not [readable floats](Dtype::is_readable_float) give `None`.
+pub fn to_f32(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
         Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::I64 => return Err(Error::BadWeights("an integer tensor cannot be loaded as weights".into())),
+        Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        // E5M2 is the top byte of an f16 (same exponent, same infinities and NaNs).
+        Dtype::F8E5M2 => raw.iter().map(|&b| half::f16::from_bits(u16::from(b) << 8).to_f32()).collect(),
+        Dtype::F8E4M3 => raw.iter().map(|&b| f8_e4m3fn(b)).collect(),
+        _ => return None,
     })
+}
+
+/// torch's `float8_e4m3fn`: exponent bias 7, no infinities, NaN only at S.1111.111.
+fn f8_e4m3fn(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (exp, man) = (i32::from((b >> 3) & 15), f32::from(b & 7));
+    match exp {
+        15 if man == 7.0 => f32::NAN,
+        0 => sign * man * 2f32.powi(-9),
+        _ => sign * (8.0 + man) * 2f32.powi(exp - 10),
+    }
 }
 
 /// A whole safetensors file in memory.
@@ -161,14 +264,16 @@ impl SafeTensors {
         self.header.tensors.get(name)
     }
 
-    /// The tensor's values as f32, and its shape.
+    /// The tensor's values as f32, and its shape. A missing tensor, or one of a dtype that
+    /// is not a [readable float](Dtype::is_readable_float), is an error naming it.
     pub fn get_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), Error> {
         let info = self
             .info(name)
             .ok_or_else(|| Error::BadWeights(format!("{}: tensor `{name}` is missing", self.what)))?;
         let start = self.header.data_start + info.start;
         let raw = &self.bytes[start..self.header.data_start + info.end];
-        Ok((info.shape.clone(), to_f32(info.dtype, raw)?))
+        let values = to_f32(info.dtype, raw).ok_or_else(|| unreadable(&self.what, name, info.dtype))?;
+        Ok((info.shape.clone(), values))
     }
 }
 
@@ -200,6 +305,70 @@ mod tests {
         assert!(st.get_f32("c").unwrap_err().to_string().contains("`c` is missing"));
     }
 
+    /// Every dtype of the format parses with its size (`[2, 4]` elements, so F4 and F6 fill
+    /// whole bytes); the readable floats convert as torch's `.float()` does, the others are
+    /// an error naming the tensor and its dtype, without calling the file broken.
+    #[test]
+    fn every_safetensors_dtype_parses() {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for dtype in Dtype::ALL {
+            let bytes = match dtype.name() {
+                "F4" => 4,
+                "F6_E2M3" | "F6_E3M2" => 6,
+                "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
+                "I16" | "U16" | "F16" | "BF16" => 16,
+                "I32" | "U32" | "F32" => 32,
+                "C64" | "F64" | "I64" | "U64" => 64,
+                other => panic!("{other} has no size here"),
+            };
+            let entry = serde_json::json!({"dtype": dtype.name(), "shape": [2, 4], "data_offsets": [offset, offset + bytes]});
+            header.insert(dtype.name().to_string(), entry);
+            offset += bytes;
+        }
+        let st = SafeTensors::from_bytes(file(&serde_json::to_string(&header).unwrap(), &vec![0; offset]), "all.safetensors").unwrap();
+        assert_eq!(st.names().count(), 20);
+        for dtype in Dtype::ALL {
+            assert_eq!(st.info(dtype.name()).unwrap().dtype, dtype);
+            match st.get_f32(dtype.name()) {
+                Ok((shape, values)) => {
+                    assert!(dtype.is_readable_float(), "{dtype:?}");
+                    assert_eq!((shape, values), (vec![2, 4], vec![0.0; 8]));
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!dtype.is_readable_float(), "{dtype:?}: {e}");
+                    assert!(e.contains(&format!("tensor `{}` is stored as {}", dtype.name(), dtype.name())), "{e}");
+                    assert!(e.contains("all.safetensors") && !e.contains("corrupted"), "{e}");
+                }
+            }
+        }
+    }
+
+    /// Values of each readable float dtype, as torch converts them to float32.
+    #[test]
+    fn readable_floats_convert_as_torch_does() {
+        let f64s: Vec<u8> = [0.1f64, -3.0, 1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let got = to_f32(Dtype::F64, &f64s).unwrap();
+        assert_eq!(got[..2], [0.1f32, -3.0]);
+        assert!(got[2].is_infinite(), "beyond f32: infinite, which convert then refuses");
+        let bf16: Vec<u8> = [1.0f32, -2.5e30].iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+        assert_eq!(to_f32(Dtype::BF16, &bf16).unwrap(), [1.0, half::bf16::from_f32(-2.5e30).to_f32()]);
+        // float8_e4m3fn: 0x38 = 1.0, 0x7e = 448 (its largest), 0x01 = 2^-9 (smallest subnormal),
+        // 0xc4 = -3.0 (exponent 8, mantissa 4: 1.5 * 2), 0x80 = -0.0, 0x7f = NaN.
+        let e4m3 = to_f32(Dtype::F8E4M3, &[0x38, 0x7e, 0x01, 0xc4, 0x80, 0x7f]).unwrap();
+        assert_eq!(e4m3[..4], [1.0, 448.0, 2f32.powi(-9), -3.0]);
+        assert!(e4m3[4] == 0.0 && e4m3[4].is_sign_negative() && e4m3[5].is_nan());
+        // float8_e5m2: 0x3c = 1.0, 0x7b = 57344 (its largest), 0x01 = 2^-16, 0x7c = infinity.
+        let e5m2 = to_f32(Dtype::F8E5M2, &[0x3c, 0x7b, 0x01, 0xc0, 0x7c]).unwrap();
+        assert_eq!(e5m2, [1.0, 57344.0, 2f32.powi(-16), -2.0, f32::INFINITY]);
+        // Every e4m3 code but the two NaNs is finite and within ±448.
+        let all: Vec<u8> = (0..=255).collect();
+        let finite = to_f32(Dtype::F8E4M3, &all).unwrap().into_iter().filter(|v| v.is_finite() && v.abs() <= 448.0).count();
+        assert_eq!(finite, 254);
+        assert!(to_f32(Dtype::I32, &[0; 4]).is_none() && to_f32(Dtype::C64, &[0; 8]).is_none());
+    }
+
     #[test]
     fn lying_headers_are_errors() {
         let max = u64::MAX;
@@ -214,7 +383,9 @@ mod tests {
             (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551616]}}"#.into(), "not [start, end]"),
             (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#.into(), "outside"),
             (r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.into(), "not a list of sizes"),
-            (r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#.into(), "unsupported dtype"),
+            (r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#.into(), "dtype \"Q9\" is not one"),
+            (r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#.into(), "not a whole number of bytes"),
+            (r#"{"a":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[0,4]}}"#.into(), "needs 3 bytes"),
             (r#"{"a":[]}"#.into(), "no dtype"),
             (r#"[1,2]"#.into(), "not a JSON object"),
             // serde_json alone keeps the second `a` and loses the first.

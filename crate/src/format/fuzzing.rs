@@ -45,8 +45,8 @@ fn safetensors_file(file: &[u8]) {
     let Ok(st) = SafeTensors::from_bytes(file.to_vec(), "fuzz") else { return };
     for name in st.names() {
         let Some(info) = st.info(name) else { panic!("a listed tensor has no info") };
-        let bytes = info.shape.iter().try_fold(info.dtype.size(), |a, d| a.checked_mul(*d));
-        assert_eq!(bytes, Some(info.end - info.start), "{name}: size does not match its shape");
+        let bits = info.shape.iter().try_fold(info.dtype.bits(), |a, d| a.checked_mul(*d));
+        assert_eq!(bits, Some((info.end - info.start) * 8), "{name}: size does not match its shape");
         if let Ok((shape, values)) = st.get_f32(name) {
             assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
         }

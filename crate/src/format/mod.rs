@@ -94,6 +94,18 @@ impl Dtype {
         matches!(self, Dtype::Q8 | Dtype::Q4)
     }
 
+    /// The largest magnitude stored finitely: f16's 65504; for q8 and q4, whose blocks keep
+    /// an f16 scale of absmax / 127 and absmax / 8, 127 and 8 times that ([`quant::Q8_MAX`],
+    /// [`quant::Q4_MAX`]). [`encode`] refuses larger values.
+    pub fn max_abs(self) -> f32 {
+        match self {
+            Dtype::F32 => f32::MAX,
+            Dtype::F16 => quant::F16_MAX,
+            Dtype::Q8 => quant::Q8_MAX,
+            Dtype::Q4 => quant::Q4_MAX,
+        }
+    }
+
     /// Stored bytes of `n` values (for q8/q4, `n` must be a multiple of 32).
     pub fn stored_len(self, n: usize) -> usize {
         match self {
@@ -422,8 +434,14 @@ pub fn read_tensor(tensor: &TensorEntry, mut bytes: impl FnMut(&Part) -> Result<
     Ok(values)
 }
 
-/// Encodes `values` at `dtype` (for q8/q4 a multiple of 32 values).
+/// Encodes `values` at `dtype` (for q8/q4 a multiple of 32 values). A value of magnitude
+/// over [`Dtype::max_abs`], or NaN, is an error: it would be stored as infinity or NaN.
 pub fn encode(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
+    match dtype {
+        Dtype::F32 | Dtype::F16 => quant::check_range(values, dtype.max_abs(), dtype.name())?,
+        // The quantizers check their own range.
+        Dtype::Q8 | Dtype::Q4 => {}
+    }
     match dtype {
         Dtype::F32 => Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
         Dtype::F16 => Ok(values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
@@ -573,6 +591,21 @@ mod tests {
             assert!(quant::relative_rms_error(&v, &back) <= tol, "{dtype:?}");
         }
         assert!(decode(Dtype::F16, &[0; 3], 2).is_err());
+        // Values beyond a dtype's range are refused, not stored as infinity.
+        let mut big = v.clone();
+        big[3] = 1e5;
+        assert!(encode(Dtype::F16, &big).unwrap_err().to_string().contains("f16 cannot store the value 100000"));
+        assert_eq!(decode(Dtype::F32, &encode(Dtype::F32, &big).unwrap(), 64).unwrap(), big);
+        big[3] = f32::INFINITY;
+        assert!(encode(Dtype::F32, &big).is_err());
+        for dtype in [Dtype::F16, Dtype::Q8, Dtype::Q4] {
+            let mut edge = v.clone();
+            edge[5] = -dtype.max_abs();
+            let back = decode(dtype, &encode(dtype, &edge).unwrap(), 64).unwrap();
+            assert!(back.iter().all(|x| x.is_finite()), "{dtype:?}");
+            edge[5] = dtype.max_abs() * 1.001;
+            assert!(encode(dtype, &edge).is_err(), "{dtype:?}");
+        }
         // A split tensor reads its parts in order.
         let t = &sample().tensors[1];
         let halves = [half::f16::from_f32(1.5).to_le_bytes().to_vec(), half::f16::from_f32(-2.0).to_le_bytes().to_vec()];

@@ -20,6 +20,10 @@
 //! few smaller ones, polishes each by least squares (scale = Σxq / Σq², then re-rounding) and
 //! keeps the one with the smallest error; decoding is unchanged. Measured relative RMS error on
 //! N(0, 0.02) weights: q8 0.0054, q4 0.0821 (plain q4_0: 0.0861), see the tests.
+//!
+//! Scales are f16, so a block's largest magnitude can be at most 127 × 65504 ([`Q8_MAX`])
+//! or 8 × 65504 ([`Q4_MAX`]); the encoders refuse larger values (their scale would be
+//! infinite and the block would decode as NaN), and the converter keeps such tensors at f32.
 
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, TensorData};
@@ -29,6 +33,24 @@ use crate::Error;
 
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
+
+/// f16's largest finite value. Block scales are stored as f16, so they must not exceed it.
+pub const F16_MAX: f32 = 65504.0;
+/// The largest magnitude q8 stores: its block scale, absmax / 127, must fit f16.
+pub const Q8_MAX: f32 = 127.0 * F16_MAX;
+/// The largest magnitude q4 stores: its block scale, absmax / 8, must fit f16.
+pub const Q4_MAX: f32 = 8.0 * F16_MAX;
+
+/// Refuses a value of magnitude over `max`, or NaN, which `dtype` would store as a value or
+/// a block scale that decodes as infinity or NaN.
+pub fn check_range(values: &[f32], max: f32, dtype: &str) -> Result<(), Error> {
+    match values.iter().find(|v| !(v.abs() <= max)) {
+        Some(v) => Err(Error::BadWeights(format!(
+            "{dtype} cannot store the value {v}: it holds magnitudes up to {max}; store this tensor at f32"
+        ))),
+        None => Ok(()),
+    }
+}
 
 fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
@@ -60,9 +82,10 @@ fn push_scales(out: &mut Vec<u8>, scales: &[f16]) {
     }
 }
 
-/// Encodes `values` (a multiple of 32 of them) at q8.
+/// Encodes `values` (a multiple of 32 of them, each of magnitude at most [`Q8_MAX`]) at q8.
 pub fn q8_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
     check_len(values.len())?;
+    check_range(values, Q8_MAX, "q8")?;
     let mut out = Vec::with_capacity(q8_len(values.len()));
     let mut scales = Vec::with_capacity(values.len() / BLOCK);
     for block in values.chunks_exact(BLOCK) {
@@ -139,8 +162,9 @@ fn q4_block(block: &[f32], refine: bool) -> (f16, [u8; BLOCK]) {
                 xq += x * q;
                 qq += q * q;
             }
-            if qq > 0.0 {
-                let d = f16::from_f32(xq / qq);
+            // The polished scale can exceed the starting one, and f16's range near Q4_MAX.
+            let d = f16::from_f32(xq / qq);
+            if qq > 0.0 && d.is_finite() {
                 let (e, next) = q4_block_at(block, d.to_f32());
                 if e < err {
                     (err, codes, scale) = (e, next, d);
@@ -159,6 +183,7 @@ const REFINE_STEPS: usize = 3;
 
 fn q4_encode_with(values: &[f32], refine: bool) -> Result<Vec<u8>, Error> {
     check_len(values.len())?;
+    check_range(values, Q4_MAX, "q4")?;
     let mut out = Vec::with_capacity(q4_len(values.len()));
     let mut scales = Vec::with_capacity(values.len() / BLOCK);
     for block in values.chunks_exact(BLOCK) {
@@ -170,7 +195,7 @@ fn q4_encode_with(values: &[f32], refine: bool) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// Encodes `values` (a multiple of 32 of them) at q4.
+/// Encodes `values` (a multiple of 32 of them, each of magnitude at most [`Q4_MAX`]) at q4.
 pub fn q4_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
     q4_encode_with(values, true)
 }
@@ -409,6 +434,39 @@ mod tests {
             let device = pollster::block_on(crate::device::gpu()).unwrap();
             super::quantized_on_device_equals_host_decode(&device);
         }
+    }
+
+    /// Values up to Q8_MAX / Q4_MAX decode finitely, whatever the rest of their block (the
+    /// q4 search polishes scales upwards, past f16's range if unchecked); larger ones are
+    /// refused rather than stored as an infinite scale.
+    #[test]
+    fn largest_values_decode_finitely() {
+        type Codec = (f32, fn(&[f32]) -> Result<Vec<u8>, Error>, fn(&[u8], usize) -> Result<Vec<f32>, Error>);
+        let codecs: [Codec; 2] = [(Q8_MAX, q8_encode, q8_decode), (Q4_MAX, q4_encode, q4_decode)];
+        for (max, encode, decode) in codecs {
+            // Blocks whose other values sit just past the q4 rounding points, which pulls
+            // the least-squares scale above absmax / 8.
+            let mut v = gaussian(32 * 64, max / 4.0, 5).into_iter().map(|x| x.clamp(-max, max)).collect::<Vec<_>>();
+            for (i, block) in v.chunks_mut(BLOCK).enumerate() {
+                if i % 3 == 0 {
+                    block.iter_mut().for_each(|x| *x = max / 8.0 * 7.49);
+                }
+                block[i % BLOCK] = if i % 2 == 0 { max } else { -max };
+            }
+            let back = decode(&encode(&v).unwrap(), v.len()).unwrap();
+            assert!(back.iter().all(|x| x.is_finite()), "{max}");
+            let err = relative_rms_error(&v, &back);
+            eprintln!("largest values at {max}: relative RMS error {err:.4}");
+            assert!(err < 0.3, "{max}: {err}");
+            let mut over = v.clone();
+            over[40] = max * 1.01;
+            let err = encode(&over).unwrap_err().to_string();
+            assert!(err.contains("store this tensor at f32"), "{err}");
+            over[40] = f32::NAN;
+            assert!(encode(&over).is_err());
+        }
+        // 10^7 (the weight) is over both.
+        assert!(q8_encode(&[1e7; 32]).is_err() && q4_encode(&[1e7; 32]).is_err());
     }
 
     /// Outliers only spoil their own block.

@@ -83,8 +83,10 @@ pub fn read_header(path: &Path) -> Result<Header, Error> {
 }
 
 impl Input {
-    /// Adds every float tensor of a safetensors file under `component`, renamed by `rename`
-    /// (`None` skips the tensor). Integer tensors (position ids) are skipped.
+    /// Adds the tensors of a safetensors file that `pick` maps, each to (component, diffusers
+    /// name, shape, byte offset and length inside the stored tensor). A tensor mapped to
+    /// nothing is never read, whatever its dtype; a mapped one must be stored as a float
+    /// that [`st::to_f32`] reads, else it is an error naming the tensor and its dtype.
     pub fn add_file(
         &mut self,
         path: &Path,
@@ -94,10 +96,11 @@ impl Input {
         let file = self.files.len();
         self.files.push(path.to_path_buf());
         for (name, info) in &header.tensors {
-            if info.dtype == st::Dtype::I64 {
-                continue;
+            let mapped = pick(name, info);
+            if !mapped.is_empty() && !info.dtype.is_readable_float() {
+                return Err(st::unreadable(&path.display().to_string(), name, info.dtype));
             }
-            for (component, new_name, shape, rel_start, len) in pick(name, info) {
+            for (component, new_name, shape, rel_start, len) in mapped {
                 self.tensors.push(InputTensor {
                     component,
                     name: new_name,
@@ -135,10 +138,11 @@ pub fn read_values(files: &mut [Option<File>], paths: &[PathBuf], t: &InputTenso
     file.seek(SeekFrom::Start(t.start)).map_err(io)?;
     let mut raw = vec![0u8; t.len as usize];
     file.read_exact(&mut raw).map_err(io)?;
-    let values = st::to_f32(t.dtype, &raw)?;
+    let values = st::to_f32(t.dtype, &raw).ok_or_else(|| st::unreadable(&path.display().to_string(), &t.name, t.dtype))?;
     if values.iter().any(|v| !v.is_finite()) {
+        let beyond = if t.dtype == st::Dtype::F64 { " (or F64 values beyond f32's range)" } else { "" };
         return Err(Error::BadWeights(format!(
-            "{}: tensor {}/{} holds NaN or infinite values: the checkpoint is broken; get a good copy",
+            "{}: tensor {}/{} holds NaN or infinite values{beyond}: the checkpoint is broken; get a good copy",
             path.display(),
             t.component,
             t.name
@@ -243,7 +247,15 @@ pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
             )));
         };
         let header = read_header(&path)?;
+        let mut skipped = Vec::new();
         input.add_file(&path, &header, |name, info| {
+            // Integer tensors are buffers (CLIP's position_ids), not weights.
+            if info.dtype.is_integer() {
+                if !name.ends_with("position_ids") {
+                    skipped.push(format!("{component}: skipped `{name}`, stored as {}: integers are not weights", info.dtype.name()));
+                }
+                return vec![];
+            }
             // One canonical text encoder naming: transformers 4's `text_model.` prefix.
             let name = if component == "text_encoder" && !name.starts_with("text_model.") {
                 format!("text_model.{name}")
@@ -252,6 +264,7 @@ pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
             };
             vec![(component, name, info.shape.clone(), 0, (info.end - info.start) as u64)]
         })?;
+        input.notes.extend(skipped);
     }
     input.check_unique()?;
     Ok(input)

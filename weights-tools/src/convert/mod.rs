@@ -62,7 +62,8 @@ pub struct ConvertArgs {
     /// The directory to create (must not exist yet).
     pub output: PathBuf,
     /// Precision: f32, f16, q8 (8-bit blocks) or q4 (4-bit blocks). Norms, biases, embeddings
-    /// and small tensors stay f16 when quantizing.
+    /// and small tensors stay f16 when quantizing; tensors with values beyond the precision's
+    /// range (f16's 65504, or an f16 block scale) stay f32.
     #[arg(long, value_enum, default_value_t = Quant::F16)]
     pub quant: Quant,
     /// Chunk size in MiB (1 to 256): the unit of download and caching.
@@ -161,8 +162,8 @@ pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> R
     for t in order {
         let values = input::read_values(&mut files, &input.files, t)?;
         let (mut dtype, mut reason) = policy::choose(t.component, &t.name, &t.shape, want);
-        if dtype == Dtype::F16 && values.iter().any(|v| v.abs() > 65504.0) {
-            (dtype, reason) = (Dtype::F32, Some("values beyond f16's range: kept f32"));
+        if let Some((wider, why)) = policy::widen_for_range(dtype, &values) {
+            (dtype, reason) = (wider, Some(why));
         }
         if let Some(reason) = reason {
             let entry = reasons.entry((reason, dtype)).or_default();

@@ -34,6 +34,23 @@ pub fn choose(component: &str, name: &str, shape: &[usize], want: Dtype) -> (Dty
     (want, None)
 }
 
+/// f32 instead of `dtype` when some of `values` are beyond what `dtype` stores finitely
+/// ([`Dtype::max_abs`]: f16's 65504, or the f16 block scales of q8 / q4), with the reason;
+/// `None` when they all fit. One value of 10⁷ in a weight would otherwise give an infinite
+/// q8 / q4 block scale, and NaN images.
+pub fn widen_for_range(dtype: Dtype, values: &[f32]) -> Option<(Dtype, &'static str)> {
+    let max = dtype.max_abs();
+    if values.iter().all(|v| v.abs() <= max) {
+        return None;
+    }
+    let reason = match dtype {
+        Dtype::Q8 => "values beyond q8's range (its f16 block scale, absmax / 127, would overflow): kept f32",
+        Dtype::Q4 => "values beyond q4's range (its f16 block scale, absmax / 8, would overflow): kept f32",
+        _ => "values beyond f16's range: kept f32",
+    };
+    Some((Dtype::F32, reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +67,21 @@ mod tests {
         assert_eq!(choose("unet", "x.weight", &[8, 32], Dtype::Q4).0, Dtype::F16);
         assert_eq!(choose("unet", "x.weight", &[1000, 37], Dtype::Q4).0, Dtype::F16);
         assert_eq!(choose("unet", "x.weight", &[10, 10], Dtype::F32), (Dtype::F32, None));
+    }
+
+    #[test]
+    fn values_beyond_the_range_widen_to_f32() {
+        let mut v = vec![0.5f32; 64];
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::Q8, Dtype::Q4] {
+            assert_eq!(widen_for_range(dtype, &v), None);
+        }
+        // 10^6 fits q8 (scale 7874) but not q4 (125000) or f16; 10^7 fits only f32.
+        v[7] = -1e6;
+        assert_eq!(widen_for_range(Dtype::Q8, &v), None);
+        assert_eq!(widen_for_range(Dtype::Q4, &v).unwrap().0, Dtype::F32);
+        assert!(widen_for_range(Dtype::F16, &v).unwrap().1.contains("f16"));
+        v[7] = 1e7;
+        assert!(widen_for_range(Dtype::Q8, &v).unwrap().1.contains("q8"));
+        assert_eq!(widen_for_range(Dtype::F32, &v), None);
     }
 }
