@@ -261,8 +261,9 @@ impl Scheduler {
     }
 
     /// The UNet's timestep for each step index (integers except for Euler-type schedules).
-    /// Empty before [`Self::set_timesteps`]. PNDM without `skip_prk_steps` has more entries
-    /// than steps asked for (its Runge-Kutta warm-up), as in diffusers.
+    /// Empty before [`Self::set_timesteps`]. One per step asked for, except PNDM's, as in
+    /// diffusers: one more with `skip_prk_steps` (PLMS's first step calls the UNet twice,
+    /// so the second timestep comes twice), more without (its Runge-Kutta warm-up).
     pub fn timesteps(&self) -> &[f64] {
         each!(&self.inner, s => s.timesteps())
     }
