@@ -44,23 +44,29 @@ VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
            block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
            up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
 
-PNDM = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-        "num_train_timesteps": 1000, "prediction_type": "epsilon", "set_alpha_to_one": False,
-        "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None}
-DDIM_V = {"_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-          "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
-          "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": None}
-DDIM_EPS = dict(DDIM_V, prediction_type="epsilon")
-EULER_TRAILING = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                  "beta_start": 0.00085, "interpolation_type": "linear", "num_train_timesteps": 1000,
-                  "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "trailing",
-                  "trained_betas": None, "use_karras_sigmas": False}
+# The published scheduler configs, field for field (a missing field and a field set to a
+# default differ for from_config): tests/fixtures/single_file_configs/ holds them with their
+# sources, and weights-tools/src/convert/ldm.rs checks these against them.
+SD15_PNDM = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+             "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+             "steps_offset": 1, "trained_betas": None}
+SD21_DDIM_V = {"_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+               "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+               "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+INPAINT_DDIM = {"_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+                "steps_offset": 1, "trained_betas": None}
+TURBO_EULER = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+               "beta_start": 0.00085, "clip_sample": False, "interpolation_type": "linear", "num_train_timesteps": 1000,
+               "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
+               "steps_offset": 1, "timestep_spacing": "trailing", "timestep_type": "discrete", "trained_betas": None,
+               "use_karras_sigmas": False}
 
 FAMILIES = {
-    "sd15": (CLIP_L, UNET_SD15, VAE, PNDM, "StableDiffusionPipeline"),
-    "sd21": (CLIP_H, UNET_SD21, dict(VAE, sample_size=768), DDIM_V, "StableDiffusionPipeline"),
-    "turbo": (CLIP_H, UNET_TURBO, VAE, EULER_TRAILING, "StableDiffusionPipeline"),
-    "sd15-inpaint": (CLIP_L, UNET_INPAINT, VAE, DDIM_EPS, "StableDiffusionInpaintPipeline"),
+    "sd15": (CLIP_L, UNET_SD15, VAE, SD15_PNDM, "StableDiffusionPipeline"),
+    "sd21": (CLIP_H, UNET_SD21, dict(VAE, sample_size=768), SD21_DDIM_V, "StableDiffusionPipeline"),
+    "turbo": (CLIP_H, UNET_TURBO, VAE, TURBO_EULER, "StableDiffusionPipeline"),
+    "sd15-inpaint": (CLIP_L, UNET_INPAINT, VAE, INPAINT_DDIM, "StableDiffusionInpaintPipeline"),
 }
 
 

@@ -38,16 +38,24 @@ impl Ddim {
         &self.schedule
     }
 
+    /// The timesteps and, for each step, ᾱ at its timestep and at the next one of the
+    /// schedule (the final ᾱ after the last): DDIM steps along its sub-sequence τ from τ_i to
+    /// τ_(i−1) (Song et al. 2021, §4.2), as CompVis's DDIMSampler does. diffusers steps back
+    /// by N // steps whatever the spacing, which is the next timestep only for "leading":
+    /// with "linspace" 10 steps go 999 → 899 though the next step runs at 888, with
+    /// "trailing" 6 steps 999 → 833 though the next runs at 832 (README: "Schedulers").
     pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let timesteps = self.schedule.spaced_timesteps(steps, true);
-        // DDIM steps back by N // steps whatever the spacing (so "trailing" may skip or repeat).
-        let ratio = (self.schedule.num_train_timesteps / steps) as i64;
+        self.schedule.check_in_range(&timesteps, steps)?;
         let alphas = timesteps
             .iter()
-            .map(|&t| {
-                let (t, prev) = (t as i64, t as i64 - ratio);
-                let alpha = self.schedule.alpha_cumprod(t)?;
-                let alpha_prev = if prev >= 0 { self.schedule.alpha_cumprod(prev)? } else { self.final_alpha_cumprod };
+            .enumerate()
+            .map(|(i, &t)| {
+                let alpha = self.schedule.alpha_cumprod(t as i64)?;
+                let alpha_prev = match timesteps.get(i + 1) {
+                    Some(&next) => self.schedule.alpha_cumprod(next as i64)?,
+                    None => self.final_alpha_cumprod,
+                };
                 Ok((alpha as f64, alpha_prev as f64))
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -111,4 +119,47 @@ impl Ddim {
     }
 
     pub fn reset(&mut self) {}
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+impl Ddim {
+    /// (ᾱ_t, ᾱ_prev) per step, for the property test in `scheduler::tests`.
+    pub(super) fn step_alphas(&self) -> &[(f64, f64)] {
+        &self.alphas
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    fn ddim(spacing: &str) -> Ddim {
+        let json = format!(
+            r#"{{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "clip_sample": false,
+                "set_alpha_to_one": false, "steps_offset": 1, "timestep_spacing": "{spacing}"}}"#
+        );
+        Ddim::from_config(&SchedulerConfig::from_json(&json).unwrap()).unwrap()
+    }
+
+    /// The issue's examples: each step goes to the timestep the next step runs at. diffusers
+    /// 0.42 goes to t − N // steps instead (899 and 833 here); with "leading" that is the same.
+    #[test]
+    fn previous_timestep_is_the_next_in_the_schedule() {
+        let a: Vec<f64> = ddim("leading").schedule.alphas_cumprod.iter().map(|&x| x as f64).collect();
+        let mut linspace = ddim("linspace");
+        linspace.set_timesteps(10).unwrap();
+        assert_eq!(linspace.timesteps[..2], [999.0, 888.0]);
+        assert_eq!(linspace.alphas[0], (a[999], a[888]));
+        let mut trailing = ddim("trailing");
+        trailing.set_timesteps(6).unwrap();
+        assert_eq!(trailing.timesteps[..2], [999.0, 832.0]);
+        assert_eq!(trailing.alphas[0], (a[999], a[832]));
+        let mut leading = ddim("leading");
+        leading.set_timesteps(10).unwrap();
+        assert_eq!(leading.timesteps[..2], [901.0, 801.0]);
+        assert_eq!(leading.alphas[0], (a[901], a[801]));
+        // The last step goes to the final ᾱ: ᾱ₀ without set_alpha_to_one.
+        assert_eq!(leading.alphas[9], (a[1], a[0]));
+        assert_eq!(trailing.alphas[5].1, a[0]);
+    }
 }

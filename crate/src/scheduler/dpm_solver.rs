@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{
     BetaSchedule, DDPM_DEFAULTS, Defaults, PredictionType, Schedule, TimestepSpacing, check_first_timestep_unique,
-    karras_sigmas, np_arange, np_interp, np_linspace, sigma_to_t,
+    karras_sigmas, np_interp, np_linspace, sigma_to_t, trailing,
 };
 use super::{Sequence, lin};
 use crate::Error;
@@ -108,10 +108,7 @@ impl DpmSolver {
                 let ratio = (last / (steps + 1)) as i64;
                 (1..=steps as i64).rev().map(|k| (k * ratio + s.steps_offset) as f64).collect()
             }
-            TimestepSpacing::Trailing => {
-                let ratio = s.num_train_timesteps as f64 / steps as f64;
-                np_arange(last as f64, 0.0, -ratio).into_iter().map(|x| x.round_ties_even() - 1.0).collect()
-            }
+            TimestepSpacing::Trailing => trailing(last as f64, s.num_train_timesteps, steps),
         };
         let train_sigmas = s.sigmas();
         let sigmas: Vec<f64> = if self.use_karras_sigmas {
@@ -135,7 +132,19 @@ impl DpmSolver {
         let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).chain([final_sigma]).collect();
         // torch's .to(int64) truncates (the unrounded cosine-schedule Karras timesteps).
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::trunc).collect();
+        self.schedule.check_in_range(&timesteps, steps)?;
         check_first_timestep_unique(&timesteps, "DPMSolverMultistepScheduler")?;
+        // Without Karras sigmas a repeated timestep is a repeated σ: a zero-length step,
+        // after which the second-order update divides by that zero length (only "linspace"
+        // with as many steps as training timesteps gets there; diffusers runs it).
+        if let Some(pair) = timesteps.windows(2).find(|pair| pair[0] == pair[1] && !self.use_karras_sigmas) {
+            return Err(Error::BadInput(format!(
+                "steps = {steps}: DPMSolverMultistepScheduler with timestep_spacing \"{}\" repeats timestep {}, \
+                 a zero-length step its second-order update cannot take; pick fewer steps",
+                self.schedule.timestep_spacing.name(),
+                pair[0]
+            )));
+        }
         (self.timesteps, self.sigmas) = (timesteps, sigmas);
         self.reset();
         Ok(())

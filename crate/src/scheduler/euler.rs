@@ -68,6 +68,7 @@ impl Euler {
         let last = if self.final_sigma_min { self.schedule.sigmas()[0] } else { 0.0 };
         let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).chain([last]).collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
+        self.schedule.check_in_range(&timesteps, steps)?;
         check_first_timestep_unique(&timesteps, "EulerDiscreteScheduler")?;
         self.init_noise_sigma = self.schedule.euler_init_noise_sigma(&sigmas);
         (self.timesteps, self.sigmas) = (timesteps, sigmas);

@@ -38,6 +38,7 @@ impl EulerAncestral {
         let timesteps = self.schedule.float_timesteps(steps);
         let sigmas: Vec<f32> = self.schedule.interp_sigmas(&timesteps).into_iter().map(|s| s as f32).chain([0.0]).collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
+        self.schedule.check_in_range(&timesteps, steps)?;
         check_first_timestep_unique(&timesteps, "EulerAncestralDiscreteScheduler")?;
         self.init_noise_sigma = self.schedule.euler_init_noise_sigma(&sigmas);
         (self.timesteps, self.sigmas) = (timesteps, sigmas);

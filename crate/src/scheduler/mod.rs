@@ -1,5 +1,8 @@
 //! Noise schedulers, equal to diffusers' (0.42): DDIM, PNDM, Euler, Euler ancestral,
-//! DPM-Solver++ 2M (with and without Karras sigmas) and LCM.
+//! DPM-Solver++ 2M (with and without Karras sigmas) and LCM. Where we depart on purpose
+//! (README: "Schedulers"): N steps are always N timesteps, each a training timestep
+//! ("trailing" spacing's extra step at timestep −1 is dropped, schedules that would pass the
+//! last training timestep are refused), and DDIM steps to the next timestep of its schedule.
 //!
 //! Split of work: the host computes the timesteps, alphas and sigmas once in
 //! `set_timesteps`, in the same float32 / float64 arithmetic as diffusers (see
@@ -258,8 +261,9 @@ impl Scheduler {
     }
 
     /// The UNet's timestep for each step index (integers except for Euler-type schedules).
-    /// Empty before [`Self::set_timesteps`]. PNDM without `skip_prk_steps` has more entries
-    /// than steps asked for (its Runge-Kutta warm-up), as in diffusers.
+    /// Empty before [`Self::set_timesteps`]. One per step asked for, except PNDM's, as in
+    /// diffusers: one more with `skip_prk_steps` (PLMS's first step calls the UNet twice,
+    /// so the second timestep comes twice), more without (its Runge-Kutta warm-up).
     pub fn timesteps(&self) -> &[f64] {
         each!(&self.inner, s => s.timesteps())
     }
@@ -409,5 +413,119 @@ impl Sequence {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    /// SD's schedule (SD 1.5's scheduler config) with the given spacing.
+    fn sd_config(spacing: TimestepSpacing) -> SchedulerConfig {
+        let json = format!(
+            r#"{{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+                "clip_sample": false, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1,
+                "timestep_spacing": "{}"}}"#,
+            spacing.name()
+        );
+        SchedulerConfig::from_json(&json).unwrap()
+    }
+
+    /// The step counts refused with SD's schedule, where the spacing cannot give that many
+    /// distinct training timesteps: "leading" with steps_offset 1 reaches timestep 1000 at
+    /// 1000 steps (DPM-Solver's leading spacing, N // (n + 1) apart, at 999, and repeats at
+    /// 1000); DPM-Solver's "linspace" repeats one at 1000; LCM takes at most the 50 steps it
+    /// was distilled on. Karras sigmas do not depend on the spacing.
+    fn refused(kind: SchedulerKind, spacing: TimestepSpacing, steps: usize) -> bool {
+        use SchedulerKind::*;
+        use TimestepSpacing::*;
+        match (kind, spacing) {
+            (Lcm, _) => steps > 50,
+            (DpmPp2mKarras, _) => false,
+            (DpmPp2m, Leading) => steps >= 999,
+            (DpmPp2m, Linspace) | (_, Leading) => steps == 1000,
+            _ => false,
+        }
+    }
+
+    /// Exactly `steps` UNet timesteps, each a training timestep, descending; DDIM steps to
+    /// the next of them and from the last to the final ᾱ.
+    fn check_schedule(s: &Scheduler, steps: usize) -> Result<(), String> {
+        let t = s.timesteps();
+        let n_train = s.schedule().num_train_timesteps as f64;
+        if let Some(bad) = t.iter().find(|&&x| !(0.0..n_train).contains(&x)) {
+            return Err(format!("timestep {bad} is not a training timestep"));
+        }
+        // PNDM's PLMS takes its first step with two UNet calls (a Heun-like correction, as
+        // the original PLMS sampler does), so its second timestep comes twice.
+        let mut distinct = t.to_vec();
+        if s.kind() == SchedulerKind::Pndm {
+            distinct.dedup();
+            if t.len() != distinct.len() + usize::from(steps >= 2) {
+                return Err(format!("PNDM: {} timesteps for {} distinct ones", t.len(), distinct.len()));
+            }
+        }
+        if distinct.len() != steps {
+            return Err(format!("{} timesteps {t:?}", distinct.len()));
+        }
+        // Karras sigmas near σ_min may round to the same timestep; the sigmas still descend.
+        let strictly = s.kind() != SchedulerKind::DpmPp2mKarras;
+        if let Some(pair) = distinct.windows(2).find(|p| if strictly { p[0] <= p[1] } else { p[0] < p[1] }) {
+            return Err(format!("timesteps not descending at {pair:?}"));
+        }
+        if let Some(sigmas) = s.sigmas() {
+            if sigmas.len() != steps + 1 || sigmas[steps] != 0.0 {
+                return Err(format!("{} sigmas, the last {:?}", sigmas.len(), sigmas.last()));
+            }
+            if let Some(pair) = sigmas.windows(2).find(|p| p[0] <= p[1]) {
+                return Err(format!("sigmas not descending at {pair:?}"));
+            }
+        }
+        if let Inner::Ddim(ddim) = &s.inner {
+            let alpha = |t: f64| s.schedule().alpha_cumprod(t as i64).map(f64::from).map_err(|e| e.to_string());
+            for (i, &(_, prev)) in ddim.step_alphas().iter().enumerate() {
+                let want = match t.get(i + 1) {
+                    Some(&next) => alpha(next)?,
+                    None => alpha(0.0)?, // the final ᾱ: ᾱ₀ without set_alpha_to_one
+                };
+                if prev != want {
+                    return Err(format!("DDIM step {i} from {} goes to ᾱ = {prev}, not the next timestep's {want}", t[i]));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Issue 16: with "trailing" spacing 61 steps (also 103, 121, …) ran 62, the last at
+    /// timestep −1. Every scheduler × spacing × step count from 1 to 1000 now runs exactly
+    /// the steps asked for, on training timesteps (or refuses, see `refused`).
+    #[test]
+    fn every_step_count_gives_that_many_training_timesteps() {
+        let mut failures = Vec::new();
+        for spacing in TimestepSpacing::ALL {
+            let config = sd_config(spacing);
+            for kind in SchedulerKind::ALL {
+                // Karras sigmas ignore the spacing (and cost most here): one spacing suffices.
+                if kind == SchedulerKind::DpmPp2mKarras && spacing != TimestepSpacing::Leading {
+                    continue;
+                }
+                let mut scheduler = Scheduler::new(kind, &config).unwrap();
+                for steps in 1..=1000 {
+                    let what = format!("{kind}, {} spacing, {steps} steps", spacing.name());
+                    match (scheduler.set_timesteps(steps), refused(kind, spacing, steps)) {
+                        (Ok(()), false) => {
+                            if let Err(e) = check_schedule(&scheduler, steps) {
+                                failures.push(format!("{what}: {e}"));
+                            }
+                        }
+                        (Err(_), true) => {}
+                        (Ok(()), true) => failures.push(format!("{what}: runs; expected a refusal")),
+                        (Err(e), false) => failures.push(format!("{what}: refused: {e}")),
+                    }
+                }
+            }
+        }
+        let shown = failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n");
+        assert!(failures.is_empty(), "{} failures, the first:\n{shown}", failures.len());
     }
 }

@@ -61,7 +61,9 @@ impl Pndm {
 
     pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         // PNDM's own `_timesteps` ascend: the DDIM-style spacing, reversed.
-        let ascending: Vec<i64> = self.schedule.spaced_timesteps(steps, true).iter().rev().map(|&t| t as i64).collect();
+        let spaced = self.schedule.spaced_timesteps(steps, true);
+        self.schedule.check_in_range(&spaced, steps)?;
+        let ascending: Vec<i64> = spaced.iter().rev().map(|&t| t as i64).collect();
         let len = ascending.len();
         let ratio = (self.schedule.num_train_timesteps / steps) as i64;
         let (prk, plms): (Vec<i64>, Vec<i64>) = if self.skip_prk_steps {

@@ -41,8 +41,19 @@ pub enum TimestepSpacing {
 }
 
 impl TimestepSpacing {
+    pub const ALL: [TimestepSpacing; 3] = [TimestepSpacing::Leading, TimestepSpacing::Trailing, TimestepSpacing::Linspace];
+
     /// The config values, as diffusers spells them (also the CLI's and the JS API's).
-    pub const NAMES: [&'static str; 3] = ["leading", "trailing", "linspace"];
+    pub const NAMES: [&'static str; 3] = [Self::ALL[0].name(), Self::ALL[1].name(), Self::ALL[2].name()];
+
+    /// The config's spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TimestepSpacing::Leading => "leading",
+            TimestepSpacing::Trailing => "trailing",
+            TimestepSpacing::Linspace => "linspace",
+        }
+    }
 }
 
 /// The training schedule's betas (`beta_schedule`).
@@ -129,18 +140,35 @@ impl Schedule {
         })
     }
 
-    /// `alphas_cumprod[t]` with Python's indexing: a negative `t` counts from the end. That
-    /// matters: "trailing" spacing can produce timestep −1 (see [`np_arange`]), and
-    /// diffusers then reads the last entry.
+    /// `alphas_cumprod[t]`. A timestep outside the training ones is an error, not Python's
+    /// negative indexing: diffusers' "trailing" spacing can end at timestep −1 and then reads
+    /// ᾱ[N − 1], the pure-noise level, for a sample nearly clean by then; our spacing never
+    /// makes −1.
     pub fn alpha_cumprod(&self, t: i64) -> Result<f32, Error> {
         let n = self.alphas_cumprod.len() as i64;
-        let index = if t < 0 { t + n } else { t };
-        if (0..n).contains(&index) {
-            Ok(self.alphas_cumprod[index as usize])
+        if (0..n).contains(&t) {
+            Ok(self.alphas_cumprod[t as usize])
         } else {
             Err(Error::BadInput(format!(
                 "timestep {t} is outside the {n} training timesteps (fewer steps, or a config with steps_offset 0, avoid it)"
             )))
+        }
+    }
+
+    /// Checks that every timestep the UNet will see is a training timestep, 0 to N − 1.
+    /// "leading" spacing with `steps_offset` 1 passes the end (1000 steps of 1000 reach
+    /// timestep 1000): diffusers then fails (DDIM, PNDM) or clamps σ and runs the UNet at
+    /// timestep 1000 (Euler, DPM-Solver); we refuse in every case.
+    pub(crate) fn check_in_range(&self, timesteps: &[f64], steps: usize) -> Result<(), Error> {
+        let last = (self.num_train_timesteps - 1) as f64;
+        match timesteps.iter().find(|t| !(0.0..=last).contains(*t)) {
+            None => Ok(()),
+            Some(t) => Err(Error::BadInput(format!(
+                "steps = {steps}: timestep_spacing \"{}\" with steps_offset {} gives timestep {t}, outside the \
+                 training timesteps 0 to {last}; pick fewer steps",
+                self.timestep_spacing.name(),
+                self.steps_offset
+            ))),
         }
     }
 
@@ -164,7 +192,7 @@ impl Schedule {
     /// Timesteps in descending order for DDIM / Euler-type spacing (`set_timesteps` of
     /// DDIMScheduler and EulerDiscreteScheduler): "leading" `k·(N//n) + offset`, "trailing"
     /// `round(arange(N, 0, −N/n)) − 1`, "linspace" `linspace(0, N−1, n)`, rounded to
-    /// integers only when `round_linspace`.
+    /// integers only when `round_linspace`. Always `n` of them: see [`trailing`].
     pub fn spaced_timesteps(&self, steps: usize, round_linspace: bool) -> Vec<f64> {
         let n_train = self.num_train_timesteps as f64;
         match self.timestep_spacing {
@@ -176,12 +204,19 @@ impl Schedule {
                 let ratio = (self.num_train_timesteps / steps) as i64;
                 (0..steps as i64).rev().map(|k| (k * ratio + self.steps_offset) as f64).collect()
             }
-            TimestepSpacing::Trailing => {
-                let ratio = n_train / steps as f64;
-                np_arange(n_train, 0.0, -ratio).into_iter().map(|x| x.round_ties_even() - 1.0).collect()
-            }
+            TimestepSpacing::Trailing => trailing(n_train, self.num_train_timesteps, steps),
         }
     }
+}
+
+/// "trailing" spacing from training timestep `last` down: `round(arange(last, 0, −N/n)) − 1`,
+/// cut to `n` values. For some `n` (61, 103, 121, … of 1000) NumPy's arange has an extra
+/// value near 0, which becomes timestep −1: diffusers then runs n + 1 steps, the last at
+/// ᾱ[−1] = ᾱ[N − 1] (DDIM, PNDM) or at σ clamped to the smallest (Euler, DPM-Solver). We run
+/// the n steps asked for, the same timesteps as diffusers' first n (README: "Schedulers").
+pub fn trailing(last: f64, num_train_timesteps: usize, steps: usize) -> Vec<f64> {
+    let ratio = num_train_timesteps as f64 / steps as f64;
+    np_arange(last, 0.0, -ratio).into_iter().take(steps).map(|x| x.round_ties_even() - 1.0).collect()
 }
 
 impl Schedule {
@@ -304,8 +339,7 @@ pub fn np_linspace(start: f64, stop: f64, num: usize, endpoint: bool) -> Vec<f64
 /// `np.arange(start, stop, step)` in float64, to the bit: the length is
 /// `ceil((stop − start)/step)` and values from the third on are `start + i·(x₁ − start)`.
 /// For some step counts (61, 103, 121, … of 1000) `arange(1000, 0, −1000/n)` has n + 1
-/// values because 1000/(1000/n) rounds above n; diffusers' "trailing" spacing inherits
-/// that extra step (ending at timestep −1), and so do we.
+/// values because 1000/(1000/n) rounds above n; [`trailing`] drops that extra one.
 pub fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
     if !(len > 0.0) {
@@ -375,6 +409,14 @@ mod tests {
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 61.0).len(), 62);
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 60.0).len(), 60);
         assert_eq!(np_arange(1000.0, 0.0, -250.0), vec![1000.0, 750.0, 500.0, 250.0]);
+    }
+
+    /// The extra arange value is dropped: 61 steps are 61 timesteps, the last 15, not −1.
+    #[test]
+    fn trailing_gives_exactly_the_steps_asked_for() {
+        let t = trailing(1000.0, 1000, 61);
+        assert_eq!((t.len(), t[0], t[59], t[60]), (61, 999.0, 32.0, 15.0));
+        assert_eq!(trailing(1000.0, 1000, 6), vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]);
     }
 
     #[test]

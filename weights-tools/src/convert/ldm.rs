@@ -14,7 +14,10 @@
 //! Configs: the built-in SD 1.5 or SD 2.1 ones (SD 1 vs 2 from the cross-attention width,
 //! inpainting from the UNet's 9 input channels), or those of a diffusers folder (`--config`).
 //! The prediction type cannot be read from weights: `--prediction-type` sets it, by default
-//! v_prediction for SD 2.x (the 768-v models) and epsilon for SD 1.x and inpainting models.
+//! v_prediction for SD 2.x (the 768-v models) and epsilon for SD 1.x and inpainting models;
+//! an SD 2.x epsilon model gets SD 2.1 base's sizes and scheduler. The scheduler configs are
+//! field for field those diffusers' single-file loader takes from the Hub for the same
+//! model (tests/fixtures/single_file_configs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -312,7 +315,12 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
     let v_pred = v_prediction.unwrap_or(sd2 && !inpaint);
     if v_prediction.is_some() || config.is_none() {
         let prediction = if v_pred { "v_prediction" } else { "epsilon" };
-        configs.get_mut("scheduler/scheduler_config.json").unwrap()["prediction_type"] = prediction.into();
+        let scheduler = configs.get_mut("scheduler/scheduler_config.json").unwrap();
+        // Written only where it changes the config (absent is epsilon for every scheduler),
+        // so the built-in configs stay field for field those diffusers loads.
+        if scheduler["prediction_type"].as_str().unwrap_or("epsilon") != prediction {
+            scheduler["prediction_type"] = prediction.into();
+        }
         if v_prediction.is_none() {
             notes.push(format!(
                 "prediction type {prediction} assumed (SD 2.x 768 models are v_prediction, the rest epsilon); \
@@ -323,6 +331,13 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
             // The 512-pixel SD 2 base models.
             configs.get_mut("unet/config.json").unwrap()["sample_size"] = 64.into();
             configs.get_mut("vae/config.json").unwrap()["sample_size"] = 512.into();
+            if !inpaint {
+                // stabilityai/stable-diffusion-2-1-base's scheduler: 2-1's with PNDM (and
+                // epsilon, set above) instead of DDIM; tests/fixtures/single_file_configs.
+                let pndm = "PNDMScheduler";
+                configs.get_mut("scheduler/scheduler_config.json").unwrap()["_class_name"] = pndm.into();
+                configs.get_mut("model_index.json").unwrap()["scheduler"] = serde_json::json!(["diffusers", pndm]);
+            }
         }
     }
     input::check_configs(&configs, &path.display().to_string())?;
@@ -410,6 +425,11 @@ mod tests {
         file.set_len((bytes.len() + offset) as u64).unwrap();
     }
 
+    /// The prediction type a converted model's scheduler config gives (absent: epsilon).
+    fn prediction_type(input: &Input) -> &str {
+        input.configs["scheduler/scheduler_config.json"]["prediction_type"].as_str().unwrap_or("epsilon")
+    }
+
     #[test]
     fn full_size_checkpoints_map_to_diffusers_names_and_shapes() {
         let dir = std::env::temp_dir().join(format!("sd-weights-ldm-{}", std::process::id()));
@@ -427,7 +447,7 @@ mod tests {
             assert_eq!(input.family, want_family);
             let spec = specs::spec(family).unwrap();
             assert_eq!(input.tensors.len(), spec.tensor_list().len(), "{family}");
-            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], prediction, "{family}");
+            assert_eq!(prediction_type(&input), prediction, "{family}");
             assert_eq!(input.configs["unet/config.json"], spec.config_values()["unet/config.json"], "{family}");
             assert!(input.tokenizer.contains_key("tokenizer/vocab.json"));
             // The q/k/v split of OpenCLIP's in_proj: three consecutive thirds.
@@ -438,9 +458,77 @@ mod tests {
             }
             let input = single_file(&path, None, Some(family != "sd21")).unwrap();
             let want = if family == "sd21" { "epsilon" } else { "v_prediction" };
-            assert_eq!(input.configs["scheduler/scheduler_config.json"]["prediction_type"], want);
+            assert_eq!(prediction_type(&input), want);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A config's fields as diffusers reads them: all but the private `_…` ones (versions,
+    /// `_sd_webgpu_defaults`), except `_class_name`, which picks the model's own scheduler.
+    fn read_fields(config: &Value) -> BTreeMap<String, Value> {
+        let fields = config.as_object().expect("a JSON object");
+        fields.iter().filter(|(k, _)| !k.starts_with('_') || *k == "_class_name").map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Every field where `ours` and `reference` differ, one line each.
+    fn differences(ours: &BTreeMap<String, Value>, reference: &BTreeMap<String, Value>) -> Vec<String> {
+        let keys: BTreeSet<&String> = ours.keys().chain(reference.keys()).collect();
+        let show = |v: Option<&Value>| v.map_or("absent".to_string(), Value::to_string);
+        keys.into_iter()
+            .filter(|k| ours.get(*k) != reference.get(*k))
+            .map(|k| format!("{k}: ours {}, diffusers {}", show(ours.get(k)), show(reference.get(k))))
+            .collect()
+    }
+
+    /// Issue 16: the configs a single file converts with are, field for field, those diffusers'
+    /// single-file loader gives it (tests/fixtures/single_file_configs, with their sources):
+    /// SD 1.5's lacked clip_sample false, so DDIM clipped x₀ to [-1, 1] at every step, and
+    /// carried a timestep_spacing the published one does not have. The same for the Turbo
+    /// spec, which `synth` uses.
+    #[test]
+    fn built_in_configs_are_those_diffusers_loads_for_single_files() {
+        let dir = std::env::temp_dir().join(format!("sd-weights-ldm-configs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reference = |name: &str| -> Value {
+            let text = match name {
+                "sd15" => include_str!("../../../tests/fixtures/single_file_configs/sd15.json"),
+                "sd21-v" => include_str!("../../../tests/fixtures/single_file_configs/sd21-v.json"),
+                "sd21-base" => include_str!("../../../tests/fixtures/single_file_configs/sd21-base.json"),
+                "sd15-inpaint" => include_str!("../../../tests/fixtures/single_file_configs/sd15-inpaint.json"),
+                "turbo" => include_str!("../../../tests/fixtures/single_file_configs/turbo.json"),
+                _ => unreachable!(),
+            };
+            serde_json::from_str(text).unwrap()
+        };
+        // (LDM tensor list, --prediction-type, reference): an SD 2.x checkpoint is the 768-v
+        // model unless --prediction-type epsilon marks it as a 512-pixel base model.
+        let cases = [
+            ("sd15", include_str!("../../synth/sd15/ldm_tensors.txt"), None, "sd15"),
+            ("sd15-inpaint", include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"), None, "sd15-inpaint"),
+            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), None, "sd21-v"),
+            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), Some(false), "sd21-base"),
+        ];
+        let mut failures = Vec::new();
+        let mut compare = |what: &str, configs: &BTreeMap<String, Value>, reference: &Value| {
+            for path in ["scheduler/scheduler_config.json", "model_index.json"] {
+                let mut ours = read_fields(&configs[path]);
+                let want = read_fields(&reference[path]);
+                if path == "model_index.json" {
+                    // Only the pipeline and the five components we ship.
+                    ours.retain(|k, _| want.contains_key(k));
+                }
+                failures.extend(differences(&ours, &want).into_iter().map(|d| format!("{what} {path}: {d}")));
+            }
+        };
+        for (family, list, v_prediction, name) in cases {
+            let path = dir.join(format!("{family}.safetensors"));
+            sparse_checkpoint(list, &path);
+            let input = single_file(&path, None, v_prediction).unwrap_or_else(|e| panic!("{name}: {e}"));
+            compare(name, &input.configs, &reference(name));
+        }
+        compare("turbo", &specs::spec("turbo").unwrap().config_values(), &reference("turbo"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(failures.is_empty(), "built-in configs differ from diffusers':\n{}", failures.join("\n"));
     }
 
     #[test]
