@@ -1,5 +1,6 @@
-//! Quantization quality on trained weights: the built-in shapes model (f16 checkpoint in
-//! tests/fixtures/shapes/model) converted at f16, q8 and q4, each generating from the
+//! Quantization quality on trained weights: a shapes model (f16 checkpoint in
+//! tests/fixtures/shapes/model; an earlier training run of the built-in model, not yet the
+//! committed one) converted at f16, q8 and q4, each generating from the
 //! latents diffusers used with the f32 weights; PSNR of our image against diffusers' f32
 //! image. Fixtures by weights-tools/train/make_quality_fixtures.py.
 
