@@ -53,9 +53,16 @@ fn ids(case: &Case, device: &Device) -> Tensor<2, Int> {
 async fn run(case: &Case, device: &Device) -> Result<(), String> {
     let model = load(case, device);
     for (skip, golden) in [(1, case.embeddings), (2, case.embeddings_skip2)] {
-        let got = model.forward(ids(case, device), skip).map_err(|e| e.to_string())?;
+        let got = model
+            .forward(ids(case, device), skip)
+            .map_err(|e| e.to_string())?;
         let got = read_f32(got).await.map_err(|e| e.to_string())?;
-        check_close(&format!("text embeddings, clip_skip {skip}"), &got, &npy(golden).1, TOL)?;
+        check_close(
+            &format!("text embeddings, clip_skip {skip}"),
+            &got,
+            &npy(golden).1,
+            TOL,
+        )?;
     }
     Ok(())
 }
@@ -78,7 +85,9 @@ on_every_device! {
 #[test]
 fn wrong_activation_is_caught() {
     let device = sd_webgpu::device::cpu();
-    let json = std::str::from_utf8(SD2.config).unwrap().replace("\"gelu\"", "\"quick_gelu\"");
+    let json = std::str::from_utf8(SD2.config)
+        .unwrap()
+        .replace("\"gelu\"", "\"quick_gelu\"");
     let config = ClipTextConfig::from_json(&json).unwrap();
     let model = ClipTextModel::load(&weights(SD2.weights, &device), &config).unwrap();
     let got = pollster::block_on(read_f32(model.forward(ids(&SD2, &device), 1).unwrap())).unwrap();
@@ -88,14 +97,19 @@ fn wrong_activation_is_caught() {
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn bad_config_and_clip_skip_are_errors() {
-    let json = std::str::from_utf8(SD15.config).unwrap().replace("\"quick_gelu\"", "\"relu\"");
+    let json = std::str::from_utf8(SD15.config)
+        .unwrap()
+        .replace("\"quick_gelu\"", "\"relu\"");
     let err = ClipTextConfig::from_json(&json).unwrap_err().to_string();
     assert!(err.contains("hidden_act"), "{err}");
 
     let device = sd_webgpu::device::cpu();
     let model = load(&SD15, &device);
     for skip in [0, 5] {
-        let err = model.forward(ids(&SD15, &device), skip).unwrap_err().to_string();
+        let err = model
+            .forward(ids(&SD15, &device), skip)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("clip_skip"), "{err}");
     }
 }

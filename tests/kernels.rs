@@ -42,14 +42,23 @@ async fn conv(device: &Device) -> Result<(), String> {
         ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
     );
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
-    check_close("conv2d", &got, &reference::conv2d(&x, &w, &bias, shape, c_out, kernel, 1), TOL)
+    check_close(
+        "conv2d",
+        &got,
+        &reference::conv2d(&x, &w, &bias, shape, c_out, kernel, 1),
+        TOL,
+    )
 }
 
 /// GroupNorm(32, 320) on `[2, 320, 32, 32]` with an offset mean, as activations have.
 async fn group_norm(device: &Device) -> Result<(), String> {
     let shape = [2, 320, 32, 32];
     let mut rng = Rng::new(3);
-    let x: Vec<f32> = rng.uniform(shape.iter().product(), 2.0).iter().map(|v| v + 3.0).collect();
+    let x: Vec<f32> = rng
+        .uniform(shape.iter().product(), 2.0)
+        .iter()
+        .map(|v| v + 3.0)
+        .collect();
     let weight = rng.uniform(320, 1.0);
     let bias = rng.uniform(320, 1.0);
     let got = ops::group_norm(
@@ -60,10 +69,20 @@ async fn group_norm(device: &Device) -> Result<(), String> {
         tensor(&bias, [320], device),
     );
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
-    check_close("group_norm", &got, &reference::group_norm(&x, shape, 32, 1e-5, &weight, &bias), TOL)
+    check_close(
+        "group_norm",
+        &got,
+        &reference::group_norm(&x, shape, 32, 1e-5, &weight, &bias),
+        TOL,
+    )
 }
 
-async fn attention_case(device: &Device, what: &str, [b, h, n, m, d]: [usize; 5], seed: u64) -> Result<(), String> {
+async fn attention_case(
+    device: &Device,
+    what: &str,
+    [b, h, n, m, d]: [usize; 5],
+    seed: u64,
+) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let q = rng.uniform(b * h * n * d, 1.5);
     let k = rng.uniform(b * h * m * d, 1.5);
@@ -125,7 +144,10 @@ fn typical_kernel_bugs_are_caught() {
     let x = rng.uniform(shape.iter().product(), 1.0);
     let w = rng.uniform(8 * 8 * 9, 0.2);
     let bias = vec![0.0; 8];
-    let flipped: Vec<f32> = w.chunks(9).flat_map(|k| k.iter().rev().copied().collect::<Vec<_>>()).collect();
+    let flipped: Vec<f32> = w
+        .chunks(9)
+        .flat_map(|k| k.iter().rev().copied().collect::<Vec<_>>())
+        .collect();
     let got = conv2d(
         tensor(&x, shape, &device),
         tensor(&flipped, [8, 8, 3, 3], &device),
@@ -133,22 +155,64 @@ fn typical_kernel_bugs_are_caught() {
         ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
     );
     let got = pollster::block_on(read_f32(got)).unwrap();
-    assert!(check_close("conv", &got, &reference::conv2d(&x, &w, &bias, shape, 8, 3, 1), TOL).is_err());
+    assert!(
+        check_close(
+            "conv",
+            &got,
+            &reference::conv2d(&x, &w, &bias, shape, 8, 3, 1),
+            TOL
+        )
+        .is_err()
+    );
 
     let (weight, zero) = (vec![1.0; 8], vec![0.0; 8]);
-    let got = ops::group_norm(tensor(&x, shape, &device), 2, 1e-5, tensor(&weight, [8], &device), tensor(&zero, [8], &device));
+    let got = ops::group_norm(
+        tensor(&x, shape, &device),
+        2,
+        1e-5,
+        tensor(&weight, [8], &device),
+        tensor(&zero, [8], &device),
+    );
     let got = pollster::block_on(read_f32(got)).unwrap();
-    assert!(check_close("gn", &got, &reference::group_norm(&x, shape, 4, 1e-5, &weight, &zero), TOL).is_err());
+    assert!(
+        check_close(
+            "gn",
+            &got,
+            &reference::group_norm(&x, shape, 4, 1e-5, &weight, &zero),
+            TOL
+        )
+        .is_err()
+    );
 
     let (n, d) = (16, 8);
     let q = rng.uniform(n * d, 2.0);
     let k = rng.uniform(n * d, 2.0);
     let v = rng.uniform(n * d, 1.0);
-    let got = ops::attention(tensor(&q, [1, 1, n, d], &device), tensor(&k, [1, 1, n, d], &device), tensor(&v, [1, 1, n, d], &device));
+    let got = ops::attention(
+        tensor(&q, [1, 1, n, d], &device),
+        tensor(&k, [1, 1, n, d], &device),
+        tensor(&v, [1, 1, n, d], &device),
+    );
     let got = pollster::block_on(read_f32(got)).unwrap();
-    assert!(check_close("attn", &got, &reference::attention(&q, &k, &v, [1, n, n, d], 1.0), TOL).is_err());
+    assert!(
+        check_close(
+            "attn",
+            &got,
+            &reference::attention(&q, &k, &v, [1, n, n, d], 1.0),
+            TOL
+        )
+        .is_err()
+    );
     // ... while the correct scale passes, so the rejections above are about the bugs.
-    assert!(check_close("attn", &got, &reference::attention(&q, &k, &v, [1, n, n, d], (d as f64).powf(-0.5)), TOL).is_ok());
+    assert!(
+        check_close(
+            "attn",
+            &got,
+            &reference::attention(&q, &k, &v, [1, n, n, d], (d as f64).powf(-0.5)),
+            TOL
+        )
+        .is_ok()
+    );
 }
 
 #[test]

@@ -57,7 +57,10 @@ const TOL: f32 = 0.5 / 255.0;
 
 macro_rules! model_files {
     ($m:literal) => {
-        fixture_model!($m).into_iter().map(|(path, bytes)| (path.to_string(), bytes.to_vec())).collect::<BTreeMap<_, _>>()
+        fixture_model!($m)
+            .into_iter()
+            .map(|(path, bytes)| (path.to_string(), bytes.to_vec()))
+            .collect::<BTreeMap<_, _>>()
     };
 }
 
@@ -148,7 +151,11 @@ fn case_file(name: &str) -> &'static [u8] {
 
 fn cases() -> Vec<Value> {
     let json = std::str::from_utf8(fixture!("pipeline/cases.json")).unwrap();
-    serde_json::from_str::<Value>(json).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn params(case: &Value) -> GenerateParams {
@@ -159,7 +166,9 @@ fn params(case: &Value) -> GenerateParams {
         negative_prompt: s("negative_prompt"),
         steps: n("steps"),
         guidance_scale: case["guidance_scale"].as_f64().unwrap(),
-        scheduler: case["scheduler"].as_str().map(|k| SchedulerKind::parse(k).unwrap()),
+        scheduler: case["scheduler"]
+            .as_str()
+            .map(|k| SchedulerKind::parse(k).unwrap()),
         scheduler_overrides: case["scheduler_overrides"]
             .as_object()
             .unwrap()
@@ -174,11 +183,19 @@ fn params(case: &Value) -> GenerateParams {
         eta: case["eta"].as_f64().unwrap_or(0.0),
         init_image: case["init_image"].as_str().map(|f| {
             let (shape, rgb) = npy(case_file(f));
-            Image { width: shape[1], height: shape[0], rgb }
+            Image {
+                width: shape[1],
+                height: shape[0],
+                rgb,
+            }
         }),
         mask: case["mask"].as_str().map(|f| {
             let (shape, values) = npy(case_file(f));
-            Mask { width: shape[1], height: shape[0], values }
+            Mask {
+                width: shape[1],
+                height: shape[0],
+                values,
+            }
         }),
         strength: case["strength"].as_f64(),
         preview_every: 0,
@@ -187,8 +204,15 @@ fn params(case: &Value) -> GenerateParams {
 }
 
 async fn run_case(name: &str, device: &Device) -> Result<(), String> {
-    let case = cases().into_iter().find(|c| c["name"] == name).ok_or_else(|| format!("no case {name}"))?;
-    let model = load_variant(case["model"].as_str().unwrap(), case["no_lcm"].as_bool().unwrap_or(false), device)?;
+    let case = cases()
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .ok_or_else(|| format!("no case {name}"))?;
+    let model = load_variant(
+        case["model"].as_str().unwrap(),
+        case["no_lcm"].as_bool().unwrap_or(false),
+        device,
+    )?;
     let params = params(&case);
     let mut calls = Vec::new();
     let image = model
@@ -204,7 +228,12 @@ async fn run_case(name: &str, device: &Device) -> Result<(), String> {
     }
     let (shape, want) = npy(case_file(case["image"].as_str().unwrap()));
     if shape != [params.height, params.width, 3] || image.rgb.len() != want.len() {
-        return Err(format!("{name}: image {}x{} ({} values), want shape {shape:?}", image.width, image.height, image.rgb.len()));
+        return Err(format!(
+            "{name}: image {}x{} ({} values), want shape {shape:?}",
+            image.width,
+            image.height,
+            image.rgb.len()
+        ));
     }
     let (mut worst, mut at) = (0f32, 0);
     for (i, (g, w)) in image.rgb.iter().zip(&want).enumerate() {
@@ -214,7 +243,10 @@ async fn run_case(name: &str, device: &Device) -> Result<(), String> {
             at = i;
         }
     }
-    let msg = format!("{name}: max abs error {worst:.2e} ({:.3}/255)", worst * 255.0);
+    let msg = format!(
+        "{name}: max abs error {worst:.2e} ({:.3}/255)",
+        worst * 255.0
+    );
     #[cfg(target_arch = "wasm32")]
     wasm_bindgen_test::console_log!("{msg}");
     #[cfg(not(target_arch = "wasm32"))]
@@ -222,7 +254,10 @@ async fn run_case(name: &str, device: &Device) -> Result<(), String> {
     if worst <= TOL {
         Ok(())
     } else {
-        Err(format!("{msg} exceeds 0.5/255 at index {at} (got {}, want {})", image.rgb[at], want[at]))
+        Err(format!(
+            "{msg} exceeds 0.5/255 at index {at} (got {}, want {})",
+            image.rgb[at], want[at]
+        ))
     }
 }
 
@@ -260,7 +295,13 @@ golden!(
 /// bad parameters are `BadInput` naming the parameter.
 async fn cancel_and_validate(device: &Device) -> Result<(), String> {
     let model = load("sd15-tiny", device)?;
-    let base = GenerateParams { prompt: "x".into(), steps: 3, width: 32, height: 32, ..Default::default() };
+    let base = GenerateParams {
+        prompt: "x".into(),
+        steps: 3,
+        width: 32,
+        height: 32,
+        ..Default::default()
+    };
     let mut seen = 0;
     let got = model
         .generate(&base, |p| {
@@ -272,24 +313,100 @@ async fn cancel_and_validate(device: &Device) -> Result<(), String> {
         return Err(format!("cancel: got {got:?} after step {seen}"));
     }
     let bad: [(&str, GenerateParams); 7] = [
-        ("steps", GenerateParams { steps: 0, ..base.clone() }),
-        ("guidance_scale", GenerateParams { guidance_scale: f64::NAN, ..base.clone() }),
-        ("width", GenerateParams { width: 63, ..base.clone() }),
-        ("height", GenerateParams { height: 0, ..base.clone() }),
-        ("latents", GenerateParams { latents: Some(vec![0.0; 10]), ..base.clone() }),
-        ("clip_skip", GenerateParams { clip_skip: 0, ..base.clone() }),
-        ("clip_skip", GenerateParams { clip_skip: 99, ..base.clone() }),
+        (
+            "steps",
+            GenerateParams {
+                steps: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "guidance_scale",
+            GenerateParams {
+                guidance_scale: f64::NAN,
+                ..base.clone()
+            },
+        ),
+        (
+            "width",
+            GenerateParams {
+                width: 63,
+                ..base.clone()
+            },
+        ),
+        (
+            "height",
+            GenerateParams {
+                height: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "latents",
+            GenerateParams {
+                latents: Some(vec![0.0; 10]),
+                ..base.clone()
+            },
+        ),
+        (
+            "clip_skip",
+            GenerateParams {
+                clip_skip: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "clip_skip",
+            GenerateParams {
+                clip_skip: 99,
+                ..base.clone()
+            },
+        ),
     ];
     for (name, params) in bad {
         match model.generate(&params, |_| true).await {
             Err(sd_webgpu::Error::BadInput(why)) if why.contains(name) => {}
-            other => return Err(format!("{name}: expected BadInput naming it, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "{name}: expected BadInput naming it, got {other:?}"
+                ));
+            }
         }
     }
     // Seeded noise: the same seed gives the same image, another seed another.
-    let a = model.generate(&GenerateParams { steps: 1, seed: 7, ..base.clone() }, |_| true).await.map_err(|e| e.to_string())?;
-    let b = model.generate(&GenerateParams { steps: 1, seed: 7, ..base.clone() }, |_| true).await.map_err(|e| e.to_string())?;
-    let c = model.generate(&GenerateParams { steps: 1, seed: 8, ..base.clone() }, |_| true).await.map_err(|e| e.to_string())?;
+    let a = model
+        .generate(
+            &GenerateParams {
+                steps: 1,
+                seed: 7,
+                ..base.clone()
+            },
+            |_| true,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let b = model
+        .generate(
+            &GenerateParams {
+                steps: 1,
+                seed: 7,
+                ..base.clone()
+            },
+            |_| true,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let c = model
+        .generate(
+            &GenerateParams {
+                steps: 1,
+                seed: 8,
+                ..base.clone()
+            },
+            |_| true,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     if a != b || a == c {
         return Err("seeded generation is not repeatable, or ignores the seed".into());
     }
@@ -300,7 +417,15 @@ async fn cancel_and_validate(device: &Device) -> Result<(), String> {
 async fn previews(device: &Device) -> Result<(), String> {
     let model = load("sd15-tiny", device)?;
     let scheduler = Some(sd_webgpu::scheduler::SchedulerKind::Euler);
-    let params = GenerateParams { prompt: "x".into(), steps: 3, scheduler, width: 32, height: 64, preview_every: 2, ..Default::default() };
+    let params = GenerateParams {
+        prompt: "x".into(),
+        steps: 3,
+        scheduler,
+        width: 32,
+        height: 64,
+        preview_every: 2,
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     model
         .generate(&params, |p| {
@@ -309,7 +434,11 @@ async fn previews(device: &Device) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())?;
-    let with: Vec<usize> = seen.iter().filter(|(_, p)| p.is_some()).map(|(s, _)| *s).collect();
+    let with: Vec<usize> = seen
+        .iter()
+        .filter(|(_, p)| p.is_some())
+        .map(|(s, _)| *s)
+        .collect();
     if with != [2, 3] {
         return Err(format!("previews at steps {with:?}, want [2, 3]"));
     }
@@ -317,7 +446,12 @@ async fn previews(device: &Device) -> Result<(), String> {
         let ok = (preview.width, preview.height, preview.rgb.len()) == (4, 8, 4 * 8 * 3)
             && preview.rgb.iter().all(|v| (0.0..=1.0).contains(v));
         if !ok {
-            return Err(format!("step {step}: preview {}×{} with {} values", preview.width, preview.height, preview.rgb.len()));
+            return Err(format!(
+                "step {step}: preview {}×{} with {} values",
+                preview.width,
+                preview.height,
+                preview.rgb.len()
+            ));
         }
     }
     Ok(())
@@ -327,24 +461,95 @@ async fn previews(device: &Device) -> Result<(), String> {
 async fn image_inputs_are_checked(device: &Device) -> Result<(), String> {
     let model = load("sd15-tiny", device)?;
     let inpaint = load("sd15-inpaint-tiny", device)?;
-    let image = Image { width: 32, height: 32, rgb: vec![0.5; 32 * 32 * 3] };
-    let mask = Mask { width: 32, height: 32, values: vec![1.0; 32 * 32] };
-    let base = GenerateParams { prompt: "x".into(), steps: 4, width: 32, height: 32, ..Default::default() };
-    let img = GenerateParams { init_image: Some(image.clone()), ..base.clone() };
+    let image = Image {
+        width: 32,
+        height: 32,
+        rgb: vec![0.5; 32 * 32 * 3],
+    };
+    let mask = Mask {
+        width: 32,
+        height: 32,
+        values: vec![1.0; 32 * 32],
+    };
+    let base = GenerateParams {
+        prompt: "x".into(),
+        steps: 4,
+        width: 32,
+        height: 32,
+        ..Default::default()
+    };
+    let img = GenerateParams {
+        init_image: Some(image.clone()),
+        ..base.clone()
+    };
     let bad: [(&str, &StableDiffusion, GenerateParams); 8] = [
-        ("strength", &model, GenerateParams { strength: Some(0.5), ..base.clone() }),
-        ("mask", &model, GenerateParams { mask: Some(mask.clone()), ..base.clone() }),
-        ("strength = 1.5", &model, GenerateParams { strength: Some(1.5), ..img.clone() }),
-        ("no denoising step", &model, GenerateParams { strength: Some(0.2), ..img.clone() }),
-        ("mask: 16×32", &model, GenerateParams { mask: Some(Mask { width: 16, values: vec![1.0; 16 * 32], ..mask.clone() }), ..img.clone() }),
-        ("init image: values", &model, GenerateParams { init_image: Some(Image { rgb: vec![2.0; 32 * 32 * 3], ..image.clone() }), ..base.clone() }),
+        (
+            "strength",
+            &model,
+            GenerateParams {
+                strength: Some(0.5),
+                ..base.clone()
+            },
+        ),
+        (
+            "mask",
+            &model,
+            GenerateParams {
+                mask: Some(mask.clone()),
+                ..base.clone()
+            },
+        ),
+        (
+            "strength = 1.5",
+            &model,
+            GenerateParams {
+                strength: Some(1.5),
+                ..img.clone()
+            },
+        ),
+        (
+            "no denoising step",
+            &model,
+            GenerateParams {
+                strength: Some(0.2),
+                ..img.clone()
+            },
+        ),
+        (
+            "mask: 16×32",
+            &model,
+            GenerateParams {
+                mask: Some(Mask {
+                    width: 16,
+                    values: vec![1.0; 16 * 32],
+                    ..mask.clone()
+                }),
+                ..img.clone()
+            },
+        ),
+        (
+            "init image: values",
+            &model,
+            GenerateParams {
+                init_image: Some(Image {
+                    rgb: vec![2.0; 32 * 32 * 3],
+                    ..image.clone()
+                }),
+                ..base.clone()
+            },
+        ),
         ("give an init image", &inpaint, base.clone()),
         ("give a mask", &inpaint, img.clone()),
     ];
     for (what, model, params) in bad {
         match model.generate(&params, |_| true).await {
             Err(sd_webgpu::Error::BadInput(why)) if why.contains(what) => {}
-            other => return Err(format!("{what}: expected BadInput naming it, got {:?}", other.map(|_| ()))),
+            other => {
+                return Err(format!(
+                    "{what}: expected BadInput naming it, got {:?}",
+                    other.map(|_| ())
+                ));
+            }
         }
     }
     Ok(())
@@ -394,23 +599,42 @@ mod native {
 
     #[test]
     fn load_dir_reads_the_fixture_folder() {
-        let model = StableDiffusion::load_dir(&fixtures().join("sd15-tiny"), &sd_webgpu::device::cpu()).unwrap();
-        assert_eq!(model.pipeline_class.as_deref(), Some("StableDiffusionPipeline"));
+        let model =
+            StableDiffusion::load_dir(&fixtures().join("sd15-tiny"), &sd_webgpu::device::cpu())
+                .unwrap();
+        assert_eq!(
+            model.pipeline_class.as_deref(),
+            Some("StableDiffusionPipeline")
+        );
         assert_eq!((model.latent_channels(), model.vae_scale_factor()), (4, 8));
     }
 
     #[test]
     fn missing_files_are_named() {
-        let err = StableDiffusion::load_dir(&fixtures().join("no-such-model"), &sd_webgpu::device::cpu())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("no-such-model") && err.contains("model_index.json"), "{err}");
-        for missing in ["unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json", "tokenizer/vocab.json"] {
+        let err =
+            StableDiffusion::load_dir(&fixtures().join("no-such-model"), &sd_webgpu::device::cpu())
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(
+            err.contains("no-such-model") && err.contains("model_index.json"),
+            "{err}"
+        );
+        for missing in [
+            "unet/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json",
+            "tokenizer/vocab.json",
+        ] {
             let mut files = sd15_files();
             files.remove(missing);
-            let err = StableDiffusion::from_files(&files, &sd_webgpu::device::cpu()).err().unwrap().to_string();
-            assert!(err.contains(missing) && err.contains("must contain"), "{missing}: {err}");
+            let err = StableDiffusion::from_files(&files, &sd_webgpu::device::cpu())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(missing) && err.contains("must contain"),
+                "{missing}: {err}"
+            );
         }
     }
 }

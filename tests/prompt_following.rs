@@ -40,10 +40,14 @@ use sd_webgpu::format::stream::StreamingLoader;
 use sd_webgpu::model::StableDiffusion;
 use sd_webgpu::pipeline::{GenerateParams, Image, Mask};
 
-
 macro_rules! shapes_file {
     ($path:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../www/models/shapes/", $path)).as_slice()
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../www/models/shapes/",
+            $path
+        ))
+        .as_slice()
     };
 }
 
@@ -52,17 +56,28 @@ fn load(device: &Device) -> Result<StableDiffusion, String> {
     let manifest = std::str::from_utf8(shapes_file!("manifest.json")).map_err(|e| e.to_string())?;
     let manifest = Manifest::from_json(manifest).map_err(|e| e.to_string())?;
     if manifest.chunks.len() != 6 {
-        return Err(format!("the test compiles in six chunks; the model has {}", manifest.chunks.len()));
+        return Err(format!(
+            "the test compiles in six chunks; the model has {}",
+            manifest.chunks.len()
+        ));
     }
     let mut loader = StreamingLoader::new(manifest, device).map_err(|e| e.to_string())?;
     let files: [(&str, &[u8]); 4] = [
         ("tokenizer/vocab.json", shapes_file!("tokenizer/vocab.json")),
         ("tokenizer/merges.txt", shapes_file!("tokenizer/merges.txt")),
-        ("tokenizer/special_tokens_map.json", shapes_file!("tokenizer/special_tokens_map.json")),
-        ("tokenizer/tokenizer_config.json", shapes_file!("tokenizer/tokenizer_config.json")),
+        (
+            "tokenizer/special_tokens_map.json",
+            shapes_file!("tokenizer/special_tokens_map.json"),
+        ),
+        (
+            "tokenizer/tokenizer_config.json",
+            shapes_file!("tokenizer/tokenizer_config.json"),
+        ),
     ];
     for (path, bytes) in files {
-        loader.add_file(path, bytes.to_vec()).map_err(|e| e.to_string())?;
+        loader
+            .add_file(path, bytes.to_vec())
+            .map_err(|e| e.to_string())?;
     }
     let chunks = [
         shapes_file!("chunk-000.bin"),
@@ -106,40 +121,66 @@ fn prompts() -> Vec<Prompt> {
     (0..48)
         .map(|i| {
             let colour = i % 8;
-            Prompt { shape: i % 3, colour, background: (colour + 1 + (i / 8) % 7) % 8, size: (i / 3) % 3 }
+            Prompt {
+                shape: i % 3,
+                colour,
+                background: (colour + 1 + (i / 8) % 7) % 8,
+                size: (i / 3) % 3,
+            }
         })
         .collect()
 }
 
 /// "an" before a vowel.
 fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// `shapes.caption()`: "a [small |large ]<colour> <shape> on a <background> background".
 fn caption(p: &Prompt, colour: usize) -> String {
     let (size, colour, bg) = (SIZES[p.size], COLOURS[colour].0, COLOURS[p.background].0);
     let first = if size.is_empty() { colour } else { size };
-    let size = if size.is_empty() { String::new() } else { format!("{size} ") };
-    format!("{} {size}{colour} {} on {} {bg} background", article(first), SHAPES[p.shape], article(bg))
+    let size = if size.is_empty() {
+        String::new()
+    } else {
+        format!("{size} ")
+    };
+    format!(
+        "{} {size}{colour} {} on {} {bg} background",
+        article(first),
+        SHAPES[p.shape],
+        article(bg)
+    )
 }
 
 /// `shapes.repaint_colour()`: the first of colour + 3, + 4, ... (cyclically) that is neither
 /// the shape's nor the background's colour.
 fn repaint_colour(p: &Prompt) -> usize {
-    (3..11).map(|k| (p.colour + k) % 8).find(|&c| c != p.colour && c != p.background).unwrap()
+    (3..11)
+        .map(|k| (p.colour + k) % 8)
+        .find(|&c| c != p.colour && c != p.background)
+        .unwrap()
 }
 
 /// A background colour for the same repaint that is neither the init image's background nor
 /// the repaint colour: the first of background + 4, + 5, ... (cyclically).
 fn other_background(p: &Prompt, colour: usize) -> usize {
-    (4..12).map(|k| (p.background + k) % 8).find(|&c| c != p.background && c != colour).unwrap()
+    (4..12)
+        .map(|k| (p.background + k) % 8)
+        .find(|&c| c != p.background && c != colour)
+        .unwrap()
 }
 
 /// The nearest named colour to a mean RGB in [0, 1].
 fn nearest(rgb: [f32; 3]) -> usize {
     let dist = |c: &[f32; 3]| (0..3).map(|k| (rgb[k] * 255.0 - c[k]).powi(2)).sum::<f32>();
-    (0..8).min_by(|&a, &b| dist(&COLOURS[a].1).total_cmp(&dist(&COLOURS[b].1))).unwrap()
+    (0..8)
+        .min_by(|&a, &b| dist(&COLOURS[a].1).total_cmp(&dist(&COLOURS[b].1)))
+        .unwrap()
 }
 
 /// Mean colour of the pixels `inside(x, y)` of a 64×64 image.
@@ -160,7 +201,9 @@ fn mean(img: &Image, inside: impl Fn(usize, usize) -> bool) -> [f32; 3] {
 
 /// Colour of the central 8×8 pixels.
 fn centre(img: &Image) -> usize {
-    nearest(mean(img, |x, y| (28..36).contains(&x) && (28..36).contains(&y)))
+    nearest(mean(img, |x, y| {
+        (28..36).contains(&x) && (28..36).contains(&y)
+    }))
 }
 
 /// Colour of the 4-pixel border ring.
@@ -183,9 +226,17 @@ struct Scope {
     inpaint: usize,
 }
 
-const FULL: Scope = Scope { prompts: 48, seeds: &[0, 1], inpaint: 48 };
+const FULL: Scope = Scope {
+    prompts: 48,
+    seeds: &[0, 1],
+    inpaint: 48,
+};
 /// Prompts 0..12 cover every shape, colour and size (`prompts()` cycles them).
-const WGPU: Scope = Scope { prompts: 12, seeds: &[0], inpaint: 4 };
+const WGPU: Scope = Scope {
+    prompts: 12,
+    seeds: &[0],
+    inpaint: 4,
+};
 
 /// The wgpu tier's images against the CPU's (max channel difference, in [0, 1]): the same
 /// 8-bit image. Measured on lavapipe: 0.01/255.
@@ -206,10 +257,22 @@ struct Drawn {
 /// Draws the scope's images and counts the shares.
 async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
     let model = load(device)?;
-    let defaults = model.scheduler_config.get("_sd_webgpu_defaults").cloned().ok_or("no _sd_webgpu_defaults in the scheduler config")?;
+    let defaults = model
+        .scheduler_config
+        .get("_sd_webgpu_defaults")
+        .cloned()
+        .ok_or("no _sd_webgpu_defaults in the scheduler config")?;
     let steps = defaults["steps"].as_u64().ok_or("defaults: steps")? as usize;
-    let guidance_scale = defaults["guidance_scale"].as_f64().ok_or("defaults: guidance_scale")?;
-    let base = GenerateParams { steps, guidance_scale, width: 64, height: 64, ..Default::default() };
+    let guidance_scale = defaults["guidance_scale"]
+        .as_f64()
+        .ok_or("defaults: guidance_scale")?;
+    let base = GenerateParams {
+        steps,
+        guidance_scale,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
     let prompts = &prompts()[..scope.prompts];
 
     let (mut images, mut misses) = (Vec::new(), Vec::new());
@@ -217,13 +280,23 @@ async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
     for &seed in scope.seeds {
         for p in prompts {
             let prompt = caption(p, p.colour);
-            let params = GenerateParams { prompt: prompt.clone(), seed, ..base.clone() };
-            let img = model.generate(&params, |_| true).await.map_err(|e| format!("{prompt:?}: {e}"))?;
+            let params = GenerateParams {
+                prompt: prompt.clone(),
+                seed,
+                ..base.clone()
+            };
+            let img = model
+                .generate(&params, |_| true)
+                .await
+                .map_err(|e| format!("{prompt:?}: {e}"))?;
             let (c, b) = (centre(&img), border(&img));
             shape_ok += usize::from(c == p.colour);
             bg_ok += usize::from(b == p.background);
             if c != p.colour || b != p.background {
-                misses.push(format!("seed {seed} {prompt:?}: centre {}, border {}", COLOURS[c].0, COLOURS[b].0));
+                misses.push(format!(
+                    "seed {seed} {prompt:?}: centre {}, border {}",
+                    COLOURS[c].0, COLOURS[b].0
+                ));
             }
             if seed == scope.seeds[0] {
                 images.push(img);
@@ -247,10 +320,17 @@ async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
             prompt: prompt.clone(),
             seed: 100 + i as u64,
             init_image: Some(init.clone()),
-            mask: Some(Mask { width: 64, height: 64, values: mask.clone() }),
+            mask: Some(Mask {
+                width: 64,
+                height: 64,
+                values: mask.clone(),
+            }),
             ..base.clone()
         };
-        let out = model.generate(&params, |_| true).await.map_err(|e| format!("inpaint {prompt:?}: {e}"))?;
+        let out = model
+            .generate(&params, |_| true)
+            .await
+            .map_err(|e| format!("inpaint {prompt:?}: {e}"))?;
         let c = centre(&out);
         inpaint_ok += usize::from(c == colour);
         if c != colour {
@@ -259,13 +339,25 @@ async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
         // The same repaint asking for another background: away from the mask the init
         // image must stay (its border colour), where a pipeline that ignores the mask or
         // the init image draws the background asked for.
-        let elsewhere = Prompt { background: other_background(p, colour), ..*p };
-        let params = GenerateParams { prompt: caption(&elsewhere, colour), ..params };
-        let out2 = model.generate(&params, |_| true).await.map_err(|e| format!("inpaint {:?}: {e}", params.prompt))?;
+        let elsewhere = Prompt {
+            background: other_background(p, colour),
+            ..*p
+        };
+        let params = GenerateParams {
+            prompt: caption(&elsewhere, colour),
+            ..params
+        };
+        let out2 = model
+            .generate(&params, |_| true)
+            .await
+            .map_err(|e| format!("inpaint {:?}: {e}", params.prompt))?;
         let (want, got) = (border(&init), border(&out2));
         kept_ok += usize::from(got == want);
         if got != want {
-            misses.push(format!("inpaint {:?}: border {} where the init image's is {}", params.prompt, COLOURS[got].0, COLOURS[want].0));
+            misses.push(format!(
+                "inpaint {:?}: border {} where the init image's is {}",
+                params.prompt, COLOURS[got].0, COLOURS[want].0
+            ));
         }
         inpainted.extend([out, out2]);
     }
@@ -283,9 +375,19 @@ async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
     );
     log(&summary);
     let [shape, bg, inpaint, kept] = FLOORS;
-    let met = shape_ok >= needed(shape, total) && bg_ok >= needed(bg, total) && inpaint_ok >= needed(inpaint, cases) && kept_ok >= needed(kept, cases);
-    let floors_met = if met { Ok(()) } else { Err(format!("prompt following below {FLOORS:?}: {summary}")) };
-    Ok(Drawn { images: images.into_iter().chain(inpainted).collect(), floors_met })
+    let met = shape_ok >= needed(shape, total)
+        && bg_ok >= needed(bg, total)
+        && inpaint_ok >= needed(inpaint, cases)
+        && kept_ok >= needed(kept, cases);
+    let floors_met = if met {
+        Ok(())
+    } else {
+        Err(format!("prompt following below {FLOORS:?}: {summary}"))
+    };
+    Ok(Drawn {
+        images: images.into_iter().chain(inpainted).collect(),
+        floors_met,
+    })
 }
 
 mod prompt_following {
@@ -293,7 +395,8 @@ mod prompt_following {
 
     #[test]
     fn cpu() {
-        let drawn = pollster::block_on(draw(&sd_webgpu::device::cpu(), FULL)).unwrap_or_else(|e| panic!("{e}"));
+        let drawn = pollster::block_on(draw(&sd_webgpu::device::cpu(), FULL))
+            .unwrap_or_else(|e| panic!("{e}"));
         drawn.floors_met.unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -301,16 +404,27 @@ mod prompt_following {
     #[test]
     fn wgpu() {
         let gpu = pollster::block_on(async {
-            let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
+            let device = sd_webgpu::device::gpu()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             draw(&device, WGPU).await.unwrap_or_else(|e| panic!("{e}"))
         });
-        let cpu = pollster::block_on(draw(&sd_webgpu::device::cpu(), WGPU)).unwrap_or_else(|e| panic!("{e}"));
+        let cpu = pollster::block_on(draw(&sd_webgpu::device::cpu(), WGPU))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(gpu.images.len(), cpu.images.len());
         for (i, (g, c)) in gpu.images.iter().zip(&cpu.images).enumerate() {
             assert_eq!((g.width, g.height), (c.width, c.height));
             let worst = sd_webgpu::compare::max_abs_diff(&g.rgb, &c.rgb);
-            eprintln!("image {i}: wgpu vs cpu, worst channel difference {:.2}/255", worst * 255.0);
-            assert!(worst <= GPU_TOL, "image {i}: wgpu differs from the CPU by {:.2}/255 (max {:.0}/255)", worst * 255.0, GPU_TOL * 255.0);
+            eprintln!(
+                "image {i}: wgpu vs cpu, worst channel difference {:.2}/255",
+                worst * 255.0
+            );
+            assert!(
+                worst <= GPU_TOL,
+                "image {i}: wgpu differs from the CPU by {:.2}/255 (max {:.0}/255)",
+                worst * 255.0,
+                GPU_TOL * 255.0
+            );
         }
     }
 }
@@ -323,7 +437,13 @@ fn load_dir_gives_the_streamed_image() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/shapes");
     let from_dir = StableDiffusion::load_dir(&dir, &device).unwrap();
     let streamed = load(&device).unwrap();
-    let params = GenerateParams { prompt: "a red circle on a blue background".into(), steps: 4, width: 64, height: 64, ..Default::default() };
+    let params = GenerateParams {
+        prompt: "a red circle on a blue background".into(),
+        steps: 4,
+        width: 64,
+        height: 64,
+        ..Default::default()
+    };
     let a = pollster::block_on(from_dir.generate(&params, |_| true)).unwrap();
     let b = pollster::block_on(streamed.generate(&params, |_| true)).unwrap();
     assert_eq!(a, b);

@@ -14,7 +14,7 @@
 mod common;
 
 use sd_webgpu::Device;
-use sd_webgpu::format::{self, Dtype, FileEntry, Manifest, ALIGN, stream::StreamingLoader};
+use sd_webgpu::format::{self, ALIGN, Dtype, FileEntry, Manifest, stream::StreamingLoader};
 use sd_webgpu::model::StableDiffusion;
 use sd_webgpu::pipeline::{GenerateParams, Image};
 
@@ -22,10 +22,22 @@ use sd_webgpu::pipeline::{GenerateParams, Image};
 fn fixture_model() -> (Manifest, Vec<(&'static str, &'static [u8])>, Vec<Vec<u8>>) {
     let manifest = std::str::from_utf8(fixture!("converted/sd15-tiny-q8/manifest.json")).unwrap();
     let files = vec![
-        ("tokenizer/merges.txt", fixture!("converted/sd15-tiny-q8/tokenizer/merges.txt")),
-        ("tokenizer/special_tokens_map.json", fixture!("converted/sd15-tiny-q8/tokenizer/special_tokens_map.json")),
-        ("tokenizer/tokenizer_config.json", fixture!("converted/sd15-tiny-q8/tokenizer/tokenizer_config.json")),
-        ("tokenizer/vocab.json", fixture!("converted/sd15-tiny-q8/tokenizer/vocab.json")),
+        (
+            "tokenizer/merges.txt",
+            fixture!("converted/sd15-tiny-q8/tokenizer/merges.txt"),
+        ),
+        (
+            "tokenizer/special_tokens_map.json",
+            fixture!("converted/sd15-tiny-q8/tokenizer/special_tokens_map.json"),
+        ),
+        (
+            "tokenizer/tokenizer_config.json",
+            fixture!("converted/sd15-tiny-q8/tokenizer/tokenizer_config.json"),
+        ),
+        (
+            "tokenizer/vocab.json",
+            fixture!("converted/sd15-tiny-q8/tokenizer/vocab.json"),
+        ),
     ];
     let chunks = [
         fixture!("converted/sd15-tiny-q8/chunk-000.bin"),
@@ -34,7 +46,11 @@ fn fixture_model() -> (Manifest, Vec<(&'static str, &'static [u8])>, Vec<Vec<u8>
         fixture!("converted/sd15-tiny-q8/chunk-003.bin"),
         fixture!("converted/sd15-tiny-q8/chunk-004.bin"),
     ];
-    (Manifest::from_json(manifest).unwrap(), files, chunks.iter().map(|c| c.to_vec()).collect())
+    (
+        Manifest::from_json(manifest).unwrap(),
+        files,
+        chunks.iter().map(|c| c.to_vec()).collect(),
+    )
 }
 
 /// The model with every q8 tensor re-encoded at q4, in one chunk.
@@ -44,7 +60,11 @@ fn to_q4(manifest: &Manifest, chunks: &[Vec<u8>]) -> (Manifest, Vec<Vec<u8>>) {
     let mut chunk = Vec::new();
     for t in &mut out.tensors {
         assert!(t.parts.is_none(), "the fixture has no split tensors");
-        let (c, o, l) = (t.chunk.unwrap(), t.offset.unwrap() as usize, t.length.unwrap() as usize);
+        let (c, o, l) = (
+            t.chunk.unwrap(),
+            t.offset.unwrap() as usize,
+            t.length.unwrap() as usize,
+        );
         let mut stored = chunks[c][o..o + l].to_vec();
         if t.dtype == Dtype::Q8 {
             let values = format::decode(Dtype::Q8, &stored, t.numel()).unwrap();
@@ -54,17 +74,30 @@ fn to_q4(manifest: &Manifest, chunks: &[Vec<u8>]) -> (Manifest, Vec<Vec<u8>>) {
         while chunk.len() as u64 % ALIGN != 0 {
             chunk.push(0);
         }
-        (t.chunk, t.offset, t.length) = (Some(0), Some(chunk.len() as u64), Some(stored.len() as u64));
+        (t.chunk, t.offset, t.length) =
+            (Some(0), Some(chunk.len() as u64), Some(stored.len() as u64));
         chunk.extend_from_slice(&stored);
     }
     out.chunk_size = chunk.len() as u64;
-    out.chunks = vec![FileEntry { path: "chunk-000.bin".into(), size: chunk.len() as u64, sha256: format::sha256_hex(&chunk) }];
+    out.chunks = vec![FileEntry {
+        path: "chunk-000.bin".into(),
+        size: chunk.len() as u64,
+        sha256: format::sha256_hex(&chunk),
+    }];
     out.validate().unwrap();
     (out, vec![chunk])
 }
 
-fn load(manifest: &Manifest, files: &[(&str, &[u8])], chunks: &[Vec<u8>], device: &Device, keep: bool) -> StableDiffusion {
-    let mut load = StreamingLoader::new(manifest.clone(), device).unwrap().keep_quantized(keep);
+fn load(
+    manifest: &Manifest,
+    files: &[(&str, &[u8])],
+    chunks: &[Vec<u8>],
+    device: &Device,
+    keep: bool,
+) -> StableDiffusion {
+    let mut load = StreamingLoader::new(manifest.clone(), device)
+        .unwrap()
+        .keep_quantized(keep);
     for (path, bytes) in files {
         load.add_file(path, bytes.to_vec()).unwrap();
     }
@@ -97,7 +130,12 @@ fn expected_bytes(manifest: &Manifest, kept: bool, f16: bool) -> u64 {
 
 /// Largest difference of the 8-bit values, in 1/255 (infinite for a NaN).
 fn worst_difference(a: &Image, b: &Image) -> f64 {
-    let eight_bit = |img: &Image| img.rgb.iter().map(|v| (v * 255.0).round()).collect::<Vec<f32>>();
+    let eight_bit = |img: &Image| {
+        img.rgb
+            .iter()
+            .map(|v| (v * 255.0).round())
+            .collect::<Vec<f32>>()
+    };
     sd_webgpu::compare::max_abs_diff(&eight_bit(a), &eight_bit(b))
 }
 
@@ -107,21 +145,43 @@ async fn kept_equals_expanded(device: &Device) -> Result<(), String> {
     let keeps = sd_webgpu::device::keeps_quantized(device);
     let f16 = keeps && device.supports_dtype(sd_webgpu::DType::F16);
     println!("weights kept quantized: {keeps}, f16 on the device: {f16}");
-    let params = GenerateParams { prompt: "a red cube on a table".into(), steps: 3, width: 32, height: 32, seed: 5, ..Default::default() };
+    let params = GenerateParams {
+        prompt: "a red cube on a table".into(),
+        steps: 3,
+        width: 32,
+        height: 32,
+        seed: 5,
+        ..Default::default()
+    };
     for (name, manifest, chunks) in [("q8", &q8, &q8_chunks), ("q4", &q4, &q4_chunks)] {
         let kept = load(manifest, &files, chunks, device, true);
         let expanded = load(manifest, &files, chunks, device, false);
         let (kept_bytes, expanded_bytes) = (kept.weight_bytes(), expanded.weight_bytes());
-        let want = (expected_bytes(manifest, keeps, f16), expected_bytes(manifest, false, false));
+        let want = (
+            expected_bytes(manifest, keeps, f16),
+            expected_bytes(manifest, false, false),
+        );
         if (kept_bytes, expanded_bytes) != want {
-            return Err(format!("{name}: weights take {kept_bytes} bytes kept and {expanded_bytes} expanded, want {want:?}"));
+            return Err(format!(
+                "{name}: weights take {kept_bytes} bytes kept and {expanded_bytes} expanded, want {want:?}"
+            ));
         }
-        let a = kept.generate(&params, |_| true).await.map_err(|e| e.to_string())?;
-        let b = expanded.generate(&params, |_| true).await.map_err(|e| e.to_string())?;
+        let a = kept
+            .generate(&params, |_| true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let b = expanded
+            .generate(&params, |_| true)
+            .await
+            .map_err(|e| e.to_string())?;
         let worst = worst_difference(&a, &b);
-        println!("{name}: weights {kept_bytes} bytes kept, {expanded_bytes} expanded; images differ by {worst}/255");
+        println!(
+            "{name}: weights {kept_bytes} bytes kept, {expanded_bytes} expanded; images differ by {worst}/255"
+        );
         if worst > 1.0 {
-            return Err(format!("{name}: the image with quantized weights on the device differs by {worst}/255"));
+            return Err(format!(
+                "{name}: the image with quantized weights on the device differs by {worst}/255"
+            ));
         }
     }
     Ok(())

@@ -31,12 +31,14 @@ fn corpus() -> Vec<Row> {
 }
 
 fn sd1() -> ClipTokenizer {
-    let pad = ClipTokenizer::pad_token_from_config(SD1_SPECIAL).expect("sd1 special_tokens_map.json");
+    let pad =
+        ClipTokenizer::pad_token_from_config(SD1_SPECIAL).expect("sd1 special_tokens_map.json");
     ClipTokenizer::from_files(SD1_VOCAB, SD1_MERGES, pad.as_deref()).expect("sd1 tokenizer")
 }
 
 fn sd2() -> ClipTokenizer {
-    let pad = ClipTokenizer::pad_token_from_config(SD2_SPECIAL).expect("sd2 special_tokens_map.json");
+    let pad =
+        ClipTokenizer::pad_token_from_config(SD2_SPECIAL).expect("sd2 special_tokens_map.json");
     ClipTokenizer::from_files(SD2_VOCAB, SD2_MERGES, pad.as_deref()).expect("sd2 tokenizer")
 }
 
@@ -46,15 +48,22 @@ fn check_corpus(tok: &ClipTokenizer, want: impl Fn(&Row) -> &[u32]) -> Result<us
     let mut first = None;
     let mut mismatches = 0;
     for row in &rows {
-        let got = tok.encode(&row.prompt).map_err(|e| format!("{:?}: {e}", row.prompt))?;
+        let got = tok
+            .encode(&row.prompt)
+            .map_err(|e| format!("{:?}: {e}", row.prompt))?;
         if got != want(row) {
             mismatches += 1;
-            first.get_or_insert_with(|| format!("{:?}\n  got  {got:?}\n  want {:?}", row.prompt, want(row)));
+            first.get_or_insert_with(|| {
+                format!("{:?}\n  got  {got:?}\n  want {:?}", row.prompt, want(row))
+            });
         }
     }
     match first {
         None => Ok(rows.len()),
-        Some(first) => Err(format!("{mismatches} of {} prompts differ; first: {first}", rows.len())),
+        Some(first) => Err(format!(
+            "{mismatches} of {} prompts differ; first: {first}",
+            rows.len()
+        )),
     }
 }
 
@@ -62,7 +71,10 @@ fn check_corpus(tok: &ClipTokenizer, want: impl Fn(&Row) -> &[u32]) -> Result<us
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn sd1_matches_transformers() {
     let tok = sd1();
-    assert_eq!((tok.bos_id(), tok.eos_id(), tok.pad_id()), (49406, 49407, 49407));
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.pad_id()),
+        (49406, 49407, 49407)
+    );
     let matched = check_corpus(&tok, |row| &row.sd1).unwrap_or_else(|e| panic!("sd1: {e}"));
     assert_eq!(matched, 246, "the corpus should hold 246 prompts");
 }
@@ -78,11 +90,18 @@ fn sd2_matches_transformers() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn sd2_pad_token_is_bang() {
-    for config in [SD2_SPECIAL, SD2_CONFIG, r#"{"pad_token": {"content": "!", "lstrip": false}}"#] {
+    for config in [
+        SD2_SPECIAL,
+        SD2_CONFIG,
+        r#"{"pad_token": {"content": "!", "lstrip": false}}"#,
+    ] {
         let pad = ClipTokenizer::pad_token_from_config(config).expect("valid config");
         assert_eq!(pad.as_deref(), Some("!"));
     }
-    assert_eq!(ClipTokenizer::pad_token_from_config(r#"{"pad_token": null}"#), Ok(None));
+    assert_eq!(
+        ClipTokenizer::pad_token_from_config(r#"{"pad_token": null}"#),
+        Ok(None)
+    );
     assert_eq!(ClipTokenizer::pad_token_from_config("{}"), Ok(None));
     assert_eq!(sd2().pad_id(), 0);
 }
@@ -92,7 +111,10 @@ fn sd2_pad_token_is_bang() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn wrong_pad_token_is_caught() {
     let tok = ClipTokenizer::from_files(SD2_VOCAB, SD2_MERGES, None).expect("tokenizer");
-    assert!(check_corpus(&tok, |row| &row.sd2).is_err(), "sd1 padding must not pass the sd2 golden");
+    assert!(
+        check_corpus(&tok, |row| &row.sd2).is_err(),
+        "sd1 padding must not pass the sd2 golden"
+    );
 }
 
 /// A tokenizer.json with the same vocabulary and merges (both merge spellings) tokenizes the same.
@@ -100,12 +122,16 @@ fn wrong_pad_token_is_caught() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn tokenizer_json_matches_transformers() {
     let vocab: serde_json::Value = serde_json::from_str(SD2_VOCAB).expect("vocab.json");
-    let pairs: Vec<(&str, &str)> =
-        SD2_MERGES.lines().skip(1).filter_map(|line| line.split_once(' ')).collect();
+    let pairs: Vec<(&str, &str)> = SD2_MERGES
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(' '))
+        .collect();
     let as_strings: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} {b}")).collect();
     let as_arrays: Vec<[&str; 2]> = pairs.iter().map(|(a, b)| [*a, *b]).collect();
     for merges in [serde_json::json!(as_strings), serde_json::json!(as_arrays)] {
-        let json = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": merges}}).to_string();
+        let json = serde_json::json!({"model": {"type": "BPE", "vocab": vocab, "merges": merges}})
+            .to_string();
         let tok = ClipTokenizer::from_tokenizer_json(&json, Some("!")).expect("tokenizer.json");
         check_corpus(&tok, |row| &row.sd2).unwrap_or_else(|e| panic!("tokenizer.json: {e}"));
     }
@@ -121,7 +147,11 @@ fn counts_tokens_before_truncation() {
     assert_eq!(tok.count_tokens(&long).unwrap(), 120);
     let ids = tok.encode(&long).unwrap();
     assert_eq!(ids.len(), ClipTokenizer::MAX_LENGTH);
-    assert_eq!(ids[76], tok.eos_id(), "truncated prompts still end with eos");
+    assert_eq!(
+        ids[76],
+        tok.eos_id(),
+        "truncated prompts still end with eos"
+    );
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -146,19 +176,52 @@ fn bad_inputs_are_errors() {
         Err(other) => panic!("{what}: wrong error kind {other:?}"),
         Ok(_) => panic!("{what}: accepted"),
     };
-    expect_err("invalid vocab JSON", ClipTokenizer::from_files("{not json", SD2_MERGES, None));
-    expect_err("vocab not an object", ClipTokenizer::from_files("[1, 2]", SD2_MERGES, None));
-    expect_err("pad not in vocab", ClipTokenizer::from_files(SD2_VOCAB, SD2_MERGES, Some("<pad>")));
-    expect_err("merge line without a pair", ClipTokenizer::from_files(SD2_VOCAB, "#version: 0.2\ni n x\n", None));
-    expect_err("empty merges", ClipTokenizer::from_files(SD2_VOCAB, "", None));
-    expect_err("merge out of vocab", ClipTokenizer::from_files(SD2_VOCAB, "#version: 0.2\nqq zz\n", None));
-    expect_err("vocab without specials", ClipTokenizer::from_files(r#"{"a": 0}"#, "a a\n", None));
-    expect_err("invalid tokenizer.json", ClipTokenizer::from_tokenizer_json("{", None));
-    expect_err("tokenizer.json without a model", ClipTokenizer::from_tokenizer_json("{}", None));
+    expect_err(
+        "invalid vocab JSON",
+        ClipTokenizer::from_files("{not json", SD2_MERGES, None),
+    );
+    expect_err(
+        "vocab not an object",
+        ClipTokenizer::from_files("[1, 2]", SD2_MERGES, None),
+    );
+    expect_err(
+        "pad not in vocab",
+        ClipTokenizer::from_files(SD2_VOCAB, SD2_MERGES, Some("<pad>")),
+    );
+    expect_err(
+        "merge line without a pair",
+        ClipTokenizer::from_files(SD2_VOCAB, "#version: 0.2\ni n x\n", None),
+    );
+    expect_err(
+        "empty merges",
+        ClipTokenizer::from_files(SD2_VOCAB, "", None),
+    );
+    expect_err(
+        "merge out of vocab",
+        ClipTokenizer::from_files(SD2_VOCAB, "#version: 0.2\nqq zz\n", None),
+    );
+    expect_err(
+        "vocab without specials",
+        ClipTokenizer::from_files(r#"{"a": 0}"#, "a a\n", None),
+    );
+    expect_err(
+        "invalid tokenizer.json",
+        ClipTokenizer::from_tokenizer_json("{", None),
+    );
+    expect_err(
+        "tokenizer.json without a model",
+        ClipTokenizer::from_tokenizer_json("{}", None),
+    );
     expect_err(
         "tokenizer.json with a non-BPE model",
-        ClipTokenizer::from_tokenizer_json(r#"{"model": {"type": "WordPiece", "vocab": {}}}"#, None),
+        ClipTokenizer::from_tokenizer_json(
+            r#"{"model": {"type": "WordPiece", "vocab": {}}}"#,
+            None,
+        ),
     );
     let bad_config = ClipTokenizer::pad_token_from_config(r#"{"pad_token": 3}"#);
-    assert!(matches!(bad_config, Err(Error::Tokenizer(_))), "{bad_config:?}");
+    assert!(
+        matches!(bad_config, Err(Error::Tokenizer(_))),
+        "{bad_config:?}"
+    );
 }

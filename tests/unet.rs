@@ -78,25 +78,41 @@ const INPAINT: Case = Case {
 };
 
 fn config(case: &Case) -> UNet2DConditionConfig {
-    UNet2DConditionConfig::from_json(std::str::from_utf8(case.config).unwrap()).unwrap_or_else(|e| panic!("{e}"))
+    UNet2DConditionConfig::from_json(std::str::from_utf8(case.config).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `case` with `config` (possibly edited), with or without its `timestep_cond`.
-async fn run_with(case: &Case, config: &UNet2DConditionConfig, use_cond: bool, device: &Device) -> Result<(), String> {
-    let model = UNet2DConditionModel::load(&weights(case.weights, device), config).map_err(|e| e.to_string())?;
+async fn run_with(
+    case: &Case,
+    config: &UNet2DConditionConfig,
+    use_cond: bool,
+    device: &Device,
+) -> Result<(), String> {
+    let model = UNet2DConditionModel::load(&weights(case.weights, device), config)
+        .map_err(|e| e.to_string())?;
     let latents: Tensor<4> = npy_tensor(case.latents, device);
     let batch = latents.dims()[0];
     // The fixture holds one timestep for the whole batch; diffusers broadcasts it.
     let timestep: Tensor<1> = npy_tensor::<1>(case.timestep, device).expand([batch]);
     let text: Tensor<3> = npy_tensor(case.text, device);
-    let cond = case.timestep_cond.filter(|_| use_cond).map(|c| npy_tensor::<2>(c, device));
-    let got = model.forward(latents, timestep, text, cond).map_err(|e| e.to_string())?;
+    let cond = case
+        .timestep_cond
+        .filter(|_| use_cond)
+        .map(|c| npy_tensor::<2>(c, device));
+    let got = model
+        .forward(latents, timestep, text, cond)
+        .map_err(|e| e.to_string())?;
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
     let want = npy(case.out).1;
     // Shown with --nocapture: how close we are, relative to the output's scale.
     let scale = sd_webgpu::compare::max_abs(&want);
     let worst = sd_webgpu::compare::max_abs_diff(&got, &want);
-    let msg = format!("{}: max abs error {worst:.2e} = {:.2e} x scale {scale:.3}", case.name, worst / scale);
+    let msg = format!(
+        "{}: max abs error {worst:.2e} = {:.2e} x scale {scale:.3}",
+        case.name,
+        worst / scale
+    );
     #[cfg(target_arch = "wasm32")]
     wasm_bindgen_test::console_log!("{msg}");
     #[cfg(not(target_arch = "wasm32"))]
@@ -130,10 +146,10 @@ on_every_device! {
 mod native {
     use std::sync::Arc;
 
-    use serde_json::{Value, json};
     use sd_webgpu::Error;
     use sd_webgpu::safetensors::SafeTensors;
     use sd_webgpu::weights::{VarBuilder, WeightSource};
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -148,14 +164,20 @@ mod native {
         let mut config = config(&SD15);
         config.flip_sin_to_cos = !config.flip_sin_to_cos;
         let result = block_on(run_with(&SD15, &config, true, &device));
-        assert!(result.is_err(), "a flipped flip_sin_to_cos passed the golden test");
+        assert!(
+            result.is_err(),
+            "a flipped flip_sin_to_cos passed the golden test"
+        );
     }
 
     #[test]
     fn dropped_timestep_cond_is_caught() {
         let device = sd_webgpu::device::cpu();
         let result = block_on(run_with(&SD15, &config(&SD15), false, &device));
-        assert!(result.is_err(), "dropping LCM's timestep_cond passed the golden test");
+        assert!(
+            result.is_err(),
+            "dropping LCM's timestep_cond passed the golden test"
+        );
     }
 
     /// `key = value` in sd15-tiny's config.json, parsed.
@@ -189,8 +211,18 @@ mod native {
             ("attention_type", json!("gated")),
             ("cross_attention_norm", json!("group_norm")),
             ("class_embeddings_concat", json!(true)),
-            ("down_block_types", json!(["CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "DownBlock2D"])),
-            ("up_block_types", json!(["UpBlock2D", "AttnUpBlock2D", "CrossAttnUpBlock2D"])),
+            (
+                "down_block_types",
+                json!([
+                    "CrossAttnDownBlock2D",
+                    "SimpleCrossAttnDownBlock2D",
+                    "DownBlock2D"
+                ]),
+            ),
+            (
+                "up_block_types",
+                json!(["UpBlock2D", "AttnUpBlock2D", "CrossAttnUpBlock2D"]),
+            ),
             ("mid_block_type", json!("UNetMidBlock2DSimpleCrossAttn")),
             ("mid_block_type", Value::Null),
             ("cross_attention_dim", json!([32, 32, 32])),
@@ -206,7 +238,10 @@ mod native {
         for (field, value) in cases {
             match with(field, value.clone()) {
                 Err(Error::BadConfig(msg)) => {
-                    assert!(msg.contains(field), "{field} = {value}: the message does not name the field: {msg}");
+                    assert!(
+                        msg.contains(field),
+                        "{field} = {value}: the message does not name the field: {msg}"
+                    );
                     eprintln!("{msg}");
                 }
                 other => panic!("{field} = {value}: expected BadConfig, got {other:?}"),
@@ -250,7 +285,11 @@ mod native {
 
     impl WeightSource for Without {
         fn get(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, Error> {
-            if name == self.missing { Ok(None) } else { self.inner.get(name) }
+            if name == self.missing {
+                Ok(None)
+            } else {
+                self.inner.get(name)
+            }
         }
     }
 
@@ -264,11 +303,17 @@ mod native {
             "down_blocks.0.downsamplers.0.conv.bias",
         ] {
             let inner = SafeTensors::from_bytes(SD15.weights.to_vec(), "fixture").unwrap();
-            assert!(inner.info(missing).is_some(), "{missing} is not in the fixture");
+            assert!(
+                inner.info(missing).is_some(),
+                "{missing} is not in the fixture"
+            );
             let vb = VarBuilder::new(Arc::new(Without { inner, missing }), &device);
             match UNet2DConditionModel::load(&vb, &config(&SD15)) {
                 Err(Error::BadWeights(msg)) => assert!(msg.contains(missing), "{msg}"),
-                other => panic!("{missing}: expected BadWeights, got {:?}", other.map(|_| ())),
+                other => panic!(
+                    "{missing}: expected BadWeights, got {:?}",
+                    other.map(|_| ())
+                ),
             }
         }
     }
@@ -276,34 +321,61 @@ mod native {
     #[test]
     fn latent_size_must_fit_the_downsamplings() {
         let device = sd_webgpu::device::cpu();
-        let model = UNet2DConditionModel::load(&weights(SD15.weights, &device), &config(&SD15)).unwrap();
+        let model =
+            UNet2DConditionModel::load(&weights(SD15.weights, &device), &config(&SD15)).unwrap();
         assert_eq!(model.downsamplings(), 2);
         assert!(model.check_latent_size(8, 12).is_ok());
-        assert!(matches!(model.check_latent_size(8, 6), Err(Error::BadInput(_))));
+        assert!(matches!(
+            model.check_latent_size(8, 6),
+            Err(Error::BadInput(_))
+        ));
     }
 
     /// Inputs that do not fit the model are `BadInput` naming what is wrong, not a panic.
     #[test]
     fn mismatched_inputs_are_bad_input() {
         let device = sd_webgpu::device::cpu();
-        let lcm = UNet2DConditionModel::load(&weights(SD15.weights, &device), &config(&SD15)).unwrap();
-        let plain = UNet2DConditionModel::load(&weights(SD2.weights, &device), &config(&SD2)).unwrap();
+        let lcm =
+            UNet2DConditionModel::load(&weights(SD15.weights, &device), &config(&SD15)).unwrap();
+        let plain =
+            UNet2DConditionModel::load(&weights(SD2.weights, &device), &config(&SD2)).unwrap();
         let zeros4 = |s: [usize; 4]| Tensor::<4>::zeros(s, &device);
         let t = || Tensor::<1>::zeros([1], &device);
         let text = |b: usize, d: usize| Tensor::<3>::zeros([b, 77, d], &device);
         let cond = |b: usize, d: usize| Some(Tensor::<2>::zeros([b, d], &device));
         let cases: [(&str, Result<Tensor<4>, Error>); 6] = [
-            ("in_channels", lcm.forward(zeros4([1, 9, 8, 8]), t(), text(1, 32), cond(1, 16))),
-            ("multiple of 4", lcm.forward(zeros4([1, 4, 8, 6]), t(), text(1, 32), cond(1, 16))),
-            ("encoder_hidden_states", lcm.forward(zeros4([2, 4, 8, 8]), t(), text(1, 32), cond(1, 16))),
-            ("cross_attention_dim", lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 24), cond(1, 16))),
-            ("time_cond_proj_dim = 16", lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 8))),
-            ("not an LCM model", plain.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 16))),
+            (
+                "in_channels",
+                lcm.forward(zeros4([1, 9, 8, 8]), t(), text(1, 32), cond(1, 16)),
+            ),
+            (
+                "multiple of 4",
+                lcm.forward(zeros4([1, 4, 8, 6]), t(), text(1, 32), cond(1, 16)),
+            ),
+            (
+                "encoder_hidden_states",
+                lcm.forward(zeros4([2, 4, 8, 8]), t(), text(1, 32), cond(1, 16)),
+            ),
+            (
+                "cross_attention_dim",
+                lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 24), cond(1, 16)),
+            ),
+            (
+                "time_cond_proj_dim = 16",
+                lcm.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 8)),
+            ),
+            (
+                "not an LCM model",
+                plain.forward(zeros4([1, 4, 8, 8]), t(), text(1, 32), cond(1, 16)),
+            ),
         ];
         for (what, got) in cases {
             match got {
                 Err(Error::BadInput(msg)) => assert!(msg.contains(what), "{what}: {msg}"),
-                other => panic!("{what}: expected BadInput, got {:?}", other.map(|t| t.dims())),
+                other => panic!(
+                    "{what}: expected BadInput, got {:?}",
+                    other.map(|t| t.dims())
+                ),
             }
         }
     }

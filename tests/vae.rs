@@ -24,7 +24,8 @@ const LATENTS: &[u8] = fixture!("sd15-tiny/golden/vae_latents.npy");
 const DECODED: &[u8] = fixture!("sd15-tiny/golden/vae_decoded.npy");
 
 fn config() -> AutoencoderKLConfig {
-    AutoencoderKLConfig::from_json(std::str::from_utf8(CONFIG).unwrap()).unwrap_or_else(|e| panic!("{e}"))
+    AutoencoderKLConfig::from_json(std::str::from_utf8(CONFIG).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn load(device: &Device) -> AutoencoderKL {
@@ -35,7 +36,10 @@ fn load(device: &Device) -> AutoencoderKL {
 fn report(what: &str, got: &[f32], want: &[f32]) {
     let scale = sd_webgpu::compare::max_abs(want);
     let err = sd_webgpu::compare::max_abs_diff(got, want);
-    println!("{what}: max abs error {err:.3e} (scale {scale:.3e}, relative {:.3e})", err / scale);
+    println!(
+        "{what}: max abs error {err:.3e} (scale {scale:.3e}, relative {:.3e})",
+        err / scale
+    );
 }
 
 /// `vae.encode(image).latent_dist.mean`: [1, 3, 64, 64] -> [1, 4, 8, 8].
@@ -43,7 +47,10 @@ async fn encode(device: &Device) -> Result<(), String> {
     let vae = load(device);
     let mean = vae.encode_mean(npy_tensor(IMAGE, device));
     if mean.dims() != [1, 4, 8, 8] {
-        return Err(format!("latent mean has shape {:?}, want [1, 4, 8, 8]", mean.dims()));
+        return Err(format!(
+            "latent mean has shape {:?}, want [1, 4, 8, 8]",
+            mean.dims()
+        ));
     }
     let got = read_f32(mean).await.map_err(|e| e.to_string())?;
     let want = npy(LATENT_MEAN).1;
@@ -56,7 +63,10 @@ async fn decode(device: &Device) -> Result<(), String> {
     let vae = load(device);
     let image = vae.decode(npy_tensor(LATENTS, device));
     if image.dims() != [1, 3, 64, 64] {
-        return Err(format!("decoded image has shape {:?}, want [1, 3, 64, 64]", image.dims()));
+        return Err(format!(
+            "decoded image has shape {:?}, want [1, 3, 64, 64]",
+            image.dims()
+        ));
     }
     let got = read_f32(image).await.map_err(|e| e.to_string())?;
     let want = npy(DECODED).1;
@@ -70,7 +80,10 @@ async fn decode_batch(device: &Device) -> Result<(), String> {
     let z = npy_tensor::<4>(LATENTS, device);
     let image = vae.decode(burn::tensor::Tensor::cat(vec![z.clone(), z], 0));
     if image.dims() != [2, 3, 64, 64] {
-        return Err(format!("decoded batch has shape {:?}, want [2, 3, 64, 64]", image.dims()));
+        return Err(format!(
+            "decoded batch has shape {:?}, want [2, 3, 64, 64]",
+            image.dims()
+        ));
     }
     let got = read_f32(image).await.map_err(|e| e.to_string())?;
     let want = npy(DECODED).1;
@@ -88,17 +101,37 @@ async fn strips(device: &Device) -> Result<(), String> {
     let image = npy_tensor::<4>(IMAGE, device);
     let latents = npy_tensor::<4>(LATENTS, device);
     let err = |e: sd_webgpu::Error| e.to_string();
-    let mean_whole = read_f32(vae.encode_moments(image.clone())).await.map_err(err)?;
-    let mean_strips = read_f32(vae.encode_moments_in_strips(image, 1)).await.map_err(err)?;
+    let mean_whole = read_f32(vae.encode_moments(image.clone()))
+        .await
+        .map_err(err)?;
+    let mean_strips = read_f32(vae.encode_moments_in_strips(image, 1))
+        .await
+        .map_err(err)?;
     let decoded_whole = read_f32(vae.decode(latents.clone())).await.map_err(err)?;
-    let decoded_strips = read_f32(vae.decode_in_strips(latents, 1)).await.map_err(err)?;
+    let decoded_strips = read_f32(vae.decode_in_strips(latents, 1))
+        .await
+        .map_err(err)?;
     let want_mean = npy(LATENT_MEAN).1;
-    report("encode in strips", &mean_strips[..want_mean.len()], &want_mean);
-    check_close("encode mean in strips", &mean_strips[..want_mean.len()], &want_mean, TOL)?;
+    report(
+        "encode in strips",
+        &mean_strips[..want_mean.len()],
+        &want_mean,
+    );
+    check_close(
+        "encode mean in strips",
+        &mean_strips[..want_mean.len()],
+        &want_mean,
+        TOL,
+    )?;
     check_close("encode in strips vs whole", &mean_strips, &mean_whole, 1e-5)?;
     report("decode in strips", &decoded_strips, &npy(DECODED).1);
     check_close("decode in strips", &decoded_strips, &npy(DECODED).1, TOL)?;
-    check_close("decode in strips vs whole", &decoded_strips, &decoded_whole, 1e-5)
+    check_close(
+        "decode in strips vs whole",
+        &decoded_strips,
+        &decoded_whole,
+        1e-5,
+    )
 }
 
 on_every_device! {
@@ -127,7 +160,10 @@ mod native {
     fn assert_bad_config(key: &str, value: serde_json::Value) {
         match config_with(key, value.clone()) {
             Err(Error::BadConfig(why)) => {
-                assert!(why.contains(key), "the error for {key} = {value} does not name it: {why}")
+                assert!(
+                    why.contains(key),
+                    "the error for {key} = {value} does not name it: {why}"
+                )
             }
             other => panic!("{key} = {value} should be rejected as BadConfig, got {other:?}"),
         }
@@ -137,28 +173,49 @@ mod native {
     fn fixture_config_parses() {
         let c = config();
         assert_eq!(c.block_out_channels, [16, 32, 32, 32]);
-        assert_eq!((c.layers_per_block, c.latent_channels, c.norm_num_groups), (1, 4, 8));
+        assert_eq!(
+            (c.layers_per_block, c.latent_channels, c.norm_num_groups),
+            (1, 4, 8)
+        );
         assert_eq!(c.scaling_factor, 0.18215);
         assert!(c.use_quant_conv && c.use_post_quant_conv && c.mid_block_add_attention);
         assert_eq!(c.downscale_factor(), 8);
         // diffusers' defaults fill what a config leaves out.
         let minimal = AutoencoderKLConfig::from_json("{}").unwrap();
-        assert_eq!((minimal.block_out_channels, minimal.norm_num_groups), (vec![64], 32));
-        assert!(minimal.mid_block_add_attention && minimal.use_quant_conv && minimal.use_post_quant_conv);
+        assert_eq!(
+            (minimal.block_out_channels, minimal.norm_num_groups),
+            (vec![64], 32)
+        );
+        assert!(
+            minimal.mid_block_add_attention
+                && minimal.use_quant_conv
+                && minimal.use_post_quant_conv
+        );
     }
 
     #[test]
     fn unsupported_config_names_the_field() {
         use serde_json::json;
         assert_bad_config("act_fn", json!("gelu"));
-        assert_bad_config("down_block_types", json!(["DownEncoderBlock2D", "AttnDownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"]));
+        assert_bad_config(
+            "down_block_types",
+            json!([
+                "DownEncoderBlock2D",
+                "AttnDownEncoderBlock2D",
+                "DownEncoderBlock2D",
+                "DownEncoderBlock2D"
+            ]),
+        );
         assert_bad_config("up_block_types", json!(["UpDecoderBlock2D"]));
         assert_bad_config("shift_factor", json!(0.1159));
         assert_bad_config("latents_mean", json!([0.0, 0.0, 0.0, 0.0]));
         assert_bad_config("norm_num_groups", json!(5));
         assert_bad_config("_class_name", json!("AutoencoderTiny"));
         // A malformed file is BadConfig too, not a panic.
-        assert!(matches!(AutoencoderKLConfig::from_json("{\"layers_per_block\": \"two\""), Err(Error::BadConfig(_))));
+        assert!(matches!(
+            AutoencoderKLConfig::from_json("{\"layers_per_block\": \"two\""),
+            Err(Error::BadConfig(_))
+        ));
     }
 
     /// A weight source that renames or hides tensors of the fixture.
@@ -186,12 +243,18 @@ mod native {
     fn missing_tensor_is_named() {
         let device = sd_webgpu::device::cpu();
         let vb = edited(
-            |name| (name != "decoder.up_blocks.3.resnets.0.conv_shortcut.weight").then(|| name.to_string()),
+            |name| {
+                (name != "decoder.up_blocks.3.resnets.0.conv_shortcut.weight")
+                    .then(|| name.to_string())
+            },
             &device,
         );
         match AutoencoderKL::load(&vb, &config()) {
             Err(Error::BadWeights(why)) => {
-                assert!(why.contains("decoder.up_blocks.3.resnets.0.conv_shortcut.weight"), "{why}")
+                assert!(
+                    why.contains("decoder.up_blocks.3.resnets.0.conv_shortcut.weight"),
+                    "{why}"
+                )
             }
             other => panic!("a missing tensor should be BadWeights, got {other:?}"),
         }
@@ -203,8 +266,12 @@ mod native {
         let device = sd_webgpu::device::cpu();
         let vb = edited(
             |name| {
-                const RENAMES: [(&str, &str); 4] =
-                    [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+                const RENAMES: [(&str, &str); 4] = [
+                    (".query.", ".to_q."),
+                    (".key.", ".to_k."),
+                    (".value.", ".to_v."),
+                    (".proj_attn.", ".to_out.0."),
+                ];
                 for (old, new) in RENAMES {
                     if name.contains(new) {
                         return None; // a legacy file has no new names
@@ -218,7 +285,8 @@ mod native {
             &device,
         );
         let vae = AutoencoderKL::load(&vb, &config()).unwrap_or_else(|e| panic!("{e}"));
-        let got = pollster::block_on(read_f32(vae.encode_mean(npy_tensor(IMAGE, &device)))).unwrap();
+        let got =
+            pollster::block_on(read_f32(vae.encode_mean(npy_tensor(IMAGE, &device)))).unwrap();
         check_close("encode mean, legacy names", &got, &npy(LATENT_MEAN).1, TOL).unwrap();
     }
 
@@ -238,7 +306,15 @@ mod native {
         let [_, c, _, _] = moments.dims();
         assert_eq!(c, 8);
         let logvar = pollster::block_on(read_f32(moments.clone().narrow(1, 4, 4))).unwrap();
-        assert!(check_close("encode, log-variance half", &logvar, &npy(LATENT_MEAN).1, TOL).is_err());
+        assert!(
+            check_close(
+                "encode, log-variance half",
+                &logvar,
+                &npy(LATENT_MEAN).1,
+                TOL
+            )
+            .is_err()
+        );
         // ... while the mean half passes, so the rejection is about the bug.
         let mean = pollster::block_on(read_f32(moments.narrow(1, 0, 4))).unwrap();
         assert!(check_close("encode, mean half", &mean, &npy(LATENT_MEAN).1, TOL).is_ok());

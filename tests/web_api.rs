@@ -62,8 +62,14 @@ fn rgba_object(fixture: &[u8]) -> JsValue {
 fn check_image(what: &str, result: &JsValue, golden: &[u8]) -> Result<(), String> {
     let (shape, want) = npy(golden);
     let get = |k: &str| Reflect::get(result, &k.into()).unwrap();
-    let (w, h) = (get("width").as_f64().unwrap() as usize, get("height").as_f64().unwrap() as usize);
-    let data = get("data").dyn_into::<Uint8ClampedArray>().map_err(|_| format!("{what}: data is not RGBA bytes"))?.to_vec();
+    let (w, h) = (
+        get("width").as_f64().unwrap() as usize,
+        get("height").as_f64().unwrap() as usize,
+    );
+    let data = get("data")
+        .dyn_into::<Uint8ClampedArray>()
+        .map_err(|_| format!("{what}: data is not RGBA bytes"))?
+        .to_vec();
     if (h, w) != (shape[0], shape[1]) || data.len() != w * h * 4 {
         return Err(format!("{what}: {w}×{h} with {} bytes", data.len()));
     }
@@ -78,7 +84,11 @@ fn check_image(what: &str, result: &JsValue, golden: &[u8]) -> Result<(), String
         }
     }
     console_log!("{what}: worst channel difference {worst}/255");
-    if worst <= 1 { Ok(()) } else { Err(format!("{what}: a channel differs by {worst}/255")) }
+    if worst <= 1 {
+        Ok(())
+    } else {
+        Err(format!("{what}: a channel differs by {worst}/255"))
+    }
 }
 
 #[wasm_bindgen_test]
@@ -92,15 +102,30 @@ async fn generate_matches_diffusers_with_progress() {
     set(&o, "seed", 11);
     set(&o, "previewEvery", 2);
     let calls = Array::new();
-    let record = Function::new_with_args("calls, p", "calls.push(p); return true;").bind1(&JsValue::NULL, &calls);
+    let record = Function::new_with_args("calls, p", "calls.push(p); return true;")
+        .bind1(&JsValue::NULL, &calls);
     set(&o, "onStep", record);
     let result = settle(generator.generate(o.into())).await.unwrap();
-    check_image("generate", &result, fixture!("pipeline/sd15_euler_a_seeded_image.npy")).unwrap();
-    assert_eq!(Reflect::get(&result, &"seed".into()).unwrap().as_string().as_deref(), Some("11"));
+    check_image(
+        "generate",
+        &result,
+        fixture!("pipeline/sd15_euler_a_seeded_image.npy"),
+    )
+    .unwrap();
+    assert_eq!(
+        Reflect::get(&result, &"seed".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("11")
+    );
     assert_eq!(calls.length(), 4);
     let preview = |i: u32| Reflect::get(&calls.get(i), &"preview".into()).unwrap();
     assert!(preview(0).is_null() && !preview(1).is_null() && !preview(3).is_null());
-    assert_eq!(Reflect::get(&preview(1), &"width".into()).unwrap().as_f64(), Some(4.0));
+    assert_eq!(
+        Reflect::get(&preview(1), &"width".into()).unwrap().as_f64(),
+        Some(4.0)
+    );
 
     // `timestepSpacing` reaches the scheduler (the CLI's --timestep-spacing): one Euler step
     // from diffusers' latents is timestep 999 with "trailing", 1 with the config's "leading".
@@ -110,47 +135,93 @@ async fn generate_matches_diffusers_with_progress() {
     set(&o, "steps", 1);
     set(&o, "guidanceScale", 0.0);
     let (_, latents) = npy(fixture!("pipeline/sd15_turbo_euler_trailing_latents.npy"));
-    set(&o, "latents", js_sys::Float32Array::from(latents.as_slice()));
+    set(
+        &o,
+        "latents",
+        js_sys::Float32Array::from(latents.as_slice()),
+    );
     let result = settle(generator.generate(o.into())).await.unwrap();
-    check_image("timestepSpacing", &result, fixture!("pipeline/sd15_turbo_euler_trailing_image.npy")).unwrap();
+    check_image(
+        "timestepSpacing",
+        &result,
+        fixture!("pipeline/sd15_turbo_euler_trailing_image.npy"),
+    )
+    .unwrap();
 }
 
 #[wasm_bindgen_test]
 async fn inpaint_matches_diffusers() {
     let generator = Generator::create().await.unwrap();
-    generator.load_files(model_object!("sd15-inpaint-tiny")).unwrap();
+    generator
+        .load_files(model_object!("sd15-inpaint-tiny"))
+        .unwrap();
     let o = Object::new();
     set(&o, "prompt", "a red cube on a table");
     set(&o, "negativePrompt", "blurry");
     set(&o, "steps", 4);
     set(&o, "seed", 18);
-    set(&o, "image", rgba_object(fixture!("pipeline/inpaint9_ddim_cfg_init.npy")));
-    set(&o, "mask", rgba_object(fixture!("pipeline/inpaint9_ddim_cfg_mask.npy")));
+    set(
+        &o,
+        "image",
+        rgba_object(fixture!("pipeline/inpaint9_ddim_cfg_init.npy")),
+    );
+    set(
+        &o,
+        "mask",
+        rgba_object(fixture!("pipeline/inpaint9_ddim_cfg_mask.npy")),
+    );
     let result = settle(generator.inpaint(o.into())).await.unwrap();
-    check_image("inpaint", &result, fixture!("pipeline/inpaint9_ddim_cfg_image.npy")).unwrap();
+    check_image(
+        "inpaint",
+        &result,
+        fixture!("pipeline/inpaint9_ddim_cfg_image.npy"),
+    )
+    .unwrap();
 }
 
 #[wasm_bindgen_test]
 async fn abort_bad_options_and_busy() {
     let generator = Generator::create().await.unwrap();
     // No model yet.
-    let err = settle(generator.generate(options("x").into())).await.unwrap_err();
-    assert_eq!(Reflect::get(&err, &"code".into()).unwrap().as_string().as_deref(), Some("bad-input"));
+    let err = settle(generator.generate(options("x").into()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        Reflect::get(&err, &"code".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("bad-input")
+    );
     generator.load_files(model_object!("sd15-tiny")).unwrap();
 
     // AbortSignal: aborted in onStep after step 1; the promise rejects with AbortError.
     let controller = Reflect::construct(
-        &Reflect::get(&js_sys::global(), &"AbortController".into()).unwrap().dyn_into::<Function>().unwrap(),
+        &Reflect::get(&js_sys::global(), &"AbortController".into())
+            .unwrap()
+            .dyn_into::<Function>()
+            .unwrap(),
         &Array::new(),
     )
     .unwrap();
     let o = options("x");
     set(&o, "steps", 3);
-    set(&o, "signal", Reflect::get(&controller, &"signal".into()).unwrap());
-    let abort = Function::new_with_args("c, p", "if (p.step === 1) c.abort(); return true;").bind1(&JsValue::NULL, &controller);
+    set(
+        &o,
+        "signal",
+        Reflect::get(&controller, &"signal".into()).unwrap(),
+    );
+    let abort = Function::new_with_args("c, p", "if (p.step === 1) c.abort(); return true;")
+        .bind1(&JsValue::NULL, &controller);
     set(&o, "onStep", abort);
     let err = settle(generator.generate(o.into())).await.unwrap_err();
-    assert_eq!(Reflect::get(&err, &"name".into()).unwrap().as_string().as_deref(), Some("AbortError"));
+    assert_eq!(
+        Reflect::get(&err, &"name".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("AbortError")
+    );
 
     // The next call works; a seed gives the same image twice.
     let run = |seed: u32| {
@@ -161,21 +232,39 @@ async fn abort_bad_options_and_busy() {
     };
     let a = settle(run(5)).await.unwrap();
     let b = settle(run(5)).await.unwrap();
-    let bytes = |r: &JsValue| Reflect::get(r, &"data".into()).unwrap().dyn_into::<Uint8ClampedArray>().unwrap().to_vec();
+    let bytes = |r: &JsValue| {
+        Reflect::get(r, &"data".into())
+            .unwrap()
+            .dyn_into::<Uint8ClampedArray>()
+            .unwrap()
+            .to_vec()
+    };
     assert_eq!(bytes(&a), bytes(&b));
 
     // Seeds are u64: above 2^53 − 1 as a bigint or a decimal string, given back exactly.
     let top = "18446744073709551615";
     let mut images = Vec::new();
-    for seed in [JsValue::from(js_sys::BigInt::new(&JsValue::from(top)).unwrap()), JsValue::from(top)] {
+    for seed in [
+        JsValue::from(js_sys::BigInt::new(&JsValue::from(top)).unwrap()),
+        JsValue::from(top),
+    ] {
         let o = options("x");
         set(&o, "steps", 1);
         set(&o, "seed", seed);
         let result = settle(generator.generate(o.into())).await.unwrap();
-        assert_eq!(Reflect::get(&result, &"seed".into()).unwrap().as_string().as_deref(), Some(top));
+        assert_eq!(
+            Reflect::get(&result, &"seed".into())
+                .unwrap()
+                .as_string()
+                .as_deref(),
+            Some(top)
+        );
         images.push(bytes(&result));
     }
-    assert_eq!(images[0], images[1], "the same seed as a bigint and as a string");
+    assert_eq!(
+        images[0], images[1],
+        "the same seed as a bigint and as a string"
+    );
     assert_ne!(images[0], bytes(&a), "seed 2^64 − 1 is not seed 5");
 
     // Bad options are refused, naming the option.
@@ -183,29 +272,72 @@ async fn abort_bad_options_and_busy() {
         ("stepz", JsValue::from(3), "unknown option \"stepz\""),
         ("steps", JsValue::from("many"), "steps: must be a number"),
         ("scheduler", JsValue::from("warp"), "unknown scheduler"),
-        ("timestepSpacing", JsValue::from("sometimes"), "timestepSpacing = \"sometimes\""),
+        (
+            "timestepSpacing",
+            JsValue::from("sometimes"),
+            "timestepSpacing = \"sometimes\"",
+        ),
         ("width", JsValue::from(33), "width = 33"),
-        ("seed", JsValue::from("18446744073709551616"), "seed = 18446744073709551616: must be a whole number"),
-        ("seed", JsValue::from(9007199254740993.0), "pass it as a bigint or a string"),
-        ("seed", JsValue::from(-1), "seed = -1: must be a whole number"),
-        ("seed", JsValue::from("+7"), "seed = +7: must be a whole number"),
+        (
+            "seed",
+            JsValue::from("18446744073709551616"),
+            "seed = 18446744073709551616: must be a whole number",
+        ),
+        (
+            "seed",
+            JsValue::from(9007199254740993.0),
+            "pass it as a bigint or a string",
+        ),
+        (
+            "seed",
+            JsValue::from(-1),
+            "seed = -1: must be a whole number",
+        ),
+        (
+            "seed",
+            JsValue::from("+7"),
+            "seed = +7: must be a whole number",
+        ),
         ("onStep", JsValue::from(1), "onStep: must be a function"),
     ] {
         let o = options("x");
         set(&o, key, value);
         let err = settle(generator.generate(o.into())).await.unwrap_err();
-        let message = Reflect::get(&err, &"message".into()).unwrap().as_string().unwrap_or_default();
+        let message = Reflect::get(&err, &"message".into())
+            .unwrap()
+            .as_string()
+            .unwrap_or_default();
         assert!(message.contains(says), "{key}: {message}");
-        assert_eq!(Reflect::get(&err, &"code".into()).unwrap().as_string().as_deref(), Some("bad-input"));
+        assert_eq!(
+            Reflect::get(&err, &"code".into())
+                .unwrap()
+                .as_string()
+                .as_deref(),
+            Some("bad-input")
+        );
     }
     // img2img without an image, inpaint without a mask.
-    let err = settle(generator.img2img(options("x").into())).await.unwrap_err();
-    assert!(Reflect::get(&err, &"message".into()).unwrap().as_string().unwrap().contains("image is missing"));
+    let err = settle(generator.img2img(options("x").into()))
+        .await
+        .unwrap_err();
+    assert!(
+        Reflect::get(&err, &"message".into())
+            .unwrap()
+            .as_string()
+            .unwrap()
+            .contains("image is missing")
+    );
 
     // One generation at a time: a second call while one runs is refused.
     let first = run(1);
     let second = settle(run(2)).await.unwrap_err();
-    assert!(Reflect::get(&second, &"message".into()).unwrap().as_string().unwrap().contains("one at a time"));
+    assert!(
+        Reflect::get(&second, &"message".into())
+            .unwrap()
+            .as_string()
+            .unwrap()
+            .contains("one at a time")
+    );
     settle(first).await.unwrap();
 }
 
@@ -217,29 +349,61 @@ async fn load_files_model_is_given_again_after_a_lost_device() {
     generator.load_files(model_object!("sd15-tiny")).unwrap();
     Generator::lose_device_for_testing();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
-    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
-    let code = |e: &JsValue| Reflect::get(e, &"code".into()).unwrap().as_string().unwrap_or_default();
-    let message = |e: &JsValue| Reflect::get(e, &"message".into()).unwrap().as_string().unwrap_or_default();
+    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap()))
+        .await
+        .unwrap();
+    let code = |e: &JsValue| {
+        Reflect::get(e, &"code".into())
+            .unwrap()
+            .as_string()
+            .unwrap_or_default()
+    };
+    let message = |e: &JsValue| {
+        Reflect::get(e, &"message".into())
+            .unwrap()
+            .as_string()
+            .unwrap_or_default()
+    };
 
     // loadFiles is synchronous and cannot make a device: on the lost one it refuses.
-    let err = generator.load_files(model_object!("sd15-tiny")).unwrap_err();
+    let err = generator
+        .load_files(model_object!("sd15-tiny"))
+        .unwrap_err();
     assert_eq!(code(&err), "device-lost", "{}", message(&err));
-    assert!(message(&err).contains("Generator.create() again"), "{}", message(&err));
+    assert!(
+        message(&err).contains("Generator.create() again"),
+        "{}",
+        message(&err)
+    );
 
     // The next generation makes a new device but has no model for it.
     let o = options("a red cube on a table");
     set(&o, "scheduler", "euler-a");
     set(&o, "steps", 4);
     set(&o, "seed", 11);
-    let err = settle(generator.generate(o.clone().into())).await.unwrap_err();
+    let err = settle(generator.generate(o.clone().into()))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "device-lost", "{}", message(&err));
-    assert!(message(&err).contains("call loadFiles again"), "{}", message(&err));
-    assert!(!generator.loaded(), "the model on the lost device is dropped");
+    assert!(
+        message(&err).contains("call loadFiles again"),
+        "{}",
+        message(&err)
+    );
+    assert!(
+        !generator.loaded(),
+        "the model on the lost device is dropped"
+    );
 
     // Given again, it loads on the new device and generates diffusers' image.
     generator.load_files(model_object!("sd15-tiny")).unwrap();
     let result = settle(generator.generate(o.into())).await.unwrap();
-    check_image("loadFiles after a lost device", &result, fixture!("pipeline/sd15_euler_a_seeded_image.npy")).unwrap();
+    check_image(
+        "loadFiles after a lost device",
+        &result,
+        fixture!("pipeline/sd15_euler_a_seeded_image.npy"),
+    )
+    .unwrap();
 }
 
 /// The options of the CLI's images of the converted fixtures
@@ -302,7 +466,9 @@ fn fake_fetch_at(prefix: &str, files: &js_sys::Map, log: &Array) -> JsValue {
             return new Response(files.get(path));
         };",
     );
-    let fake = make.call3(&JsValue::NULL, &prefix.into(), files, log).unwrap();
+    let fake = make
+        .call3(&JsValue::NULL, &prefix.into(), files, log)
+        .unwrap();
     let global = js_sys::global();
     let original = Reflect::get(&global, &"fetch".into()).unwrap();
     Reflect::set(&global, &"fetch".into(), &fake).unwrap();
@@ -318,20 +484,40 @@ async fn load_streams_a_converted_model() {
     // Download with progress, then generate: the native CLI's image of the same model.
     let events = Array::new();
     let load_options = Object::new();
-    let record = Function::new_with_args("events, e", "events.push(e);").bind1(&JsValue::NULL, &events);
+    let record =
+        Function::new_with_args("events, e", "events.push(e);").bind1(&JsValue::NULL, &events);
     set(&load_options, "onProgress", record);
-    let loaded = settle(generator.load("https://models.test/sd15/".into(), load_options.into())).await;
+    let loaded =
+        settle(generator.load("https://models.test/sd15/".into(), load_options.into())).await;
     let result = async {
         loaded?;
         settle(generator.generate(cli_image_options().into())).await
     }
     .await;
     let result = result.unwrap();
-    check_image("load + generate", &result, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+    check_image(
+        "load + generate",
+        &result,
+        fixture!("converted/sd15-tiny-q8_image.npy"),
+    )
+    .unwrap();
     // Timings: every phase, adding up to at most the total.
     let timings = Reflect::get(&result, &"timings".into()).unwrap();
-    let ms = |k: &str| Reflect::get(&timings, &k.into()).unwrap().as_f64().unwrap_or_else(|| panic!("timings.{k} missing"));
-    console_log!("timings: load {} ms, text {} ms, {} steps at {} ms, VAE {} ms, total {} ms", ms("loadMs"), ms("textMs"), ms("steps"), ms("stepMs"), ms("vaeMs"), ms("totalMs"));
+    let ms = |k: &str| {
+        Reflect::get(&timings, &k.into())
+            .unwrap()
+            .as_f64()
+            .unwrap_or_else(|| panic!("timings.{k} missing"))
+    };
+    console_log!(
+        "timings: load {} ms, text {} ms, {} steps at {} ms, VAE {} ms, total {} ms",
+        ms("loadMs"),
+        ms("textMs"),
+        ms("steps"),
+        ms("stepMs"),
+        ms("vaeMs"),
+        ms("totalMs")
+    );
     assert!(ms("loadMs") > 0.0 && ms("textMs") > 0.0 && ms("stepMs") > 0.0 && ms("vaeMs") > 0.0);
     assert_eq!(ms("steps"), 3.0);
     assert!((ms("stepMs") * 3.0 - ms("stepsMs")).abs() < 1e-6);
@@ -339,47 +525,110 @@ async fn load_streams_a_converted_model() {
     assert_eq!(log.length(), 10, "one request per file: {:?}", log.to_vec());
     let last_download = events.get(events.length() - 2);
     let field = |e: &JsValue, k: &str| Reflect::get(e, &k.into()).unwrap();
-    assert_eq!(field(&last_download, "loaded").as_f64(), field(&last_download, "total").as_f64());
-    assert_eq!(field(&events.get(events.length() - 1), "phase").as_string().as_deref(), Some("build"));
+    assert_eq!(
+        field(&last_download, "loaded").as_f64(),
+        field(&last_download, "total").as_f64()
+    );
+    assert_eq!(
+        field(&events.get(events.length() - 1), "phase")
+            .as_string()
+            .as_deref(),
+        Some("build")
+    );
 
     // Stored in IndexedDB: loading again fetches only the manifest.
-    settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
-    assert_eq!(log.length(), 11, "a cached load fetched chunks: {:?}", log.to_vec());
+    settle(generator.load("https://models.test/sd15".into(), Object::new().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.length(),
+        11,
+        "a cached load fetched chunks: {:?}",
+        log.to_vec()
+    );
 
     // The GPU device is lost (as in a driver reset): the next call makes a new device and
     // loads the model again from where it came from: the manifest from the network (to see
     // whether the model changed), every other file from IndexedDB.
     Generator::lose_device_for_testing();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
-    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap())).await.unwrap();
-    let again = settle(generator.generate(cli_image_options().into())).await.unwrap();
-    let fetched: Vec<_> = log.slice(11, log.length()).iter().filter_map(|u| u.as_string()).collect();
-    assert_eq!(fetched, ["https://models.test/sd15/manifest.json"], "requests of the reload after a lost device");
-    check_image("after a lost device", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
+    JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap()))
+        .await
+        .unwrap();
+    let again = settle(generator.generate(cli_image_options().into()))
+        .await
+        .unwrap();
+    let fetched: Vec<_> = log
+        .slice(11, log.length())
+        .iter()
+        .filter_map(|u| u.as_string())
+        .collect();
+    assert_eq!(
+        fetched,
+        ["https://models.test/sd15/manifest.json"],
+        "requests of the reload after a lost device"
+    );
+    check_image(
+        "after a lost device",
+        &again,
+        fixture!("converted/sd15-tiny-q8_image.npy"),
+    )
+    .unwrap();
 
     // With the network gone, the stored model loads from IndexedDB alone.
-    let offline = Function::new_no_args("return async () => { throw new TypeError('Failed to fetch'); };").call0(&JsValue::NULL).unwrap();
+    let offline =
+        Function::new_no_args("return async () => { throw new TypeError('Failed to fetch'); };")
+            .call0(&JsValue::NULL)
+            .unwrap();
     Reflect::set(&js_sys::global(), &"fetch".into(), &offline).unwrap();
-    settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap();
-    let listed = JsFuture::from(Promise::resolve(&Generator::cached_models().await.unwrap())).await.unwrap();
+    settle(generator.load("https://models.test/sd15".into(), Object::new().into()))
+        .await
+        .unwrap();
+    let listed = JsFuture::from(Promise::resolve(&Generator::cached_models().await.unwrap()))
+        .await
+        .unwrap();
     let listed = Array::from(&listed);
-    assert!(listed.iter().any(|m| field(&m, "url").as_string().as_deref() == Some("https://models.test/sd15")));
+    assert!(
+        listed
+            .iter()
+            .any(|m| field(&m, "url").as_string().as_deref() == Some("https://models.test/sd15"))
+    );
 
     // Deleted, it needs the network again: offline that is an io error.
-    assert_eq!(Generator::delete_cached_model("https://models.test/sd15/".into()).await.unwrap().as_bool(), Some(true));
-    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap_err();
+    assert_eq!(
+        Generator::delete_cached_model("https://models.test/sd15/".into())
+            .await
+            .unwrap()
+            .as_bool(),
+        Some(true)
+    );
+    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into()))
+        .await
+        .unwrap_err();
     assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"));
 
     // A corrupted chunk is refused naming it (and not stored); a wrong URL is an io error;
     // the model loaded before stays usable.
     fake_fetch(&converted_files(Some("chunk-001.bin")), &log);
-    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into())).await.unwrap_err();
+    let err = settle(generator.load("https://models.test/sd15".into(), Object::new().into()))
+        .await
+        .unwrap_err();
     let message = field(&err, "message").as_string().unwrap_or_default();
-    assert_eq!(field(&err, "code").as_string().as_deref(), Some("bad-weights"), "{message}");
+    assert_eq!(
+        field(&err, "code").as_string().as_deref(),
+        Some("bad-weights"),
+        "{message}"
+    );
     assert!(message.contains("chunk-001.bin"), "{message}");
-    let err = settle(generator.load("https://models.test/elsewhere".into(), Object::new().into())).await.unwrap_err();
+    let err = settle(generator.load("https://models.test/elsewhere".into(), Object::new().into()))
+        .await
+        .unwrap_err();
     let message = field(&err, "message").as_string().unwrap_or_default();
-    assert_eq!(field(&err, "code").as_string().as_deref(), Some("io"), "{message}");
+    assert_eq!(
+        field(&err, "code").as_string().as_deref(),
+        Some("io"),
+        "{message}"
+    );
     assert!(message.contains("HTTP 404"), "{message}");
     assert!(generator.loaded());
 
@@ -396,14 +645,27 @@ async fn load_streams_a_converted_model() {
     )
     .bind1(&JsValue::NULL, &Generator::gpu_device_for_testing());
     set(&o, "onStep", raise);
-    let err = settle(generator.generate(o.clone().into())).await.unwrap_err();
+    let err = settle(generator.generate(o.clone().into()))
+        .await
+        .unwrap_err();
     let message = field(&err, "message").as_string().unwrap_or_default();
-    assert_eq!(field(&err, "code").as_string().as_deref(), Some("out-of-memory"), "{message}");
+    assert_eq!(
+        field(&err, "code").as_string().as_deref(),
+        Some("out-of-memory"),
+        "{message}"
+    );
     assert!(message.contains("ran out of memory"), "{message}");
     Reflect::delete_property(&o, &"onStep".into()).unwrap();
     let again = settle(generator.generate(o.into())).await.unwrap();
-    check_image("after running out of memory", &again, fixture!("converted/sd15-tiny-q8_image.npy")).unwrap();
-    Generator::delete_cached_model("https://models.test/sd15".into()).await.unwrap();
+    check_image(
+        "after running out of memory",
+        &again,
+        fixture!("converted/sd15-tiny-q8_image.npy"),
+    )
+    .unwrap();
+    Generator::delete_cached_model("https://models.test/sd15".into())
+        .await
+        .unwrap();
 
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
 }
@@ -414,7 +676,11 @@ async fn q4_model_gives_the_cpu_image() {
     let generator = Generator::create().await.unwrap();
     let log = Array::new();
     let url = "https://models.test/sd15-q4/";
-    let original = fake_fetch_at(url, &js_map(converted!("q4"; "0", "1", "2", "3"), None), &log);
+    let original = fake_fetch_at(
+        url,
+        &js_map(converted!("q4"; "0", "1", "2", "3"), None),
+        &log,
+    );
     let result = async {
         settle(generator.load(url.into(), Object::new().into())).await?;
         settle(generator.generate(cli_image_options().into())).await
@@ -422,5 +688,10 @@ async fn q4_model_gives_the_cpu_image() {
     .await;
     Reflect::set(&js_sys::global(), &"fetch".into(), &original).unwrap();
     Generator::delete_cached_model(url.into()).await.unwrap();
-    check_image("q4", &result.unwrap(), fixture!("converted/sd15-tiny-q4_image.npy")).unwrap();
+    check_image(
+        "q4",
+        &result.unwrap(),
+        fixture!("converted/sd15-tiny-q4_image.npy"),
+    )
+    .unwrap();
 }

@@ -99,12 +99,16 @@ impl ClipAttention {
 
     fn forward(&self, x: Tensor<3>, causal_mask: Tensor<4>) -> Tensor<3> {
         let [b, n, d] = x.dims();
-        let split = |t: Tensor<3>| t.reshape([b, n, self.heads, d / self.heads]).swap_dims(1, 2);
+        let split = |t: Tensor<3>| {
+            t.reshape([b, n, self.heads, d / self.heads])
+                .swap_dims(1, 2)
+        };
         let q = split(self.q_proj.forward(x.clone())); // [b, heads, n, d/heads]
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
         let out = ops::attention_with_bias(q, k, v, Some(causal_mask)); // [b, heads, n, d/heads]
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
 
@@ -134,8 +138,14 @@ impl ClipEncoderLayer {
 
     fn forward(&self, x: Tensor<3>, causal_mask: Tensor<4>) -> Tensor<3> {
         // Pre-norm residual blocks: x + attn(ln(x)), then x + mlp(ln(x)).
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal_mask);
-        let h = self.fc2.forward(self.act.forward(self.fc1.forward(self.layer_norm2.forward(x.clone()))));
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.layer_norm1.forward(x), causal_mask);
+        let h = self.fc2.forward(
+            self.act
+                .forward(self.fc1.forward(self.layer_norm2.forward(x.clone()))),
+        );
         x + h
     }
 }
@@ -152,16 +162,32 @@ impl ClipTextModel {
     /// Loads from a text encoder's weights, with or without the `text_model.` prefix that
     /// transformers 4 writes and transformers 5 leaves out.
     pub fn load(vb: &VarBuilder, c: &ClipTextConfig) -> Result<Self, Error> {
-        let vb = if vb.contains("text_model.final_layer_norm.weight")? { vb.pp("text_model") } else { vb.clone() };
+        let vb = if vb.contains("text_model.final_layer_norm.weight")? {
+            vb.pp("text_model")
+        } else {
+            vb.clone()
+        };
         let emb = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)
             .map(|i| ClipEncoderLayer::load(&vb.pp("encoder.layers").pp(i), c))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ClipTextModel {
-            token_embedding: Embedding::load(&emb.pp("token_embedding"), c.vocab_size, c.hidden_size)?,
-            position_embedding: Embedding::load(&emb.pp("position_embedding"), c.max_position_embeddings, c.hidden_size)?,
+            token_embedding: Embedding::load(
+                &emb.pp("token_embedding"),
+                c.vocab_size,
+                c.hidden_size,
+            )?,
+            position_embedding: Embedding::load(
+                &emb.pp("position_embedding"),
+                c.max_position_embeddings,
+                c.hidden_size,
+            )?,
             layers,
-            final_layer_norm: LayerNorm::load(&vb.pp("final_layer_norm"), c.hidden_size, c.layer_norm_eps)?,
+            final_layer_norm: LayerNorm::load(
+                &vb.pp("final_layer_norm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
         })
     }
 
@@ -195,6 +221,8 @@ impl ClipTextModel {
 /// `[1, 1, n, n]`: 0 on and below the diagonal, a large negative number above, so each token
 /// attends only to itself and earlier tokens.
 fn causal_mask(n: usize, device: &burn::tensor::Device) -> Tensor<4> {
-    let values: Vec<f32> = (0..n * n).map(|i| if i % n > i / n { f32::MIN } else { 0.0 }).collect();
+    let values: Vec<f32> = (0..n * n)
+        .map(|i| if i % n > i / n { f32::MIN } else { 0.0 })
+        .collect();
     Tensor::from_data(TensorData::new(values, [1, 1, n, n]), device)
 }

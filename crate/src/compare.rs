@@ -9,7 +9,10 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f64 {
     if got.len() != want.len() {
         return f64::INFINITY;
     }
-    got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).abs()).fold(0.0, worse)
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).abs())
+        .fold(0.0, worse)
 }
 
 /// Largest magnitude in `values` (0 for none); infinite where one is not finite.
@@ -19,7 +22,11 @@ pub fn max_abs(values: &[f32]) -> f64 {
 
 /// The larger of two differences, a non-finite one counting as infinite.
 fn worse(a: f64, b: f64) -> f64 {
-    if !b.is_finite() { f64::INFINITY } else { a.max(b) }
+    if !b.is_finite() {
+        f64::INFINITY
+    } else {
+        a.max(b)
+    }
 }
 
 #[cfg(test)]
@@ -32,7 +39,10 @@ mod tests {
         assert_eq!(max_abs_diff(&[f32::NAN, 2.0], &[1.0, 2.0]), f64::INFINITY);
         assert_eq!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f64::INFINITY);
         assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, f32::NAN]), f64::INFINITY);
-        assert_eq!(max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]), f64::INFINITY);
+        assert_eq!(
+            max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]),
+            f64::INFINITY
+        );
         assert_eq!(max_abs_diff(&[1.0], &[1.0, 2.0]), f64::INFINITY);
         // What the old fold did: NaN dropped, 0 reported.
         assert_eq!([f32::NAN].iter().fold(0f32, |m, &v| m.max(v)), 0.0);

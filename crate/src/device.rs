@@ -85,14 +85,22 @@ pub async fn gpu() -> Result<Device, Error> {
         return Ok(gpu.device.clone());
     }
     let failure = FailureFlag::default();
-    let setup = request_setup(failure.clone()).await.map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
+    let setup = request_setup(failure.clone())
+        .await
+        .map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
     let wgpu_device = setup.device.clone();
-    let device = Device::wgpu_options().setup(setup).init().map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
+    let device = Device::wgpu_options()
+        .setup(setup)
+        .init()
+        .map_err(|e| Error::NoGpu(no_gpu_advice(&e.to_string())))?;
     // After burn's init, which installs a handler that panics (in the browser: "unreachable
     // executed", the page's engine gone) on any error the GPU reports.
     let flag = failure.clone();
     wgpu_device.on_uncaptured_error(std::sync::Arc::new(move |e| set_once(&flag, gpu_error(e))));
-    gpus.push(Gpu { device: device.clone(), failure });
+    gpus.push(Gpu {
+        device: device.clone(),
+        failure,
+    });
     Ok(device)
 }
 
@@ -102,7 +110,9 @@ fn gpu_error(e: wgpu::Error) -> Error {
     match e {
         // The browser's message is not passed on by wgpu ("<WebGPU Error>").
         wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory("a GPU allocation failed".into()),
-        other => Error::Gpu(format!("the GPU reported an error ({other}); a new device is made on the next call")),
+        other => Error::Gpu(format!(
+            "the GPU reported an error ({other}); a new device is made on the next call"
+        )),
     }
 }
 
@@ -135,7 +145,9 @@ async fn sleep_ms(ms: i32) {
     use wasm_bindgen::JsCast;
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
-        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
         match set_timeout {
             Some(f) => {
                 let _ = f.call2(&global, &resolve, &ms.into());
@@ -158,7 +170,13 @@ thread_local! {
 /// browser would.
 #[cfg(target_arch = "wasm32")]
 pub fn webgpu_device_for_testing() -> wasm_bindgen::JsValue {
-    CURRENT.with(|c| c.borrow().as_ref().and_then(|d| d.as_webgpu()).map(|d| d.clone().into()))
+    CURRENT
+        .with(|c| {
+            c.borrow()
+                .as_ref()
+                .and_then(|d| d.as_webgpu())
+                .map(|d| d.clone().into())
+        })
         .unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
 }
 
@@ -189,7 +207,9 @@ async fn request_setup(lost: FailureFlag) -> Result<WgpuSetup, String> {
         .map_err(|e| format!("no {backend:?} GPU adapter: {e}"))?;
     let adapter_limits = adapter.limits();
     let required_limits = wgpu::Limits {
-        max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size.min(MAX_BINDING_BYTES),
+        max_storage_buffer_binding_size: adapter_limits
+            .max_storage_buffer_binding_size
+            .min(MAX_BINDING_BYTES),
         max_buffer_size: adapter_limits.max_buffer_size.min(MAX_BUFFER_BYTES),
         ..adapter_limits
     };
@@ -205,10 +225,18 @@ async fn request_setup(lost: FailureFlag) -> Result<WgpuSetup, String> {
         })
         .await
         .map_err(|e| format!("the {backend:?} adapter refused a device: {e}"))?;
-    device.set_device_lost_callback(move |reason, message| set_once(&lost, Error::DeviceLost(format!("{reason:?}: {message}"))));
+    device.set_device_lost_callback(move |reason, message| {
+        set_once(&lost, Error::DeviceLost(format!("{reason:?}: {message}")))
+    });
     #[cfg(target_arch = "wasm32")]
     CURRENT.with(|c| *c.borrow_mut() = Some(device.clone()));
-    Ok(WgpuSetup { instance, adapter, device, queue, backend })
+    Ok(WgpuSetup {
+        instance,
+        adapter,
+        device,
+        queue,
+        backend,
+    })
 }
 
 /// The adapter's features that we ask the device for: all of them (shader-f16, subgroups, ...)
@@ -241,13 +269,21 @@ fn no_gpu_advice(why: &str) -> String {
 /// computes, for the page and for `sd-weights devices`.
 pub async fn self_check(device: &Device) -> Result<f64, Error> {
     let (m, k, n) = (64usize, 96usize, 80usize);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+        .collect();
     let ta = Tensor::<2>::from_data(TensorData::new(a.clone(), [m, k]), device);
     let tb = Tensor::<2>::from_data(TensorData::new(b.clone(), [k, n]), device);
     let got = read_f32(ta.matmul(tb)).await?;
     let want: Vec<f32> = (0..m * n)
-        .map(|ij| (0..k).map(|p| a[ij / n * k + p] as f64 * b[p * n + ij % n] as f64).sum::<f64>() as f32)
+        .map(|ij| {
+            (0..k)
+                .map(|p| a[ij / n * k + p] as f64 * b[p * n + ij % n] as f64)
+                .sum::<f64>() as f32
+        })
         .collect();
     // Infinite for a NaN: the page and `sd-weights devices` then report a failed check.
     Ok(crate::compare::max_abs_diff(&got, &want))

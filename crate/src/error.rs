@@ -31,7 +31,11 @@ impl fmt::Display for Error {
         match self {
             Error::NoGpu(why) => write!(f, "no usable GPU: {why}"),
             Error::Gpu(why) => write!(f, "GPU error: {why}"),
-            Error::DeviceLost(why) => write!(f, "the GPU device was lost ({why}); {}", "load the model again: a new device is made on the next call"),
+            Error::DeviceLost(why) => write!(
+                f,
+                "the GPU device was lost ({why}); {}",
+                "load the model again: a new device is made on the next call"
+            ),
             Error::OutOfMemory(why) => write!(
                 f,
                 "the GPU ran out of memory ({why}); make a smaller image, use a q4 model, or close other programs or tabs \

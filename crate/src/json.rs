@@ -10,7 +10,9 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 /// Checks that no object anywhere in the JSON text `bytes` repeats a key. The error names the
 /// key and where it is (serde_json adds the line and column); malformed JSON is an error too.
 pub(crate) fn check_unique_keys(bytes: &[u8]) -> Result<(), String> {
-    serde_json::from_slice::<Unique>(bytes).map(|_| ()).map_err(|e| e.to_string())
+    serde_json::from_slice::<Unique>(bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Any JSON value whose objects repeat no key. Nesting is bounded by serde_json's recursion
@@ -65,7 +67,9 @@ impl<'de> Visitor<'de> for UniqueVisitor {
         let mut keys = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if keys.contains(&key) {
-                return Err(de::Error::custom(format!("key {key:?} appears twice in one object")));
+                return Err(de::Error::custom(format!(
+                    "key {key:?} appears twice in one object"
+                )));
             }
             map.next_value::<Unique>()?;
             keys.insert(key);
@@ -80,7 +84,9 @@ mod tests {
 
     #[test]
     fn finds_duplicate_keys_at_any_depth() {
-        assert!(check_unique_keys(br#"{"a": 1, "b": [1, {"a": 2}], "c": {"a": {"a": null}}}"#).is_ok());
+        assert!(
+            check_unique_keys(br#"{"a": 1, "b": [1, {"a": 2}], "c": {"a": {"a": null}}}"#).is_ok()
+        );
         let err = check_unique_keys(br#"{"a": 1, "b": 2, "a": 3}"#).unwrap_err();
         assert!(err.contains("\"a\" appears twice"), "{err}");
         let err = check_unique_keys(br#"{"x": [{"k": 1, "k": 1}]}"#).unwrap_err();

@@ -6,22 +6,22 @@
 
 pub mod clip;
 pub mod compare;
-pub mod model;
-pub mod pipeline;
 pub mod device;
 pub mod error;
 pub mod format;
 mod json;
+pub mod model;
 pub mod nn;
 pub mod npy;
 pub mod ops;
+pub mod pipeline;
 pub mod resnet;
-pub mod tokenizer;
-pub mod unet;
-pub mod vae;
 pub mod safetensors;
 pub mod scheduler;
 pub mod strips;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]
@@ -38,7 +38,11 @@ pub use error::Error;
 pub async fn read_f32<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>, Error> {
     let device = tensor.device();
     let data = tensor.into_data_async().await;
-    let failure = if data.is_err() { device::failure_reported(&device).await } else { device::failure(&device) };
+    let failure = if data.is_err() {
+        device::failure_reported(&device).await
+    } else {
+        device::failure(&device)
+    };
     if let Some(failure) = failure {
         return Err(failure);
     }

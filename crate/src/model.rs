@@ -99,7 +99,10 @@ pub struct StableDiffusion {
 }
 
 fn missing(files: &dyn ModelFiles, path: &str) -> Error {
-    Error::Io(format!("model file {} is missing: {FOLDER_LAYOUT}", files.describe(path)))
+    Error::Io(format!(
+        "model file {} is missing: {FOLDER_LAYOUT}",
+        files.describe(path)
+    ))
 }
 
 fn required(files: &dyn ModelFiles, path: &str) -> Result<Vec<u8>, Error> {
@@ -131,7 +134,12 @@ fn in_file(files: &dyn ModelFiles, path: &str) -> impl Fn(Error) -> Error {
 }
 
 /// The weights `dir/name.safetensors`, or `dir/name.fp16.safetensors` when only that exists.
-fn weights(files: &dyn ModelFiles, dir: &str, name: &str, device: &Device) -> Result<(VarBuilder, String), Error> {
+fn weights(
+    files: &dyn ModelFiles,
+    dir: &str,
+    name: &str,
+    device: &Device,
+) -> Result<(VarBuilder, String), Error> {
     if let Some(source) = files.weights(dir)? {
         return Ok((VarBuilder::new(source, device), dir.to_string()));
     }
@@ -151,7 +159,10 @@ fn weights(files: &dyn ModelFiles, dir: &str, name: &str, device: &Device) -> Re
 /// The tokenizer as [`ClipTokenizer::from_dir`] reads a folder.
 fn tokenizer(files: &dyn ModelFiles) -> Result<ClipTokenizer, Error> {
     let mut pad_token = None;
-    for config in ["tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json"] {
+    for config in [
+        "tokenizer/special_tokens_map.json",
+        "tokenizer/tokenizer_config.json",
+    ] {
         if let Some(text) = optional_text(files, config)? {
             pad_token = ClipTokenizer::pad_token_from_config(&text)
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", files.describe(config))))?;
@@ -160,8 +171,13 @@ fn tokenizer(files: &dyn ModelFiles) -> Result<ClipTokenizer, Error> {
             }
         }
     }
-    match (optional_text(files, "tokenizer/vocab.json")?, optional_text(files, "tokenizer/merges.txt")?) {
-        (Some(vocab), Some(merges)) => ClipTokenizer::from_files(&vocab, &merges, pad_token.as_deref()),
+    match (
+        optional_text(files, "tokenizer/vocab.json")?,
+        optional_text(files, "tokenizer/merges.txt")?,
+    ) {
+        (Some(vocab), Some(merges)) => {
+            ClipTokenizer::from_files(&vocab, &merges, pad_token.as_deref())
+        }
         _ => match optional_text(files, "tokenizer/tokenizer.json")? {
             Some(json) => ClipTokenizer::from_tokenizer_json(&json, pad_token.as_deref()),
             None => Err(missing(files, "tokenizer/vocab.json")),
@@ -185,7 +201,10 @@ impl StableDiffusion {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
         if !dir.is_dir() {
-            return Err(Error::Io(format!("model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}", dir.display())));
+            return Err(Error::Io(format!(
+                "model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}",
+                dir.display()
+            )));
         }
         if crate::format::source::ConvertedModel::is_converted(dir) {
             return crate::format::stream::load_dir(dir, device, true);
@@ -198,22 +217,34 @@ impl StableDiffusion {
     pub fn from_files(files: &dyn ModelFiles, device: &Device) -> Result<Self, Error> {
         // Configs first: cheap, and a missing one is reported before reading big weights.
         let index = text(files, "model_index.json")?;
-        let index: serde_json::Value = serde_json::from_str(&index)
-            .map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", files.describe("model_index.json"))))?;
-        let pipeline_class = index.get("_class_name").and_then(|v| v.as_str()).map(str::to_string);
+        let index: serde_json::Value = serde_json::from_str(&index).map_err(|e| {
+            Error::BadConfig(format!(
+                "{}: not valid JSON: {e}",
+                files.describe("model_index.json")
+            ))
+        })?;
+        let pipeline_class = index
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
 
         let te_path = "text_encoder/config.json";
-        let text_encoder_config = ClipTextConfig::from_json(&text(files, te_path)?).map_err(in_file(files, te_path))?;
+        let text_encoder_config =
+            ClipTextConfig::from_json(&text(files, te_path)?).map_err(in_file(files, te_path))?;
         let unet_path = "unet/config.json";
-        let unet_config = UNet2DConditionConfig::from_json(&text(files, unet_path)?).map_err(in_file(files, unet_path))?;
+        let unet_config = UNet2DConditionConfig::from_json(&text(files, unet_path)?)
+            .map_err(in_file(files, unet_path))?;
         let vae_path = "vae/config.json";
-        let vae_config = AutoencoderKLConfig::from_json(&text(files, vae_path)?).map_err(in_file(files, vae_path))?;
+        let vae_config = AutoencoderKLConfig::from_json(&text(files, vae_path)?)
+            .map_err(in_file(files, vae_path))?;
         let sched_path = "scheduler/scheduler_config.json";
-        let scheduler_config = SchedulerConfig::from_json(&text(files, sched_path)?).map_err(in_file(files, sched_path))?;
+        let scheduler_config = SchedulerConfig::from_json(&text(files, sched_path)?)
+            .map_err(in_file(files, sched_path))?;
         let tokenizer = tokenizer(files)?;
 
         let (vb, path) = weights(files, "text_encoder", "model", device)?;
-        let text_encoder = ClipTextModel::load(&vb, &text_encoder_config).map_err(in_file(files, &path))?;
+        let text_encoder =
+            ClipTextModel::load(&vb, &text_encoder_config).map_err(in_file(files, &path))?;
         drop(vb);
         let (vb, path) = weights(files, "unet", "diffusion_pytorch_model", device)?;
         let unet = UNet2DConditionModel::load(&vb, &unet_config).map_err(in_file(files, &path))?;
@@ -250,8 +281,13 @@ impl StableDiffusion {
     /// What a generation uses where the caller leaves a setting out (the CLI and the JS API
     /// both ask this). See [`ModelDefaults`].
     pub fn defaults(&self) -> ModelDefaults {
-        let native = self.unet_config.sample_size.as_ref().and_then(|s| s.height_width());
-        let native = native.map(|(h, w)| (h * self.vae_scale_factor(), w * self.vae_scale_factor()));
+        let native = self
+            .unet_config
+            .sample_size
+            .as_ref()
+            .and_then(|s| s.height_width());
+        let native =
+            native.map(|(h, w)| (h * self.vae_scale_factor(), w * self.vae_scale_factor()));
         let recorded = self.scheduler_config.get("_sd_webgpu_defaults");
         ModelDefaults::new(recorded, native)
     }
@@ -284,11 +320,18 @@ impl ModelDefaults {
     pub fn new(recorded: Option<&serde_json::Value>, native: Option<(usize, usize)>) -> Self {
         let fallback = crate::pipeline::GenerateParams::default();
         let field = |k: &str| recorded.and_then(|v| v.get(k));
-        let size = |k: &str| field(k).and_then(|x| x.as_u64()).and_then(|x| usize::try_from(x).ok()).filter(|&x| x > 0);
+        let size = |k: &str| {
+            field(k)
+                .and_then(|x| x.as_u64())
+                .and_then(|x| usize::try_from(x).ok())
+                .filter(|&x| x > 0)
+        };
         let (native_h, native_w) = native.unwrap_or((fallback.height, fallback.width));
         ModelDefaults {
             steps: size("steps").unwrap_or(fallback.steps),
-            guidance_scale: field("guidance_scale").and_then(|x| x.as_f64()).unwrap_or(fallback.guidance_scale),
+            guidance_scale: field("guidance_scale")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(fallback.guidance_scale),
             width: size("width").unwrap_or(native_w),
             height: size("height").unwrap_or(native_h),
         }
@@ -299,7 +342,10 @@ impl ModelDefaults {
 struct WeightBytes(u64);
 
 impl burn::module::ModuleVisitor for WeightBytes {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
         let tensor = param.val();
         let bytes = match tensor.dtype() {
             burn::tensor::DType::QFloat(scheme) => {
@@ -318,16 +364,37 @@ mod tests {
     #[test]
     fn defaults_take_what_the_model_records_then_its_native_size() {
         let v = serde_json::json!({"steps": 25, "guidance_scale": 3.0, "width": 64, "height": 48, "prompt": "x"});
-        let want = ModelDefaults { steps: 25, guidance_scale: 3.0, width: 64, height: 48 };
+        let want = ModelDefaults {
+            steps: 25,
+            guidance_scale: 3.0,
+            width: 64,
+            height: 48,
+        };
         assert_eq!(ModelDefaults::new(Some(&v), Some((768, 768))), want);
         // Nothing recorded: the UNet's sample_size × 8 ([h, w] order), then 20 steps at 7.5.
-        let native = ModelDefaults { steps: 20, guidance_scale: 7.5, width: 1024, height: 768 };
+        let native = ModelDefaults {
+            steps: 20,
+            guidance_scale: 7.5,
+            width: 1024,
+            height: 768,
+        };
         assert_eq!(ModelDefaults::new(None, Some((768, 1024))), native);
         // Wrong kinds and zero sizes are ignored.
-        let v = serde_json::json!({"steps": "20", "guidance_scale": null, "width": 0, "height": -8});
+        let v =
+            serde_json::json!({"steps": "20", "guidance_scale": null, "width": 0, "height": -8});
         assert_eq!(ModelDefaults::new(Some(&v), Some((768, 1024))), native);
-        assert_eq!(ModelDefaults::new(Some(&serde_json::json!([1, 2])), Some((768, 1024))), native);
+        assert_eq!(
+            ModelDefaults::new(Some(&serde_json::json!([1, 2])), Some((768, 1024))),
+            native
+        );
         // No sample_size either: 512×512.
-        assert_eq!(ModelDefaults::new(None, None), ModelDefaults { width: 512, height: 512, ..native });
+        assert_eq!(
+            ModelDefaults::new(None, None),
+            ModelDefaults {
+                width: 512,
+                height: 512,
+                ..native
+            }
+        );
     }
 }

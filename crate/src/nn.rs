@@ -2,10 +2,10 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
-use burn::tensor::quantization::QuantValue;
-use burn::tensor::{DType, Tensor};
 use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::quantization::QuantValue;
+use burn::tensor::{DType, Tensor};
 
 use crate::Error;
 use crate::ops;
@@ -44,12 +44,27 @@ impl Linear {
     pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self, Error> {
         let mut blocks = vb.matrix_blocks("weight", &[d_out, d_in])?;
         let (weight, quantized) = if blocks.len() == 1 && !is_quantized(&blocks[0]) {
-            (Some(Param::from_tensor(blocks.pop().expect("one block").transpose())), Vec::new())
+            (
+                Some(Param::from_tensor(
+                    blocks.pop().expect("one block").transpose(),
+                )),
+                Vec::new(),
+            )
         } else {
             (None, blocks.into_iter().map(Param::from_tensor).collect())
         };
-        let bias = if bias { Some(Param::from_tensor(vb.tensor("bias", [d_out])?)) } else { None };
-        Ok(Linear { weight, quantized, bias, d_in, d_out })
+        let bias = if bias {
+            Some(Param::from_tensor(vb.tensor("bias", [d_out])?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            quantized,
+            bias,
+            d_in,
+            d_out,
+        })
     }
 
     /// `[..., in] -> [..., out]`
@@ -62,7 +77,11 @@ impl Linear {
             return linear(x, matmul_weight(w), bias);
         }
         // Row blocks of the weight give column blocks of the output.
-        let parts = self.quantized.iter().map(|w| linear(x.clone(), matmul_weight(w), None)).collect();
+        let parts = self
+            .quantized
+            .iter()
+            .map(|w| linear(x.clone(), matmul_weight(w), None))
+            .collect();
         let y = Tensor::cat(parts, D - 1);
         match bias {
             Some(b) => y + b.unsqueeze(),
@@ -98,11 +117,25 @@ impl Conv2d {
         let shape = [c_out, c_in, kernel, kernel];
         let mut blocks = vb.matrix_blocks("weight", &shape)?;
         let (weight, quantized) = if blocks.len() == 1 && !is_quantized(&blocks[0]) {
-            (Some(Param::from_tensor(blocks.pop().expect("one block").reshape(shape))), Vec::new())
+            (
+                Some(Param::from_tensor(
+                    blocks.pop().expect("one block").reshape(shape),
+                )),
+                Vec::new(),
+            )
         } else {
             (None, blocks.into_iter().map(Param::from_tensor).collect())
         };
-        Ok(Conv2d { weight, quantized, bias: Param::from_tensor(vb.tensor("bias", [c_out])?), c_in, c_out, kernel, stride, padding })
+        Ok(Conv2d {
+            weight,
+            quantized,
+            bias: Param::from_tensor(vb.tensor("bias", [c_out])?),
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+        })
     }
 
     /// The weight as f32 `[c_out, c_in, k, k]`.
@@ -110,15 +143,28 @@ impl Conv2d {
         if let Some(w) = &self.weight {
             return w.val();
         }
-        let mut blocks: Vec<Tensor<2>> = self.quantized.iter().map(|w| w.val().dequantize()).collect();
-        let w = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
+        let mut blocks: Vec<Tensor<2>> = self
+            .quantized
+            .iter()
+            .map(|w| w.val().dequantize())
+            .collect();
+        let w = if blocks.len() == 1 {
+            blocks.pop().expect("one block")
+        } else {
+            Tensor::cat(blocks, 0)
+        };
         w.reshape([self.c_out, self.c_in, self.kernel, self.kernel])
     }
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
-        conv2d(x, self.weight(), Some(self.bias.val()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+        conv2d(
+            x,
+            self.weight(),
+            Some(self.bias.val()),
+            ConvOptions::new([s, s], [p, p], [1, 1], 1),
+        )
     }
 }
 
@@ -196,9 +242,16 @@ impl Embedding {
     }
 
     /// [`Self::load`] with blocks of at most `block_bytes` (tests use small ones).
-    pub fn load_in_blocks(vb: &VarBuilder, count: usize, dim: usize, block_bytes: usize) -> Result<Self, Error> {
+    pub fn load_in_blocks(
+        vb: &VarBuilder,
+        count: usize,
+        dim: usize,
+        block_bytes: usize,
+    ) -> Result<Self, Error> {
         let blocks = vb.row_blocks("weight", [count, dim], block_bytes)?;
-        Ok(Embedding { parts: blocks.into_iter().map(Param::from_tensor).collect() })
+        Ok(Embedding {
+            parts: blocks.into_iter().map(Param::from_tensor).collect(),
+        })
     }
 
     /// `[b, n]` ids -> `[b, n, dim]` f32 (tables may be kept f16). With several blocks, each id is looked up in every
@@ -215,7 +268,8 @@ impl Embedding {
         for part in &self.parts {
             let rows = part.dims()[0] as i64;
             let local = ids.clone().sub_scalar(start).clamp(0, rows - 1); // [b·n]
-            let inside = ids.clone().greater_equal_elem(start).int() * ids.clone().lower_elem(start + rows).int();
+            let inside = ids.clone().greater_equal_elem(start).int()
+                * ids.clone().lower_elem(start + rows).int();
             let picked = widen(part.val().select(0, local)) * inside.float().reshape([b * n, 1]); // [b·n, dim]
             out = Some(match out {
                 Some(sum) => sum + picked,
@@ -223,13 +277,18 @@ impl Embedding {
             });
             start += rows;
         }
-        out.expect("an embedding has at least one block").reshape([b, n, dim])
+        out.expect("an embedding has at least one block")
+            .reshape([b, n, dim])
     }
 }
 
 /// f16 rows as f32; f32 rows untouched (no extra kernel).
 fn widen(rows: Tensor<2>) -> Tensor<2> {
-    if rows.dtype() == DType::F32 { rows } else { rows.cast(DType::F32) }
+    if rows.dtype() == DType::F32 {
+        rows
+    } else {
+        rows.cast(DType::F32)
+    }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -250,7 +309,11 @@ mod tests {
         assert_eq!((whole.parts.len(), blocks.parts.len()), (1, 4));
         let ids: Vec<i64> = vec![0, 9, 3, 2, 5, 6, 8, 1, 7, 4, 9, 0];
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, 6]), &device);
-        let a = whole.forward(ids.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let a = whole
+            .forward(ids.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let b = blocks.forward(ids).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b);
         assert_eq!(a[4..8], values[36..40]);

@@ -12,7 +12,12 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 
 /// [`attention`] with an additive bias on the scores (a causal mask, say), broadcast from
 /// `[1 or b, 1 or h, n, m]`.
-pub fn attention_with_bias(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>) -> Tensor<4> {
+pub fn attention_with_bias(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+) -> Tensor<4> {
     // q: [b, h, n, d], k: [b, h, m, d], v: [b, h, m, d]
     let [_, _, _, d] = q.dims();
     let scale = (d as f64).powf(-0.5);
@@ -62,7 +67,12 @@ pub fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 /// can force slicing on small inputs. Each slice is an exact attention over whole softmax
 /// rows, so the result equals the unsliced one. A budget below one score row still computes
 /// one row at a time.
-pub fn sliced_attention_with_budget(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, budget_bytes: usize) -> Tensor<4> {
+pub fn sliced_attention_with_budget(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    budget_bytes: usize,
+) -> Tensor<4> {
     let [b, h, n, d] = q.dims();
     let m = k.dims()[2];
     let row_bytes = m * size_of::<f32>(); // one query's scores
@@ -79,18 +89,30 @@ pub fn sliced_attention_with_budget(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bu
         let per_slice = budget_bytes / head_bytes; // whole heads per slice, >= 1
         for start in (0..b * h).step_by(per_slice) {
             let len = per_slice.min(b * h - start);
-            let (qs, ks, vs) = (q.clone().narrow(0, start, len), k.clone().narrow(0, start, len), v.clone().narrow(0, start, len));
+            let (qs, ks, vs) = (
+                q.clone().narrow(0, start, len),
+                k.clone().narrow(0, start, len),
+                v.clone().narrow(0, start, len),
+            );
             outputs.push(attention(qs, ks, vs)); // [len, 1, n, d]
         }
     } else {
         // One head is too big: split its query rows too (keys stay whole: softmax is per row).
         let rows = (budget_bytes / row_bytes).max(1);
         for head in 0..b * h {
-            let (qh, kh, vh) = (q.clone().narrow(0, head, 1), k.clone().narrow(0, head, 1), v.clone().narrow(0, head, 1));
+            let (qh, kh, vh) = (
+                q.clone().narrow(0, head, 1),
+                k.clone().narrow(0, head, 1),
+                v.clone().narrow(0, head, 1),
+            );
             let mut parts = Vec::new();
             for start in (0..n).step_by(rows) {
                 let len = rows.min(n - start);
-                parts.push(attention(qh.clone().narrow(2, start, len), kh.clone(), vh.clone())); // [1, 1, len, d]
+                parts.push(attention(
+                    qh.clone().narrow(2, start, len),
+                    kh.clone(),
+                    vh.clone(),
+                )); // [1, 1, len, d]
             }
             outputs.push(Tensor::cat(parts, 2)); // [1, 1, n, d]
         }
@@ -125,16 +147,28 @@ mod tests {
         let device = crate::device::cpu();
         let (b, h, n, m, d) = (2, 3, 10, 7, 4);
         let t = |shape: [usize; 4], seed| {
-            Tensor::<4>::from_data(TensorData::new(values(shape.iter().product(), seed), shape), &device)
+            Tensor::<4>::from_data(
+                TensorData::new(values(shape.iter().product(), seed), shape),
+                &device,
+            )
         };
         let (q, k, v) = (t([b, h, n, d], 1), t([b, h, m, d], 2), t([b, h, m, d], 3));
         let want = read(attention(q.clone(), k.clone(), v.clone()));
         let head = n * m * 4;
         // Unsliced; two heads per slice (with a ragged last slice); one head; 3 rows; 1 row.
         for budget in [usize::MAX, 2 * head + 5, head, 3 * m * 4, 1] {
-            let got = read(sliced_attention_with_budget(q.clone(), k.clone(), v.clone(), budget));
+            let got = read(sliced_attention_with_budget(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                budget,
+            ));
             assert_eq!(got.len(), want.len());
-            let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0f32, f32::max);
             assert!(worst < 1e-6, "budget {budget}: max difference {worst}");
         }
     }

@@ -37,11 +37,23 @@ impl ResnetBlock2D {
         eps: f64,
     ) -> Result<Self, Error> {
         let time_emb_proj = match temb_channels {
-            Some(t) => Some(Linear::load(&vb.pp("time_emb_proj"), t, out_channels, true)?),
+            Some(t) => Some(Linear::load(
+                &vb.pp("time_emb_proj"),
+                t,
+                out_channels,
+                true,
+            )?),
             None => None,
         };
         let conv_shortcut = if in_channels != out_channels {
-            Some(Conv2d::load(&vb.pp("conv_shortcut"), in_channels, out_channels, 1, 1, 0)?)
+            Some(Conv2d::load(
+                &vb.pp("conv_shortcut"),
+                in_channels,
+                out_channels,
+                1,
+                1,
+                0,
+            )?)
         } else {
             None
         };
@@ -113,7 +125,9 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn load(vb: &VarBuilder, channels: usize) -> Result<Self, Error> {
-        Ok(Upsample2D { conv: Conv2d::load(&vb.pp("conv"), channels, channels, 3, 1, 1)? })
+        Ok(Upsample2D {
+            conv: Conv2d::load(&vb.pp("conv"), channels, channels, 3, 1, 1)?,
+        })
     }
 
     /// `[b, c, h, w] -> [b, c, 2h, 2w]`

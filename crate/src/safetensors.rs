@@ -14,7 +14,8 @@ use crate::Error;
 pub const MAX_HEADER_BYTES: u64 = 100 << 20;
 
 /// What to do about a file whose header is broken.
-const GET_A_GOOD_COPY: &str = "the file is truncated, corrupted or not a safetensors file: download or export it again";
+const GET_A_GOOD_COPY: &str =
+    "the file is truncated, corrupted or not a safetensors file: download or export it again";
 
 /// Every element type the safetensors format defines (its `Dtype`, as of safetensors 0.6),
 /// so that any valid file parses: a tensor the model does not use may be of any of them.
@@ -55,9 +56,26 @@ pub const READABLE_FLOATS: &str = "F32, F16, BF16, F64, F8_E4M3 or F8_E5M2";
 impl Dtype {
     /// All of them, in the format's order.
     pub const ALL: [Dtype; 20] = [
-        Dtype::Bool, Dtype::F4, Dtype::F6E2M3, Dtype::F6E3M2, Dtype::U8, Dtype::I8, Dtype::F8E5M2, Dtype::F8E4M3,
-        Dtype::F8E8M0, Dtype::I16, Dtype::U16, Dtype::F16, Dtype::BF16, Dtype::I32, Dtype::U32, Dtype::F32,
-        Dtype::C64, Dtype::F64, Dtype::I64, Dtype::U64,
+        Dtype::Bool,
+        Dtype::F4,
+        Dtype::F6E2M3,
+        Dtype::F6E3M2,
+        Dtype::U8,
+        Dtype::I8,
+        Dtype::F8E5M2,
+        Dtype::F8E4M3,
+        Dtype::F8E8M0,
+        Dtype::I16,
+        Dtype::U16,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::I32,
+        Dtype::U32,
+        Dtype::F32,
+        Dtype::C64,
+        Dtype::F64,
+        Dtype::I64,
+        Dtype::U64,
     ];
 
     /// The name in a safetensors header (`"F8_E4M3"`).
@@ -95,7 +113,9 @@ impl Dtype {
         match self {
             Dtype::F4 => 4,
             Dtype::F6E2M3 | Dtype::F6E3M2 => 6,
-            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::F8E5M2 | Dtype::F8E4M3 | Dtype::F8E8M0 => 8,
+            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::F8E5M2 | Dtype::F8E4M3 | Dtype::F8E8M0 => {
+                8
+            }
             Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::BF16 => 16,
             Dtype::I32 | Dtype::U32 | Dtype::F32 => 32,
             Dtype::C64 | Dtype::F64 | Dtype::I64 | Dtype::U64 => 64,
@@ -106,13 +126,24 @@ impl Dtype {
     pub fn is_integer(self) -> bool {
         matches!(
             self,
-            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::I16 | Dtype::U16 | Dtype::I32 | Dtype::U32 | Dtype::I64 | Dtype::U64
+            Dtype::Bool
+                | Dtype::U8
+                | Dtype::I8
+                | Dtype::I16
+                | Dtype::U16
+                | Dtype::I32
+                | Dtype::U32
+                | Dtype::I64
+                | Dtype::U64
         )
     }
 
     /// Whether [`to_f32`] reads it ([`READABLE_FLOATS`]), as torch's `.float()` would.
     pub fn is_readable_float(self) -> bool {
-        matches!(self, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::F8E4M3 | Dtype::F8E5M2)
+        matches!(
+            self,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::F8E4M3 | Dtype::F8E5M2
+        )
     }
 }
 
@@ -157,37 +188,52 @@ pub fn parse_header(bytes: &[u8], file_len: u64, what: &str) -> Result<Header, E
     let header_len = u64::from_le_bytes(len_bytes);
     // `header_len` is at most MAX_HEADER_BYTES before the addition: no overflow.
     if header_len > MAX_HEADER_BYTES || header_len + 8 > file_len {
-        return Err(bad(format!("declares a {header_len}-byte header in a {file_len}-byte file")));
+        return Err(bad(format!(
+            "declares a {header_len}-byte header in a {file_len}-byte file"
+        )));
     }
     let header_end = 8 + header_len as usize;
     let json = bytes
         .get(8..header_end)
         .ok_or_else(|| bad(format!("the {header_len}-byte header is cut short")))?;
-    crate::json::check_unique_keys(json).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    crate::json::check_unique_keys(json)
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
     let parsed: BTreeMap<String, Value> = serde_json::from_slice(json)
         .map_err(|e| bad(format!("header is not a JSON object of tensors: {e}")))?;
-    let data_len = usize::try_from(file_len - header_end as u64)
-        .map_err(|_| bad(format!("{file_len} bytes is too large a file for this machine")))?;
+    let data_len = usize::try_from(file_len - header_end as u64).map_err(|_| {
+        bad(format!(
+            "{file_len} bytes is too large a file for this machine"
+        ))
+    })?;
 
     let mut tensors = BTreeMap::new();
     for (name, entry) in parsed {
         if name == "__metadata__" {
             continue;
         }
-        let info = parse_entry(&entry, data_len).map_err(|why| bad(format!("tensor `{name}`: {why}")))?;
+        let info =
+            parse_entry(&entry, data_len).map_err(|why| bad(format!("tensor `{name}`: {why}")))?;
         tensors.insert(name, info);
     }
-    Ok(Header { tensors, data_start: header_end })
+    Ok(Header {
+        tensors,
+        data_start: header_end,
+    })
 }
 
 fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     let dtype_name = entry["dtype"].as_str().ok_or("no dtype")?;
-    let dtype = Dtype::parse(dtype_name).ok_or_else(|| format!("dtype {dtype_name:?} is not one the safetensors format defines"))?;
+    let dtype = Dtype::parse(dtype_name)
+        .ok_or_else(|| format!("dtype {dtype_name:?} is not one the safetensors format defines"))?;
     let shape = entry["shape"]
         .as_array()
         .ok_or("no shape")?
         .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()).ok_or("shape is not a list of sizes"))
+        .map(|d| {
+            d.as_u64()
+                .and_then(|d| usize::try_from(d).ok())
+                .ok_or("shape is not a list of sizes")
+        })
         .collect::<Result<Vec<usize>, _>>()?;
     let offsets = entry["data_offsets"].as_array().ok_or("no data_offsets")?;
     let offset = |i: usize| {
@@ -199,7 +245,9 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
     };
     let (start, end) = (offset(0)?, offset(1)?);
     if offsets.len() != 2 || start > end || end > data_len {
-        return Err(format!("data_offsets [{start}, {end}] fall outside the {data_len}-byte data section"));
+        return Err(format!(
+            "data_offsets [{start}, {end}] fall outside the {data_len}-byte data section"
+        ));
     }
     let bits = shape
         .iter()
@@ -207,13 +255,23 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
         .ok_or_else(|| format!("shape {shape:?} overflows"))?;
     // As safetensors does: packed sub-byte types must fill whole bytes.
     if bits % 8 != 0 {
-        return Err(format!("shape {shape:?} of {dtype_name} is not a whole number of bytes"));
+        return Err(format!(
+            "shape {shape:?} of {dtype_name} is not a whole number of bytes"
+        ));
     }
     let bytes = bits / 8;
     if bytes != end - start {
-        return Err(format!("shape {shape:?} of {dtype_name} needs {bytes} bytes, data_offsets give {}", end - start));
+        return Err(format!(
+            "shape {shape:?} of {dtype_name} needs {bytes} bytes, data_offsets give {}",
+            end - start
+        ));
     }
-    Ok(TensorInfo { dtype, shape, start, end })
+    Ok(TensorInfo {
+        dtype,
+        shape,
+        start,
+        end,
+    })
 }
 
 /// Converts stored little-endian values to f32 as torch's `.float()` does: exactly, but for
@@ -221,12 +279,27 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
 /// not [readable floats](Dtype::is_readable_float) give `None`.
 pub fn to_f32(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
         // E5M2 is the top byte of an f16 (same exponent, same infinities and NaNs).
-        Dtype::F8E5M2 => raw.iter().map(|&b| half::f16::from_bits(u16::from(b) << 8).to_f32()).collect(),
+        Dtype::F8E5M2 => raw
+            .iter()
+            .map(|&b| half::f16::from_bits(u16::from(b) << 8).to_f32())
+            .collect(),
         Dtype::F8E4M3 => raw.iter().map(|&b| f8_e4m3fn(b)).collect(),
         _ => return None,
     })
@@ -253,7 +326,11 @@ pub struct SafeTensors {
 impl SafeTensors {
     pub fn from_bytes(bytes: Vec<u8>, what: &str) -> Result<Self, Error> {
         let header = parse_header(&bytes, bytes.len() as u64, what)?;
-        Ok(SafeTensors { header, bytes, what: what.to_string() })
+        Ok(SafeTensors {
+            header,
+            bytes,
+            what: what.to_string(),
+        })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -267,12 +344,13 @@ impl SafeTensors {
     /// The tensor's values as f32, and its shape. A missing tensor, or one of a dtype that
     /// is not a [readable float](Dtype::is_readable_float), is an error naming it.
     pub fn get_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), Error> {
-        let info = self
-            .info(name)
-            .ok_or_else(|| Error::BadWeights(format!("{}: tensor `{name}` is missing", self.what)))?;
+        let info = self.info(name).ok_or_else(|| {
+            Error::BadWeights(format!("{}: tensor `{name}` is missing", self.what))
+        })?;
         let start = self.header.data_start + info.start;
         let raw = &self.bytes[start..self.header.data_start + info.end];
-        let values = to_f32(info.dtype, raw).ok_or_else(|| unreadable(&self.what, name, info.dtype))?;
+        let values =
+            to_f32(info.dtype, raw).ok_or_else(|| unreadable(&self.what, name, info.dtype))?;
         Ok((info.shape.clone(), values))
     }
 }
@@ -302,7 +380,12 @@ mod tests {
         .unwrap();
         assert_eq!(st.get_f32("a").unwrap(), (vec![1], vec![1.5]));
         assert_eq!(st.get_f32("b").unwrap(), (vec![1, 1], vec![-2.0]));
-        assert!(st.get_f32("c").unwrap_err().to_string().contains("`c` is missing"));
+        assert!(
+            st.get_f32("c")
+                .unwrap_err()
+                .to_string()
+                .contains("`c` is missing")
+        );
     }
 
     /// Every dtype of the format parses with its size (`[2, 4]` elements, so F4 and F6 fill
@@ -326,7 +409,11 @@ mod tests {
             header.insert(dtype.name().to_string(), entry);
             offset += bytes;
         }
-        let st = SafeTensors::from_bytes(file(&serde_json::to_string(&header).unwrap(), &vec![0; offset]), "all.safetensors").unwrap();
+        let st = SafeTensors::from_bytes(
+            file(&serde_json::to_string(&header).unwrap(), &vec![0; offset]),
+            "all.safetensors",
+        )
+        .unwrap();
         assert_eq!(st.names().count(), 20);
         for dtype in Dtype::ALL {
             assert_eq!(st.info(dtype.name()).unwrap().dtype, dtype);
@@ -338,8 +425,18 @@ mod tests {
                 Err(e) => {
                     let e = e.to_string();
                     assert!(!dtype.is_readable_float(), "{dtype:?}: {e}");
-                    assert!(e.contains(&format!("tensor `{}` is stored as {}", dtype.name(), dtype.name())), "{e}");
-                    assert!(e.contains("all.safetensors") && !e.contains("corrupted"), "{e}");
+                    assert!(
+                        e.contains(&format!(
+                            "tensor `{}` is stored as {}",
+                            dtype.name(),
+                            dtype.name()
+                        )),
+                        "{e}"
+                    );
+                    assert!(
+                        e.contains("all.safetensors") && !e.contains("corrupted"),
+                        "{e}"
+                    );
                 }
             }
         }
@@ -348,12 +445,24 @@ mod tests {
     /// Values of each readable float dtype, as torch converts them to float32.
     #[test]
     fn readable_floats_convert_as_torch_does() {
-        let f64s: Vec<u8> = [0.1f64, -3.0, 1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f64s: Vec<u8> = [0.1f64, -3.0, 1e300]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let got = to_f32(Dtype::F64, &f64s).unwrap();
         assert_eq!(got[..2], [0.1f32, -3.0]);
-        assert!(got[2].is_infinite(), "beyond f32: infinite, which convert then refuses");
-        let bf16: Vec<u8> = [1.0f32, -2.5e30].iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
-        assert_eq!(to_f32(Dtype::BF16, &bf16).unwrap(), [1.0, half::bf16::from_f32(-2.5e30).to_f32()]);
+        assert!(
+            got[2].is_infinite(),
+            "beyond f32: infinite, which convert then refuses"
+        );
+        let bf16: Vec<u8> = [1.0f32, -2.5e30]
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        assert_eq!(
+            to_f32(Dtype::BF16, &bf16).unwrap(),
+            [1.0, half::bf16::from_f32(-2.5e30).to_f32()]
+        );
         // float8_e4m3fn: 0x38 = 1.0, 0x7e = 448 (its largest), 0x01 = 2^-9 (smallest subnormal),
         // 0xc4 = -3.0 (exponent 8, mantissa 4: 1.5 * 2), 0x80 = -0.0, 0x7f = NaN.
         let e4m3 = to_f32(Dtype::F8E4M3, &[0x38, 0x7e, 0x01, 0xc4, 0x80, 0x7f]).unwrap();
@@ -364,7 +473,11 @@ mod tests {
         assert_eq!(e5m2, [1.0, 57344.0, 2f32.powi(-16), -2.0, f32::INFINITY]);
         // Every e4m3 code but the two NaNs is finite and within ±448.
         let all: Vec<u8> = (0..=255).collect();
-        let finite = to_f32(Dtype::F8E4M3, &all).unwrap().into_iter().filter(|v| v.is_finite() && v.abs() <= 448.0).count();
+        let finite = to_f32(Dtype::F8E4M3, &all)
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.is_finite() && v.abs() <= 448.0)
+            .count();
         assert_eq!(finite, 254);
         assert!(to_f32(Dtype::I32, &[0; 4]).is_none() && to_f32(Dtype::C64, &[0; 8]).is_none());
     }
@@ -393,22 +506,51 @@ mod tests {
             ("{\"a\":".into(), "not valid JSON"),
         ];
         for (header, want) in cases {
-            let err = SafeTensors::from_bytes(file(&header, &[0; 4]), "t.safetensors").err().unwrap().to_string();
+            let err = SafeTensors::from_bytes(file(&header, &[0; 4]), "t.safetensors")
+                .err()
+                .unwrap()
+                .to_string();
             assert!(err.contains(want), "{header}: {err}");
-            assert!(err.contains("a.safetensors") || err.contains("t.safetensors"), "names the file: {err}");
+            assert!(
+                err.contains("a.safetensors") || err.contains("t.safetensors"),
+                "names the file: {err}"
+            );
             let names_a = err.contains("tensor `a`") || err.contains("key \"a\"");
-            assert!(names_a || !header.contains("shape"), "names the tensor: {err}");
-            assert!(err.contains("download or export it again"), "says what to do: {err}");
+            assert!(
+                names_a || !header.contains("shape"),
+                "names the tensor: {err}"
+            );
+            assert!(
+                err.contains("download or export it again"),
+                "says what to do: {err}"
+            );
         }
         // Header lengths beyond the file, or huge.
         for len in [u64::MAX, u64::MAX - 7, MAX_HEADER_BYTES + 1, 3] {
             let mut bytes = len.to_le_bytes().to_vec();
             bytes.extend_from_slice(b"{}");
-            let err = SafeTensors::from_bytes(bytes, "t").err().unwrap().to_string();
-            assert!(err.contains(&format!("declares a {len}-byte header in a 10-byte file")), "{err}");
+            let err = SafeTensors::from_bytes(bytes, "t")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!("declares a {len}-byte header in a 10-byte file")),
+                "{err}"
+            );
         }
         // Fewer bytes at hand than the header needs (the file itself is long enough).
-        assert!(parse_header(&file("{}", &[])[..9], 100, "t").unwrap_err().to_string().contains("cut short"));
-        assert!(SafeTensors::from_bytes(vec![1, 2, 3], "t").err().unwrap().to_string().contains("shorter"));
+        assert!(
+            parse_header(&file("{}", &[])[..9], 100, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("cut short")
+        );
+        assert!(
+            SafeTensors::from_bytes(vec![1, 2, 3], "t")
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("shorter")
+        );
     }
 }

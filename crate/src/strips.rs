@@ -43,7 +43,9 @@ pub fn plan(rows: usize, align: usize, bytes_per_row: usize, budget: usize) -> V
     let units_per_strip = (budget / per_unit).max(1);
     let count = units.div_ceil(units_per_strip);
     // Spread the units evenly: the first `units % count` strips get one more.
-    (0..count).map(|i| (units / count + usize::from(i < units % count)) * align).collect()
+    (0..count)
+        .map(|i| (units / count + usize::from(i < units % count)) * align)
+        .collect()
 }
 
 impl Strips {
@@ -64,7 +66,11 @@ impl Strips {
     /// The whole map again: `[b, c, h, w]`.
     pub fn cat(self) -> Tensor<4> {
         let mut strips = self.0;
-        if strips.len() == 1 { strips.pop().expect("one strip") } else { Tensor::cat(strips, 2) }
+        if strips.len() == 1 {
+            strips.pop().expect("one strip")
+        } else {
+            Tensor::cat(strips, 2)
+        }
     }
 
     /// Applies a per-pixel (or per-column) function to every strip.
@@ -73,7 +79,13 @@ impl Strips {
     }
 
     pub fn add(self, other: Strips) -> Self {
-        Strips(self.0.into_iter().zip(other.0).map(|(a, b)| a + b).collect())
+        Strips(
+            self.0
+                .into_iter()
+                .zip(other.0)
+                .map(|(a, b)| a + b)
+                .collect(),
+        )
     }
 
     /// A stride-1 convolution: 1×1 per strip, 3×3 (padding 1) with a one-row halo.
@@ -83,7 +95,10 @@ impl Strips {
         if n == 1 || kernel == 1 {
             return self.map(|x| conv.forward(x));
         }
-        assert!(kernel == 3 && conv.padding == 1 && conv.stride == 1, "strips: only 1×1 and 3×3/pad 1 convolutions");
+        assert!(
+            kernel == 3 && conv.padding == 1 && conv.stride == 1,
+            "strips: only 1×1 and 3×3/pad 1 convolutions"
+        );
         let out = (0..n)
             .map(|i| {
                 let strip = &self.0[i];
@@ -117,11 +132,30 @@ impl Strips {
             let r = x.dims()[2];
             x.clone().reshape([b, g, (c / g) * r * w]) // [b, g, n_i]
         };
-        let total = |parts: Vec<Tensor<3>>| parts.into_iter().reduce(|a, b| a + b).expect("strips are not empty");
+        let total = |parts: Vec<Tensor<3>>| {
+            parts
+                .into_iter()
+                .reduce(|a, b| a + b)
+                .expect("strips are not empty")
+        };
         // Each strip's mean weighted by its share: sums of a few million f32s lose digits.
-        let mean = total(self.0.iter().map(|x| grouped(x).mean_dim(2).mul_scalar(x.dims()[2] as f64 / rows as f64)).collect()); // [b, g, 1]
-        let var = total(self.0.iter().map(|x| (grouped(x) - mean.clone()).square().sum_dim(2)).collect())
-            .div_scalar(count); // [b, g, 1]
+        let mean = total(
+            self.0
+                .iter()
+                .map(|x| {
+                    grouped(x)
+                        .mean_dim(2)
+                        .mul_scalar(x.dims()[2] as f64 / rows as f64)
+                })
+                .collect(),
+        ); // [b, g, 1]
+        let var = total(
+            self.0
+                .iter()
+                .map(|x| (grouped(x) - mean.clone()).square().sum_dim(2))
+                .collect(),
+        )
+        .div_scalar(count); // [b, g, 1]
         let inv_std = var.add_scalar(norm.eps).sqrt().recip(); // [b, g, 1]
         let weight = norm.weight.val().reshape([1, c, 1, 1]);
         let bias = norm.bias.val().reshape([1, c, 1, 1]);
@@ -135,7 +169,11 @@ impl Strips {
     /// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))` (the VAE's resnets take no time
     /// embedding), with the 1×1 shortcut where channels change.
     pub fn resnet(self, block: &ResnetBlock2D) -> Self {
-        let h = self.clone().group_norm(&block.norm1).map(silu).conv(&block.conv1);
+        let h = self
+            .clone()
+            .group_norm(&block.norm1)
+            .map(silu)
+            .conv(&block.conv1);
         let h = h.group_norm(&block.norm2).map(silu).conv(&block.conv2);
         let shortcut = match &block.conv_shortcut {
             Some(conv) => self.conv(conv),
@@ -182,7 +220,10 @@ mod tests {
         // boundaries on latent rows (8 pixels).
         let rows = plan(512, 8, 256 * 512 * 4, STRIP_BYTES);
         assert_eq!(rows.len(), 8);
-        assert!(rows.iter().all(|r| r % 8 == 0 && r * 256 * 512 * 4 <= STRIP_BYTES));
+        assert!(
+            rows.iter()
+                .all(|r| r % 8 == 0 && r * 256 * 512 * 4 <= STRIP_BYTES)
+        );
         assert_eq!(rows.iter().sum::<usize>(), 512);
         // Small maps stay whole; uneven splits spread the remainder.
         assert_eq!(plan(32, 8, 1000, STRIP_BYTES), [32]);

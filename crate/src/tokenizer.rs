@@ -27,7 +27,8 @@ const EOS: &str = "<|endoftext|>";
 
 /// CLIP's word pattern (transformers' `tokenization_clip.py`): the special tokens, English
 /// contractions, letter runs, single digits and runs of anything else but whitespace.
-const WORD_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const WORD_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// The tokenizer and the ids a text encoder input is built from.
 pub struct ClipTokenizer {
@@ -44,9 +45,16 @@ impl ClipTokenizer {
     /// From the contents of a diffusers `tokenizer/` folder: vocab.json + merges.txt, with the
     /// pad token taken from special_tokens_map.json or tokenizer_config.json (see
     /// [`ClipTokenizer::pad_token_from_config`]); `None` means `<|endoftext|>`, SD 1.x's pad.
-    pub fn from_files(vocab_json: &str, merges_txt: &str, pad_token: Option<&str>) -> Result<Self, Error> {
-        let vocab: HashMap<String, u32> = serde_json::from_str(vocab_json)
-            .map_err(|e| Error::Tokenizer(format!("vocab.json is not a JSON object of token -> id: {e}")))?;
+    pub fn from_files(
+        vocab_json: &str,
+        merges_txt: &str,
+        pad_token: Option<&str>,
+    ) -> Result<Self, Error> {
+        let vocab: HashMap<String, u32> = serde_json::from_str(vocab_json).map_err(|e| {
+            Error::Tokenizer(format!(
+                "vocab.json is not a JSON object of token -> id: {e}"
+            ))
+        })?;
         let merges = parse_merges(merges_txt)?;
         Self::build(vocab.into_iter().collect(), merges, pad_token)
     }
@@ -55,22 +63,32 @@ impl ClipTokenizer {
     /// instead. Only its BPE vocabulary and merges are used; pad token as in
     /// [`ClipTokenizer::from_files`].
     pub fn from_tokenizer_json(json: &str, pad_token: Option<&str>) -> Result<Self, Error> {
-        let root: Value =
-            serde_json::from_str(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        let root: Value = serde_json::from_str(json)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
         let model = &root["model"];
         if let Some(kind) = model["type"].as_str() {
             if kind != "BPE" {
-                return Err(Error::Tokenizer(format!("tokenizer.json holds a {kind} model, CLIP needs BPE")));
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.json holds a {kind} model, CLIP needs BPE"
+                )));
             }
         }
-        let vocab: HashMap<String, u32> = serde_json::from_value(model["vocab"].clone())
-            .map_err(|e| Error::Tokenizer(format!("tokenizer.json's model.vocab is not an object of token -> id: {e}")))?;
+        let vocab: HashMap<String, u32> =
+            serde_json::from_value(model["vocab"].clone()).map_err(|e| {
+                Error::Tokenizer(format!(
+                    "tokenizer.json's model.vocab is not an object of token -> id: {e}"
+                ))
+            })?;
         let merges = model["merges"]
             .as_array()
             .ok_or_else(|| Error::Tokenizer("tokenizer.json has no model.merges list".into()))?
             .iter()
             .enumerate()
-            .map(|(i, merge)| json_merge(merge).ok_or_else(|| Error::Tokenizer(format!("tokenizer.json's merge {i} is not a pair: {merge}"))))
+            .map(|(i, merge)| {
+                json_merge(merge).ok_or_else(|| {
+                    Error::Tokenizer(format!("tokenizer.json's merge {i} is not a pair: {merge}"))
+                })
+            })
             .collect::<Result<Merges, Error>>()?;
         Self::build(vocab.into_iter().collect(), merges, pad_token)
     }
@@ -84,15 +102,19 @@ impl ClipTokenizer {
             match std::fs::read_to_string(&path) {
                 Ok(text) => Ok(Some(text)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::Tokenizer(format!("cannot read {}: {e}", path.display()))),
+                Err(e) => Err(Error::Tokenizer(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                ))),
             }
         };
         // transformers lets special_tokens_map.json override tokenizer_config.json.
         let mut pad_token = None;
         for config in ["special_tokens_map.json", "tokenizer_config.json"] {
             if let Some(text) = read(config)? {
-                pad_token = Self::pad_token_from_config(&text)
-                    .map_err(|e| Error::Tokenizer(format!("{}: {e}", dir.join(config).display())))?;
+                pad_token = Self::pad_token_from_config(&text).map_err(|e| {
+                    Error::Tokenizer(format!("{}: {e}", dir.join(config).display()))
+                })?;
                 if pad_token.is_some() {
                     break;
                 }
@@ -123,8 +145,11 @@ impl ClipTokenizer {
         struct Config {
             pad_token: Option<TokenSpec>,
         }
-        let config: Config = serde_json::from_str(config_json)
-            .map_err(|e| Error::Tokenizer(format!("tokenizer config is not valid JSON with a string pad_token: {e}")))?;
+        let config: Config = serde_json::from_str(config_json).map_err(|e| {
+            Error::Tokenizer(format!(
+                "tokenizer config is not valid JSON with a string pad_token: {e}"
+            ))
+        })?;
         Ok(config.pad_token.map(|spec| match spec {
             TokenSpec::Text(text) | TokenSpec::Object { content: text } => text,
         }))
@@ -189,12 +214,23 @@ impl ClipTokenizer {
             .fuse_unk(false)
             .unk_token(EOS.into())
             .build()
-            .map_err(|e| Error::Tokenizer(format!("vocab.json and merges.txt do not fit together: {e}")))?;
+            .map_err(|e| {
+                Error::Tokenizer(format!(
+                    "vocab.json and merges.txt do not fit together: {e}"
+                ))
+            })?;
 
-        let pipeline_error = |e: tokenizers::Error| Error::Tokenizer(format!("building CLIP's pipeline failed: {e}"));
-        let whitespace = Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(pipeline_error)?;
-        let words = Split::new(SplitPattern::Regex(WORD_PATTERN.into()), SplitDelimiterBehavior::Removed, true)
-            .map_err(pipeline_error)?;
+        let pipeline_error = |e: tokenizers::Error| {
+            Error::Tokenizer(format!("building CLIP's pipeline failed: {e}"))
+        };
+        let whitespace =
+            Replace::new(ReplacePattern::Regex(r"\s+".into()), " ").map_err(pipeline_error)?;
+        let words = Split::new(
+            SplitPattern::Regex(WORD_PATTERN.into()),
+            SplitDelimiterBehavior::Removed,
+            true,
+        )
+        .map_err(pipeline_error)?;
 
         let mut tokenizer = Tokenizer::new(model);
         tokenizer
@@ -208,11 +244,18 @@ impl ClipTokenizer {
                 ByteLevel::new(false, true, true).into(),
             ])));
         // Matched in the raw prompt before normalization, like transformers' special tokens.
-        let specials: Vec<AddedToken> =
-            [BOS, EOS, pad_token].iter().map(|token| AddedToken::from(*token, true)).collect();
+        let specials: Vec<AddedToken> = [BOS, EOS, pad_token]
+            .iter()
+            .map(|token| AddedToken::from(*token, true))
+            .collect();
         tokenizer.add_special_tokens(&specials);
 
-        Ok(ClipTokenizer { tokenizer, bos_id, eos_id, pad_id })
+        Ok(ClipTokenizer {
+            tokenizer,
+            bos_id,
+            eos_id,
+            pad_id,
+        })
     }
 }
 
@@ -225,7 +268,9 @@ fn parse_merges(merges_txt: &str) -> Result<Merges, Error> {
             continue;
         }
         match line.split(' ').collect::<Vec<_>>()[..] {
-            [left, right] if !left.is_empty() && !right.is_empty() => merges.push((left.into(), right.into())),
+            [left, right] if !left.is_empty() && !right.is_empty() => {
+                merges.push((left.into(), right.into()))
+            }
             _ => {
                 return Err(Error::Tokenizer(format!(
                     "merges.txt line {} is not a `left right` pair: {line:?}; is it really CLIP's merges.txt?",
@@ -235,7 +280,9 @@ fn parse_merges(merges_txt: &str) -> Result<Merges, Error> {
         }
     }
     if merges.is_empty() {
-        return Err(Error::Tokenizer("merges.txt has no merges; is it really CLIP's merges.txt?".into()));
+        return Err(Error::Tokenizer(
+            "merges.txt has no merges; is it really CLIP's merges.txt?".into(),
+        ));
     }
     Ok(merges)
 }

@@ -151,17 +151,32 @@ impl AutoencoderKLConfig {
         let bad = |why: String| Err(Error::BadConfig(format!("VAE config: {why}")));
         // diffusers maps both names to SiLU.
         if self.act_fn != "silu" && self.act_fn != "swish" {
-            return bad(format!("act_fn = {:?} is not supported (only \"silu\")", self.act_fn));
+            return bad(format!(
+                "act_fn = {:?} is not supported (only \"silu\")",
+                self.act_fn
+            ));
         }
         if self.block_out_channels.is_empty() {
             return bad("block_out_channels is empty".into());
         }
         let blocks = self.block_out_channels.len();
-        if let Some(t) = self.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
-            return bad(format!("down_block_types contains {t:?}: only \"DownEncoderBlock2D\" is supported"));
+        if let Some(t) = self
+            .down_block_types
+            .iter()
+            .find(|t| *t != "DownEncoderBlock2D")
+        {
+            return bad(format!(
+                "down_block_types contains {t:?}: only \"DownEncoderBlock2D\" is supported"
+            ));
         }
-        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
-            return bad(format!("up_block_types contains {t:?}: only \"UpDecoderBlock2D\" is supported"));
+        if let Some(t) = self
+            .up_block_types
+            .iter()
+            .find(|t| *t != "UpDecoderBlock2D")
+        {
+            return bad(format!(
+                "up_block_types contains {t:?}: only \"UpDecoderBlock2D\" is supported"
+            ));
         }
         if self.down_block_types.len() != blocks {
             return bad(format!(
@@ -176,8 +191,14 @@ impl AutoencoderKLConfig {
             ));
         }
         let g = self.norm_num_groups;
-        if let Some(c) = self.block_out_channels.iter().find(|&&c| g == 0 || c == 0 || c % g != 0) {
-            return bad(format!("norm_num_groups = {g} does not divide block_out_channels entry {c}"));
+        if let Some(c) = self
+            .block_out_channels
+            .iter()
+            .find(|&&c| g == 0 || c == 0 || c % g != 0)
+        {
+            return bad(format!(
+                "norm_num_groups = {g} does not divide block_out_channels entry {c}"
+            ));
         }
         for (name, value) in [
             ("in_channels", self.in_channels),
@@ -190,7 +211,9 @@ impl AutoencoderKLConfig {
             }
         }
         if let Some(shift) = self.shift_factor {
-            return bad(format!("shift_factor = {shift} is not supported (only null)"));
+            return bad(format!(
+                "shift_factor = {shift} is not supported (only null)"
+            ));
         }
         if self.latents_mean.is_some() {
             return bad("latents_mean is not supported (only null)".into());
@@ -199,7 +222,10 @@ impl AutoencoderKLConfig {
             return bad("latents_std is not supported (only null)".into());
         }
         if !self.scaling_factor.is_finite() || self.scaling_factor <= 0.0 {
-            return bad(format!("scaling_factor = {} must be a positive number", self.scaling_factor));
+            return bad(format!(
+                "scaling_factor = {} must be a positive number",
+                self.scaling_factor
+            ));
         }
         Ok(())
     }
@@ -226,7 +252,12 @@ pub struct VaeAttention {
 impl VaeAttention {
     /// Accepts diffusers' names (`to_q`, `to_k`, `to_v`, `to_out.0`) and those of older VAE
     /// checkpoints (`query`, `key`, `value`, `proj_attn`).
-    pub fn load(vb: &VarBuilder, channels: usize, head_dim: usize, groups: usize) -> Result<Self, Error> {
+    pub fn load(
+        vb: &VarBuilder,
+        channels: usize,
+        head_dim: usize,
+        groups: usize,
+    ) -> Result<Self, Error> {
         if head_dim == 0 || channels % head_dim != 0 {
             return Err(Error::BadConfig(format!(
                 "VAE attention: head dim {head_dim} does not divide {channels} channels"
@@ -254,14 +285,22 @@ impl VaeAttention {
         let [b, c, hgt, wid] = x.dims();
         let (n, heads) = (hgt * wid, self.heads);
         let d = c / heads;
-        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, n]).swap_dims(1, 2); // [b, n, c]
+        let tokens = self
+            .group_norm
+            .forward(x.clone())
+            .reshape([b, c, n])
+            .swap_dims(1, 2); // [b, n, c]
         let split = |t: Tensor<3>| t.reshape([b, n, heads, d]).swap_dims(1, 2); // [b, heads, n, d]
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));
         let v = split(self.to_v.forward(tokens));
         let attended = ops::sliced_attention(q, k, v); // [b, heads, n, d]
         let merged = attended.swap_dims(1, 2).reshape([b, n, c]); // [b, n, c]
-        let out = self.to_out.forward(merged).swap_dims(1, 2).reshape([b, c, hgt, wid]); // [b, c, h, w]
+        let out = self
+            .to_out
+            .forward(merged)
+            .swap_dims(1, 2)
+            .reshape([b, c, hgt, wid]); // [b, c, h, w]
         out + x // residual; rescale_output_factor 1
     }
 }
@@ -275,17 +314,41 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    fn load(vb: &VarBuilder, channels: usize, groups: usize, add_attention: bool) -> Result<Self, Error> {
+    fn load(
+        vb: &VarBuilder,
+        channels: usize,
+        groups: usize,
+        add_attention: bool,
+    ) -> Result<Self, Error> {
         let attention = if add_attention {
             // attention_head_dim = channels: a single head.
-            Some(VaeAttention::load(&vb.pp("attentions.0"), channels, channels, groups)?)
+            Some(VaeAttention::load(
+                &vb.pp("attentions.0"),
+                channels,
+                channels,
+                groups,
+            )?)
         } else {
             None
         };
         Ok(MidBlock {
-            resnet0: ResnetBlock2D::load(&vb.pp("resnets.0"), channels, channels, None, groups, EPS)?,
+            resnet0: ResnetBlock2D::load(
+                &vb.pp("resnets.0"),
+                channels,
+                channels,
+                None,
+                groups,
+                EPS,
+            )?,
             attention,
-            resnet1: ResnetBlock2D::load(&vb.pp("resnets.1"), channels, channels, None, groups, EPS)?,
+            resnet1: ResnetBlock2D::load(
+                &vb.pp("resnets.1"),
+                channels,
+                channels,
+                None,
+                groups,
+                EPS,
+            )?,
         })
     }
 
@@ -341,18 +404,38 @@ impl Encoder {
                 .collect::<Result<Vec<_>, _>>()?;
             let is_last = i + 1 == channels.len();
             // The VAE encoder uses downsample_padding = 0: zero pad right and bottom, then conv.
-            let downsampler =
-                if is_last { None } else { Some(Downsample2D::load(&vb.pp("downsamplers.0"), c_out, 0)?) };
-            down_blocks.push(DownEncoderBlock { resnets, downsampler });
+            let downsampler = if is_last {
+                None
+            } else {
+                Some(Downsample2D::load(&vb.pp("downsamplers.0"), c_out, 0)?)
+            };
+            down_blocks.push(DownEncoderBlock {
+                resnets,
+                downsampler,
+            });
             c_in = c_out;
         }
-        let c_last = *channels.last().expect("validated: block_out_channels is not empty");
+        let c_last = *channels
+            .last()
+            .expect("validated: block_out_channels is not empty");
         Ok(Encoder {
             conv_in: Conv2d::load(&vb.pp("conv_in"), config.in_channels, channels[0], 3, 1, 1)?,
             down_blocks,
-            mid_block: MidBlock::load(&vb.pp("mid_block"), c_last, groups, config.mid_block_add_attention)?,
+            mid_block: MidBlock::load(
+                &vb.pp("mid_block"),
+                c_last,
+                groups,
+                config.mid_block_add_attention,
+            )?,
             conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), groups, c_last, EPS)?,
-            conv_out: Conv2d::load(&vb.pp("conv_out"), c_last, 2 * config.latent_channels, 3, 1, 1)?,
+            conv_out: Conv2d::load(
+                &vb.pp("conv_out"),
+                c_last,
+                2 * config.latent_channels,
+                3,
+                1,
+                1,
+            )?,
         })
     }
 
@@ -365,13 +448,21 @@ impl Encoder {
         let mut per_latent_row = 0;
         let mut c_prev = self.conv_in.c_in;
         for (k, block) in self.down_blocks.iter().enumerate() {
-            let c = block.resnets.last().map(|r| r.conv2.c_out).unwrap_or(c_prev);
+            let c = block
+                .resnets
+                .last()
+                .map(|r| r.conv2.c_out)
+                .unwrap_or(c_prev);
             let scale = f >> k;
             per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * (w / f) * 4);
             c_prev = c;
         }
         let latent_rows = plan(rows / f, 1, per_latent_row, strip_bytes);
-        let split: Vec<usize> = if rows % f == 0 { latent_rows.iter().map(|r| r * f).collect() } else { vec![rows] };
+        let split: Vec<usize> = if rows % f == 0 {
+            latent_rows.iter().map(|r| r * f).collect()
+        } else {
+            vec![rows]
+        };
         let mut h = Strips::split(x, &split).conv(&self.conv_in); // [b, c0, H, W] in strips
         for block in &self.down_blocks {
             for resnet in &block.resnets {
@@ -412,14 +503,30 @@ impl Decoder {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let is_last = i + 1 == reversed.len();
-            let upsampler = if is_last { None } else { Some(Upsample2D::load(&vb.pp("upsamplers.0"), c_out)?) };
+            let upsampler = if is_last {
+                None
+            } else {
+                Some(Upsample2D::load(&vb.pp("upsamplers.0"), c_out)?)
+            };
             up_blocks.push(UpDecoderBlock { resnets, upsampler });
             c_in = c_out;
         }
         let c_first = config.block_out_channels[0];
         Ok(Decoder {
-            conv_in: Conv2d::load(&vb.pp("conv_in"), config.latent_channels, reversed[0], 3, 1, 1)?,
-            mid_block: MidBlock::load(&vb.pp("mid_block"), reversed[0], groups, config.mid_block_add_attention)?,
+            conv_in: Conv2d::load(
+                &vb.pp("conv_in"),
+                config.latent_channels,
+                reversed[0],
+                3,
+                1,
+                1,
+            )?,
+            mid_block: MidBlock::load(
+                &vb.pp("mid_block"),
+                reversed[0],
+                groups,
+                config.mid_block_add_attention,
+            )?,
             up_blocks,
             conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), groups, c_first, EPS)?,
             conv_out: Conv2d::load(&vb.pp("conv_out"), c_first, config.out_channels, 3, 1, 1)?,
@@ -435,7 +542,11 @@ impl Decoder {
         // Bytes per latent row at each level k (scale 2^k), input and output channels.
         let mut per_latent_row = 0;
         for (k, block) in self.up_blocks.iter().enumerate() {
-            let c = block.resnets.last().map(|r| r.conv2.c_out).unwrap_or(c_prev);
+            let c = block
+                .resnets
+                .last()
+                .map(|r| r.conv2.c_out)
+                .unwrap_or(c_prev);
             let scale = 1 << k;
             per_latent_row = per_latent_row.max(b * c.max(c_prev) * scale * scale * w * 4);
             if block.upsampler.is_some() {
@@ -475,12 +586,26 @@ impl AutoencoderKL {
         config.validate()?;
         let latent = config.latent_channels;
         let quant_conv = if config.use_quant_conv {
-            Some(Conv2d::load(&vb.pp("quant_conv"), 2 * latent, 2 * latent, 1, 1, 0)?)
+            Some(Conv2d::load(
+                &vb.pp("quant_conv"),
+                2 * latent,
+                2 * latent,
+                1,
+                1,
+                0,
+            )?)
         } else {
             None
         };
         let post_quant_conv = if config.use_post_quant_conv {
-            Some(Conv2d::load(&vb.pp("post_quant_conv"), latent, latent, 1, 1, 0)?)
+            Some(Conv2d::load(
+                &vb.pp("post_quant_conv"),
+                latent,
+                latent,
+                1,
+                1,
+                0,
+            )?)
         } else {
             None
         };
@@ -533,7 +658,9 @@ impl AutoencoderKL {
     pub fn decode_in_strips(&self, z: Tensor<4>, strip_bytes: usize) -> Tensor<4> {
         let b = z.dims()[0];
         if b > 1 {
-            let images = (0..b).map(|i| self.decode_in_strips(z.clone().narrow(0, i, 1), strip_bytes)).collect();
+            let images = (0..b)
+                .map(|i| self.decode_in_strips(z.clone().narrow(0, i, 1), strip_bytes))
+                .collect();
             return Tensor::cat(images, 0); // [b, 3, h * f, w * f]
         }
         let z = match &self.post_quant_conv {

@@ -49,7 +49,8 @@ impl WeightSource for BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 }
 
 /// What to do when the weights do not fit the config.
-const MISMATCH: &str = "the weights do not belong to this config: use the model's own configs, or convert it again";
+const MISMATCH: &str =
+    "the weights do not belong to this config: use the model's own configs, or convert it again";
 
 /// A device block as f32: quantized blocks expanded, f16 ones widened, f32 ones untouched.
 fn f32_block(block: Tensor<2>) -> Tensor<2> {
@@ -69,7 +70,11 @@ pub struct VarBuilder {
 
 impl VarBuilder {
     pub fn new(source: Arc<dyn WeightSource>, device: &Device) -> Self {
-        VarBuilder { source, prefix: String::new(), device: device.clone() }
+        VarBuilder {
+            source,
+            prefix: String::new(),
+            device: device.clone(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -79,12 +84,23 @@ impl VarBuilder {
     /// Descends into a sub-module: `pp("mid_block")`, `pp(0)`.
     pub fn pp(&self, name: impl ToString) -> Self {
         let name = name.to_string();
-        let prefix = if self.prefix.is_empty() { name } else { format!("{}.{name}", self.prefix) };
-        VarBuilder { prefix, ..self.clone() }
+        let prefix = if self.prefix.is_empty() {
+            name
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        VarBuilder {
+            prefix,
+            ..self.clone()
+        }
     }
 
     fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// Whether the tensor `name` exists, for optional parts (biases, legacy layouts).
@@ -108,14 +124,25 @@ impl VarBuilder {
     }
 
     /// The tensor `name` on the device, as f32.
-    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, Error> {
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<D>, Error> {
         if let Some(blocks) = self.device_blocks(name, &shape)? {
             let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(f32_block).collect();
-            let flat = if blocks.len() == 1 { blocks.pop().expect("one block") } else { Tensor::cat(blocks, 0) };
+            let flat = if blocks.len() == 1 {
+                blocks.pop().expect("one block")
+            } else {
+                Tensor::cat(blocks, 0)
+            };
             return Ok(flat.reshape(shape));
         }
         let values = self.values(name, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
     }
 
     /// The weight `name` of a linear or conv layer as row blocks `[rows, product of the
@@ -129,20 +156,38 @@ impl VarBuilder {
                 return Ok(blocks);
             }
             let mut blocks: Vec<Tensor<2>> = blocks.into_iter().map(f32_block).collect();
-            return Ok(if blocks.len() == 1 { vec![blocks.pop().expect("one block")] } else { vec![Tensor::cat(blocks, 0)] });
+            return Ok(if blocks.len() == 1 {
+                vec![blocks.pop().expect("one block")]
+            } else {
+                vec![Tensor::cat(blocks, 0)]
+            });
         }
         let rows = shape.first().copied().unwrap_or(1);
         let inner = shape.iter().skip(1).product::<usize>();
         let values = self.values(name, shape)?;
-        Ok(vec![Tensor::from_data(TensorData::new(values, [rows, inner]), &self.device)])
+        Ok(vec![Tensor::from_data(
+            TensorData::new(values, [rows, inner]),
+            &self.device,
+        )])
     }
 
     /// The `[rows, cols]` tensor `name` as blocks of whole rows of at most `max_bytes` (as
     /// f32) each, for tables bigger than one GPU buffer may be. Blocks kept f16 on the device
     /// stay f16 (the reader widens what it reads).
-    pub fn row_blocks(&self, name: &str, shape: [usize; 2], max_bytes: usize) -> Result<Vec<Tensor<2>>, Error> {
+    pub fn row_blocks(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        max_bytes: usize,
+    ) -> Result<Vec<Tensor<2>>, Error> {
         if let Some(blocks) = self.device_blocks(name, &shape)? {
-            let expand = |b: Tensor<2>| if matches!(b.dtype(), DType::QFloat(_)) { b.dequantize() } else { b };
+            let expand = |b: Tensor<2>| {
+                if matches!(b.dtype(), DType::QFloat(_)) {
+                    b.dequantize()
+                } else {
+                    b
+                }
+            };
             return Ok(blocks.into_iter().map(expand).collect());
         }
         let cols = shape[1].max(1);
@@ -150,7 +195,12 @@ impl VarBuilder {
         let rows_per_block = (max_bytes / (4 * cols)).max(1);
         Ok(values
             .chunks(rows_per_block * cols)
-            .map(|rows| Tensor::from_data(TensorData::new(rows.to_vec(), [rows.len() / cols, cols]), &self.device))
+            .map(|rows| {
+                Tensor::from_data(
+                    TensorData::new(rows.to_vec(), [rows.len() / cols, cols]),
+                    &self.device,
+                )
+            })
             .collect())
     }
 

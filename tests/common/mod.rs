@@ -16,7 +16,12 @@ use sd_webgpu::{Device, Tensor, TensorData};
 #[macro_export]
 macro_rules! fixture {
     ($path:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/", $path)).as_slice()
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/",
+            $path
+        ))
+        .as_slice()
     };
 }
 
@@ -34,17 +39,44 @@ macro_rules! fixture_model {
     ($m:literal) => {
         [
             ("model_index.json", fixture_at!($m, "/model_index.json")),
-            ("tokenizer/vocab.json", fixture_at!($m, "/tokenizer/vocab.json")),
-            ("tokenizer/merges.txt", fixture_at!($m, "/tokenizer/merges.txt")),
-            ("tokenizer/special_tokens_map.json", fixture_at!($m, "/tokenizer/special_tokens_map.json")),
-            ("tokenizer/tokenizer_config.json", fixture_at!($m, "/tokenizer/tokenizer_config.json")),
-            ("text_encoder/config.json", fixture_at!($m, "/text_encoder/config.json")),
-            ("text_encoder/model.safetensors", fixture_at!($m, "/text_encoder/model.safetensors")),
+            (
+                "tokenizer/vocab.json",
+                fixture_at!($m, "/tokenizer/vocab.json"),
+            ),
+            (
+                "tokenizer/merges.txt",
+                fixture_at!($m, "/tokenizer/merges.txt"),
+            ),
+            (
+                "tokenizer/special_tokens_map.json",
+                fixture_at!($m, "/tokenizer/special_tokens_map.json"),
+            ),
+            (
+                "tokenizer/tokenizer_config.json",
+                fixture_at!($m, "/tokenizer/tokenizer_config.json"),
+            ),
+            (
+                "text_encoder/config.json",
+                fixture_at!($m, "/text_encoder/config.json"),
+            ),
+            (
+                "text_encoder/model.safetensors",
+                fixture_at!($m, "/text_encoder/model.safetensors"),
+            ),
             ("unet/config.json", fixture_at!($m, "/unet/config.json")),
-            ("unet/diffusion_pytorch_model.safetensors", fixture_at!($m, "/unet/diffusion_pytorch_model.safetensors")),
+            (
+                "unet/diffusion_pytorch_model.safetensors",
+                fixture_at!($m, "/unet/diffusion_pytorch_model.safetensors"),
+            ),
             ("vae/config.json", fixture_at!($m, "/vae/config.json")),
-            ("vae/diffusion_pytorch_model.safetensors", fixture_at!($m, "/vae/diffusion_pytorch_model.safetensors")),
-            ("scheduler/scheduler_config.json", fixture_at!($m, "/scheduler/scheduler_config.json")),
+            (
+                "vae/diffusion_pytorch_model.safetensors",
+                fixture_at!($m, "/vae/diffusion_pytorch_model.safetensors"),
+            ),
+            (
+                "scheduler/scheduler_config.json",
+                fixture_at!($m, "/scheduler/scheduler_config.json"),
+            ),
         ]
     };
 }
@@ -57,7 +89,9 @@ pub fn npy(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
 /// A `.npy` fixture as a tensor on `device`.
 pub fn npy_tensor<const D: usize>(bytes: &[u8], device: &Device) -> Tensor<D> {
     let (shape, values) = npy(bytes);
-    let shape: [usize; D] = shape.try_into().unwrap_or_else(|s| panic!("fixture has rank {}, want {D}", Vec::len(&s)));
+    let shape: [usize; D] = shape
+        .try_into()
+        .unwrap_or_else(|s| panic!("fixture has rank {}, want {D}", Vec::len(&s)));
     tensor(&values, shape, device)
 }
 
@@ -103,12 +137,20 @@ pub fn tensor<const D: usize>(values: &[f32], shape: [usize; D], device: &Device
 /// magnitude). Returns a message naming the worst element otherwise.
 pub fn check_close(what: &str, got: &[f32], want: &[f32], rel_tol: f64) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!("{what}: got {} values, want {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: got {} values, want {}",
+            got.len(),
+            want.len()
+        ));
     }
     let scale = sd_webgpu::compare::max_abs(want).max(1e-12);
     let worst = sd_webgpu::compare::max_abs_diff(got, want);
     // Where the worst element is: the first that is not finite or differs by `worst`.
-    let at = got.iter().zip(want).position(|(g, w)| !(((*g as f64 - *w as f64).abs()) < worst)).unwrap_or(0);
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| !(((*g as f64 - *w as f64).abs()) < worst))
+        .unwrap_or(0);
     if worst <= rel_tol * scale && scale.is_finite() {
         Ok(())
     } else {

@@ -61,7 +61,10 @@ pub fn conv2d(
                     }
                 }
             }
-            for (dst, a) in out[(bi * c_out + o) * ho * wo..][..ho * wo].iter_mut().zip(&acc) {
+            for (dst, a) in out[(bi * c_out + o) * ho * wo..][..ho * wo]
+                .iter_mut()
+                .zip(&acc)
+            {
                 *dst = *a as f32;
             }
         }
@@ -90,7 +93,8 @@ pub fn group_norm(
             let inv = 1.0 / (var + eps).sqrt();
             for (i, v) in vals.iter().enumerate() {
                 let ch = g * (c / groups) + i / (h * w);
-                out[start + i] = ((*v as f64 - mean) * inv * weight[ch] as f64 + bias[ch] as f64) as f32;
+                out[start + i] =
+                    ((*v as f64 - mean) * inv * weight[ch] as f64 + bias[ch] as f64) as f32;
             }
         }
     }
@@ -112,7 +116,12 @@ pub fn attention(
             let qi = &q[(h * n + i) * d..][..d];
             for (j, s) in scores.iter_mut().enumerate() {
                 let kj = &k[(h * m + j) * d..][..d];
-                *s = qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale;
+                *s = qi
+                    .iter()
+                    .zip(kj)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+                    * scale;
             }
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let mut total = 0.0;

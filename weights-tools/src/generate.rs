@@ -93,7 +93,12 @@ enum Format {
 }
 
 fn format_of(path: &Path) -> Result<Format, Error> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("png") => Ok(Format::Png),
         Some("npy") => Ok(Format::Npy),
         _ => Err(Error::BadInput(format!(
@@ -107,15 +112,25 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let format = format_of(&args.output)?;
     if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            return Err(Error::Io(format!("--output {}: folder {} does not exist", args.output.display(), parent.display())));
+            return Err(Error::Io(format!(
+                "--output {}: folder {} does not exist",
+                args.output.display(),
+                parent.display()
+            )));
         }
     }
-    let scheduler = args.scheduler.as_deref().map(SchedulerKind::parse).transpose()?;
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerKind::parse)
+        .transpose()?;
     let mut overrides = Vec::new();
     if let Some(spacing) = &args.timestep_spacing {
         if !TimestepSpacing::NAMES.contains(&spacing.as_str()) {
             let names = TimestepSpacing::NAMES.join(", ");
-            return Err(Error::BadInput(format!("--timestep-spacing {spacing}: must be one of {names}")));
+            return Err(Error::BadInput(format!(
+                "--timestep-spacing {spacing}: must be one of {names}"
+            )));
         }
         overrides.push(("timestep_spacing".to_string(), spacing.clone().into()));
     }
@@ -124,7 +139,8 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let latents = match &args.latents {
         None => None,
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("--latents {}: {e}", path.display())))?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::Io(format!("--latents {}: {e}", path.display())))?;
             let (shape, values) = npy::read_f32(&bytes, &format!("--latents {}", path.display()))?;
             if shape.len() != 4 || shape[0] != 1 {
                 return Err(Error::BadInput(format!(
@@ -144,7 +160,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         Backend::Wgpu => pollster::block_on(device::gpu())?,
     };
     let started = Instant::now();
-    let model = if args.expand_weights && sd_webgpu::format::source::ConvertedModel::is_converted(&args.model) {
+    let model = if args.expand_weights
+        && sd_webgpu::format::source::ConvertedModel::is_converted(&args.model)
+    {
         sd_webgpu::format::stream::load_dir(&args.model, &device, false)?
     } else {
         StableDiffusion::load_dir(&args.model, &device)?
@@ -160,12 +178,26 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     let guidance = args.guidance.unwrap_or(own.guidance_scale);
     let f = model.vae_scale_factor();
     let (width, height) = match (&init_image, &latents) {
-        (Some(image), _) => (args.width.unwrap_or(image.width), args.height.unwrap_or(image.height)),
-        (None, Some((shape, _))) => (args.width.unwrap_or(shape[3] * f), args.height.unwrap_or(shape[2] * f)),
-        (None, None) => (args.width.unwrap_or(own.width), args.height.unwrap_or(own.height)),
+        (Some(image), _) => (
+            args.width.unwrap_or(image.width),
+            args.height.unwrap_or(image.height),
+        ),
+        (None, Some((shape, _))) => (
+            args.width.unwrap_or(shape[3] * f),
+            args.height.unwrap_or(shape[2] * f),
+        ),
+        (None, None) => (
+            args.width.unwrap_or(own.width),
+            args.height.unwrap_or(own.height),
+        ),
     };
     if let Some((shape, _)) = &latents {
-        let want = [1, model.latent_channels(), height / f.max(1), width / f.max(1)];
+        let want = [
+            1,
+            model.latent_channels(),
+            height / f.max(1),
+            width / f.max(1),
+        ];
         if shape[..] != want[..] || width % f != 0 || height % f != 0 {
             return Err(Error::BadInput(format!(
                 "--latents: shape {shape:?} does not fit a {width}×{height} image, which needs {want:?}"
@@ -173,7 +205,10 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         }
     }
     let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64 & 0xFFFF_FFFF).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 & 0xFFFF_FFFF)
+            .unwrap_or(0)
     });
     let params = GenerateParams {
         prompt: args.prompt.clone(),
@@ -209,14 +244,28 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         last = Instant::now();
         let width = 30;
         let filled = p.step * width / p.total.max(1);
-        let _ = write!(stderr, "\r[{}{}] step {}/{}", "#".repeat(filled), "-".repeat(width - filled), p.step, p.total);
+        let _ = write!(
+            stderr,
+            "\r[{}{}] step {}/{}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            p.step,
+            p.total
+        );
         let _ = stderr.flush();
         true
     }));
     eprintln!();
     let image = image?;
     if let [first, rest @ ..] = &step_times[..] {
-        let text = if rest.is_empty() { String::new() } else { format!(", then {:.3} s per step", rest.iter().sum::<f64>() / rest.len() as f64) };
+        let text = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", then {:.3} s per step",
+                rest.iter().sum::<f64>() / rest.len() as f64
+            )
+        };
         eprintln!("first step {first:.3} s (with kernel compilation){text}");
     }
 
@@ -250,25 +299,37 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         Format::Npy => npy::write_f32(&[image.height, image.width, 3], &image.rgb),
     };
     write_atomically(&args.output, &bytes)?;
-    eprintln!("wrote {} ({width}x{height}, seed {seed})", args.output.display());
+    eprintln!(
+        "wrote {} ({width}x{height}, seed {seed})",
+        args.output.display()
+    );
     Ok(())
 }
 
 /// Waits for the device to finish its queued work.
 fn sync(device: &sd_webgpu::Device) -> Result<(), Error> {
-    device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
+    device
+        .sync()
+        .map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))
 }
 
 /// The 8-bit pixels of a PNG (any colour type, 16-bit reduced to 8) and its channel count.
 fn read_png(path: &Path, what: &str) -> Result<(usize, usize, Vec<u8>, usize), Error> {
     let bad = |e: String| Error::BadInput(format!("{what} {}: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{what} {}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Io(format!("{what} {}: {e}", path.display())))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| bad(format!("not a readable PNG ({e})")))?;
-    let size = reader.output_buffer_size().ok_or_else(|| bad("the image is too large".into()))?;
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| bad(format!("not a readable PNG ({e})")))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| bad("the image is too large".into()))?;
     let mut pixels = vec![0; size];
-    let info = reader.next_frame(&mut pixels).map_err(|e| bad(format!("not a readable PNG ({e})")))?;
+    let info = reader
+        .next_frame(&mut pixels)
+        .map_err(|e| bad(format!("not a readable PNG ({e})")))?;
     pixels.truncate(info.buffer_size());
     let channels = info.color_type.samples();
     Ok((info.width as usize, info.height as usize, pixels, channels))
@@ -293,9 +354,13 @@ fn png_bytes(image: &Image, text: &str) -> Result<Vec<u8>, Error> {
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
         if text.chars().all(|c| (c as u32) < 256) {
-            encoder.add_text_chunk("parameters".into(), text.into()).map_err(err)?;
+            encoder
+                .add_text_chunk("parameters".into(), text.into())
+                .map_err(err)?;
         } else {
-            encoder.add_itxt_chunk("parameters".into(), text.into()).map_err(err)?;
+            encoder
+                .add_itxt_chunk("parameters".into(), text.into())
+                .map_err(err)?;
         }
         let mut writer = encoder.write_header().map_err(err)?;
         writer.write_image_data(&image.to_rgb8()).map_err(err)?;
@@ -306,7 +371,10 @@ fn png_bytes(image: &Image, text: &str) -> Result<Vec<u8>, Error> {
 
 /// Writes `path` through a temporary file in the same folder, renamed into place.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = result {

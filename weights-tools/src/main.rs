@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use sd_webgpu::device;
 
 #[derive(Parser)]
-#[command(name = "sd-weights", version, about = "Stable Diffusion weights for sd-webgpu")]
+#[command(
+    name = "sd-weights",
+    version,
+    about = "Stable Diffusion weights for sd-webgpu"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,11 @@ fn devices() -> ExitCode {
         device::self_check(&device).await
     });
     ok &= report("wgpu", gpu);
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn report(name: &str, result: Result<f64, sd_webgpu::Error>) -> bool {

@@ -16,7 +16,14 @@ pub struct Progress {
 impl Progress {
     pub fn new(label: &'static str, total: u64) -> Progress {
         let terminal = std::io::stderr().is_terminal();
-        Progress { label, total: total.max(1), done: 0, start: Instant::now(), drawn: None, terminal }
+        Progress {
+            label,
+            total: total.max(1),
+            done: 0,
+            start: Instant::now(),
+            drawn: None,
+            terminal,
+        }
     }
 
     fn draw(&self) {
@@ -36,7 +43,11 @@ impl Progress {
 
     pub fn advance(&mut self, amount: u64) {
         self.done = (self.done + amount).min(self.total);
-        if self.terminal && self.drawn.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+        if self.terminal
+            && self
+                .drawn
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+        {
             self.drawn = Some(Instant::now());
             self.draw();
         }

@@ -22,11 +22,30 @@ macro_rules! spec {
         Spec {
             family: $family,
             configs: [
-                ("model_index.json", include_str!(concat!("../synth/", $family, "/model_index.json"))),
-                ("text_encoder/config.json", include_str!(concat!("../synth/", $family, "/text_encoder/config.json"))),
-                ("unet/config.json", include_str!(concat!("../synth/", $family, "/unet/config.json"))),
-                ("vae/config.json", include_str!(concat!("../synth/", $family, "/vae/config.json"))),
-                ("scheduler/scheduler_config.json", include_str!(concat!("../synth/", $family, "/scheduler/scheduler_config.json"))),
+                (
+                    "model_index.json",
+                    include_str!(concat!("../synth/", $family, "/model_index.json")),
+                ),
+                (
+                    "text_encoder/config.json",
+                    include_str!(concat!("../synth/", $family, "/text_encoder/config.json")),
+                ),
+                (
+                    "unet/config.json",
+                    include_str!(concat!("../synth/", $family, "/unet/config.json")),
+                ),
+                (
+                    "vae/config.json",
+                    include_str!(concat!("../synth/", $family, "/vae/config.json")),
+                ),
+                (
+                    "scheduler/scheduler_config.json",
+                    include_str!(concat!(
+                        "../synth/",
+                        $family,
+                        "/scheduler/scheduler_config.json"
+                    )),
+                ),
             ],
             tensors: include_str!(concat!("../synth/", $family, "/tensors.txt")),
             sd2_tokenizer: $sd2,
@@ -48,16 +67,25 @@ pub fn spec(family: &str) -> Option<Spec> {
 
 const VOCAB: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/vocab.json");
 const MERGES: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/merges.txt");
-const SD1_SPECIAL: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/special_tokens_map.json");
-const SD1_CONFIG: &[u8] = include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/tokenizer_config.json");
-const SD2_SPECIAL: &[u8] = include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/special_tokens_map.json");
-const SD2_CONFIG: &[u8] = include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/tokenizer_config.json");
+const SD1_SPECIAL: &[u8] =
+    include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/special_tokens_map.json");
+const SD1_CONFIG: &[u8] =
+    include_bytes!("../../tests/fixtures/sd15-tiny/tokenizer/tokenizer_config.json");
+const SD2_SPECIAL: &[u8] =
+    include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/special_tokens_map.json");
+const SD2_CONFIG: &[u8] =
+    include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/tokenizer_config.json");
 
 impl Spec {
     pub fn config_values(&self) -> BTreeMap<String, Value> {
         self.configs
             .iter()
-            .map(|(path, text)| (path.to_string(), serde_json::from_str(text).expect("built-in configs are JSON")))
+            .map(|(path, text)| {
+                (
+                    path.to_string(),
+                    serde_json::from_str(text).expect("built-in configs are JSON"),
+                )
+            })
             .collect()
     }
 
@@ -68,8 +96,16 @@ impl Spec {
             .filter(|l| !l.is_empty())
             .map(|line| {
                 let mut it = line.split(' ');
-                let (c, n, s) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""));
-                let shape = s.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+                let (c, n, s) = (
+                    it.next().unwrap(),
+                    it.next().unwrap(),
+                    it.next().unwrap_or(""),
+                );
+                let shape = s
+                    .split(',')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| d.parse().unwrap())
+                    .collect();
                 (c, n, shape)
             })
             .collect()
@@ -77,11 +113,20 @@ impl Spec {
 
     /// The tokenizer files by path (`tokenizer/vocab.json`).
     pub fn tokenizer(&self) -> BTreeMap<String, Vec<u8>> {
-        let (special, config) = if self.sd2_tokenizer { (SD2_SPECIAL, SD2_CONFIG) } else { (SD1_SPECIAL, SD1_CONFIG) };
-        [("vocab.json", VOCAB), ("merges.txt", MERGES), ("special_tokens_map.json", special), ("tokenizer_config.json", config)]
-            .into_iter()
-            .map(|(n, b)| (format!("tokenizer/{n}"), b.to_vec()))
-            .collect()
+        let (special, config) = if self.sd2_tokenizer {
+            (SD2_SPECIAL, SD2_CONFIG)
+        } else {
+            (SD1_SPECIAL, SD1_CONFIG)
+        };
+        [
+            ("vocab.json", VOCAB),
+            ("merges.txt", MERGES),
+            ("special_tokens_map.json", special),
+            ("tokenizer_config.json", config),
+        ]
+        .into_iter()
+        .map(|(n, b)| (format!("tokenizer/{n}"), b.to_vec()))
+        .collect()
     }
 }
 
@@ -97,7 +142,10 @@ mod tests {
             crate::convert::input::check_configs(&configs, family).unwrap();
             let list = spec.tensor_list();
             assert!(list.len() > 1000, "{family}");
-            let params: usize = list.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
+            let params: usize = list
+                .iter()
+                .map(|(_, _, s)| s.iter().product::<usize>())
+                .sum();
             assert!(params > 1_000_000_000, "{family}: {params}");
         }
     }

@@ -52,7 +52,12 @@ fn is_norm(name: &str) -> bool {
     last.contains("norm") || last.starts_with("ln_")
 }
 
-fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], rng: &mut Gaussian, progress: &mut Progress) -> Result<(), Error> {
+fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>)],
+    rng: &mut Gaussian,
+    progress: &mut Progress,
+) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
@@ -70,14 +75,19 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], rng: &mut Gaus
         json.push(' ');
     }
     let mut file = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);
-    file.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    file.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
     file.write_all(json.as_bytes()).map_err(io)?;
     let mut buf = Vec::new();
     for (name, shape) in tensors {
         let n: usize = shape.iter().product();
         buf.clear();
         if is_norm(name) && shape.len() == 1 {
-            let v = if name.ends_with(".weight") { f16::ONE } else { f16::ZERO };
+            let v = if name.ends_with(".weight") {
+                f16::ONE
+            } else {
+                f16::ZERO
+            };
             buf.extend((0..n).flat_map(|_| v.to_le_bytes()));
         } else {
             for _ in 0..n.div_ceil(2) {
@@ -96,23 +106,47 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)], rng: &mut Gaus
 
 pub fn run(args: SynthArgs) -> Result<(), Error> {
     let spec = specs::spec(&args.family).ok_or_else(|| {
-        Error::BadInput(format!("--family {}: unknown; use one of {}", args.family, specs::FAMILIES.join(", ")))
+        Error::BadInput(format!(
+            "--family {}: unknown; use one of {}",
+            args.family,
+            specs::FAMILIES.join(", ")
+        ))
     })?;
     if args.output.exists() {
-        return Err(Error::BadInput(format!("{} already exists: choose a new output directory", args.output.display())));
+        return Err(Error::BadInput(format!(
+            "{} already exists: choose a new output directory",
+            args.output.display()
+        )));
     }
-    let parent = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = args.output.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    let parent = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = args
+        .output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model");
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let result = write_all(&spec, &tmp, args.seed).and_then(|()| {
-        std::fs::rename(&tmp, &args.output)
-            .map_err(|e| Error::Io(format!("cannot rename {} to {}: {e}", tmp.display(), args.output.display())))
+        std::fs::rename(&tmp, &args.output).map_err(|e| {
+            Error::Io(format!(
+                "cannot rename {} to {}: {e}",
+                tmp.display(),
+                args.output.display()
+            ))
+        })
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result?;
-    println!("wrote {} ({} random weights, diffusers layout)", args.output.display(), spec.family);
+    println!(
+        "wrote {} ({} random weights, diffusers layout)",
+        args.output.display(),
+        spec.family
+    );
     Ok(())
 }
 
@@ -130,13 +164,28 @@ fn write_all(spec: &specs::Spec, dir: &Path, seed: u64) -> Result<(), Error> {
         write(&path, &bytes)?;
     }
     let list = spec.tensor_list();
-    let total: u64 = list.iter().map(|(_, _, s)| s.iter().product::<usize>() as u64 * 2).sum();
+    let total: u64 = list
+        .iter()
+        .map(|(_, _, s)| s.iter().product::<usize>() as u64 * 2)
+        .sum();
     let mut progress = Progress::new("writing", total);
     let mut rng = Gaussian(seed ^ 0x5D_5EED);
-    for (component, file) in [("text_encoder", "model.safetensors"), ("unet", "diffusion_pytorch_model.safetensors"), ("vae", "diffusion_pytorch_model.safetensors")] {
-        let tensors: Vec<(&str, Vec<usize>)> =
-            list.iter().filter(|(c, _, _)| *c == component).map(|(_, n, s)| (*n, s.clone())).collect();
-        write_safetensors(&dir.join(component).join(file), &tensors, &mut rng, &mut progress)?;
+    for (component, file) in [
+        ("text_encoder", "model.safetensors"),
+        ("unet", "diffusion_pytorch_model.safetensors"),
+        ("vae", "diffusion_pytorch_model.safetensors"),
+    ] {
+        let tensors: Vec<(&str, Vec<usize>)> = list
+            .iter()
+            .filter(|(c, _, _)| *c == component)
+            .map(|(_, n, s)| (*n, s.clone()))
+            .collect();
+        write_safetensors(
+            &dir.join(component).join(file),
+            &tensors,
+            &mut rng,
+            &mut progress,
+        )?;
     }
     progress.finish();
     Ok(())
@@ -150,6 +199,8 @@ mod tests {
         assert!(super::is_norm("text_model.final_layer_norm.bias"));
         assert!(super::is_norm("mid_block.attentions.0.group_norm.weight"));
         assert!(!super::is_norm("down_blocks.0.resnets.0.conv1.bias"));
-        assert!(!super::is_norm("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"));
+        assert!(!super::is_norm(
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+        ));
     }
 }

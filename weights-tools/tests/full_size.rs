@@ -38,12 +38,25 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn sd_weights(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sd-weights")).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_sd-weights"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn total(dir: &Path) -> u64 {
-    ConvertedModel::open(dir).unwrap().manifest().chunks.iter().map(|c| c.size).sum()
+    ConvertedModel::open(dir)
+        .unwrap()
+        .manifest()
+        .chunks
+        .iter()
+        .map(|c| c.size)
+        .sum()
 }
 
 #[test]
@@ -73,12 +86,30 @@ fn sd15_fits_the_size_budgets() {
     let model = ConvertedModel::open(&q4).unwrap();
     let m = model.manifest();
     assert_eq!((m.family.as_str(), m.tensors.len()), ("sd1", 1130));
-    assert!(m.tensors.iter().all(|t| t.stored_bytes() <= MAX_TENSOR_BYTES));
+    assert!(
+        m.tensors
+            .iter()
+            .all(|t| t.stored_bytes() <= MAX_TENSOR_BYTES)
+    );
     for (i, chunk) in m.chunks.iter().enumerate() {
-        let inside = m.tensors.iter().filter(|t| t.parts().iter().any(|p| p.chunk == i)).count();
-        assert!(chunk.size <= 32 << 20 || inside == 1, "{} has {} bytes and {inside} tensors", chunk.path, chunk.size);
+        let inside = m
+            .tensors
+            .iter()
+            .filter(|t| t.parts().iter().any(|p| p.chunk == i))
+            .count();
+        assert!(
+            chunk.size <= 32 << 20 || inside == 1,
+            "{} has {} bytes and {inside} tensors",
+            chunk.path,
+            chunk.size
+        );
     }
-    let q4_params: usize = m.tensors.iter().filter(|t| t.dtype == Dtype::Q4).map(|t| t.numel()).sum();
+    let q4_params: usize = m
+        .tensors
+        .iter()
+        .filter(|t| t.dtype == Dtype::Q4)
+        .map(|t| t.numel())
+        .sum();
     assert!(q4_params > 900_000_000, "only {q4_params} values at q4");
     std::fs::remove_dir_all(&q4).unwrap();
 

@@ -12,19 +12,33 @@ fn fixtures() -> PathBuf {
 }
 
 fn sd_weights(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sd-weights")).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_sd-weights"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn read(path: &Path) -> Vec<f32> {
-    sd_webgpu::npy::read_f32(&std::fs::read(path).unwrap(), "image").unwrap().1
+    sd_webgpu::npy::read_f32(&std::fs::read(path).unwrap(), "image")
+        .unwrap()
+        .1
 }
 
 /// Peak signal-to-noise ratio of `a` against `b`, both in [0, 1]; minus infinity where a
 /// value is not finite (so a NaN image fails every bound instead of dropping out of `min`).
 fn psnr(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let mse = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
     if !mse.is_finite() {
         f64::NEG_INFINITY
     } else if mse == 0.0 {
@@ -51,21 +65,41 @@ const BOUNDS: [(&str, f64); 3] = [("f16", 70.0), ("q8", 52.0), ("q4", 30.0)];
 /// store their large matrices at that precision (the rest f16, VAE at q8 for q4: see
 /// `convert::policy`) and nothing as f32.
 fn check_dtypes(model: &Path, quant: &str) {
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap()).unwrap();
-    let dtypes: Vec<&str> = manifest["tensors"].as_array().unwrap().iter().map(|t| t["dtype"].as_str().unwrap()).collect();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap())
+            .unwrap();
+    let dtypes: Vec<&str> = manifest["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["dtype"].as_str().unwrap())
+        .collect();
     let count = |d: &str| dtypes.iter().filter(|&&x| x == d).count();
-    assert_eq!(manifest["quantization"].as_str(), Some(quant), "{quant}: manifest quantization");
+    assert_eq!(
+        manifest["quantization"].as_str(),
+        Some(quant),
+        "{quant}: manifest quantization"
+    );
     assert_eq!(count("f32"), 0, "{quant}: f32 tensors stored");
     match quant {
-        "f16" => assert_eq!(count("f16"), dtypes.len(), "f16: not every tensor is f16: {dtypes:?}"),
-        "q8" => assert!(count("q8") > 0 && count("q4") == 0, "q8: stored dtypes {dtypes:?}"),
+        "f16" => assert_eq!(
+            count("f16"),
+            dtypes.len(),
+            "f16: not every tensor is f16: {dtypes:?}"
+        ),
+        "q8" => assert!(
+            count("q8") > 0 && count("q4") == 0,
+            "q8: stored dtypes {dtypes:?}"
+        ),
         _ => assert!(count("q4") > 0, "q4: no q4 tensor stored"),
     }
 }
 
 #[test]
 fn quantized_images_stay_close_to_f32() {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("quality.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("quality.json")).unwrap())
+            .unwrap();
     let dir = std::env::temp_dir().join(format!("sd-weights-quality-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,7 +108,13 @@ fn quantized_images_stay_close_to_f32() {
     let mut report = Vec::new();
     for (quant, bound) in BOUNDS {
         let model = dir.join(quant);
-        sd_weights(&["convert", &s(&fixtures().join("model")), &s(&model), "--quant", quant]);
+        sd_weights(&[
+            "convert",
+            &s(&fixtures().join("model")),
+            &s(&model),
+            "--quant",
+            quant,
+        ]);
         check_dtypes(&model, quant);
         let mut figures = Vec::new();
         for case in meta["cases"].as_array().unwrap() {
@@ -82,16 +122,37 @@ fn quantized_images_stay_close_to_f32() {
             let out = dir.join(format!("{quant}_{name}.npy"));
             let latents = fixtures().join(format!("{name}_latents.npy"));
             sd_weights(&[
-                "generate", "--model", &s(&model), "--prompt", case["prompt"].as_str().unwrap(), "--steps", &steps,
-                "--guidance", &guidance, "--scheduler", meta["scheduler"].as_str().unwrap(), "--latents", &s(&latents), "--output", &s(&out),
+                "generate",
+                "--model",
+                &s(&model),
+                "--prompt",
+                case["prompt"].as_str().unwrap(),
+                "--steps",
+                &steps,
+                "--guidance",
+                &guidance,
+                "--scheduler",
+                meta["scheduler"].as_str().unwrap(),
+                "--latents",
+                &s(&latents),
+                "--output",
+                &s(&out),
             ]);
-            figures.push(psnr(&read(&out), &read(&fixtures().join(format!("{name}_image.npy")))));
+            figures.push(psnr(
+                &read(&out),
+                &read(&fixtures().join(format!("{name}_image.npy"))),
+            ));
         }
         let worst = figures.iter().copied().fold(f64::INFINITY, f64::min);
         let mean = figures.iter().sum::<f64>() / figures.len() as f64;
-        report.push(format!("{quant}: PSNR mean {mean:.1} dB, worst {worst:.1} dB (bound {bound} dB)"));
+        report.push(format!(
+            "{quant}: PSNR mean {mean:.1} dB, worst {worst:.1} dB (bound {bound} dB)"
+        ));
         eprintln!("{}", report.last().unwrap());
-        assert!(worst >= bound, "{quant}: an image is only {worst:.1} dB from diffusers' f32 image: {figures:?}");
+        assert!(
+            worst >= bound,
+            "{quant}: an image is only {worst:.1} dB from diffusers' f32 image: {figures:?}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,10 @@
 //! failed `assert!` here is a bug in the parser's checks.
 
 use super::stream::StreamingLoader;
-use super::{Dtype, FileEntry, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, read_tensor, sha256_hex};
+use super::{
+    Dtype, FileEntry, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, Manifest, Part, TensorEntry,
+    read_tensor, sha256_hex,
+};
 use crate::safetensors::{SafeTensors, parse_header};
 
 /// Streamed through the loader when all chunks together are at most this many bytes.
@@ -42,11 +45,22 @@ fn safetensors_file(file: &[u8]) {
         }
     }
     // As a whole file: every tensor lies inside it and reads as its shape says.
-    let Ok(st) = SafeTensors::from_bytes(file.to_vec(), "fuzz") else { return };
+    let Ok(st) = SafeTensors::from_bytes(file.to_vec(), "fuzz") else {
+        return;
+    };
     for name in st.names() {
-        let Some(info) = st.info(name) else { panic!("a listed tensor has no info") };
-        let bits = info.shape.iter().try_fold(info.dtype.bits(), |a, d| a.checked_mul(*d));
-        assert_eq!(bits, Some((info.end - info.start) * 8), "{name}: size does not match its shape");
+        let Some(info) = st.info(name) else {
+            panic!("a listed tensor has no info")
+        };
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bits(), |a, d| a.checked_mul(*d));
+        assert_eq!(
+            bits,
+            Some((info.end - info.start) * 8),
+            "{name}: size does not match its shape"
+        );
         if let Ok((shape, values)) = st.get_f32(name) {
             assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
         }
@@ -57,15 +71,22 @@ fn safetensors_file(file: &[u8]) {
 /// what [`Manifest::validate`] promises, write back to JSON that parses again, and load
 /// (zero-filled chunks, when small) through [`StreamingLoader`] on the CPU.
 pub fn manifest(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(manifest) = Manifest::from_json(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(manifest) = Manifest::from_json(text) else {
+        return;
+    };
     check_promises(&manifest);
 
     let json = manifest.to_json();
     if json.len() as u64 <= MAX_MANIFEST_BYTES {
         let again = Manifest::from_json(&json).expect("a valid manifest's JSON is valid");
         // (Config values are not compared: floats may come back one ulp off.)
-        assert_eq!((&again.chunks, &again.files, &again.tensors), (&manifest.chunks, &manifest.files, &manifest.tensors));
+        assert_eq!(
+            (&again.chunks, &again.files, &again.tensors),
+            (&manifest.chunks, &manifest.files, &manifest.tensors)
+        );
     }
 
     let total = manifest.chunks.iter().map(|c| c.size).sum::<u64>();
@@ -80,18 +101,34 @@ fn check_promises(m: &Manifest) {
         let rows = t.shape.first().copied().unwrap_or(1);
         let parts = t.parts();
         assert!(!parts.is_empty(), "{}: no parts", t.full_name());
-        assert_eq!(parts.iter().map(|p| p.rows).sum::<usize>(), rows, "{}", t.full_name());
+        assert_eq!(
+            parts.iter().map(|p| p.rows).sum::<usize>(),
+            rows,
+            "{}",
+            t.full_name()
+        );
         let inner = t.numel().checked_div(rows).unwrap_or(0);
         for p in &parts {
             let chunk = &m.chunks[p.chunk];
-            assert!(p.offset + p.length <= chunk.size, "{}: outside {}", t.full_name(), chunk.path);
+            assert!(
+                p.offset + p.length <= chunk.size,
+                "{}: outside {}",
+                t.full_name(),
+                chunk.path
+            );
             assert!(p.length <= MAX_TENSOR_BYTES);
-            assert_eq!(p.length, t.dtype.stored_len(p.rows * inner) as u64, "{}", t.full_name());
+            assert_eq!(
+                p.length,
+                t.dtype.stored_len(p.rows * inner) as u64,
+                "{}",
+                t.full_name()
+            );
         }
         // Reading zeros gives as many values as the shape holds.
         let stored = parts.iter().map(|p| p.length).sum::<u64>();
         if stored <= STREAM_BYTES {
-            let values = read_tensor(t, |p| Ok(vec![0; p.length as usize])).expect("zeros of the right length decode");
+            let values = read_tensor(t, |p| Ok(vec![0; p.length as usize]))
+                .expect("zeros of the right length decode");
             assert_eq!(values.len(), t.numel(), "{}", t.full_name());
         }
     }
@@ -100,25 +137,47 @@ fn check_promises(m: &Manifest) {
 /// Every chunk, zero-filled (the manifest's sha256s changed to match), into the streaming
 /// loader.
 fn stream_zero_chunks(mut manifest: Manifest) {
-    let chunks: Vec<Vec<u8>> = manifest.chunks.iter().map(|c| vec![0; c.size as usize]).collect();
+    let chunks: Vec<Vec<u8>> = manifest
+        .chunks
+        .iter()
+        .map(|c| vec![0; c.size as usize])
+        .collect();
     for (entry, bytes) in manifest.chunks.iter_mut().zip(&chunks) {
         entry.sha256 = sha256_hex(bytes);
     }
     let files = manifest.files.len();
-    let mut load = StreamingLoader::new(manifest, &crate::device::cpu()).expect("still a valid manifest");
+    let mut load =
+        StreamingLoader::new(manifest, &crate::device::cpu()).expect("still a valid manifest");
     for (i, bytes) in chunks.iter().enumerate() {
-        load.add_chunk(i, bytes).expect("a chunk that matches its sha256 loads");
+        load.add_chunk(i, bytes)
+            .expect("a chunk that matches its sha256 loads");
     }
     assert_eq!(load.missing().len(), files, "every chunk is in");
 }
 
 /// A small valid manifest: every dtype, a tensor in parts, two chunks and a file.
 pub fn seed_manifest() -> Manifest {
-    let configs = ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"]
-        .into_iter()
-        .map(|p| (p.to_string(), serde_json::json!({"in_channels": 4, "sizes": [1, 2.5, null], "name": "x"})))
-        .collect();
-    let tensor = |component: &str, name: &str, shape: Vec<usize>, dtype: Dtype, at: Option<(usize, u64, u64)>, parts: Option<Vec<Part>>| {
+    let configs = [
+        "model_index.json",
+        "text_encoder/config.json",
+        "unet/config.json",
+        "vae/config.json",
+        "scheduler/scheduler_config.json",
+    ]
+    .into_iter()
+    .map(|p| {
+        (
+            p.to_string(),
+            serde_json::json!({"in_channels": 4, "sizes": [1, 2.5, null], "name": "x"}),
+        )
+    })
+    .collect();
+    let tensor = |component: &str,
+                  name: &str,
+                  shape: Vec<usize>,
+                  dtype: Dtype,
+                  at: Option<(usize, u64, u64)>,
+                  parts: Option<Vec<Part>>| {
         TensorEntry {
             component: component.into(),
             name: name.into(),
@@ -130,7 +189,11 @@ pub fn seed_manifest() -> Manifest {
             parts,
         }
     };
-    let file = |path: &str, size: u64| FileEntry { path: path.into(), size, sha256: sha256_hex(&vec![0; size as usize]) };
+    let file = |path: &str, size: u64| FileEntry {
+        path: path.into(),
+        size,
+        sha256: sha256_hex(&vec![0; size as usize]),
+    };
     Manifest {
         format: super::FORMAT_NAME.into(),
         version: super::FORMAT_VERSION,
@@ -141,18 +204,59 @@ pub fn seed_manifest() -> Manifest {
         files: vec![file("tokenizer/vocab.json", 2)],
         chunks: vec![file("chunk-000.bin", 96), file("chunk-001.bin", 96)],
         tensors: vec![
-            tensor("unet", "a.weight", vec![2, 32], Dtype::Q4, Some((0, 0, 36)), None),
+            tensor(
+                "unet",
+                "a.weight",
+                vec![2, 32],
+                Dtype::Q4,
+                Some((0, 0, 36)),
+                None,
+            ),
             tensor(
                 "unet",
                 "a.bias",
                 vec![2],
                 Dtype::F16,
                 None,
-                Some(vec![Part { rows: 1, chunk: 0, offset: 48, length: 2 }, Part { rows: 1, chunk: 1, offset: 80, length: 2 }]),
+                Some(vec![
+                    Part {
+                        rows: 1,
+                        chunk: 0,
+                        offset: 48,
+                        length: 2,
+                    },
+                    Part {
+                        rows: 1,
+                        chunk: 1,
+                        offset: 80,
+                        length: 2,
+                    },
+                ]),
             ),
-            tensor("vae", "b.weight", vec![1, 2, 32], Dtype::Q8, Some((1, 0, 68)), None),
-            tensor("text_encoder", "c", vec![3], Dtype::F32, Some((0, 64, 12)), None),
-            tensor("text_encoder", "empty", vec![0, 5], Dtype::F16, Some((0, 80, 0)), None),
+            tensor(
+                "vae",
+                "b.weight",
+                vec![1, 2, 32],
+                Dtype::Q8,
+                Some((1, 0, 68)),
+                None,
+            ),
+            tensor(
+                "text_encoder",
+                "c",
+                vec![3],
+                Dtype::F32,
+                Some((0, 64, 12)),
+                None,
+            ),
+            tensor(
+                "text_encoder",
+                "empty",
+                vec![0, 5],
+                Dtype::F16,
+                Some((0, 80, 0)),
+                None,
+            ),
         ],
     }
 }
@@ -198,11 +302,36 @@ mod tests {
 
     /// Numbers that break careless arithmetic, written over a number of the input.
     const NUMBERS: [&str; 14] = [
-        "0", "1", "-1", "16", "4294967295", "4294967296", "9007199254740993", "9223372036854775807", "18446744073709551615",
-        "18446744073709551616", "1099511627776", "134217728", "1e300", "0.5",
+        "0",
+        "1",
+        "-1",
+        "16",
+        "4294967295",
+        "4294967296",
+        "9007199254740993",
+        "9223372036854775807",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1099511627776",
+        "134217728",
+        "1e300",
+        "0.5",
     ];
     /// Tokens inserted anywhere.
-    const TOKENS: [&str; 12] = ["{", "}", "[", "]", "\"", ",", ":", "null", "\"\\u0000\"", "\\", "\"x\":1,", "[[[[[[[["];
+    const TOKENS: [&str; 12] = [
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ",",
+        ":",
+        "null",
+        "\"\\u0000\"",
+        "\\",
+        "\"x\":1,",
+        "[[[[[[[[",
+    ];
 
     /// One random mutation of `input`; `other` is another valid input to splice from.
     fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
@@ -230,9 +359,13 @@ mod tests {
             }
             // A number replaced by a huge, negative or fractional one.
             3 => {
-                let digits: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ascii_digit()).collect();
+                let digits: Vec<usize> = (0..out.len())
+                    .filter(|&i| out[i].is_ascii_digit())
+                    .collect();
                 if let Some(&i) = digits.get(rng.below(digits.len().max(1))) {
-                    let end = (i..out.len()).find(|&j| !out[j].is_ascii_digit()).unwrap_or(out.len());
+                    let end = (i..out.len())
+                        .find(|&j| !out[j].is_ascii_digit())
+                        .unwrap_or(out.len());
                     out.splice(i..end, NUMBERS[rng.below(NUMBERS.len())].bytes());
                 }
             }
@@ -263,7 +396,14 @@ mod tests {
 
     /// `count` inputs, each one to four mutations of a seed, through `target`: none panics,
     /// none takes long. Returns how many of them `accepts`.
-    fn run(name: &str, seeds: &[Vec<u8>], count: usize, seed: u64, target: fn(&[u8]), accepts: fn(&[u8]) -> bool) -> usize {
+    fn run(
+        name: &str,
+        seeds: &[Vec<u8>],
+        count: usize,
+        seed: u64,
+        target: fn(&[u8]),
+        accepts: fn(&[u8]) -> bool,
+    ) -> usize {
         let mut rng = Rng(seed);
         let start = Instant::now();
         let mut accepted = 0;
@@ -275,17 +415,36 @@ mod tests {
             }
             let one = Instant::now();
             if catch_unwind(AssertUnwindSafe(|| target(&input))).is_err() {
-                panic!("{name}: input {i} panics: {:?}", String::from_utf8_lossy(&input));
+                panic!(
+                    "{name}: input {i} panics: {:?}",
+                    String::from_utf8_lossy(&input)
+                );
             }
-            assert!(one.elapsed() < Duration::from_secs(2), "{name}: input {i} takes {:?}", one.elapsed());
+            assert!(
+                one.elapsed() < Duration::from_secs(2),
+                "{name}: input {i} takes {:?}",
+                one.elapsed()
+            );
             accepted += usize::from(accepts(&input));
         }
-        eprintln!("{name}: {count} mutated inputs in {:?}, {accepted} of them valid", start.elapsed());
+        eprintln!(
+            "{name}: {count} mutated inputs in {:?}, {accepted} of them valid",
+            start.elapsed()
+        );
         accepted
     }
 
     /// Values that break careless arithmetic on sizes and offsets.
-    const HUGE: [u64; 8] = [0, 15, 16, 1 << 32, 1 << 40, (1 << 63) - 1, u64::MAX - 15, u64::MAX];
+    const HUGE: [u64; 8] = [
+        0,
+        15,
+        16,
+        1 << 32,
+        1 << 40,
+        (1 << 63) - 1,
+        u64::MAX - 15,
+        u64::MAX,
+    ];
 
     /// A manifest that lies in one number (a shape, offset, length, row count, chunk index
     /// or chunk size) or in its list of tensors, written as JSON.
@@ -311,7 +470,8 @@ mod tests {
                 }
                 match &parts[..] {
                     [whole] if tensor.parts.is_none() => {
-                        (tensor.chunk, tensor.offset, tensor.length) = (Some(whole.chunk), Some(whole.offset), Some(whole.length));
+                        (tensor.chunk, tensor.offset, tensor.length) =
+                            (Some(whole.chunk), Some(whole.offset), Some(whole.length));
                     }
                     _ => tensor.parts = Some(parts),
                 }
@@ -333,19 +493,31 @@ mod tests {
         // The fixture model's manifest cut to its first chunk: real configs, real names.
         let fixture = include_str!("../../../tests/fixtures/converted/sd15-tiny-q8/manifest.json");
         let mut real = Manifest::from_json(fixture).unwrap();
-        real.tensors.retain(|t| t.parts().iter().all(|p| p.chunk == 0));
+        real.tensors
+            .retain(|t| t.parts().iter().all(|p| p.chunk == 0));
         real.chunks.truncate(1);
         let small = seed_manifest();
         let compact = |m: &Manifest| serde_json::to_vec(m).unwrap();
-        vec![small.to_json().into_bytes(), compact(&small), real.to_json().into_bytes()]
+        vec![
+            small.to_json().into_bytes(),
+            compact(&small),
+            real.to_json().into_bytes(),
+        ]
     }
 
     fn header_seeds() -> Vec<Vec<u8>> {
         let header = seed_safetensors_header();
-        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&header).unwrap()).unwrap();
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(&header).unwrap(),
+        )
+        .unwrap();
         let data: Vec<u8> = (0..48u8).collect();
         // Headers alone (the target puts a length in front) and whole files.
-        vec![header.clone().into_bytes(), pretty.into_bytes(), safetensors_bytes(header.as_bytes(), &data)]
+        vec![
+            header.clone().into_bytes(),
+            pretty.into_bytes(),
+            safetensors_bytes(header.as_bytes(), &data),
+        ]
     }
 
     #[test]
@@ -363,13 +535,23 @@ mod tests {
 
     #[test]
     fn mutated_manifests_never_panic() {
-        let valid = |data: &[u8]| std::str::from_utf8(data).is_ok_and(|text| Manifest::from_json(text).is_ok());
+        let valid = |data: &[u8]| {
+            std::str::from_utf8(data).is_ok_and(|text| Manifest::from_json(text).is_ok())
+        };
         let accepted = run("manifest", &manifest_seeds(), 20_000, 1, manifest, valid);
-        assert!(accepted > 500, "too few mutations stay valid to reach the loaders: {accepted}");
+        assert!(
+            accepted > 500,
+            "too few mutations stay valid to reach the loaders: {accepted}"
+        );
         // Lies in single numbers, mutated further or not.
         let mut rng = Rng(3);
-        let seeds: Vec<Manifest> = manifest_seeds().iter().map(|s| Manifest::from_json(std::str::from_utf8(s).unwrap()).unwrap()).collect();
-        let lies: Vec<Vec<u8>> = (0..2000).map(|i| lying_manifest(&mut rng, &seeds[i % seeds.len()])).collect();
+        let seeds: Vec<Manifest> = manifest_seeds()
+            .iter()
+            .map(|s| Manifest::from_json(std::str::from_utf8(s).unwrap()).unwrap())
+            .collect();
+        let lies: Vec<Vec<u8>> = (0..2000)
+            .map(|i| lying_manifest(&mut rng, &seeds[i % seeds.len()]))
+            .collect();
         for lie in &lies {
             if catch_unwind(AssertUnwindSafe(|| manifest(lie))).is_err() {
                 panic!("manifest panics: {}", String::from_utf8_lossy(lie));
@@ -382,9 +564,17 @@ mod tests {
     fn mutated_safetensors_headers_never_panic() {
         let valid = |data: &[u8]| {
             let file = safetensors_bytes(data, &[0; DATA_BYTES]);
-            SafeTensors::from_bytes(data.to_vec(), "t").is_ok() || SafeTensors::from_bytes(file, "t").is_ok()
+            SafeTensors::from_bytes(data.to_vec(), "t").is_ok()
+                || SafeTensors::from_bytes(file, "t").is_ok()
         };
-        let accepted = run("safetensors_header", &header_seeds(), 20_000, 2, safetensors_header, valid);
+        let accepted = run(
+            "safetensors_header",
+            &header_seeds(),
+            20_000,
+            2,
+            safetensors_header,
+            valid,
+        );
         assert!(accepted > 200, "too few mutations stay valid: {accepted}");
     }
 
@@ -394,7 +584,10 @@ mod tests {
     fn committed_fuzz_seeds_are_current() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
         let update = std::env::var_os("UPDATE_FUZZ_SEEDS").is_some();
-        for (target, seeds) in [("manifest", manifest_seeds()), ("safetensors_header", header_seeds())] {
+        for (target, seeds) in [
+            ("manifest", manifest_seeds()),
+            ("safetensors_header", header_seeds()),
+        ] {
             let dir = root.join(target);
             for (i, seed) in seeds.iter().enumerate() {
                 let path = dir.join(format!("seed-{i}"));
@@ -403,7 +596,11 @@ mod tests {
                     std::fs::write(&path, seed).unwrap();
                 } else {
                     let committed = std::fs::read(&path).unwrap_or_default();
-                    assert!(committed == *seed, "{} is stale: run with UPDATE_FUZZ_SEEDS=1", path.display());
+                    assert!(
+                        committed == *seed,
+                        "{} is stale: run with UPDATE_FUZZ_SEEDS=1",
+                        path.display()
+                    );
                 }
             }
         }

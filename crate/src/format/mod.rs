@@ -54,7 +54,8 @@ pub const FAMILIES: [&str; 4] = ["sd1", "sd2", "sd1-inpaint", "sd2-inpaint"];
 /// The largest manifest read: SD 1.5's is about 0.5 MB.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// What to do about a manifest that lies.
-const CONVERT_AGAIN: &str = "the model is corrupted or was not written by sd-weights convert: download or convert it again";
+const CONVERT_AGAIN: &str =
+    "the model is corrupted or was not written by sd-weights convert: download or convert it again";
 
 /// How a tensor's values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -86,7 +87,11 @@ impl Dtype {
             "f16" => Dtype::F16,
             "q8" => Dtype::Q8,
             "q4" => Dtype::Q4,
-            _ => return Err(Error::BadInput(format!("unknown precision {s:?}: use f32, f16, q8 or q4"))),
+            _ => {
+                return Err(Error::BadInput(format!(
+                    "unknown precision {s:?}: use f32, f16, q8 or q4"
+                )));
+            }
         })
     }
 
@@ -201,7 +206,12 @@ impl TensorEntry {
         match (&self.parts, self.chunk, self.offset, self.length) {
             (Some(parts), ..) => parts.clone(),
             (None, Some(chunk), Some(offset), Some(length)) => {
-                vec![Part { rows: self.shape.first().copied().unwrap_or(1), chunk, offset, length }]
+                vec![Part {
+                    rows: self.shape.first().copied().unwrap_or(1),
+                    chunk,
+                    offset,
+                    length,
+                }]
             }
             _ => Vec::new(),
         }
@@ -222,7 +232,9 @@ impl TensorEntry {
 fn check_format(format: &str, version: u64) -> Result<(), Error> {
     let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}")));
     if format != FORMAT_NAME {
-        return bad(format!("format is {format:?}, not {FORMAT_NAME:?}: not a model converted by sd-weights convert"));
+        return bad(format!(
+            "format is {format:?}, not {FORMAT_NAME:?}: not a model converted by sd-weights convert"
+        ));
     }
     let supported = u64::from(FORMAT_VERSION);
     if version > supported {
@@ -242,7 +254,10 @@ fn check_format(format: &str, version: u64) -> Result<(), Error> {
 
 /// A plain relative path: no leading `/`, no `..`, no empty part, no backslash.
 fn is_plain_relative(path: &str) -> bool {
-    !path.is_empty() && !path.starts_with('/') && !path.contains('\\') && path.split('/').all(|s| s != ".." && !s.is_empty())
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path.split('/').all(|s| s != ".." && !s.is_empty())
 }
 
 impl Manifest {
@@ -262,12 +277,20 @@ impl Manifest {
             format: Option<serde_json::Value>,
             version: Option<serde_json::Value>,
         }
-        if let Ok(Probe { format: Some(format), version: Some(version) }) = serde_json::from_str::<Probe>(text) {
+        if let Ok(Probe {
+            format: Some(format),
+            version: Some(version),
+        }) = serde_json::from_str::<Probe>(text)
+        {
             if let (Some(format), Some(version)) = (format.as_str(), version.as_u64()) {
                 check_format(format, version)?;
             }
         }
-        let invalid = |e: String| Error::BadWeights(format!("{MANIFEST} is not a valid manifest ({e}): {CONVERT_AGAIN}"));
+        let invalid = |e: String| {
+            Error::BadWeights(format!(
+                "{MANIFEST} is not a valid manifest ({e}): {CONVERT_AGAIN}"
+            ))
+        };
         crate::json::check_unique_keys(text.as_bytes()).map_err(invalid)?;
         let manifest: Manifest = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.validate()?;
@@ -285,7 +308,11 @@ impl Manifest {
     /// All arithmetic on sizes is checked: a lying manifest is an error, never an overflow.
     pub fn validate(&self) -> Result<(), Error> {
         check_format(&self.format, u64::from(self.version))?;
-        let bad = |why: String| Err(Error::BadWeights(format!("{MANIFEST}: {why}; {CONVERT_AGAIN}")));
+        let bad = |why: String| {
+            Err(Error::BadWeights(format!(
+                "{MANIFEST}: {why}; {CONVERT_AGAIN}"
+            )))
+        };
         if !FAMILIES.contains(&self.family.as_str()) {
             return Err(Error::BadWeights(format!(
                 "{MANIFEST}: model family {:?} is not one this sd-webgpu loads ({}): update sd-webgpu, or convert an SD 1.x / 2.x model",
@@ -294,7 +321,12 @@ impl Manifest {
             )));
         }
         let mut paths = BTreeSet::new();
-        for (what, entry) in self.chunks.iter().map(|c| ("chunk", c)).chain(self.files.iter().map(|f| ("file", f))) {
+        for (what, entry) in self
+            .chunks
+            .iter()
+            .map(|c| ("chunk", c))
+            .chain(self.files.iter().map(|f| ("file", f)))
+        {
             let path = &entry.path;
             if !is_plain_relative(path) {
                 return bad(format!("{what} path {path:?} is not a plain relative path"));
@@ -303,10 +335,21 @@ impl Manifest {
                 return bad(format!("{what} {path} is listed twice"));
             }
             if entry.size > MAX_CHUNK_BYTES {
-                return bad(format!("{what} {path}: {} bytes, over the {MAX_CHUNK_BYTES}-byte limit", entry.size));
+                return bad(format!(
+                    "{what} {path}: {} bytes, over the {MAX_CHUNK_BYTES}-byte limit",
+                    entry.size
+                ));
             }
-            if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return bad(format!("{what} {path}: sha256 {:?} is not 64 lowercase hex digits", entry.sha256));
+            if entry.sha256.len() != 64
+                || !entry
+                    .sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return bad(format!(
+                    "{what} {path}: sha256 {:?} is not 64 lowercase hex digits",
+                    entry.sha256
+                ));
             }
         }
         let mut names = BTreeSet::new();
@@ -317,7 +360,10 @@ impl Manifest {
                 return bad(format!("tensor {name} is listed twice"));
             }
             if !COMPONENTS.contains(&t.component.as_str()) {
-                return bad(format!("tensor {name}: unknown component {:?}", t.component));
+                return bad(format!(
+                    "tensor {name}: unknown component {:?}",
+                    t.component
+                ));
             }
             let numel = t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
             let Some(numel) = numel.filter(|n| (*n as u64) < (1u64 << 40)) else {
@@ -326,18 +372,29 @@ impl Manifest {
             let whole = t.chunk.is_some() || t.offset.is_some() || t.length.is_some();
             let parts = t.parts();
             if whole == t.parts.is_some() || parts.is_empty() {
-                return bad(format!("tensor {name}: give either chunk/offset/length or parts"));
+                return bad(format!(
+                    "tensor {name}: give either chunk/offset/length or parts"
+                ));
             }
             let rows = t.shape.first().copied().unwrap_or(1);
-            if parts.iter().try_fold(0usize, |sum, p| sum.checked_add(p.rows)) != Some(rows) {
-                return bad(format!("tensor {name}: parts do not add up to its {rows} rows"));
+            if parts
+                .iter()
+                .try_fold(0usize, |sum, p| sum.checked_add(p.rows))
+                != Some(rows)
+            {
+                return bad(format!(
+                    "tensor {name}: parts do not add up to its {rows} rows"
+                ));
             }
             // Each part has at most `rows` rows, so `p.rows * inner` is at most `numel`.
             let inner = numel.checked_div(rows).unwrap_or(0);
             for p in &parts {
                 let n = p.rows * inner;
                 if t.dtype.is_quantized() && n % quant::BLOCK != 0 {
-                    return bad(format!("tensor {name}: {n} values cannot be stored as {}", t.dtype.name()));
+                    return bad(format!(
+                        "tensor {name}: {n} values cannot be stored as {}",
+                        t.dtype.name()
+                    ));
                 }
                 if p.length != t.dtype.stored_len(n) as u64 {
                     return bad(format!(
@@ -347,12 +404,19 @@ impl Manifest {
                     ));
                 }
                 if p.length > MAX_TENSOR_BYTES {
-                    return bad(format!("tensor {name}: {} bytes stored in one piece, over the {MAX_TENSOR_BYTES}-byte limit", p.length));
+                    return bad(format!(
+                        "tensor {name}: {} bytes stored in one piece, over the {MAX_TENSOR_BYTES}-byte limit",
+                        p.length
+                    ));
                 }
                 let Some(chunk) = self.chunks.get(p.chunk) else {
                     return bad(format!("tensor {name}: chunk {} does not exist", p.chunk));
                 };
-                if p.offset % ALIGN != 0 || p.offset.checked_add(p.length).is_none_or(|end| end > chunk.size) {
+                if p.offset % ALIGN != 0
+                    || p.offset
+                        .checked_add(p.length)
+                        .is_none_or(|end| end > chunk.size)
+                {
                     return bad(format!(
                         "tensor {name}: bytes {}..+{} are not an aligned range inside {} ({} bytes)",
                         p.offset, p.length, chunk.path, chunk.size
@@ -365,11 +429,20 @@ impl Manifest {
             list.sort();
             for pair in list.windows(2) {
                 if pair[1].0 < pair[0].1 {
-                    return bad(format!("tensors {} and {} overlap in {}", pair[0].2, pair[1].2, chunk.path));
+                    return bad(format!(
+                        "tensors {} and {} overlap in {}",
+                        pair[0].2, pair[1].2, chunk.path
+                    ));
                 }
             }
         }
-        for path in ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"] {
+        for path in [
+            "model_index.json",
+            "text_encoder/config.json",
+            "unet/config.json",
+            "vae/config.json",
+            "scheduler/scheduler_config.json",
+        ] {
             if !self.configs.contains_key(path) {
                 return bad(format!("config {path} is missing"));
             }
@@ -379,21 +452,31 @@ impl Manifest {
 
     /// The tensor `name` of `component`.
     pub fn tensor(&self, component: &str, name: &str) -> Option<&TensorEntry> {
-        self.tensors.iter().find(|t| t.component == component && t.name == name)
+        self.tensors
+            .iter()
+            .find(|t| t.component == component && t.name == name)
     }
 }
 
 /// Decodes one stored part (`n` values) to f32.
 pub fn decode(dtype: Dtype, bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
     match dtype {
-        Dtype::F32 | Dtype::F16 if bytes.len() != dtype.stored_len(n) => Err(Error::BadWeights(format!(
-            "{} data of {n} values must be {} bytes, found {}",
-            dtype.name(),
-            dtype.stored_len(n),
-            bytes.len()
-        ))),
-        Dtype::F32 => Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        Dtype::F16 => Ok(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        Dtype::F32 | Dtype::F16 if bytes.len() != dtype.stored_len(n) => {
+            Err(Error::BadWeights(format!(
+                "{} data of {n} values must be {} bytes, found {}",
+                dtype.name(),
+                dtype.stored_len(n),
+                bytes.len()
+            )))
+        }
+        Dtype::F32 => Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()),
+        Dtype::F16 => Ok(bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()),
         Dtype::Q8 => quant::q8_decode(bytes, n),
         Dtype::Q4 => quant::q4_decode(bytes, n),
     }
@@ -401,13 +484,20 @@ pub fn decode(dtype: Dtype, bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
 
 /// Decodes rows `rows` of one stored part of `total_rows` rows of `inner` values, so a big
 /// part can be expanded a block at a time.
-pub fn decode_rows(dtype: Dtype, bytes: &[u8], total_rows: usize, inner: usize, rows: std::ops::Range<usize>) -> Result<Vec<f32>, Error> {
+pub fn decode_rows(
+    dtype: Dtype,
+    bytes: &[u8],
+    total_rows: usize,
+    inner: usize,
+    rows: std::ops::Range<usize>,
+) -> Result<Vec<f32>, Error> {
     match dtype {
         Dtype::Q8 | Dtype::Q4 => quant::decode_rows(dtype, bytes, total_rows, inner, rows),
         Dtype::F32 | Dtype::F16 => {
             let size = dtype.stored_len(1);
             let n = total_rows * inner;
-            if bytes.len() != dtype.stored_len(n) || rows.end > total_rows || rows.start > rows.end {
+            if bytes.len() != dtype.stored_len(n) || rows.end > total_rows || rows.start > rows.end
+            {
                 return Err(Error::BadWeights(format!(
                     "{} data of {total_rows}×{inner} values must be {} bytes, found {} (rows {rows:?})",
                     dtype.name(),
@@ -423,7 +513,10 @@ pub fn decode_rows(dtype: Dtype, bytes: &[u8], total_rows: usize, inner: usize, 
 
 /// A tensor's values as f32, all parts decoded and joined; `bytes` fetches one part's stored
 /// bytes (from a file natively, from downloaded chunks in the browser).
-pub fn read_tensor(tensor: &TensorEntry, mut bytes: impl FnMut(&Part) -> Result<Vec<u8>, Error>) -> Result<Vec<f32>, Error> {
+pub fn read_tensor(
+    tensor: &TensorEntry,
+    mut bytes: impl FnMut(&Part) -> Result<Vec<u8>, Error>,
+) -> Result<Vec<f32>, Error> {
     let inner = tensor.numel() / tensor.shape.first().copied().unwrap_or(1).max(1);
     let mut values = Vec::with_capacity(tensor.numel());
     for part in tensor.parts() {
@@ -444,7 +537,10 @@ pub fn encode(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
     }
     match dtype {
         Dtype::F32 => Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        Dtype::F16 => Ok(values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect()),
+        Dtype::F16 => Ok(values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect()),
         Dtype::Q8 => quant::q8_encode(values),
         Dtype::Q4 => quant::q4_encode(values),
     }
@@ -466,10 +562,16 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Manifest {
-        let configs = ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"]
-            .into_iter()
-            .map(|p| (p.to_string(), serde_json::json!({})))
-            .collect();
+        let configs = [
+            "model_index.json",
+            "text_encoder/config.json",
+            "unet/config.json",
+            "vae/config.json",
+            "scheduler/scheduler_config.json",
+        ]
+        .into_iter()
+        .map(|p| (p.to_string(), serde_json::json!({})))
+        .collect();
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
@@ -478,7 +580,11 @@ mod tests {
             chunk_size: 64,
             configs,
             files: vec![],
-            chunks: vec![FileEntry { path: "chunk-000.bin".into(), size: 96, sha256: "ab".repeat(32) }],
+            chunks: vec![FileEntry {
+                path: "chunk-000.bin".into(),
+                size: 96,
+                sha256: "ab".repeat(32),
+            }],
             tensors: vec![
                 TensorEntry {
                     component: "unet".into(),
@@ -498,7 +604,20 @@ mod tests {
                     chunk: None,
                     offset: None,
                     length: None,
-                    parts: Some(vec![Part { rows: 1, chunk: 0, offset: 48, length: 2 }, Part { rows: 1, chunk: 0, offset: 64, length: 2 }]),
+                    parts: Some(vec![
+                        Part {
+                            rows: 1,
+                            chunk: 0,
+                            offset: 48,
+                            length: 2,
+                        },
+                        Part {
+                            rows: 1,
+                            chunk: 0,
+                            offset: 64,
+                            length: 2,
+                        },
+                    ]),
                 },
             ],
         }
@@ -526,26 +645,52 @@ mod tests {
             (|m| m.tensors[0].length = Some(u64::MAX), "does not fit"),
             (|m| m.tensors[0].offset = Some(8), "aligned range"),
             (|m| m.tensors[0].offset = Some(80), "aligned range"),
-            (|m| m.tensors[0].offset = Some(u64::MAX - 15), "aligned range"),
+            (
+                |m| m.tensors[0].offset = Some(u64::MAX - 15),
+                "aligned range",
+            ),
             (|m| m.tensors[0].chunk = Some(3), "does not exist"),
             (|m| m.tensors[0].chunk = Some(usize::MAX), "does not exist"),
             (|m| m.tensors[0].shape = vec![usize::MAX, 2], "too large"),
             (|m| m.tensors[0].shape = vec![1 << 20, 1 << 20], "too large"),
-            (|m| m.tensors[1].name = "a.weight".into(), "tensor unet/a.weight is listed twice"),
-            (|m| m.tensors[1].parts.as_mut().unwrap()[1].offset = 32, "overlap"),
-            (|m| m.tensors[1].parts.as_mut().unwrap()[1].rows = 2, "add up"),
+            (
+                |m| m.tensors[1].name = "a.weight".into(),
+                "tensor unet/a.weight is listed twice",
+            ),
+            (
+                |m| m.tensors[1].parts.as_mut().unwrap()[1].offset = 32,
+                "overlap",
+            ),
+            (
+                |m| m.tensors[1].parts.as_mut().unwrap()[1].rows = 2,
+                "add up",
+            ),
             // Rows that add up to 2 only by wrapping around.
-            (|m| m.tensors[1].parts.as_mut().unwrap()[0].rows = usize::MAX, "add up"),
+            (
+                |m| m.tensors[1].parts.as_mut().unwrap()[0].rows = usize::MAX,
+                "add up",
+            ),
             (|m| m.tensors[1].chunk = Some(0), "either"),
             (|m| m.tensors[1].parts = Some(vec![]), "either"),
             (|m| m.tensors[0].shape = vec![1, 31], "cannot be stored"),
             (|m| m.chunks[0].path = "../x".into(), "relative path"),
             (|m| m.chunks[0].size = u64::MAX, "over the"),
             (|m| m.chunks[0].sha256 = "AB".repeat(32), "sha256"),
-            (|m| m.chunks.push(m.chunks[0].clone()), "chunk chunk-000.bin is listed twice"),
-            (|m| m.files.push(m.chunks[0].clone()), "file chunk-000.bin is listed twice"),
+            (
+                |m| m.chunks.push(m.chunks[0].clone()),
+                "chunk chunk-000.bin is listed twice",
+            ),
+            (
+                |m| m.files.push(m.chunks[0].clone()),
+                "file chunk-000.bin is listed twice",
+            ),
             (|m| m.tensors[0].component = "safety".into(), "component"),
-            (|m| { m.configs.remove("unet/config.json"); }, "unet/config.json"),
+            (
+                |m| {
+                    m.configs.remove("unet/config.json");
+                },
+                "unet/config.json",
+            ),
         ];
         for (edit, want) in cases {
             let mut m = sample();
@@ -553,7 +698,10 @@ mod tests {
             let err = m.validate().unwrap_err().to_string();
             assert!(err.contains(want), "{want}: {err}");
             // Every error says what to do.
-            assert!(err.contains("convert") || err.contains("update sd-webgpu"), "{err}");
+            assert!(
+                err.contains("convert") || err.contains("update sd-webgpu"),
+                "{err}"
+            );
         }
         assert!(Manifest::from_json("{\"format\": 3}").is_err());
     }
@@ -565,16 +713,28 @@ mod tests {
         let json = sample().to_json();
         let from_json = |text: &str| Manifest::from_json(text).unwrap_err().to_string();
         // serde_json alone would keep the second "unet/config.json" (and lose the first).
-        let twice = json.replacen("\"unet/config.json\": {}", "\"unet/config.json\": {}, \"unet/config.json\": {\"x\": 1}", 1);
+        let twice = json.replacen(
+            "\"unet/config.json\": {}",
+            "\"unet/config.json\": {}, \"unet/config.json\": {\"x\": 1}",
+            1,
+        );
         assert_ne!(twice, json);
         let err = from_json(&twice);
-        assert!(err.contains("\"unet/config.json\" appears twice") && err.contains("convert"), "{err}");
-        let err = from_json(&json.replacen("\"version\": 1,", "\"version\": 1, \"version\": 2,", 1));
+        assert!(
+            err.contains("\"unet/config.json\" appears twice") && err.contains("convert"),
+            "{err}"
+        );
+        let err =
+            from_json(&json.replacen("\"version\": 1,", "\"version\": 1, \"version\": 2,", 1));
         assert!(err.contains("\"version\" appears twice"), "{err}");
         // A newer format is named as such, though its tensors are laid out differently.
-        let newer = r#"{"format": "sd-webgpu-weights", "version": 2, "tensors": {"unet": "elsewhere"}}"#;
+        let newer =
+            r#"{"format": "sd-webgpu-weights", "version": 2, "tensors": {"unet": "elsewhere"}}"#;
         let err = from_json(newer);
-        assert!(err.contains("version 2 is newer") && err.contains("update sd-webgpu"), "{err}");
+        assert!(
+            err.contains("version 2 is newer") && err.contains("update sd-webgpu"),
+            "{err}"
+        );
         let err = from_json(&(json.clone() + &" ".repeat(MAX_MANIFEST_BYTES as usize)));
         assert!(err.contains("limit"), "{err}");
         assert!(from_json("").contains("not a valid manifest"));
@@ -587,15 +747,28 @@ mod tests {
             let bytes = encode(dtype, &v).unwrap();
             assert_eq!(bytes.len(), dtype.stored_len(64));
             let back = decode(dtype, &bytes, 64).unwrap();
-            let tol = match dtype { Dtype::F32 => 0.0, Dtype::F16 => 1e-3, Dtype::Q8 => 1e-2, Dtype::Q4 => 0.1 };
+            let tol = match dtype {
+                Dtype::F32 => 0.0,
+                Dtype::F16 => 1e-3,
+                Dtype::Q8 => 1e-2,
+                Dtype::Q4 => 0.1,
+            };
             assert!(quant::relative_rms_error(&v, &back) <= tol, "{dtype:?}");
         }
         assert!(decode(Dtype::F16, &[0; 3], 2).is_err());
         // Values beyond a dtype's range are refused, not stored as infinity.
         let mut big = v.clone();
         big[3] = 1e5;
-        assert!(encode(Dtype::F16, &big).unwrap_err().to_string().contains("f16 cannot store the value 100000"));
-        assert_eq!(decode(Dtype::F32, &encode(Dtype::F32, &big).unwrap(), 64).unwrap(), big);
+        assert!(
+            encode(Dtype::F16, &big)
+                .unwrap_err()
+                .to_string()
+                .contains("f16 cannot store the value 100000")
+        );
+        assert_eq!(
+            decode(Dtype::F32, &encode(Dtype::F32, &big).unwrap(), 64).unwrap(),
+            big
+        );
         big[3] = f32::INFINITY;
         assert!(encode(Dtype::F32, &big).is_err());
         for dtype in [Dtype::F16, Dtype::Q8, Dtype::Q4] {
@@ -608,8 +781,17 @@ mod tests {
         }
         // A split tensor reads its parts in order.
         let t = &sample().tensors[1];
-        let halves = [half::f16::from_f32(1.5).to_le_bytes().to_vec(), half::f16::from_f32(-2.0).to_le_bytes().to_vec()];
-        assert_eq!(read_tensor(t, |p| Ok(halves[(p.offset / 64) as usize].clone())).unwrap(), vec![1.5, -2.0]);
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let halves = [
+            half::f16::from_f32(1.5).to_le_bytes().to_vec(),
+            half::f16::from_f32(-2.0).to_le_bytes().to_vec(),
+        ];
+        assert_eq!(
+            read_tensor(t, |p| Ok(halves[(p.offset / 64) as usize].clone())).unwrap(),
+            vec![1.5, -2.0]
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

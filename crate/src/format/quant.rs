@@ -68,7 +68,9 @@ pub fn q4_len(n: usize) -> usize {
 
 fn check_len(n: usize) -> Result<(), Error> {
     if !n.is_multiple_of(BLOCK) {
-        return Err(Error::BadWeights(format!("{n} values cannot be quantized in blocks of {BLOCK}")));
+        return Err(Error::BadWeights(format!(
+            "{n} values cannot be quantized in blocks of {BLOCK}"
+        )));
     }
     Ok(())
 }
@@ -91,9 +93,17 @@ pub fn q8_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
     for block in values.chunks_exact(BLOCK) {
         let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = f16::from_f32(max / 127.0);
-        let inv = if scale.to_f32() > 0.0 { 1.0 / scale.to_f32() } else { 0.0 };
+        let inv = if scale.to_f32() > 0.0 {
+            1.0 / scale.to_f32()
+        } else {
+            0.0
+        };
         // Round half up: clamp, shift to positive, truncate (vectorizes, unlike f32::round).
-        out.extend(block.iter().map(|v| ((v * inv + 128.5).clamp(1.0, 255.0) as i32 - 128) as i8 as u8));
+        out.extend(
+            block
+                .iter()
+                .map(|v| ((v * inv + 128.5).clamp(1.0, 255.0) as i32 - 128) as i8 as u8),
+        );
         scales.push(scale);
     }
     push_scales(&mut out, &scales);
@@ -101,13 +111,18 @@ pub fn q8_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
 }
 
 fn scales_of(bytes: &[u8], at: usize, n: usize) -> impl Iterator<Item = f32> + '_ {
-    bytes[at..at + n / BLOCK * 2].chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+    bytes[at..at + n / BLOCK * 2]
+        .chunks_exact(2)
+        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
 }
 
 fn check_stored(bytes: &[u8], n: usize, want: usize, what: &str) -> Result<(), Error> {
     check_len(n)?;
     if bytes.len() != want {
-        return Err(Error::BadWeights(format!("{what} data of {n} values must be {want} bytes, found {}", bytes.len())));
+        return Err(Error::BadWeights(format!(
+            "{what} data of {n} values must be {want} bytes, found {}",
+            bytes.len()
+        )));
     }
     Ok(())
 }
@@ -141,7 +156,9 @@ fn q4_block_at(block: &[f32], d: f32) -> (f32, [u8; BLOCK]) {
 /// The best scale found for one block, rounded to f16, and its codes.
 fn q4_block(block: &[f32], refine: bool) -> (f16, [u8; BLOCK]) {
     // q4_0: the value of largest magnitude maps to -8.
-    let m = block.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let m = block
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
     let d0 = f16::from_f32(m / -8.0);
     let (mut best_err, mut best_codes) = q4_block_at(block, d0.to_f32());
     let mut best = d0;
@@ -204,7 +221,10 @@ pub fn q4_encode(values: &[f32]) -> Result<Vec<u8>, Error> {
 pub fn q4_decode(bytes: &[u8], n: usize) -> Result<Vec<f32>, Error> {
     check_stored(bytes, n, q4_len(n), "q4")?;
     let mut out = Vec::with_capacity(n);
-    for (block, scale) in bytes[..n / 2].chunks_exact(BLOCK / 2).zip(scales_of(bytes, n / 2, n)) {
+    for (block, scale) in bytes[..n / 2]
+        .chunks_exact(BLOCK / 2)
+        .zip(scales_of(bytes, n / 2, n))
+    {
         for &b in block {
             out.push(((b & 15) as f32 - 8.0) * scale);
             out.push(((b >> 4) as f32 - 8.0) * scale);
@@ -223,14 +243,23 @@ fn row_slices(
     inner: usize,
     rows: std::ops::Range<usize>,
 ) -> Result<(&[u8], &[u8]), Error> {
-    let n = total_rows.checked_mul(inner).ok_or_else(|| Error::BadWeights("tensor too large".into()))?;
+    let n = total_rows
+        .checked_mul(inner)
+        .ok_or_else(|| Error::BadWeights("tensor too large".into()))?;
     if !inner.is_multiple_of(BLOCK) || rows.end > total_rows || rows.start > rows.end {
-        return Err(Error::BadWeights(format!("rows {rows:?} of {total_rows} rows of {inner} values are not whole blocks of {BLOCK}")));
+        return Err(Error::BadWeights(format!(
+            "rows {rows:?} of {total_rows} rows of {inner} values are not whole blocks of {BLOCK}"
+        )));
     }
     let bits = match dtype {
         super::Dtype::Q8 => 8,
         super::Dtype::Q4 => 4,
-        other => return Err(Error::BadWeights(format!("{} is not a quantized dtype", other.name()))),
+        other => {
+            return Err(Error::BadWeights(format!(
+                "{} is not a quantized dtype",
+                other.name()
+            )));
+        }
     };
     let value_bytes = n * bits / 8;
     check_stored(bytes, n, value_bytes + pad4(n / BLOCK * 2), dtype.name())?;
@@ -249,7 +278,9 @@ pub fn decode_rows(
     rows: std::ops::Range<usize>,
 ) -> Result<Vec<f32>, Error> {
     let (values, scales) = row_slices(dtype, bytes, total_rows, inner, rows.clone())?;
-    let scales = scales.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32());
+    let scales = scales
+        .chunks_exact(2)
+        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32());
     let mut out = Vec::with_capacity(rows.len() * inner);
     if dtype == super::Dtype::Q8 {
         for (block, scale) in values.chunks_exact(BLOCK).zip(scales) {
@@ -304,7 +335,11 @@ pub fn burn_data(
         .with_value(value)
         .with_store(QuantStore::PackedU32(0))
         .per_block([BLOCK as u8], scale_dtype);
-    Ok(TensorData::from_bytes_vec(out, [rows.len(), inner], DType::QFloat(scheme)))
+    Ok(TensorData::from_bytes_vec(
+        out,
+        [rows.len(), inner],
+        DType::QFloat(scheme),
+    ))
 }
 
 /// Root-mean-square of `a - b` divided by the RMS of `a`: the error measure quoted in the docs.
@@ -314,7 +349,11 @@ pub fn relative_rms_error(a: &[f32], b: &[f32]) -> f64 {
         num += ((x - y) as f64).powi(2);
         den += (*x as f64).powi(2);
     }
-    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
 }
 
 #[cfg(test)]
@@ -364,7 +403,10 @@ mod tests {
         assert_eq!(f16::from_le_bytes([q4[16], q4[17]]).to_f32(), 1.0);
         let q8 = q8_encode(&v).unwrap();
         assert_eq!(q8[0] as i8, -127);
-        assert_eq!(f16::from_le_bytes([q8[32], q8[33]]).to_f32(), f16::from_f32(8.0 / 127.0).to_f32());
+        assert_eq!(
+            f16::from_le_bytes([q8[32], q8[33]]).to_f32(),
+            f16::from_f32(8.0 / 127.0).to_f32()
+        );
     }
 
     #[test]
@@ -385,7 +427,10 @@ mod tests {
         let v = gaussian(1 << 16, 0.02, 7);
         let q8 = relative_rms_error(&v, &q8_decode(&q8_encode(&v).unwrap(), v.len()).unwrap());
         let q4 = relative_rms_error(&v, &q4_decode(&q4_encode(&v).unwrap(), v.len()).unwrap());
-        let q4_0 = relative_rms_error(&v, &q4_decode(&q4_encode_with(&v, false).unwrap(), v.len()).unwrap());
+        let q4_0 = relative_rms_error(
+            &v,
+            &q4_decode(&q4_encode_with(&v, false).unwrap(), v.len()).unwrap(),
+        );
         eprintln!("relative RMS error on N(0, 0.02): q8 {q8:.4}, q4 {q4:.4}, plain q4_0 {q4_0:.4}");
         assert!(q8 < 0.01, "q8 {q8}");
         assert!(q4 < 0.12, "q4 {q4}");
@@ -404,28 +449,62 @@ mod tests {
         let x = gaussian(batch * inner, 1.0, 12);
         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, inner]), device);
         let f16 = device.supports_dtype(DType::F16);
-        let cases = [(super::super::Dtype::Q8, false), (super::super::Dtype::Q4, false), (super::super::Dtype::Q8, f16), (super::super::Dtype::Q4, f16)];
+        let cases = [
+            (super::super::Dtype::Q8, false),
+            (super::super::Dtype::Q4, false),
+            (super::super::Dtype::Q8, f16),
+            (super::super::Dtype::Q4, f16),
+        ];
         for (dtype, f16_scales) in cases {
             let stored = super::super::encode(dtype, &w).unwrap();
             let host = super::super::decode(dtype, &stored, w.len()).unwrap();
-            let q = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 0..rows, f16_scales).unwrap(), device);
-            let back = q.clone().dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let q = Tensor::<2>::from_data(
+                burn_data(dtype, &stored, rows, inner, 0..rows, f16_scales).unwrap(),
+                device,
+            );
+            let back = q
+                .clone()
+                .dequantize()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_eq!(back, host, "{dtype:?} dequantized");
-            let middle = Tensor::<2>::from_data(burn_data(dtype, &stored, rows, inner, 7..20, f16_scales).unwrap(), device);
-            let middle = middle.dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let middle = Tensor::<2>::from_data(
+                burn_data(dtype, &stored, rows, inner, 7..20, f16_scales).unwrap(),
+                device,
+            );
+            let middle = middle
+                .dequantize()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_eq!(middle, host[7 * inner..20 * inner], "{dtype:?} rows 7..20");
-            assert_eq!(decode_rows(dtype, &stored, rows, inner, 7..20).unwrap(), middle, "{dtype:?} host rows 7..20");
-            let y = linear(xt.clone(), q.transpose(), None).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            assert_eq!(
+                decode_rows(dtype, &stored, rows, inner, 7..20).unwrap(),
+                middle,
+                "{dtype:?} host rows 7..20"
+            );
+            let y = linear(xt.clone(), q.transpose(), None)
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             for b in 0..batch {
                 for r in 0..rows {
-                    let want: f64 = (0..inner).map(|i| x[b * inner + i] as f64 * host[r * inner + i] as f64).sum();
+                    let want: f64 = (0..inner)
+                        .map(|i| x[b * inner + i] as f64 * host[r * inner + i] as f64)
+                        .sum();
                     let got = y[b * rows + r] as f64;
-                    assert!((got - want).abs() < 1e-4, "{dtype:?} matmul [{b},{r}]: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{dtype:?} matmul [{b},{r}]: {got} vs {want}"
+                    );
                 }
             }
         }
     }
-
 
     #[cfg(not(target_arch = "wasm32"))]
     mod wgpu {
@@ -441,12 +520,22 @@ mod tests {
     /// refused rather than stored as an infinite scale.
     #[test]
     fn largest_values_decode_finitely() {
-        type Codec = (f32, fn(&[f32]) -> Result<Vec<u8>, Error>, fn(&[u8], usize) -> Result<Vec<f32>, Error>);
-        let codecs: [Codec; 2] = [(Q8_MAX, q8_encode, q8_decode), (Q4_MAX, q4_encode, q4_decode)];
+        type Codec = (
+            f32,
+            fn(&[f32]) -> Result<Vec<u8>, Error>,
+            fn(&[u8], usize) -> Result<Vec<f32>, Error>,
+        );
+        let codecs: [Codec; 2] = [
+            (Q8_MAX, q8_encode, q8_decode),
+            (Q4_MAX, q4_encode, q4_decode),
+        ];
         for (max, encode, decode) in codecs {
             // Blocks whose other values sit just past the q4 rounding points, which pulls
             // the least-squares scale above absmax / 8.
-            let mut v = gaussian(32 * 64, max / 4.0, 5).into_iter().map(|x| x.clamp(-max, max)).collect::<Vec<_>>();
+            let mut v = gaussian(32 * 64, max / 4.0, 5)
+                .into_iter()
+                .map(|x| x.clamp(-max, max))
+                .collect::<Vec<_>>();
             for (i, block) in v.chunks_mut(BLOCK).enumerate() {
                 if i % 3 == 0 {
                     block.iter_mut().for_each(|x| *x = max / 8.0 * 7.49);

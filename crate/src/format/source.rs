@@ -42,7 +42,9 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, Error> {
             path.display()
         ))
     };
-    let size = std::fs::metadata(&path).map_err(|e| cannot(e.to_string()))?.len();
+    let size = std::fs::metadata(&path)
+        .map_err(|e| cannot(e.to_string()))?
+        .len();
     if size > MAX_MANIFEST_BYTES {
         return Err(Error::BadWeights(format!(
             "{} has {size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit: not a manifest written by sd-weights convert",
@@ -84,9 +86,12 @@ impl ConvertedModel {
         let manifest = read_manifest(dir)?;
         for chunk in &manifest.chunks {
             let file = dir.join(&chunk.path);
-            let size = std::fs::metadata(&file)
-                .map(|m| m.len())
-                .map_err(|e| Error::BadWeights(format!("chunk {} cannot be read ({e}): {GET_IT_AGAIN}", file.display())))?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).map_err(|e| {
+                Error::BadWeights(format!(
+                    "chunk {} cannot be read ({e}): {GET_IT_AGAIN}",
+                    file.display()
+                ))
+            })?;
             if size != chunk.size {
                 return Err(Error::BadWeights(format!(
                     "chunk {} has {size} bytes, the manifest lists {}: the file is truncated or corrupted; download or convert the model again",
@@ -95,9 +100,19 @@ impl ConvertedModel {
                 )));
             }
         }
-        let index = manifest.tensors.iter().enumerate().map(|(i, t)| (t.full_name(), i)).collect();
+        let index = manifest
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.full_name(), i))
+            .collect();
         let checked = Arc::new(Mutex::new(vec![false; manifest.chunks.len()]));
-        Ok(ConvertedModel { dir: dir.to_path_buf(), manifest: Arc::new(manifest), index: Arc::new(index), checked })
+        Ok(ConvertedModel {
+            dir: dir.to_path_buf(),
+            manifest: Arc::new(manifest),
+            index: Arc::new(index),
+            checked,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -110,14 +125,21 @@ impl ConvertedModel {
 
     /// Checks chunk `chunk`'s size and sha256 against the manifest, once.
     fn check_chunk(&self, chunk: usize) -> Result<(), Error> {
-        let mut checked = self.checked.lock().map_err(|_| Error::Io("chunk check lock poisoned".into()))?;
+        let mut checked = self
+            .checked
+            .lock()
+            .map_err(|_| Error::Io("chunk check lock poisoned".into()))?;
         if checked[chunk] {
             return Ok(());
         }
         let entry = &self.manifest.chunks[chunk];
         let path = self.dir.join(&entry.path);
-        let (size, sha256) = file_sha256(&path)
-            .map_err(|e| Error::BadWeights(format!("chunk {} cannot be read ({e}): {GET_IT_AGAIN}", path.display())))?;
+        let (size, sha256) = file_sha256(&path).map_err(|e| {
+            Error::BadWeights(format!(
+                "chunk {} cannot be read ({e}): {GET_IT_AGAIN}",
+                path.display()
+            ))
+        })?;
         if size != entry.size || sha256 != entry.sha256 {
             return Err(Error::BadWeights(format!(
                 "chunk {} does not match its size and sha256 in the manifest: {GET_IT_AGAIN}",
@@ -133,7 +155,12 @@ impl ConvertedModel {
     fn read_bytes(&self, chunk: usize, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
         self.check_chunk(chunk)?;
         let path = self.dir.join(&self.manifest.chunks[chunk].path);
-        let io = |e: std::io::Error| Error::BadWeights(format!("chunk {} cannot be read ({e}): {GET_IT_AGAIN}", path.display()));
+        let io = |e: std::io::Error| {
+            Error::BadWeights(format!(
+                "chunk {} cannot be read ({e}): {GET_IT_AGAIN}",
+                path.display()
+            ))
+        };
         let mut file = File::open(&path).map_err(io)?;
         file.seek(SeekFrom::Start(offset)).map_err(io)?;
         let mut bytes = vec![0; len as usize];
@@ -143,12 +170,17 @@ impl ConvertedModel {
 
     /// A tensor's values as f32 (dequantized), all parts joined.
     pub fn read_tensor(&self, tensor: &TensorEntry) -> Result<Vec<f32>, Error> {
-        read_tensor(tensor, |part| self.read_bytes(part.chunk, part.offset, part.length))
+        read_tensor(tensor, |part| {
+            self.read_bytes(part.chunk, part.offset, part.length)
+        })
     }
 
     /// The weights of one component (`text_encoder`, `unet`, `vae`), by diffusers name.
     pub fn component(&self, component: &str) -> ComponentWeights {
-        ComponentWeights { model: self.clone(), component: component.to_string() }
+        ComponentWeights {
+            model: self.clone(),
+            component: component.to_string(),
+        }
     }
 }
 
@@ -164,7 +196,10 @@ impl WeightSource for ComponentWeights {
             return Ok(None);
         };
         let tensor = &self.model.manifest.tensors[i];
-        Ok(Some((tensor.shape.clone(), self.model.read_tensor(tensor)?)))
+        Ok(Some((
+            tensor.shape.clone(),
+            self.model.read_tensor(tensor)?,
+        )))
     }
 }
 
@@ -173,7 +208,9 @@ impl ModelFiles for ConvertedModel {
     /// sha256).
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
         if let Some(config) = self.manifest.configs.get(path) {
-            return Ok(Some(serde_json::to_vec_pretty(config).expect("JSON values serialize")));
+            return Ok(Some(
+                serde_json::to_vec_pretty(config).expect("JSON values serialize"),
+            ));
         }
         let Some(entry) = self.manifest.files.iter().find(|f| f.path == path) else {
             return Ok(None);
@@ -185,7 +222,12 @@ impl ModelFiles for ConvertedModel {
                 full.display()
             ))
         };
-        let cannot = |e: std::io::Error| Error::Io(format!("cannot read {}: {e}; {GET_IT_AGAIN}", full.display()));
+        let cannot = |e: std::io::Error| {
+            Error::Io(format!(
+                "cannot read {}: {e}; {GET_IT_AGAIN}",
+                full.display()
+            ))
+        };
         // The size first: a huge file is never read.
         if std::fs::metadata(&full).map_err(cannot)?.len() != entry.size {
             return Err(mismatch());

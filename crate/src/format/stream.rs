@@ -61,17 +61,38 @@ impl StreamingLoader {
 
     /// [`Self::new`] with another upload block size than [`BLOCK_BYTES`] (for tests: small
     /// blocks exercise the joining of blocks).
-    pub fn with_block_bytes(manifest: Manifest, device: &Device, block_bytes: usize) -> Result<Self, Error> {
+    pub fn with_block_bytes(
+        manifest: Manifest,
+        device: &Device,
+        block_bytes: usize,
+    ) -> Result<Self, Error> {
         manifest.validate()?;
         let tensors = manifest
             .tensors
             .iter()
-            .map(|t| (t.full_name(), DeviceTensor { shape: t.shape.clone(), parts: vec![None; t.parts().len()] }))
+            .map(|t| {
+                (
+                    t.full_name(),
+                    DeviceTensor {
+                        shape: t.shape.clone(),
+                        parts: vec![None; t.parts().len()],
+                    },
+                )
+            })
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
         let keep_quantized = crate::device::keeps_quantized(device);
         let f16 = keep_quantized && device.supports_dtype(burn::tensor::DType::F16);
-        Ok(StreamingLoader { manifest, device: device.clone(), block_bytes, keep_quantized, f16, files: BTreeMap::new(), tensors, chunks_added })
+        Ok(StreamingLoader {
+            manifest,
+            device: device.clone(),
+            block_bytes,
+            keep_quantized,
+            f16,
+            files: BTreeMap::new(),
+            tensors,
+            chunks_added,
+        })
     }
 
     /// Whether q8 / q4 weights stay quantized on the device (the default on GPUs) or are
@@ -96,7 +117,9 @@ impl StreamingLoader {
             .find(|f| f.path == path)
             .ok_or_else(|| Error::BadInput(format!("{path} is not a file of this model")))?;
         if bytes.len() as u64 != entry.size || sha256_hex(&bytes) != entry.sha256 {
-            return Err(Error::BadWeights(format!("{path} does not match its size and sha256 in the manifest: download it again, or convert the model again")));
+            return Err(Error::BadWeights(format!(
+                "{path} does not match its size and sha256 in the manifest: download it again, or convert the model again"
+            )));
         }
         self.files.insert(path.to_string(), bytes);
         Ok(())
@@ -105,11 +128,12 @@ impl StreamingLoader {
     /// Chunk `index` of the manifest: checked against its size and sha256, then every tensor
     /// part stored in it is decoded and uploaded.
     pub fn add_chunk(&mut self, index: usize, bytes: &[u8]) -> Result<(), Error> {
-        let entry = self
-            .manifest
-            .chunks
-            .get(index)
-            .ok_or_else(|| Error::BadInput(format!("chunk {index} does not exist ({} chunks)", self.manifest.chunks.len())))?;
+        let entry = self.manifest.chunks.get(index).ok_or_else(|| {
+            Error::BadInput(format!(
+                "chunk {index} does not exist ({} chunks)",
+                self.manifest.chunks.len()
+            ))
+        })?;
         if bytes.len() as u64 != entry.size || sha256_hex(bytes) != entry.sha256 {
             return Err(Error::BadWeights(format!(
                 "chunk {} does not match its size and sha256 in the manifest: it is corrupted; download it again, or convert the model again",
@@ -118,13 +142,21 @@ impl StreamingLoader {
         }
         for t in &self.manifest.tensors {
             let inner = t.numel() / t.shape.first().copied().unwrap_or(1).max(1);
-            for (p, part) in t.parts().iter().enumerate().filter(|(_, part)| part.chunk == index) {
+            for (p, part) in t
+                .parts()
+                .iter()
+                .enumerate()
+                .filter(|(_, part)| part.chunk == index)
+            {
                 let start = part.offset as usize;
                 let stored = &bytes[start..start + part.length as usize]; // in range: the manifest was validated
                 let blocks = self
                     .upload(t.dtype, stored, part.rows, inner)
                     .map_err(|e| Error::BadWeights(format!("tensor {}: {e}", t.full_name())))?;
-                let slot = self.tensors.get_mut(&t.full_name()).expect("every tensor has a slot");
+                let slot = self
+                    .tensors
+                    .get_mut(&t.full_name())
+                    .expect("every tensor has a slot");
                 slot.parts[p] = Some(blocks);
             }
         }
@@ -134,7 +166,13 @@ impl StreamingLoader {
 
     /// One stored part of `rows` rows as device row blocks, decoded (where it is) one block
     /// at a time.
-    fn upload(&self, dtype: super::Dtype, stored: &[u8], rows: usize, inner: usize) -> Result<Vec<Tensor<2>>, Error> {
+    fn upload(
+        &self,
+        dtype: super::Dtype,
+        stored: &[u8],
+        rows: usize,
+        inner: usize,
+    ) -> Result<Vec<Tensor<2>>, Error> {
         let inner = inner.max(1);
         let rows_per_block = (self.block_bytes / (4 * inner)).max(1);
         let keep = self.keep_quantized && dtype.is_quantized();
@@ -149,16 +187,25 @@ impl StreamingLoader {
                     // their weights to f32 when built (see `VarBuilder`).
                     let size = inner * 2;
                     let bytes = stored[block.start * size..block.end * size].to_vec();
-                    TensorData::from_bytes_vec(bytes, [block.len(), inner], burn::tensor::DType::F16)
+                    TensorData::from_bytes_vec(
+                        bytes,
+                        [block.len(), inner],
+                        burn::tensor::DType::F16,
+                    )
                 } else {
                     let n = block.len();
-                    TensorData::new(super::decode_rows(dtype, stored, rows, inner, block)?, [n, inner])
+                    TensorData::new(
+                        super::decode_rows(dtype, stored, rows, inner, block)?,
+                        [n, inner],
+                    )
                 };
                 let dtype = data.dtype(); // kept as stored: burn would widen f16 to its default f32
                 let tensor = Tensor::<2>::from_data(data, (&self.device, dtype));
                 // Hand the upload to the GPU now: queued, host copies of a big tensor's
                 // blocks would pile up until the next submit.
-                self.device.flush().map_err(|e| Error::Gpu(format!("uploading weights: {e:?}")))?;
+                self.device
+                    .flush()
+                    .map_err(|e| Error::Gpu(format!("uploading weights: {e:?}")))?;
                 Ok(tensor)
             })
             .collect()
@@ -166,8 +213,19 @@ impl StreamingLoader {
 
     /// The chunk and file paths not added yet.
     pub fn missing(&self) -> Vec<String> {
-        let chunks = self.manifest.chunks.iter().zip(&self.chunks_added).filter(|(_, added)| !**added).map(|(c, _)| c.path.clone());
-        let files = self.manifest.files.iter().filter(|f| !self.files.contains_key(&f.path)).map(|f| f.path.clone());
+        let chunks = self
+            .manifest
+            .chunks
+            .iter()
+            .zip(&self.chunks_added)
+            .filter(|(_, added)| !**added)
+            .map(|(c, _)| c.path.clone());
+        let files = self
+            .manifest
+            .files
+            .iter()
+            .filter(|f| !self.files.contains_key(&f.path))
+            .map(|f| f.path.clone());
         chunks.chain(files).collect()
     }
 
@@ -175,13 +233,19 @@ impl StreamingLoader {
     pub fn finish(self) -> Result<StableDiffusion, Error> {
         let missing = self.missing();
         if !missing.is_empty() {
-            return Err(Error::BadInput(format!("the model is incomplete: {} not loaded yet", missing.join(", "))));
+            return Err(Error::BadInput(format!(
+                "the model is incomplete: {} not loaded yet",
+                missing.join(", ")
+            )));
         }
         let device = self.device.clone();
         let mut components: HashMap<String, HashMap<String, DeviceTensor>> = HashMap::new();
         for (full, tensor) in self.tensors {
             let (component, name) = full.split_once('/').expect("full names are component/name");
-            components.entry(component.to_string()).or_default().insert(name.to_string(), tensor);
+            components
+                .entry(component.to_string())
+                .or_default()
+                .insert(name.to_string(), tensor);
         }
         let files = Streamed {
             manifest: self.manifest,
@@ -196,13 +260,20 @@ impl StreamingLoader {
 /// each checked against its sha256, weights kept quantized on GPUs unless `keep_quantized`
 /// is false. The host holds one chunk at a time.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn load_dir(dir: &std::path::Path, device: &Device, keep_quantized: bool) -> Result<StableDiffusion, Error> {
+pub fn load_dir(
+    dir: &std::path::Path,
+    device: &Device,
+    keep_quantized: bool,
+) -> Result<StableDiffusion, Error> {
     let model = super::source::ConvertedModel::open(dir)?; // validates the manifest, checks chunk sizes
     let manifest = model.manifest().clone();
     let read = |path: &str| {
         let file = dir.join(path);
         std::fs::read(&file).map_err(|e| {
-            Error::Io(format!("cannot read {}: {e}; the model is incomplete: download or convert it again", file.display()))
+            Error::Io(format!(
+                "cannot read {}: {e}; the model is incomplete: download or convert it again",
+                file.display()
+            ))
         })
     };
     let mut load = StreamingLoader::new(manifest.clone(), device)?.keep_quantized(keep_quantized);
@@ -225,13 +296,20 @@ struct Streamed {
 impl ModelFiles for Streamed {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
         if let Some(config) = self.manifest.configs.get(path) {
-            return Ok(Some(serde_json::to_vec_pretty(config).expect("JSON values serialize")));
+            return Ok(Some(
+                serde_json::to_vec_pretty(config).expect("JSON values serialize"),
+            ));
         }
         Ok(self.files.get(path).cloned())
     }
 
     fn weights(&self, component: &str) -> Result<Option<Arc<dyn WeightSource>>, Error> {
-        let tensors = self.components.lock().map_err(|_| Error::Gpu("weights lock poisoned".into()))?.remove(component).unwrap_or_default();
+        let tensors = self
+            .components
+            .lock()
+            .map_err(|_| Error::Gpu("weights lock poisoned".into()))?
+            .remove(component)
+            .unwrap_or_default();
         Ok(Some(Arc::new(DeviceWeights { tensors })))
     }
 }
@@ -247,7 +325,9 @@ impl WeightSource for DeviceWeights {
         if !self.tensors.contains_key(name) {
             return Ok(None);
         }
-        Err(Error::BadWeights(format!("tensor `{name}`: streamed weights live on the GPU only")))
+        Err(Error::BadWeights(format!(
+            "tensor `{name}`: streamed weights live on the GPU only"
+        )))
     }
 
     fn contains(&self, name: &str) -> Result<bool, Error> {
@@ -255,7 +335,9 @@ impl WeightSource for DeviceWeights {
     }
 
     fn device_blocks(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<Tensor<2>>)>, Error> {
-        let Some(t) = self.tensors.get(name) else { return Ok(None) };
+        let Some(t) = self.tensors.get(name) else {
+            return Ok(None);
+        };
         let blocks = t.parts.iter().flatten().flatten().cloned().collect();
         Ok(Some((t.shape.clone(), blocks)))
     }

@@ -16,10 +16,17 @@ impl Image {
     /// flattened onto white, as AUTOMATIC1111 does with an init image
     /// (`images.flatten(img, opts.img2img_background_color)`, white by default): a transparent
     /// pixel is white, not the black its hidden RGB usually holds; an opaque one is unchanged.
-    pub fn from_rgb8(width: usize, height: usize, pixels: &[u8], channels: usize) -> Result<Self, Error> {
+    pub fn from_rgb8(
+        width: usize,
+        height: usize,
+        pixels: &[u8],
+        channels: usize,
+    ) -> Result<Self, Error> {
         check_len("image", width, height, pixels.len(), channels)?;
         if !(1..=4).contains(&channels) {
-            return Err(Error::BadInput(format!("image: {channels} channels per pixel; expected 1 to 4 (grey, grey + alpha, RGB, RGBA)")));
+            return Err(Error::BadInput(format!(
+                "image: {channels} channels per pixel; expected 1 to 4 (grey, grey + alpha, RGB, RGBA)"
+            )));
         }
         let colour = if channels < 3 { 1 } else { 3 };
         let has_alpha = channels == 2 || channels == 4;
@@ -29,7 +36,11 @@ impl Image {
                 let v = p[k.min(colour - 1)] as f32;
                 rgb.push(match has_alpha {
                     // c·a + white·(1 − a), in 8-bit units first: exact where a is 255 or 0.
-                    true => (v * p[channels - 1] as f32 + 255.0 * (255 - p[channels - 1]) as f32) / 255.0 / 255.0,
+                    true => {
+                        (v * p[channels - 1] as f32 + 255.0 * (255 - p[channels - 1]) as f32)
+                            / 255.0
+                            / 255.0
+                    }
                     false => v / 255.0,
                 });
             }
@@ -39,14 +50,19 @@ impl Image {
 
     /// 8-bit RGB, rounding as `(x * 255).round()` (diffusers' `numpy_to_pil`).
     pub fn to_rgb8(&self) -> Vec<u8> {
-        self.rgb.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+        self.rgb
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect()
     }
 
     /// Checks the size and the values (finite, in `[0, 1]`); `what` names the image in errors.
     pub fn check(&self, what: &str) -> Result<(), Error> {
         check_len(what, self.width, self.height, self.rgb.len(), 3)?;
         if self.rgb.iter().any(|v| !(0.0..=1.0).contains(v)) {
-            return Err(Error::BadInput(format!("{what}: values must be in [0, 1] (NaN or out of range found)")));
+            return Err(Error::BadInput(format!(
+                "{what}: values must be in [0, 1] (NaN or out of range found)"
+            )));
         }
         Ok(())
     }
@@ -68,22 +84,41 @@ impl Mask {
     /// a mask painted on a transparent layer is white (or any colour) everywhere, its shape
     /// only in alpha. AUTOMATIC1111's `create_binary_mask` does the same (RGBA whose alpha is
     /// not all 255 → the alpha channel).
-    pub fn from_pixels8(width: usize, height: usize, pixels: &[u8], channels: usize) -> Result<Self, Error> {
+    pub fn from_pixels8(
+        width: usize,
+        height: usize,
+        pixels: &[u8],
+        channels: usize,
+    ) -> Result<Self, Error> {
         check_len("mask", width, height, pixels.len(), channels)?;
         if !(1..=4).contains(&channels) {
-            return Err(Error::BadInput(format!("mask: {channels} channels per pixel; expected 1 to 4")));
+            return Err(Error::BadInput(format!(
+                "mask: {channels} channels per pixel; expected 1 to 4"
+            )));
         }
-        let alpha_varies = (channels == 2 || channels == 4) && pixels.chunks_exact(channels).any(|p| p[channels - 1] != 255);
+        let alpha_varies = (channels == 2 || channels == 4)
+            && pixels
+                .chunks_exact(channels)
+                .any(|p| p[channels - 1] != 255);
         let grey = |p: &[u8]| -> u8 {
             match channels {
                 _ if alpha_varies => p[channels - 1],
                 1 | 2 => p[0],
                 // PIL: L = (R·299 + G·587 + B·114 + 500) / 1000, in integers.
-                _ => ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8,
+                _ => {
+                    ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as u8
+                }
             }
         };
-        let values = pixels.chunks_exact(channels).map(|p| grey(p) as f32 / 255.0).collect();
-        Ok(Mask { width, height, values })
+        let values = pixels
+            .chunks_exact(channels)
+            .map(|p| grey(p) as f32 / 255.0)
+            .collect();
+        Ok(Mask {
+            width,
+            height,
+            values,
+        })
     }
 
     /// Whether pixel `i` is repainted.
@@ -94,15 +129,25 @@ impl Mask {
     pub fn check(&self) -> Result<(), Error> {
         check_len("mask", self.width, self.height, self.values.len(), 1)?;
         if self.values.iter().any(|v| !v.is_finite()) {
-            return Err(Error::BadInput("mask: contains NaN or infinite values".into()));
+            return Err(Error::BadInput(
+                "mask: contains NaN or infinite values".into(),
+            ));
         }
         Ok(())
     }
 }
 
-fn check_len(what: &str, width: usize, height: usize, len: usize, channels: usize) -> Result<(), Error> {
+fn check_len(
+    what: &str,
+    width: usize,
+    height: usize,
+    len: usize,
+    channels: usize,
+) -> Result<(), Error> {
     if width == 0 || height == 0 {
-        return Err(Error::BadInput(format!("{what}: {width}×{height} is empty")));
+        return Err(Error::BadInput(format!(
+            "{what}: {width}×{height} is empty"
+        )));
     }
     if len != width * height * channels {
         return Err(Error::BadInput(format!(
@@ -120,7 +165,17 @@ mod tests {
     #[test]
     fn conversions() {
         let img = Image::from_rgb8(2, 1, &[0, 128, 255, 255, 10, 11, 12, 255], 4).unwrap();
-        assert_eq!(img.rgb, [0.0, 128.0 / 255.0, 1.0, 10.0 / 255.0, 11.0 / 255.0, 12.0 / 255.0]);
+        assert_eq!(
+            img.rgb,
+            [
+                0.0,
+                128.0 / 255.0,
+                1.0,
+                10.0 / 255.0,
+                11.0 / 255.0,
+                12.0 / 255.0
+            ]
+        );
         assert_eq!(img.to_rgb8()[..3], [0, 128, 255]);
         assert!(Image::from_rgb8(2, 2, &[0; 11], 3).is_err());
         // PIL's luma: pure red is 76, white 255.
@@ -136,17 +191,28 @@ mod tests {
         let img = Image::from_rgb8(3, 1, &[0, 0, 0, 0, 255, 0, 0, 255, 0, 0, 0, 128], 4).unwrap();
         let half = 127.0 / 255.0;
         assert_eq!(img.rgb[..6], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
-        assert!(img.rgb[6..].iter().all(|v| (v - half).abs() < 1e-6), "{:?}", &img.rgb[6..]);
+        assert!(
+            img.rgb[6..].iter().all(|v| (v - half).abs() < 1e-6),
+            "{:?}",
+            &img.rgb[6..]
+        );
         let grey = Image::from_rgb8(2, 1, &[0, 0, 10, 255], 2).unwrap();
-        assert_eq!(grey.rgb, [1.0, 1.0, 1.0, 10.0 / 255.0, 10.0 / 255.0, 10.0 / 255.0]);
-        assert_eq!(Image::from_rgb8(1, 1, &[7], 1).unwrap().rgb, [7.0 / 255.0; 3]);
+        assert_eq!(
+            grey.rgb,
+            [1.0, 1.0, 1.0, 10.0 / 255.0, 10.0 / 255.0, 10.0 / 255.0]
+        );
+        assert_eq!(
+            Image::from_rgb8(1, 1, &[7], 1).unwrap().rgb,
+            [7.0 / 255.0; 3]
+        );
     }
 
     /// A mask whose alpha varies is its alpha (white RGB everywhere, the shape in alpha); an
     /// all-opaque RGBA mask is its colour.
     #[test]
     fn mask_alpha_is_the_mask_where_it_varies() {
-        let shape_in_alpha = Mask::from_pixels8(2, 1, &[255, 255, 255, 0, 255, 255, 255, 255], 4).unwrap();
+        let shape_in_alpha =
+            Mask::from_pixels8(2, 1, &[255, 255, 255, 0, 255, 255, 255, 255], 4).unwrap();
         assert!(!shape_in_alpha.repaint(0) && shape_in_alpha.repaint(1));
         let opaque = Mask::from_pixels8(2, 1, &[0, 0, 0, 255, 255, 255, 255, 255], 4).unwrap();
         assert!(!opaque.repaint(0) && opaque.repaint(1));

@@ -33,13 +33,13 @@ mod image;
 mod noise;
 mod preview;
 
-pub use image::{Image, Mask};
 pub use denoise::now_ms;
+pub use image::{Image, Mask};
 pub use noise::Noise;
 
+use crate::Error;
 use crate::model::StableDiffusion;
 use crate::scheduler::{Scheduler, SchedulerKind};
-use crate::Error;
 
 /// What to generate. [`Default`] gives SD's usual settings at 512×512.
 #[derive(Clone, Debug, PartialEq)]
@@ -144,7 +144,11 @@ pub struct Timings {
 impl Timings {
     /// Mean milliseconds per step.
     pub fn step_ms(&self) -> f64 {
-        if self.steps == 0 { 0.0 } else { self.steps_ms / self.steps as f64 }
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.steps_ms / self.steps as f64
+        }
     }
 }
 
@@ -173,7 +177,10 @@ impl GenerateParams {
             return bad("steps = 0: must be at least 1".into());
         }
         if !self.guidance_scale.is_finite() {
-            return bad(format!("guidance_scale = {}: must be a finite number", self.guidance_scale));
+            return bad(format!(
+                "guidance_scale = {}: must be a finite number",
+                self.guidance_scale
+            ));
         }
         if !(0.0..=1.0).contains(&self.eta) {
             return bad(format!("eta = {}: must be between 0 and 1", self.eta));
@@ -196,7 +203,10 @@ impl GenerateParams {
         }
         let layers = model.text_encoder.num_layers();
         if self.clip_skip == 0 || self.clip_skip > layers {
-            return bad(format!("clip_skip = {}: must be between 1 and {layers} (1 = the last layer)", self.clip_skip));
+            return bad(format!(
+                "clip_skip = {}: must be between 1 and {layers} (1 = the last layer)",
+                self.clip_skip
+            ));
         }
         if let Some(latents) = &self.latents {
             let c = model.latent_channels();
@@ -233,7 +243,10 @@ impl GenerateParams {
                 return bad("mask: inpainting needs an init image as well".into());
             }
             if self.strength.is_some() {
-                return bad("strength: only applies with an init image (image to image or inpainting)".into());
+                return bad(
+                    "strength: only applies with an init image (image to image or inpainting)"
+                        .into(),
+                );
             }
             if inpainting_unet {
                 return bad(format!(
@@ -258,7 +271,9 @@ impl GenerateParams {
                 ));
             }
         } else if inpainting_unet {
-            return bad(format!("this is an inpainting model (UNet in_channels = {unet}): give a mask as well"));
+            return bad(format!(
+                "this is an inpainting model (UNet in_channels = {unet}): give a mask as well"
+            ));
         }
         let strength = self.strength();
         if !(0.0..=1.0).contains(&strength) {
@@ -331,14 +346,30 @@ mod tests {
 
     #[test]
     fn strength_skips_steps_like_diffusers() {
-        let image = Image { width: 8, height: 8, rgb: vec![0.5; 192] };
-        let p = |steps, strength| GenerateParams { steps, strength: Some(strength), init_image: Some(image.clone()), ..Default::default() };
+        let image = Image {
+            width: 8,
+            height: 8,
+            rgb: vec![0.5; 192],
+        };
+        let p = |steps, strength| GenerateParams {
+            steps,
+            strength: Some(strength),
+            init_image: Some(image.clone()),
+            ..Default::default()
+        };
         // diffusers: init_timestep = int(steps * strength); t_start = steps - init_timestep.
         assert_eq!(p(10, 0.75).first_step(), 3);
         assert_eq!(p(5, 0.6).first_step(), 2);
         assert_eq!(p(4, 1.0).first_step(), 0);
         assert_eq!(p(3, 0.3).first_step(), 3); // nothing would run: refused by validate
         assert_eq!(GenerateParams::default().first_step(), 0);
-        assert_eq!(GenerateParams { init_image: Some(image.clone()), ..Default::default() }.strength(), 0.8);
+        assert_eq!(
+            GenerateParams {
+                init_image: Some(image.clone()),
+                ..Default::default()
+            }
+            .strength(),
+            0.8
+        );
     }
 }

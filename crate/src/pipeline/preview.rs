@@ -24,10 +24,20 @@ pub async fn preview(x0: Tensor<4>) -> Result<Option<Image>, Error> {
         return Ok(None);
     }
     let device = x0.device();
-    let coefs: Vec<f32> = (0..3).flat_map(|r| SD_LATENT_RGB.iter().map(move |row| row[r])).collect();
+    let coefs: Vec<f32> = (0..3)
+        .flat_map(|r| SD_LATENT_RGB.iter().map(move |row| row[r]))
+        .collect();
     let coefs = Tensor::<2>::from_data(TensorData::new(coefs, [3, c]), &device); // [3, c]
     let x = x0.narrow(0, 0, 1).reshape([c, h * w]); // [c, h·w]
-    let rgb = coefs.matmul(x).add_scalar(1.0).div_scalar(2.0).clamp(0.0, 1.0); // [3, h·w]
+    let rgb = coefs
+        .matmul(x)
+        .add_scalar(1.0)
+        .div_scalar(2.0)
+        .clamp(0.0, 1.0); // [3, h·w]
     let rgb = rgb.reshape([3, h, w]).permute([1, 2, 0]); // [h, w, 3]
-    Ok(Some(Image { width: w, height: h, rgb: read_f32(rgb).await? }))
+    Ok(Some(Image {
+        width: w,
+        height: h,
+        rgb: read_f32(rgb).await?,
+    }))
 }

@@ -39,16 +39,27 @@ impl SchedulerConfig {
     /// A config from an already parsed JSON object.
     pub fn from_value(value: Value) -> Result<Self, Error> {
         let Value::Object(mut fields) = value else {
-            return Err(Error::BadConfig("scheduler_config.json: not a JSON object".into()));
+            return Err(Error::BadConfig(
+                "scheduler_config.json: not a JSON object".into(),
+            ));
         };
         let class_name = match fields.remove("_class_name") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) => Some(name),
-            Some(other) => return Err(Error::BadConfig(format!("scheduler: _class_name = {other} is not a string"))),
+            Some(other) => {
+                return Err(Error::BadConfig(format!(
+                    "scheduler: _class_name = {other} is not a string"
+                )));
+            }
         };
         // extract_init_dict: fields the file lists as defaulted are treated as absent.
         if let Some(defaulted) = fields.remove("_use_default_values") {
-            for name in defaulted.as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for name in defaulted
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 fields.remove(name);
             }
         }
@@ -91,7 +102,10 @@ fn quote_non_finite(json: &str) -> String {
             }
         } else if c == '"' {
             in_string = true;
-        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
             out.push('"');
             out.push_str(token);
             out.push('"');
@@ -118,7 +132,10 @@ impl<'a> Fields<'a> {
     }
 
     fn bad(&self, field: &str, value: &Value, want: &str) -> Error {
-        Error::BadConfig(format!("scheduler: {field} = {value} is not supported by {} ({want})", self.class))
+        Error::BadConfig(format!(
+            "scheduler: {field} = {value} is not supported by {} ({want})",
+            self.class
+        ))
     }
 
     /// A number; the strings `"NaN"`, `"Infinity"`, `"-Infinity"` are Python's non-finite floats.
@@ -154,7 +171,11 @@ impl<'a> Fields<'a> {
     pub fn count(&self, field: &str, default: usize) -> Result<usize, Error> {
         match self.config.get(field) {
             None => Ok(default),
-            Some(v) => match v.as_u64().or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && *x >= 0.0).map(|x| x as u64)) {
+            Some(v) => match v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|x| x.fract() == 0.0 && *x >= 0.0)
+                    .map(|x| x as u64)
+            }) {
                 Some(n) => usize::try_from(n).map_err(|_| self.bad(field, v, "a smaller integer")),
                 None => Err(self.bad(field, v, "a non-negative integer")),
             },
@@ -181,14 +202,29 @@ impl<'a> Fields<'a> {
     }
 
     /// One of `allowed` (the first is listed first in the message).
-    pub fn choice(&self, field: &str, default: &'static str, allowed: &[&'static str]) -> Result<&'static str, Error> {
+    pub fn choice(
+        &self,
+        field: &str,
+        default: &'static str,
+        allowed: &[&'static str],
+    ) -> Result<&'static str, Error> {
         let value = match self.config.get(field) {
             None => return Ok(default),
             Some(v) => v,
         };
-        let want = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-        let name = value.as_str().ok_or_else(|| self.bad(field, value, &format!("one of {want}")))?;
-        allowed.iter().copied().find(|a| *a == name).ok_or_else(|| self.bad(field, value, &format!("one of {want}")))
+        let want = allowed
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let name = value
+            .as_str()
+            .ok_or_else(|| self.bad(field, value, &format!("one of {want}")))?;
+        allowed
+            .iter()
+            .copied()
+            .find(|a| *a == name)
+            .ok_or_else(|| self.bad(field, value, &format!("one of {want}")))
     }
 
     /// A field that must be `null` or absent (`trained_betas`, `variance_type`).
@@ -219,12 +255,27 @@ mod tests {
 
     #[test]
     fn python_non_finite_floats_parse() {
-        let config = SchedulerConfig::from_json(r#"{"lambda_min_clipped": -Infinity, "note": "NaN -Infinity", "x": NaN}"#).unwrap();
+        let config = SchedulerConfig::from_json(
+            r#"{"lambda_min_clipped": -Infinity, "note": "NaN -Infinity", "x": NaN}"#,
+        )
+        .unwrap();
         let fields = Fields::new(&config, "Test");
-        assert_eq!(fields.num("lambda_min_clipped", 0.0).unwrap(), f64::NEG_INFINITY);
+        assert_eq!(
+            fields.num("lambda_min_clipped", 0.0).unwrap(),
+            f64::NEG_INFINITY
+        );
         assert!(fields.num("x", 0.0).unwrap().is_nan());
-        assert_eq!(config.get("note"), Some(&Value::String("NaN -Infinity".into())));
-        assert!(fields.finite("x", 0.0).unwrap_err().to_string().contains("x = "));
+        assert_eq!(
+            config.get("note"),
+            Some(&Value::String("NaN -Infinity".into()))
+        );
+        assert!(
+            fields
+                .finite("x", 0.0)
+                .unwrap_err()
+                .to_string()
+                .contains("x = ")
+        );
     }
 
     #[test]
@@ -235,16 +286,32 @@ mod tests {
         .unwrap();
         assert_eq!(config.class_name.as_deref(), Some("DDIMScheduler"));
         assert_eq!(config.get("clip_sample"), None);
-        assert!(Fields::new(&config, "DDIMScheduler").flag("clip_sample", true).unwrap());
+        assert!(
+            Fields::new(&config, "DDIMScheduler")
+                .flag("clip_sample", true)
+                .unwrap()
+        );
     }
 
     #[test]
     fn wrong_types_name_the_field() {
-        let config = SchedulerConfig::from_json(r#"{"steps_offset": "one", "timestep_spacing": "sometimes"}"#).unwrap();
+        let config = SchedulerConfig::from_json(
+            r#"{"steps_offset": "one", "timestep_spacing": "sometimes"}"#,
+        )
+        .unwrap();
         let fields = Fields::new(&config, "DDIMScheduler");
         let err = fields.count("steps_offset", 0).unwrap_err().to_string();
-        assert!(err.contains("steps_offset") && err.contains("DDIMScheduler"), "{err}");
-        let err = fields.choice("timestep_spacing", "leading", &["leading", "trailing"]).unwrap_err().to_string();
-        assert!(err.contains("timestep_spacing") && err.contains("\"trailing\""), "{err}");
+        assert!(
+            err.contains("steps_offset") && err.contains("DDIMScheduler"),
+            "{err}"
+        );
+        let err = fields
+            .choice("timestep_spacing", "leading", &["leading", "trailing"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timestep_spacing") && err.contains("\"trailing\""),
+            "{err}"
+        );
     }
 }

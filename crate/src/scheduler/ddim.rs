@@ -29,9 +29,24 @@ impl Ddim {
         fields.require_flag("thresholding", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
         // DDIM's default clips x₀, so a config without the field (SD 1.x's PNDM one) clips.
-        let clip = if fields.flag("clip_sample", true)? { Some(fields.finite("clip_sample_range", 1.0)?) } else { None };
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? { 1.0 } else { schedule.alphas_cumprod[0] };
-        Ok(Ddim { schedule, clip, final_alpha_cumprod, eta: 0.0, timesteps: Vec::new(), alphas: Vec::new() })
+        let clip = if fields.flag("clip_sample", true)? {
+            Some(fields.finite("clip_sample_range", 1.0)?)
+        } else {
+            None
+        };
+        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
+        Ok(Ddim {
+            schedule,
+            clip,
+            final_alpha_cumprod,
+            eta: 0.0,
+            timesteps: Vec::new(),
+            alphas: Vec::new(),
+        })
     }
 
     pub fn schedule(&self) -> &Schedule {
@@ -98,14 +113,20 @@ impl Ddim {
         let direction = (1.0 - alpha_prev - std_dev * std_dev).sqrt();
         let prev = match self.clip {
             Some(range) => {
-                let pred_x0 = lin(sample.clone(), x0.0, model_output.clone(), x0.1).clamp(-range, range); // [b, c, h, w]
+                let pred_x0 =
+                    lin(sample.clone(), x0.0, model_output.clone(), x0.1).clamp(-range, range); // [b, c, h, w]
                 let pred_eps = lin(sample, eps.0, model_output, eps.1); // [b, c, h, w]
                 lin(pred_x0, alpha_prev.sqrt(), pred_eps, direction) // [b, c, h, w]
             }
             None => {
                 // Without clipping x₀ and ε are linear in (sample, model_output): fold them.
                 let a = alpha_prev.sqrt();
-                lin(sample, a * x0.0 + direction * eps.0, model_output, a * x0.1 + direction * eps.1) // [b, c, h, w]
+                lin(
+                    sample,
+                    a * x0.0 + direction * eps.0,
+                    model_output,
+                    a * x0.1 + direction * eps.1,
+                ) // [b, c, h, w]
             }
         };
         Ok(match noise {
@@ -114,8 +135,18 @@ impl Ddim {
         })
     }
 
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(&self.schedule, original, noise, self.timesteps[step_index] as i64)
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
+        add_noise_alpha(
+            &self.schedule,
+            original,
+            noise,
+            self.timesteps[step_index] as i64,
+        )
     }
 
     pub fn reset(&mut self) {}
@@ -145,7 +176,12 @@ mod tests {
     /// 0.42 goes to t − N // steps instead (899 and 833 here); with "leading" that is the same.
     #[test]
     fn previous_timestep_is_the_next_in_the_schedule() {
-        let a: Vec<f64> = ddim("leading").schedule.alphas_cumprod.iter().map(|&x| x as f64).collect();
+        let a: Vec<f64> = ddim("leading")
+            .schedule
+            .alphas_cumprod
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let mut linspace = ddim("linspace");
         linspace.set_timesteps(10).unwrap();
         assert_eq!(linspace.timesteps[..2], [999.0, 888.0]);

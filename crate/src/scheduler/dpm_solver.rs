@@ -12,13 +12,16 @@ use burn::tensor::Tensor;
 
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{
-    BetaSchedule, DDPM_DEFAULTS, Defaults, PredictionType, Schedule, TimestepSpacing, check_first_timestep_unique,
-    karras_sigmas, np_interp, np_linspace, sigma_to_t, trailing,
+    BetaSchedule, DDPM_DEFAULTS, Defaults, PredictionType, Schedule, TimestepSpacing,
+    check_first_timestep_unique, karras_sigmas, np_interp, np_linspace, sigma_to_t, trailing,
 };
 use super::{Sequence, lin};
 use crate::Error;
 
-const DEFAULTS: Defaults = Defaults { timestep_spacing: "linspace", ..DDPM_DEFAULTS };
+const DEFAULTS: Defaults = Defaults {
+    timestep_spacing: "linspace",
+    ..DDPM_DEFAULTS
+};
 
 #[derive(Clone, Debug)]
 pub struct DpmSolver {
@@ -48,18 +51,32 @@ impl DpmSolver {
         let fields = Fields::new(config, "DPMSolverMultistepScheduler");
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         fields.require_flag("thresholding", false, false)?;
-        for flag in ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting", "rescale_betas_zero_snr"] {
+        for flag in [
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "use_lu_lambdas",
+            "use_flow_sigmas",
+            "use_dynamic_shifting",
+            "rescale_betas_zero_snr",
+        ] {
             fields.require_flag(flag, false, false)?;
         }
         // Only "learned" / "learned_range" change anything (they drop predicted variance
         // channels); DDPM's "fixed_small" passes through from_config and is ignored.
-        if let Some(v) = config.get("variance_type").filter(|v| v.as_str().is_some_and(|s| s.starts_with("learned"))) {
+        if let Some(v) = config
+            .get("variance_type")
+            .filter(|v| v.as_str().is_some_and(|s| s.starts_with("learned")))
+        {
             return Err(Error::BadConfig(format!(
                 "scheduler: variance_type = {v} is not supported by DPMSolverMultistepScheduler (only null)"
             )));
         }
         // diffusers maps the DEIS / UniPC solver types to midpoint.
-        let heun = fields.choice("solver_type", "midpoint", &["midpoint", "heun", "logrho", "bh1", "bh2"])? == "heun";
+        let heun = fields.choice(
+            "solver_type",
+            "midpoint",
+            &["midpoint", "heun", "logrho", "bh1", "bh2"],
+        )? == "heun";
         let lambda_min_clipped = fields.num("lambda_min_clipped", f64::NEG_INFINITY)?;
         if lambda_min_clipped.is_nan() {
             return Err(Error::BadConfig("scheduler: lambda_min_clipped = NaN is not supported by DPMSolverMultistepScheduler".into()));
@@ -69,7 +86,8 @@ impl DpmSolver {
             heun,
             lower_order_final: fields.flag("lower_order_final", true)?,
             euler_at_final: fields.flag("euler_at_final", false)?,
-            final_sigma_min: fields.choice("final_sigmas_type", "zero", &["zero", "sigma_min"])? == "sigma_min",
+            final_sigma_min: fields.choice("final_sigmas_type", "zero", &["zero", "sigma_min"])?
+                == "sigma_min",
             lambda_min_clipped,
             sigma_min: fields.opt_finite("sigma_min")?,
             sigma_max: fields.opt_finite("sigma_max")?,
@@ -90,8 +108,14 @@ impl DpmSolver {
     /// `lambda_min_clipped` cuts the noisiest ones (λ below it), as torch.searchsorted on
     /// the float32 λ table.
     fn last_timestep(&self) -> usize {
-        let lambdas = self.schedule.alphas_cumprod.iter().map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln());
-        let clipped = lambdas.filter(|&l| (l as f64) < self.lambda_min_clipped).count();
+        let lambdas = self
+            .schedule
+            .alphas_cumprod
+            .iter()
+            .map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln());
+        let clipped = lambdas
+            .filter(|&l| (l as f64) < self.lambda_min_clipped)
+            .count();
         self.schedule.num_train_timesteps - clipped
     }
 
@@ -102,18 +126,27 @@ impl DpmSolver {
         let mut timesteps: Vec<f64> = match s.timestep_spacing {
             TimestepSpacing::Linspace => {
                 let t = np_linspace(0.0, last as f64 - 1.0, steps + 1, true);
-                t.iter().rev().take(steps).map(|x| x.round_ties_even()).collect()
+                t.iter()
+                    .rev()
+                    .take(steps)
+                    .map(|x| x.round_ties_even())
+                    .collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = (last / (steps + 1)) as i64;
-                (1..=steps as i64).rev().map(|k| (k * ratio + s.steps_offset) as f64).collect()
+                (1..=steps as i64)
+                    .rev()
+                    .map(|k| (k * ratio + s.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => trailing(last as f64, s.num_train_timesteps, steps),
         };
         let train_sigmas = s.sigmas();
         let sigmas: Vec<f64> = if self.use_karras_sigmas {
             let sigma_min = self.sigma_min.unwrap_or(train_sigmas[0] as f64);
-            let sigma_max = self.sigma_max.unwrap_or(train_sigmas[train_sigmas.len() - 1] as f64);
+            let sigma_max = self
+                .sigma_max
+                .unwrap_or(train_sigmas[train_sigmas.len() - 1] as f64);
             let sigmas = karras_sigmas(sigma_min, sigma_max, steps);
             let log_sigmas: Vec<f32> = train_sigmas.iter().map(|s| s.ln()).collect();
             let round = s.beta_schedule != BetaSchedule::SquaredCosCapV2;
@@ -126,10 +159,21 @@ impl DpmSolver {
                 .collect();
             sigmas
         } else {
-            timesteps.iter().map(|&t| np_interp(t, &train_sigmas)).collect()
+            timesteps
+                .iter()
+                .map(|&t| np_interp(t, &train_sigmas))
+                .collect()
         };
-        let final_sigma = if self.final_sigma_min { train_sigmas[0] } else { 0.0 };
-        let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).chain([final_sigma]).collect();
+        let final_sigma = if self.final_sigma_min {
+            train_sigmas[0]
+        } else {
+            0.0
+        };
+        let sigmas: Vec<f32> = sigmas
+            .into_iter()
+            .map(|s| s as f32)
+            .chain([final_sigma])
+            .collect();
         // torch's .to(int64) truncates (the unrounded cosine-schedule Karras timesteps).
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::trunc).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
@@ -137,7 +181,10 @@ impl DpmSolver {
         // Without Karras sigmas a repeated timestep is a repeated σ: a zero-length step,
         // after which the second-order update divides by that zero length (only "linspace"
         // with as many steps as training timesteps gets there; diffusers runs it).
-        if let Some(pair) = timesteps.windows(2).find(|pair| pair[0] == pair[1] && !self.use_karras_sigmas) {
+        if let Some(pair) = timesteps
+            .windows(2)
+            .find(|pair| pair[0] == pair[1] && !self.use_karras_sigmas)
+        {
             return Err(Error::BadInput(format!(
                 "steps = {steps}: DPMSolverMultistepScheduler with timestep_spacing \"{}\" repeats timestep {}, \
                  a zero-length step its second-order update cannot take; pick fewer steps",
@@ -176,8 +223,10 @@ impl DpmSolver {
         self.sequence.enter(step_index, "dpmpp-2m")?;
         let len = self.timesteps.len();
         let last_step = step_index == len - 1;
-        let lower_order_final =
-            last_step && (self.euler_at_final || (self.lower_order_final && len < 15) || !self.final_sigma_min);
+        let lower_order_final = last_step
+            && (self.euler_at_final
+                || (self.lower_order_final && len < 15)
+                || !self.final_sigma_min);
 
         // convert_model_output: x₀ from the model output at σ_s0.
         let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[step_index]);
@@ -192,7 +241,9 @@ impl DpmSolver {
         let h = lambda_t - lambda_s0;
         let e = alpha_t * ((-h).exp() - 1.0);
         let prev = match self.prev_x0.take() {
-            Some(prev_x0) if self.lower_order_nums >= 1 && !lower_order_final && step_index >= 1 => {
+            Some(prev_x0)
+                if self.lower_order_nums >= 1 && !lower_order_final && step_index >= 1 =>
+            {
                 // Second order: D1 = (m0 − m1)/r0 with r0 = h_prev / h.
                 let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[step_index - 1]);
                 let r0 = (lambda_s0 - lambda_s1) / h;
@@ -213,7 +264,12 @@ impl DpmSolver {
     }
 
     /// α·x + σ·noise at σ = sigmas[step_index], with α = 1/√(σ² + 1) (float32 as torch).
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
         let sigma = self.sigmas[step_index];
         let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
         Ok(lin(original, alpha as f64, noise, (sigma * alpha) as f64)) // [b, c, h, w]

@@ -9,10 +9,15 @@ use burn::tensor::Tensor;
 
 use super::config::{Fields, SchedulerConfig};
 use super::lin;
-use super::schedule::{DDPM_DEFAULTS, Defaults, Schedule, check_first_timestep_unique, karras_sigmas, sigma_to_t};
+use super::schedule::{
+    DDPM_DEFAULTS, Defaults, Schedule, check_first_timestep_unique, karras_sigmas, sigma_to_t,
+};
 use crate::Error;
 
-pub(crate) const EULER_DEFAULTS: Defaults = Defaults { timestep_spacing: "linspace", ..DDPM_DEFAULTS };
+pub(crate) const EULER_DEFAULTS: Defaults = Defaults {
+    timestep_spacing: "linspace",
+    ..DDPM_DEFAULTS
+};
 
 #[derive(Clone, Debug)]
 pub struct Euler {
@@ -36,7 +41,8 @@ impl Euler {
         fields.require_flag("use_exponential_sigmas", false, false)?;
         fields.require_flag("use_beta_sigmas", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
-        let final_sigma_min = fields.choice("final_sigmas_type", "zero", &["zero", "sigma_min"])? == "sigma_min";
+        let final_sigma_min =
+            fields.choice("final_sigmas_type", "zero", &["zero", "sigma_min"])? == "sigma_min";
         let init_noise_sigma = schedule.euler_init_noise_sigma(&schedule.sigmas());
         Ok(Euler {
             use_karras_sigmas: fields.flag("use_karras_sigmas", false)?,
@@ -63,9 +69,16 @@ impl Euler {
             let sigma_max = self.sigma_max.unwrap_or(sigmas[0]);
             sigmas = karras_sigmas(sigma_min, sigma_max, steps);
             let log_sigmas: Vec<f32> = self.schedule.sigmas().iter().map(|s| s.ln()).collect();
-            timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas) as f32).collect();
+            timesteps = sigmas
+                .iter()
+                .map(|&s| sigma_to_t(s, &log_sigmas) as f32)
+                .collect();
         }
-        let last = if self.final_sigma_min { self.schedule.sigmas()[0] } else { 0.0 };
+        let last = if self.final_sigma_min {
+            self.schedule.sigmas()[0]
+        } else {
+            0.0
+        };
         let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).chain([last]).collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
@@ -111,7 +124,12 @@ impl Euler {
     }
 
     /// x + σ·noise.
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
         Ok(original + noise.mul_scalar(self.sigmas[step_index])) // [b, c, h, w]
     }
 
@@ -128,7 +146,10 @@ pub(crate) fn x0_coefficients(schedule: &Schedule, sigma: f64) -> (f64, f64) {
     use super::PredictionType::*;
     match schedule.prediction_type {
         Epsilon => (1.0, -sigma),
-        VPrediction => (1.0 / (sigma * sigma + 1.0), -sigma / (sigma * sigma + 1.0).sqrt()),
+        VPrediction => (
+            1.0 / (sigma * sigma + 1.0),
+            -sigma / (sigma * sigma + 1.0).sqrt(),
+        ),
         Sample => (0.0, 1.0),
     }
 }

@@ -11,7 +11,10 @@ use super::schedule::{Defaults, PredictionType, Schedule, check_first_timestep_u
 use crate::Error;
 
 /// diffusers raises NotImplementedError for `prediction_type` "sample" here.
-const DEFAULTS: Defaults = Defaults { predictions: &[PredictionType::Epsilon, PredictionType::VPrediction], ..EULER_DEFAULTS };
+const DEFAULTS: Defaults = Defaults {
+    predictions: &[PredictionType::Epsilon, PredictionType::VPrediction],
+    ..EULER_DEFAULTS
+};
 
 #[derive(Clone, Debug)]
 pub struct EulerAncestral {
@@ -27,7 +30,12 @@ impl EulerAncestral {
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
         let init_noise_sigma = schedule.euler_init_noise_sigma(&schedule.sigmas());
-        Ok(EulerAncestral { schedule, timesteps: Vec::new(), sigmas: Vec::new(), init_noise_sigma })
+        Ok(EulerAncestral {
+            schedule,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            init_noise_sigma,
+        })
     }
 
     pub fn schedule(&self) -> &Schedule {
@@ -36,7 +44,13 @@ impl EulerAncestral {
 
     pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let timesteps = self.schedule.float_timesteps(steps);
-        let sigmas: Vec<f32> = self.schedule.interp_sigmas(&timesteps).into_iter().map(|s| s as f32).chain([0.0]).collect();
+        let sigmas: Vec<f32> = self
+            .schedule
+            .interp_sigmas(&timesteps)
+            .into_iter()
+            .map(|s| s as f32)
+            .chain([0.0])
+            .collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
         check_first_timestep_unique(&timesteps, "EulerAncestralDiscreteScheduler")?;
@@ -88,7 +102,12 @@ impl EulerAncestral {
         })
     }
 
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
         Ok(original + noise.mul_scalar(self.sigmas[step_index])) // [b, c, h, w]
     }
 

@@ -9,12 +9,19 @@
 use burn::tensor::Tensor;
 
 use super::config::{Fields, SchedulerConfig};
-use super::schedule::{DDPM_DEFAULTS, Defaults, PredictionType, Schedule, check_first_timestep_unique, np_linspace};
+use super::schedule::{
+    DDPM_DEFAULTS, Defaults, PredictionType, Schedule, check_first_timestep_unique, np_linspace,
+};
 use super::{add_noise_alpha, lin};
 use crate::Error;
 
 /// LCM's defaults are SD's schedule, not DDPM's.
-const DEFAULTS: Defaults = Defaults { beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", ..DDPM_DEFAULTS };
+const DEFAULTS: Defaults = Defaults {
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: "scaled_linear",
+    ..DDPM_DEFAULTS
+};
 
 /// The boundary condition's σ_data.
 const SIGMA_DATA: f64 = 0.5;
@@ -36,13 +43,22 @@ impl Lcm {
         fields.require_flag("thresholding", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
         let original_inference_steps = fields.count("original_inference_steps", 50)?;
-        if original_inference_steps == 0 || original_inference_steps > schedule.num_train_timesteps {
+        if original_inference_steps == 0 || original_inference_steps > schedule.num_train_timesteps
+        {
             return Err(Error::BadConfig(format!(
                 "scheduler: original_inference_steps = {original_inference_steps} is not supported by LCMScheduler (1 to num_train_timesteps)"
             )));
         }
-        let clip = if fields.flag("clip_sample", false)? { Some(fields.finite("clip_sample_range", 1.0)?) } else { None };
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? { 1.0 } else { schedule.alphas_cumprod[0] };
+        let clip = if fields.flag("clip_sample", false)? {
+            Some(fields.finite("clip_sample_range", 1.0)?)
+        } else {
+            None
+        };
+        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
         Ok(Lcm {
             original_inference_steps,
             timestep_scaling: fields.finite("timestep_scaling", 10.0)?,
@@ -68,8 +84,10 @@ impl Lcm {
         // floor(linspace(0, original, steps, endpoint=False)).
         let c = (self.schedule.num_train_timesteps / original) as i64;
         let grid: Vec<i64> = (1..=original as i64).rev().map(|k| k * c - 1).collect();
-        let timesteps: Vec<f64> =
-            np_linspace(0.0, original as f64, steps, false).into_iter().map(|i| grid[i.floor() as usize] as f64).collect();
+        let timesteps: Vec<f64> = np_linspace(0.0, original as f64, steps, false)
+            .into_iter()
+            .map(|i| grid[i.floor() as usize] as f64)
+            .collect();
         check_first_timestep_unique(&timesteps, "LCMScheduler")?;
         self.timesteps = timesteps;
         Ok(())
@@ -97,9 +115,16 @@ impl Lcm {
         noise: Option<Tensor<4>>,
     ) -> Result<Tensor<4>, Error> {
         let timestep = self.timesteps[step_index] as i64;
-        let prev_timestep = self.timesteps.get(step_index + 1).map_or(timestep, |&t| t as i64);
+        let prev_timestep = self
+            .timesteps
+            .get(step_index + 1)
+            .map_or(timestep, |&t| t as i64);
         let alpha = self.schedule.alpha_cumprod(timestep)? as f64;
-        let alpha_prev = if prev_timestep >= 0 { self.schedule.alpha_cumprod(prev_timestep)? } else { self.final_alpha_cumprod } as f64;
+        let alpha_prev = if prev_timestep >= 0 {
+            self.schedule.alpha_cumprod(prev_timestep)?
+        } else {
+            self.final_alpha_cumprod
+        } as f64;
         let (sa, sb) = (alpha.sqrt(), (1.0 - alpha).sqrt());
         // Boundary-condition scalings at the scaled timestep.
         let scaled = timestep as f64 * self.timestep_scaling;
@@ -118,13 +143,28 @@ impl Lcm {
             None => lin(sample, c_out * cs + c_skip, model_output, c_out * cm), // [b, c, h, w]
         };
         Ok(match noise {
-            Some(noise) if self.needs_noise(step_index) => lin(denoised, alpha_prev.sqrt(), noise, (1.0 - alpha_prev).sqrt()), // [b, c, h, w]
+            Some(noise) if self.needs_noise(step_index) => lin(
+                denoised,
+                alpha_prev.sqrt(),
+                noise,
+                (1.0 - alpha_prev).sqrt(),
+            ), // [b, c, h, w]
             _ => denoised,
         })
     }
 
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(&self.schedule, original, noise, self.timesteps[step_index] as i64)
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
+        add_noise_alpha(
+            &self.schedule,
+            original,
+            noise,
+            self.timesteps[step_index] as i64,
+        )
     }
 
     pub fn reset(&mut self) {}

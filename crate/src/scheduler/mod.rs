@@ -112,10 +112,16 @@ impl SchedulerKind {
 
     /// Parses a user-facing name; an unknown one is an error listing the valid names.
     pub fn parse(name: &str) -> Result<Self, Error> {
-        Self::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
-            Error::BadInput(format!("unknown scheduler \"{name}\"; choose one of: {}", names.join(", ")))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                Error::BadInput(format!(
+                    "unknown scheduler \"{name}\"; choose one of: {}",
+                    names.join(", ")
+                ))
+            })
     }
 
     /// The model's own scheduler, from the config's `_class_name`. A DPM-Solver config must
@@ -148,7 +154,11 @@ impl SchedulerKind {
                 return Err(Error::BadConfig(format!(
                     "scheduler: _class_name = \"{class}\" is not a scheduler we implement ({}); pick one by name: {}",
                     classes.join(", "),
-                    Self::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                    Self::ALL
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         };
@@ -212,9 +222,15 @@ impl Scheduler {
             SchedulerKind::Ddim => Inner::Ddim(ddim::Ddim::from_config(config)?),
             SchedulerKind::Pndm => Inner::Pndm(pndm::Pndm::from_config(config)?),
             SchedulerKind::Euler => Inner::Euler(euler::Euler::from_config(config)?),
-            SchedulerKind::EulerAncestral => Inner::EulerAncestral(euler_ancestral::EulerAncestral::from_config(config)?),
-            SchedulerKind::DpmPp2m => Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, false)?),
-            SchedulerKind::DpmPp2mKarras => Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, true)?),
+            SchedulerKind::EulerAncestral => {
+                Inner::EulerAncestral(euler_ancestral::EulerAncestral::from_config(config)?)
+            }
+            SchedulerKind::DpmPp2m => {
+                Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, false)?)
+            }
+            SchedulerKind::DpmPp2mKarras => {
+                Inner::DpmSolver(dpm_solver::DpmSolver::from_config(config, true)?)
+            }
             SchedulerKind::Lcm => Inner::Lcm(lcm::Lcm::from_config(config)?),
         };
         Ok(Scheduler { kind, inner })
@@ -244,7 +260,9 @@ impl Scheduler {
     /// schedulers ignore it.
     pub fn set_eta(&mut self, eta: f64) -> Result<(), Error> {
         if !(0.0..=1.0).contains(&eta) {
-            return Err(Error::BadInput(format!("eta = {eta}: DDIM's eta must be between 0 and 1")));
+            return Err(Error::BadInput(format!(
+                "eta = {eta}: DDIM's eta must be between 0 and 1"
+            )));
         }
         if let Inner::Ddim(s) = &mut self.inner {
             s.eta = eta;
@@ -286,7 +304,11 @@ impl Scheduler {
 
     /// The UNet input for step `step_index`: Euler-type schedulers divide by √(σ² + 1), the
     /// others pass `sample` through.
-    pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+    pub fn scale_model_input(
+        &self,
+        sample: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
         match &self.inner {
             Inner::Euler(s) => Ok(s.scale_model_input(sample, step_index)),
@@ -316,7 +338,10 @@ impl Scheduler {
         same_shape("model_output", &model_output, &sample)?;
         let noise = if self.needs_noise(step_index) {
             let noise = noise.ok_or_else(|| {
-                Error::BadInput(format!("{} needs noise at step {step_index}; none was given", self.kind))
+                Error::BadInput(format!(
+                    "{} needs noise at step {step_index}; none was given",
+                    self.kind
+                ))
             })?;
             same_shape("noise", &noise, &sample)?;
             Some(noise)
@@ -329,7 +354,12 @@ impl Scheduler {
     /// `original` noised to the level of step `step_index`, for img2img and inpainting
     /// (diffusers' `add_noise` at `timesteps[step_index]`, with `set_begin_index(step_index)`
     /// on the sigma-based schedulers as its pipelines do).
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
         same_shape("noise", &noise, &original)?;
         each!(&self.inner, s => s.add_noise(original, noise, step_index))
@@ -338,7 +368,12 @@ impl Scheduler {
     /// The estimate of the clean sample x₀ implied by `model_output` at step `step_index`,
     /// for previews: `x − σ·ε`-style for the sigma-based schedulers, `(x − √(1−ᾱ)·ε)/√ᾱ` (or
     /// its v- and sample-prediction forms) for the others. Not used for sampling itself.
-    pub fn pred_original(&self, model_output: Tensor<4>, step_index: usize, sample: Tensor<4>) -> Result<Tensor<4>, Error> {
+    pub fn pred_original(
+        &self,
+        model_output: Tensor<4>,
+        step_index: usize,
+        sample: Tensor<4>,
+    ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
         same_shape("model_output", &model_output, &sample)?;
         if let Some(sigmas) = self.sigmas() {
@@ -375,22 +410,35 @@ pub(crate) fn add_noise_alpha(
     timestep: i64,
 ) -> Result<Tensor<4>, Error> {
     let alpha = schedule.alpha_cumprod(timestep)?;
-    Ok(lin(original, alpha.sqrt() as f64, noise, (1.0 - alpha).sqrt() as f64)) // [b, c, h, w]
+    Ok(lin(
+        original,
+        alpha.sqrt() as f64,
+        noise,
+        (1.0 - alpha).sqrt() as f64,
+    )) // [b, c, h, w]
 }
 
 pub(crate) fn check_index(step_index: usize, len: usize) -> Result<(), Error> {
     if len == 0 {
-        return Err(Error::BadInput("the scheduler has no timesteps: call set_timesteps first".into()));
+        return Err(Error::BadInput(
+            "the scheduler has no timesteps: call set_timesteps first".into(),
+        ));
     }
     if step_index >= len {
-        return Err(Error::BadInput(format!("step index {step_index} is past the last of {len} timesteps")));
+        return Err(Error::BadInput(format!(
+            "step index {step_index} is past the last of {len} timesteps"
+        )));
     }
     Ok(())
 }
 
 fn same_shape(what: &str, t: &Tensor<4>, sample: &Tensor<4>) -> Result<(), Error> {
     if t.dims() != sample.dims() {
-        return Err(Error::BadInput(format!("{what} has shape {:?}, the sample {:?}", t.dims(), sample.dims())));
+        return Err(Error::BadInput(format!(
+            "{what} has shape {:?}, the sample {:?}",
+            t.dims(),
+            sample.dims()
+        )));
     }
     Ok(())
 }
@@ -462,7 +510,11 @@ mod tests {
         if s.kind() == SchedulerKind::Pndm {
             distinct.dedup();
             if t.len() != distinct.len() + usize::from(steps >= 2) {
-                return Err(format!("PNDM: {} timesteps for {} distinct ones", t.len(), distinct.len()));
+                return Err(format!(
+                    "PNDM: {} timesteps for {} distinct ones",
+                    t.len(),
+                    distinct.len()
+                ));
             }
         }
         if distinct.len() != steps {
@@ -470,26 +522,41 @@ mod tests {
         }
         // Karras sigmas near σ_min may round to the same timestep; the sigmas still descend.
         let strictly = s.kind() != SchedulerKind::DpmPp2mKarras;
-        if let Some(pair) = distinct.windows(2).find(|p| if strictly { p[0] <= p[1] } else { p[0] < p[1] }) {
+        if let Some(pair) = distinct
+            .windows(2)
+            .find(|p| if strictly { p[0] <= p[1] } else { p[0] < p[1] })
+        {
             return Err(format!("timesteps not descending at {pair:?}"));
         }
         if let Some(sigmas) = s.sigmas() {
             if sigmas.len() != steps + 1 || sigmas[steps] != 0.0 {
-                return Err(format!("{} sigmas, the last {:?}", sigmas.len(), sigmas.last()));
+                return Err(format!(
+                    "{} sigmas, the last {:?}",
+                    sigmas.len(),
+                    sigmas.last()
+                ));
             }
             if let Some(pair) = sigmas.windows(2).find(|p| p[0] <= p[1]) {
                 return Err(format!("sigmas not descending at {pair:?}"));
             }
         }
         if let Inner::Ddim(ddim) = &s.inner {
-            let alpha = |t: f64| s.schedule().alpha_cumprod(t as i64).map(f64::from).map_err(|e| e.to_string());
+            let alpha = |t: f64| {
+                s.schedule()
+                    .alpha_cumprod(t as i64)
+                    .map(f64::from)
+                    .map_err(|e| e.to_string())
+            };
             for (i, &(_, prev)) in ddim.step_alphas().iter().enumerate() {
                 let want = match t.get(i + 1) {
                     Some(&next) => alpha(next)?,
                     None => alpha(0.0)?, // the final ᾱ: ᾱ₀ without set_alpha_to_one
                 };
                 if prev != want {
-                    return Err(format!("DDIM step {i} from {} goes to ᾱ = {prev}, not the next timestep's {want}", t[i]));
+                    return Err(format!(
+                        "DDIM step {i} from {} goes to ᾱ = {prev}, not the next timestep's {want}",
+                        t[i]
+                    ));
                 }
             }
         }
@@ -512,20 +579,34 @@ mod tests {
                 let mut scheduler = Scheduler::new(kind, &config).unwrap();
                 for steps in 1..=1000 {
                     let what = format!("{kind}, {} spacing, {steps} steps", spacing.name());
-                    match (scheduler.set_timesteps(steps), refused(kind, spacing, steps)) {
+                    match (
+                        scheduler.set_timesteps(steps),
+                        refused(kind, spacing, steps),
+                    ) {
                         (Ok(()), false) => {
                             if let Err(e) = check_schedule(&scheduler, steps) {
                                 failures.push(format!("{what}: {e}"));
                             }
                         }
                         (Err(_), true) => {}
-                        (Ok(()), true) => failures.push(format!("{what}: runs; expected a refusal")),
+                        (Ok(()), true) => {
+                            failures.push(format!("{what}: runs; expected a refusal"))
+                        }
                         (Err(e), false) => failures.push(format!("{what}: refused: {e}")),
                     }
                 }
             }
         }
-        let shown = failures.iter().take(20).cloned().collect::<Vec<_>>().join("\n");
-        assert!(failures.is_empty(), "{} failures, the first:\n{shown}", failures.len());
+        let shown = failures
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            failures.is_empty(),
+            "{} failures, the first:\n{shown}",
+            failures.len()
+        );
     }
 }

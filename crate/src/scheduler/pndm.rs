@@ -14,7 +14,10 @@ use super::schedule::{DDPM_DEFAULTS, Defaults, PredictionType, Schedule};
 use super::{Sequence, add_noise_alpha, lin};
 use crate::Error;
 
-const DEFAULTS: Defaults = Defaults { predictions: &[PredictionType::Epsilon, PredictionType::VPrediction], ..DDPM_DEFAULTS };
+const DEFAULTS: Defaults = Defaults {
+    predictions: &[PredictionType::Epsilon, PredictionType::VPrediction],
+    ..DDPM_DEFAULTS
+};
 
 #[derive(Clone, Debug)]
 pub struct Pndm {
@@ -39,7 +42,11 @@ impl Pndm {
         let fields = Fields::new(config, "PNDMScheduler");
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         let skip_prk_steps = fields.flag("skip_prk_steps", false)?;
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", false)? { 1.0 } else { schedule.alphas_cumprod[0] };
+        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", false)? {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        };
         Ok(Pndm {
             schedule,
             skip_prk_steps,
@@ -84,8 +91,14 @@ impl Pndm {
             }
             // The last four timesteps and their midpoints, each inner one twice, descending.
             let half = ratio / 2;
-            let points: Vec<i64> = ascending[len - 4..].iter().flat_map(|&t| [t, t + half]).collect();
-            let doubled: Vec<i64> = points[..points.len() - 1].iter().flat_map(|&t| [t, t]).collect();
+            let points: Vec<i64> = ascending[len - 4..]
+                .iter()
+                .flat_map(|&t| [t, t + half])
+                .collect();
+            let doubled: Vec<i64> = points[..points.len() - 1]
+                .iter()
+                .flat_map(|&t| [t, t])
+                .collect();
             let mut prk = doubled[1..doubled.len() - 1].to_vec();
             prk.reverse();
             let plms = ascending[..len - 3].iter().rev().copied().collect();
@@ -132,8 +145,17 @@ impl Pndm {
 
     /// One of four Runge-Kutta evaluations: the first three step from the saved sample with
     /// the raw output, the fourth with the weighted sum (1/6, 1/3, 1/3, 1/6).
-    fn step_prk(&mut self, model_output: Tensor<4>, timestep: i64, sample: Tensor<4>) -> Result<Tensor<4>, Error> {
-        let diff_to_prev = if self.counter % 2 == 1 { 0 } else { self.ratio / 2 };
+    fn step_prk(
+        &mut self,
+        model_output: Tensor<4>,
+        timestep: i64,
+        sample: Tensor<4>,
+    ) -> Result<Tensor<4>, Error> {
+        let diff_to_prev = if self.counter % 2 == 1 {
+            0
+        } else {
+            self.ratio / 2
+        };
         let prev_timestep = timestep - diff_to_prev;
         let timestep = self.prk_timesteps[self.counter / 4 * 4];
         let add = |sum: Option<Tensor<4>>, weight: f64, x: &Tensor<4>| {
@@ -154,7 +176,9 @@ impl Pndm {
                 self.cur_model_output = add(self.cur_model_output.take(), 1.0 / 3.0, &model_output);
                 model_output
             }
-            _ => add(self.cur_model_output.take(), 1.0 / 6.0, &model_output).unwrap_or(model_output), // [b, c, h, w]
+            _ => {
+                add(self.cur_model_output.take(), 1.0 / 6.0, &model_output).unwrap_or(model_output)
+            } // [b, c, h, w]
         };
         let cur_sample = self.cur_sample.clone().unwrap_or(sample);
         let prev = self.prev_sample(cur_sample, timestep, prev_timestep, model_output)?;
@@ -164,7 +188,12 @@ impl Pndm {
 
     /// Adams-Bashforth on the stored outputs (orders 1 to 4 as they accumulate); the second
     /// call of a run re-steps from the first sample with the mean of two outputs.
-    fn step_plms(&mut self, model_output: Tensor<4>, timestep: i64, sample: Tensor<4>) -> Result<Tensor<4>, Error> {
+    fn step_plms(
+        &mut self,
+        model_output: Tensor<4>,
+        timestep: i64,
+        sample: Tensor<4>,
+    ) -> Result<Tensor<4>, Error> {
         let (mut timestep, mut prev_timestep) = (timestep, timestep - self.ratio);
         if self.counter != 1 {
             if self.ets.len() > 3 {
@@ -186,10 +215,12 @@ impl Pndm {
         } else if n == 2 {
             (lin(e[1].clone(), 1.5, e[0].clone(), -0.5), sample) // [b, c, h, w]
         } else if n == 3 {
-            let sum = lin(e[2].clone(), 23.0 / 12.0, e[1].clone(), -16.0 / 12.0) + e[0].clone().mul_scalar(5.0f32 / 12.0); // [b, c, h, w]
+            let sum = lin(e[2].clone(), 23.0 / 12.0, e[1].clone(), -16.0 / 12.0)
+                + e[0].clone().mul_scalar(5.0f32 / 12.0); // [b, c, h, w]
             (sum, sample)
         } else {
-            let sum = lin(e[3].clone(), 55.0 / 24.0, e[2].clone(), -59.0 / 24.0) + lin(e[1].clone(), 37.0 / 24.0, e[0].clone(), -9.0 / 24.0); // [b, c, h, w]
+            let sum = lin(e[3].clone(), 55.0 / 24.0, e[2].clone(), -59.0 / 24.0)
+                + lin(e[1].clone(), 37.0 / 24.0, e[0].clone(), -9.0 / 24.0); // [b, c, h, w]
             (sum, sample)
         };
         let prev = self.prev_sample(sample, timestep, prev_timestep, model_output)?;
@@ -198,9 +229,19 @@ impl Pndm {
     }
 
     /// PNDM's transfer from `timestep` to `prev_timestep` (formula (9) of the paper).
-    fn prev_sample(&self, sample: Tensor<4>, timestep: i64, prev_timestep: i64, model_output: Tensor<4>) -> Result<Tensor<4>, Error> {
+    fn prev_sample(
+        &self,
+        sample: Tensor<4>,
+        timestep: i64,
+        prev_timestep: i64,
+        model_output: Tensor<4>,
+    ) -> Result<Tensor<4>, Error> {
         let alpha = self.schedule.alpha_cumprod(timestep)? as f64;
-        let alpha_prev = if prev_timestep >= 0 { self.schedule.alpha_cumprod(prev_timestep)? } else { self.final_alpha_cumprod } as f64;
+        let alpha_prev = if prev_timestep >= 0 {
+            self.schedule.alpha_cumprod(prev_timestep)?
+        } else {
+            self.final_alpha_cumprod
+        } as f64;
         let (beta, beta_prev) = (1.0 - alpha, 1.0 - alpha_prev);
         let sample_coeff = (alpha_prev / alpha).sqrt();
         let denom = alpha * beta_prev.sqrt() + (alpha * beta * alpha_prev).sqrt();
@@ -213,8 +254,18 @@ impl Pndm {
         Ok(lin(sample, cs, model_output, cm)) // [b, c, h, w]
     }
 
-    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, step_index: usize) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(&self.schedule, original, noise, self.timesteps[step_index] as i64)
+    pub fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>, Error> {
+        add_noise_alpha(
+            &self.schedule,
+            original,
+            noise,
+            self.timesteps[step_index] as i64,
+        )
     }
 
     pub fn reset(&mut self) {

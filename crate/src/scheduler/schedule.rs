@@ -41,10 +41,18 @@ pub enum TimestepSpacing {
 }
 
 impl TimestepSpacing {
-    pub const ALL: [TimestepSpacing; 3] = [TimestepSpacing::Leading, TimestepSpacing::Trailing, TimestepSpacing::Linspace];
+    pub const ALL: [TimestepSpacing; 3] = [
+        TimestepSpacing::Leading,
+        TimestepSpacing::Trailing,
+        TimestepSpacing::Linspace,
+    ];
 
     /// The config values, as diffusers spells them (also the CLI's and the JS API's).
-    pub const NAMES: [&'static str; 3] = [Self::ALL[0].name(), Self::ALL[1].name(), Self::ALL[2].name()];
+    pub const NAMES: [&'static str; 3] = [
+        Self::ALL[0].name(),
+        Self::ALL[1].name(),
+        Self::ALL[2].name(),
+    ];
 
     /// The config's spelling.
     pub const fn name(self) -> &'static str {
@@ -80,7 +88,11 @@ pub(crate) const DDPM_DEFAULTS: Defaults = Defaults {
     beta_end: 0.02,
     beta_schedule: "linear",
     timestep_spacing: "leading",
-    predictions: &[PredictionType::Epsilon, PredictionType::VPrediction, PredictionType::Sample],
+    predictions: &[
+        PredictionType::Epsilon,
+        PredictionType::VPrediction,
+        PredictionType::Sample,
+    ],
 };
 
 /// The fields every scheduler here declares, and the training schedule they give.
@@ -106,7 +118,11 @@ impl Schedule {
             )));
         }
         fields.require_null("trained_betas")?;
-        let kind = fields.choice("beta_schedule", defaults.beta_schedule, &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
+        let kind = fields.choice(
+            "beta_schedule",
+            defaults.beta_schedule,
+            &["linear", "scaled_linear", "squaredcos_cap_v2"],
+        )?;
         let start = fields.finite("beta_start", defaults.beta_start)?;
         let end = fields.finite("beta_end", defaults.beta_end)?;
         let beta_schedule = match kind {
@@ -116,8 +132,16 @@ impl Schedule {
         };
         let names: Vec<&'static str> = defaults.predictions.iter().map(|p| p.name()).collect();
         let prediction = fields.choice("prediction_type", names[0], &names)?;
-        let prediction_type = *defaults.predictions.iter().find(|p| p.name() == prediction).unwrap_or(&PredictionType::Epsilon);
-        let timestep_spacing = match fields.choice("timestep_spacing", defaults.timestep_spacing, &TimestepSpacing::NAMES)? {
+        let prediction_type = *defaults
+            .predictions
+            .iter()
+            .find(|p| p.name() == prediction)
+            .unwrap_or(&PredictionType::Epsilon);
+        let timestep_spacing = match fields.choice(
+            "timestep_spacing",
+            defaults.timestep_spacing,
+            &TimestepSpacing::NAMES,
+        )? {
             "leading" => TimestepSpacing::Leading,
             "trailing" => TimestepSpacing::Trailing,
             _ => TimestepSpacing::Linspace,
@@ -186,7 +210,10 @@ impl Schedule {
 
     /// The training sigmas √((1 − ᾱ)/ᾱ), float32 as diffusers computes them from torch.
     pub fn sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+        self.alphas_cumprod
+            .iter()
+            .map(|&a| ((1.0 - a) / a).sqrt())
+            .collect()
     }
 
     /// Timesteps in descending order for DDIM / Euler-type spacing (`set_timesteps` of
@@ -198,11 +225,23 @@ impl Schedule {
         match self.timestep_spacing {
             TimestepSpacing::Linspace => {
                 let t = np_linspace(0.0, n_train - 1.0, steps, true);
-                t.into_iter().rev().map(|x| if round_linspace { x.round_ties_even() } else { x }).collect()
+                t.into_iter()
+                    .rev()
+                    .map(|x| {
+                        if round_linspace {
+                            x.round_ties_even()
+                        } else {
+                            x
+                        }
+                    })
+                    .collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = (self.num_train_timesteps / steps) as i64;
-                (0..steps as i64).rev().map(|k| (k * ratio + self.steps_offset) as f64).collect()
+                (0..steps as i64)
+                    .rev()
+                    .map(|k| (k * ratio + self.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => trailing(n_train, self.num_train_timesteps, steps),
         }
@@ -216,20 +255,30 @@ impl Schedule {
 /// the n steps asked for, the same timesteps as diffusers' first n (README: "Schedulers").
 pub fn trailing(last: f64, num_train_timesteps: usize, steps: usize) -> Vec<f64> {
     let ratio = num_train_timesteps as f64 / steps as f64;
-    np_arange(last, 0.0, -ratio).into_iter().take(steps).map(|x| x.round_ties_even() - 1.0).collect()
+    np_arange(last, 0.0, -ratio)
+        .into_iter()
+        .take(steps)
+        .map(|x| x.round_ties_even() - 1.0)
+        .collect()
 }
 
 impl Schedule {
     /// Euler-type timesteps (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler):
     /// the same spacing as DDIM but float32 and unrounded for "linspace".
     pub fn float_timesteps(&self, steps: usize) -> Vec<f32> {
-        self.spaced_timesteps(steps, false).into_iter().map(|t| t as f32).collect()
+        self.spaced_timesteps(steps, false)
+            .into_iter()
+            .map(|t| t as f32)
+            .collect()
     }
 
     /// The training sigmas at (fractional) `timesteps`, by `np.interp` in float64.
     pub fn interp_sigmas(&self, timesteps: &[f32]) -> Vec<f64> {
         let sigmas = self.sigmas();
-        timesteps.iter().map(|&t| np_interp(t as f64, &sigmas)).collect()
+        timesteps
+            .iter()
+            .map(|&t| np_interp(t as f64, &sigmas))
+            .collect()
     }
 
     /// Euler-type `init_noise_sigma`: the largest sigma, or √(σ_max² + 1) for "leading"
@@ -248,7 +297,9 @@ impl Schedule {
 /// of their sigmas; we refuse such schedules rather than run a different one.
 pub(crate) fn check_first_timestep_unique(timesteps: &[f64], class: &str) -> Result<(), Error> {
     let Some(&first) = timesteps.first() else {
-        return Err(Error::BadInput(format!("{class} with this config leaves no timesteps to sample")));
+        return Err(Error::BadInput(format!(
+            "{class} with this config leaves no timesteps to sample"
+        )));
     };
     if timesteps.iter().skip(1).any(|&t| t == first) {
         return Err(Error::BadInput(format!(
@@ -266,11 +317,18 @@ pub fn betas(schedule: BetaSchedule, n: usize) -> Vec<f32> {
     match schedule {
         BetaSchedule::Linear { start, end } => torch_linspace_f32(start, end, n),
         BetaSchedule::ScaledLinear { start, end } => {
-            torch_linspace_f32(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect()
+            torch_linspace_f32(start.sqrt(), end.sqrt(), n)
+                .into_iter()
+                .map(|b| b * b)
+                .collect()
         }
         BetaSchedule::SquaredCosCapV2 => {
             // betas_for_alpha_bar(n), max_beta 0.999, in Python floats.
-            let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            let alpha_bar = |t: f64| {
+                ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                    .cos()
+                    .powi(2)
+            };
             (0..n)
                 .map(|i| {
                     let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -323,7 +381,9 @@ pub fn np_linspace(start: f64, stop: f64, num: usize, endpoint: bool) -> Vec<f64
     let mut y: Vec<f64> = if div > 0 {
         let step = delta / div as f64;
         if step == 0.0 {
-            (0..num).map(|i| i as f64 / div as f64 * delta + start).collect()
+            (0..num)
+                .map(|i| i as f64 / div as f64 * delta + start)
+                .collect()
         } else {
             (0..num).map(|i| i as f64 * step + start).collect()
         }
@@ -377,14 +437,21 @@ pub fn np_interp(x: f64, fp: &[f32]) -> f64 {
     let (y0, y1) = (fp[j] as f64, fp[j + 1] as f64);
     let slope = y1 - y0; // (fp[j+1] - fp[j]) / (xp[j+1] - xp[j]) with unit spacing
     let y = slope * (x - j as f64) + y0;
-    if y.is_nan() { slope * (x - (j + 1) as f64) + y1 } else { y }
+    if y.is_nan() {
+        slope * (x - (j + 1) as f64) + y1
+    } else {
+        y
+    }
 }
 
 /// Karras et al.'s noise levels (`_convert_to_karras`, ρ = 7), float64 as NumPy.
 pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
     let rho = 7.0;
     let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    np_linspace(0.0, 1.0, steps, true).into_iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
+    np_linspace(0.0, 1.0, steps, true)
+        .into_iter()
+        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
 }
 
 /// `_sigma_to_t`: the fractional training timestep of `sigma`, interpolating in log sigma.
@@ -394,7 +461,11 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
     // `cumsum(dists >= 0).argmax()`: the last index whose log sigma is <= log_sigma, 0 when
     // there is none; then clipped to len − 2.
-    let low_idx = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0).unwrap_or(0).min(log_sigmas.len() - 2);
+    let low_idx = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - l as f64 >= 0.0)
+        .unwrap_or(0)
+        .min(log_sigmas.len() - 2);
     let (low, high) = (log_sigmas[low_idx], log_sigmas[low_idx + 1]);
     let w = ((low as f64 - log_sigma) / (low - high) as f64).clamp(0.0, 1.0);
     (1.0 - w) * low_idx as f64 + w * (low_idx + 1) as f64
@@ -408,7 +479,10 @@ mod tests {
     fn arange_has_numpys_extra_trailing_step() {
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 61.0).len(), 62);
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 60.0).len(), 60);
-        assert_eq!(np_arange(1000.0, 0.0, -250.0), vec![1000.0, 750.0, 500.0, 250.0]);
+        assert_eq!(
+            np_arange(1000.0, 0.0, -250.0),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
     }
 
     /// The extra arange value is dropped: 61 steps are 61 timesteps, the last 15, not −1.
@@ -416,14 +490,23 @@ mod tests {
     fn trailing_gives_exactly_the_steps_asked_for() {
         let t = trailing(1000.0, 1000, 61);
         assert_eq!((t.len(), t[0], t[59], t[60]), (61, 999.0, 32.0, 15.0));
-        assert_eq!(trailing(1000.0, 1000, 6), vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]);
+        assert_eq!(
+            trailing(1000.0, 1000, 6),
+            vec![999.0, 832.0, 666.0, 499.0, 332.0, 166.0]
+        );
     }
 
     #[test]
     fn linspace_and_interp_match_numpy_on_simple_values() {
         assert_eq!(np_linspace(0.0, 999.0, 1, true), vec![0.0]);
-        assert_eq!(np_linspace(0.0, 999.0, 4, true), vec![0.0, 333.0, 666.0, 999.0]);
-        assert_eq!(np_linspace(0.0, 50.0, 4, false), vec![0.0, 12.5, 25.0, 37.5]);
+        assert_eq!(
+            np_linspace(0.0, 999.0, 4, true),
+            vec![0.0, 333.0, 666.0, 999.0]
+        );
+        assert_eq!(
+            np_linspace(0.0, 50.0, 4, false),
+            vec![0.0, 12.5, 25.0, 37.5]
+        );
         let fp = [1.0f32, 3.0, 7.0];
         assert_eq!(np_interp(-1.0, &fp), 1.0);
         assert_eq!(np_interp(0.5, &fp), 2.0);

@@ -30,10 +30,22 @@ pub struct BlockSettings {
 
 impl BlockSettings {
     fn resnet(&self, vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<ResnetBlock2D, Error> {
-        ResnetBlock2D::load(vb, c_in, c_out, Some(self.temb_channels), self.groups, self.eps)
+        ResnetBlock2D::load(
+            vb,
+            c_in,
+            c_out,
+            Some(self.temb_channels),
+            self.groups,
+            self.eps,
+        )
     }
 
-    fn transformer(&self, vb: &VarBuilder, channels: usize, heads: usize) -> Result<Transformer2DModel, Error> {
+    fn transformer(
+        &self,
+        vb: &VarBuilder,
+        channels: usize,
+        heads: usize,
+    ) -> Result<Transformer2DModel, Error> {
         Transformer2DModel::load(
             vb,
             channels,
@@ -74,22 +86,43 @@ impl DownBlock {
         let mut resnets = Vec::new();
         let mut attentions = Vec::new();
         for i in 0..shape.num_layers {
-            let c_in = if i == 0 { shape.in_channels } else { shape.out_channels };
+            let c_in = if i == 0 {
+                shape.in_channels
+            } else {
+                shape.out_channels
+            };
             resnets.push(s.resnet(&vb.pp("resnets").pp(i), c_in, shape.out_channels)?);
             if let Some(heads) = shape.heads {
-                attentions.push(s.transformer(&vb.pp("attentions").pp(i), shape.out_channels, heads)?);
+                attentions.push(s.transformer(
+                    &vb.pp("attentions").pp(i),
+                    shape.out_channels,
+                    heads,
+                )?);
             }
         }
         let downsampler = if shape.add_downsample {
-            Some(Downsample2D::load(&vb.pp("downsamplers").pp(0), shape.out_channels, shape.downsample_padding)?)
+            Some(Downsample2D::load(
+                &vb.pp("downsamplers").pp(0),
+                shape.out_channels,
+                shape.downsample_padding,
+            )?)
         } else {
             None
         };
-        Ok(DownBlock { resnets, attentions, downsampler })
+        Ok(DownBlock {
+            resnets,
+            attentions,
+            downsampler,
+        })
     }
 
     /// `x: [b, c_in, h, w]` -> (`[b, c_out, h', w']`, the skips it adds, in order).
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> (Tensor<4>, Vec<Tensor<4>>) {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+    ) -> (Tensor<4>, Vec<Tensor<4>>) {
         let mut x = x;
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -137,7 +170,11 @@ impl UNetMidBlock2DCrossAttn {
 
     fn resnet(&self, i: usize, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
         let y = self.resnets[i].forward(x, Some(temb.clone()));
-        if self.output_scale_factor == 1.0 { y } else { y.div_scalar(self.output_scale_factor) }
+        if self.output_scale_factor == 1.0 {
+            y
+        } else {
+            y.div_scalar(self.output_scale_factor)
+        }
     }
 
     /// `[b, c, h, w] -> [b, c, h, w]`
@@ -182,19 +219,38 @@ impl UpBlock {
         for i in 0..shape.num_layers {
             // The last resnet takes the skip from before the matching down block's first
             // resnet; the others take skips at this block's own width.
-            let skip = if i == shape.num_layers - 1 { shape.in_channels } else { shape.out_channels };
-            let c_in = if i == 0 { shape.prev_output_channels } else { shape.out_channels };
+            let skip = if i == shape.num_layers - 1 {
+                shape.in_channels
+            } else {
+                shape.out_channels
+            };
+            let c_in = if i == 0 {
+                shape.prev_output_channels
+            } else {
+                shape.out_channels
+            };
             resnets.push(s.resnet(&vb.pp("resnets").pp(i), c_in + skip, shape.out_channels)?);
             if let Some(heads) = shape.heads {
-                attentions.push(s.transformer(&vb.pp("attentions").pp(i), shape.out_channels, heads)?);
+                attentions.push(s.transformer(
+                    &vb.pp("attentions").pp(i),
+                    shape.out_channels,
+                    heads,
+                )?);
             }
         }
         let upsampler = if shape.add_upsample {
-            Some(Upsample2D::load(&vb.pp("upsamplers").pp(0), shape.out_channels)?)
+            Some(Upsample2D::load(
+                &vb.pp("upsamplers").pp(0),
+                shape.out_channels,
+            )?)
         } else {
             None
         };
-        Ok(UpBlock { resnets, attentions, upsampler })
+        Ok(UpBlock {
+            resnets,
+            attentions,
+            upsampler,
+        })
     }
 
     /// `x: [b, c_prev, h, w]`, popping one skip per resnet from `skips` ->
@@ -208,7 +264,9 @@ impl UpBlock {
     ) -> Tensor<4> {
         let mut x = x;
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips.pop().expect("the down blocks left one skip per up-block resnet");
+            let skip = skips
+                .pop()
+                .expect("the down blocks left one skip per up-block resnet");
             x = Tensor::cat(vec![x, skip], 1); // [b, c + c_skip, h, w]
             x = resnet.forward(x, Some(temb.clone())); // [b, c_out, h, w]
             if let Some(attn) = self.attentions.get(i) {

@@ -150,7 +150,9 @@ impl Default for UNet2DConditionConfig {
 }
 
 fn unsupported(field: &str, value: impl std::fmt::Display, supported: &str) -> Error {
-    Error::BadConfig(format!("unet: {field} = {value} is not supported ({supported})"))
+    Error::BadConfig(format!(
+        "unet: {field} = {value} is not supported ({supported})"
+    ))
 }
 
 /// diffusers accepts `UNetResFoo` for `Foo` in block type names (`get_down_block`).
@@ -161,8 +163,8 @@ fn block_name(name: &str) -> &str {
 impl UNet2DConditionConfig {
     /// Parses and validates `unet/config.json`.
     pub fn from_json(json: &str) -> Result<Self, Error> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| Error::BadConfig(format!("unet/config.json: {e}")))?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::BadConfig(format!("unet/config.json: {e}")))?;
         let config: UNet2DConditionConfig = serde_json::from_value(value.clone()).map_err(|e| {
             // serde does not say which field failed: find it by parsing each on its own.
             let field = value.as_object().and_then(|fields| {
@@ -194,7 +196,10 @@ impl UNet2DConditionConfig {
             ("time_embedding_act_fn", &self.time_embedding_act_fn),
             ("timestep_post_act", &self.timestep_post_act),
             ("cross_attention_norm", &self.cross_attention_norm),
-            ("reverse_transformer_layers_per_block", &self.reverse_transformer_layers_per_block),
+            (
+                "reverse_transformer_layers_per_block",
+                &self.reverse_transformer_layers_per_block,
+            ),
         ];
         for (field, value) in null_fields {
             if !value.is_null() {
@@ -219,20 +224,39 @@ impl UNet2DConditionConfig {
             }
         }
         let names = [
-            ("time_embedding_type", self.time_embedding_type.as_str(), "positional"),
-            ("resnet_time_scale_shift", self.resnet_time_scale_shift.as_str(), "default"),
+            (
+                "time_embedding_type",
+                self.time_embedding_type.as_str(),
+                "positional",
+            ),
+            (
+                "resnet_time_scale_shift",
+                self.resnet_time_scale_shift.as_str(),
+                "default",
+            ),
             ("attention_type", self.attention_type.as_str(), "default"),
         ];
         for (field, value, want) in names {
             if value != want {
-                return Err(unsupported(field, format!("\"{value}\""), &format!("only \"{want}\"")));
+                return Err(unsupported(
+                    field,
+                    format!("\"{value}\""),
+                    &format!("only \"{want}\""),
+                ));
             }
         }
         // diffusers' get_activation maps both names to SiLU.
         if self.act_fn != "silu" && self.act_fn != "swish" {
-            return Err(unsupported("act_fn", format!("\"{}\"", self.act_fn), "only \"silu\""));
+            return Err(unsupported(
+                "act_fn",
+                format!("\"{}\"", self.act_fn),
+                "only \"silu\"",
+            ));
         }
-        for (field, kernel) in [("conv_in_kernel", self.conv_in_kernel), ("conv_out_kernel", self.conv_out_kernel)] {
+        for (field, kernel) in [
+            ("conv_in_kernel", self.conv_in_kernel),
+            ("conv_out_kernel", self.conv_out_kernel),
+        ] {
             if kernel != 3 {
                 return Err(unsupported(field, kernel, "only 3"));
             }
@@ -261,30 +285,61 @@ impl UNet2DConditionConfig {
         }
         for name in &self.down_block_types {
             if !DOWN_BLOCK_TYPES.contains(&block_name(name)) {
-                return Err(unsupported("down_block_types", format!("\"{name}\""), &DOWN_BLOCK_TYPES.join(" or ")));
+                return Err(unsupported(
+                    "down_block_types",
+                    format!("\"{name}\""),
+                    &DOWN_BLOCK_TYPES.join(" or "),
+                ));
             }
         }
         for name in &self.up_block_types {
             if !UP_BLOCK_TYPES.contains(&block_name(name)) {
-                return Err(unsupported("up_block_types", format!("\"{name}\""), &UP_BLOCK_TYPES.join(" or ")));
+                return Err(unsupported(
+                    "up_block_types",
+                    format!("\"{name}\""),
+                    &UP_BLOCK_TYPES.join(" or "),
+                ));
             }
         }
         if self.mid_block_type.as_deref() != Some(MID_BLOCK_TYPE) {
-            let found = self.mid_block_type.as_deref().map_or("null".to_string(), |s| format!("\"{s}\""));
-            return Err(unsupported("mid_block_type", found, &format!("only \"{MID_BLOCK_TYPE}\"")));
+            let found = self
+                .mid_block_type
+                .as_deref()
+                .map_or("null".to_string(), |s| format!("\"{s}\""));
+            return Err(unsupported(
+                "mid_block_type",
+                found,
+                &format!("only \"{MID_BLOCK_TYPE}\""),
+            ));
         }
         if self.block_out_channels.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
-            return Err(Error::BadConfig("unet: channel counts must be positive".into()));
+            return Err(Error::BadConfig(
+                "unet: channel counts must be positive".into(),
+            ));
         }
         match self.layers_per_block {
             OneOrPerBlock::One(n) if n > 0 => {}
-            ref other => return Err(unsupported("layers_per_block", json(other), "a single positive integer")),
+            ref other => {
+                return Err(unsupported(
+                    "layers_per_block",
+                    json(other),
+                    "a single positive integer",
+                ));
+            }
         }
         match self.cross_attention_dim {
             OneOrPerBlock::One(n) if n > 0 => {}
-            ref other => return Err(unsupported("cross_attention_dim", json(other), "a single positive integer")),
+            ref other => {
+                return Err(unsupported(
+                    "cross_attention_dim",
+                    json(other),
+                    "a single positive integer",
+                ));
+            }
         }
-        let groups = self.norm_num_groups.ok_or_else(|| unsupported("norm_num_groups", "null", "a group count"))?;
+        let groups = self
+            .norm_num_groups
+            .ok_or_else(|| unsupported("norm_num_groups", "null", "a group count"))?;
         if groups == 0 {
             return Err(unsupported("norm_num_groups", 0, "a positive group count"));
         }
@@ -297,7 +352,9 @@ impl UNet2DConditionConfig {
             }
         }
         if self.time_embedding_dim == Some(0) || self.time_cond_proj_dim == Some(0) {
-            return Err(Error::BadConfig("unet: time_embedding_dim / time_cond_proj_dim must be positive".into()));
+            return Err(Error::BadConfig(
+                "unet: time_embedding_dim / time_cond_proj_dim must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -336,7 +393,8 @@ impl UNet2DConditionConfig {
 
     /// The time embedding width: `time_embedding_dim`, or 4 × the first block's channels.
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim.unwrap_or(4 * self.block_out_channels[0])
+        self.time_embedding_dim
+            .unwrap_or(4 * self.block_out_channels[0])
     }
 
     /// Whether down block `i` has attention (`CrossAttnDownBlock2D`).

@@ -22,7 +22,11 @@ pub struct Timesteps {
 
 impl Timesteps {
     pub fn new(num_channels: usize, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Self {
-        Timesteps { num_channels, flip_sin_to_cos, downscale_freq_shift }
+        Timesteps {
+            num_channels,
+            flip_sin_to_cos,
+            downscale_freq_shift,
+        }
     }
 
     /// The frequencies, computed on the host in f32 step by step as PyTorch does (f32
@@ -32,7 +36,9 @@ impl Timesteps {
         let half = self.num_channels / 2;
         let log_max = -(10000f64.ln()) as f32;
         let denom = (half as f64 - self.downscale_freq_shift) as f32;
-        (0..half).map(|i| ((i as f32 * log_max) / denom).exp()).collect()
+        (0..half)
+            .map(|i| ((i as f32 * log_max) / denom).exp())
+            .collect()
     }
 
     /// `[b]` float timesteps -> `[b, num_channels]`
@@ -43,7 +49,11 @@ impl Timesteps {
         let freqs = Tensor::<1>::from_data(TensorData::new(self.frequencies(), [half]), &device);
         let args = timesteps.reshape([b, 1]) * freqs.reshape([1, half]); // [b, half]
         let (sin, cos) = sin_cos(args); // [b, half] each
-        let mut parts = if self.flip_sin_to_cos { vec![cos, sin] } else { vec![sin, cos] };
+        let mut parts = if self.flip_sin_to_cos {
+            vec![cos, sin]
+        } else {
+            vec![sin, cos]
+        };
         if self.num_channels % 2 == 1 {
             // diffusers pads an odd width with one zero column.
             parts.push(Tensor::zeros([b, 1], &device));
@@ -74,11 +84,19 @@ pub fn sin_cos<const D: usize>(x: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
     // Horner in u = r²: sin r = r·Σ (-u)^i/(2i+1)!, cos r = Σ (-u)^i/(2i)!.
     let horner = |coefficients: &[f64]| {
         let (last, rest) = coefficients.split_last().unwrap();
-        rest.iter().rev().fold(u.clone().mul_scalar(*last), |acc, c| (acc.add_scalar(*c)).mul(u.clone()))
+        rest.iter()
+            .rev()
+            .fold(u.clone().mul_scalar(*last), |acc, c| {
+                (acc.add_scalar(*c)).mul(u.clone())
+            })
     };
     let fact = |n: u32| (1..=n).map(f64::from).product::<f64>();
-    let sin_coeffs: Vec<f64> = (1..=8).map(|i| (-1f64).powi(i) / fact(2 * i as u32 + 1)).collect();
-    let cos_coeffs: Vec<f64> = (1..=9).map(|i| (-1f64).powi(i) / fact(2 * i as u32)).collect();
+    let sin_coeffs: Vec<f64> = (1..=8)
+        .map(|i| (-1f64).powi(i) / fact(2 * i as u32 + 1))
+        .collect();
+    let cos_coeffs: Vec<f64> = (1..=9)
+        .map(|i| (-1f64).powi(i) / fact(2 * i as u32))
+        .collect();
     let sin = r.clone() + r * horner(&sin_coeffs); // r·(1 + u·(…))
     let cos = horner(&cos_coeffs).add_scalar(1.0); // 1 + u·(…)
     (sin, cos)
@@ -136,15 +154,23 @@ mod tests {
     /// Against f64 sin / cos of the same f32 arguments, over the timestep range, on the CPU
     /// and natively on the GPU.
     fn check_sin_cos(device: &burn::tensor::Device) {
-        let x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.5003).chain([0.0, 3.1415927, -3.1415927, 999.0, 1e-3]).collect();
+        let x: Vec<f32> = (0..4001)
+            .map(|i| (i as f32 - 2000.0) * 0.5003)
+            .chain([0.0, 3.1415927, -3.1415927, 999.0, 1e-3])
+            .collect();
         let n = x.len();
-        let (sin, cos) = sin_cos(Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), device));
+        let (sin, cos) = sin_cos(Tensor::<1>::from_data(
+            TensorData::new(x.clone(), [n]),
+            device,
+        ));
         let sin = pollster::block_on(crate::read_f32(sin)).unwrap();
         let cos = pollster::block_on(crate::read_f32(cos)).unwrap();
         let mut worst = 0f64;
         for i in 0..n {
             let a = x[i] as f64;
-            worst = worst.max((sin[i] as f64 - a.sin()).abs()).max((cos[i] as f64 - a.cos()).abs());
+            worst = worst
+                .max((sin[i] as f64 - a.sin()).abs())
+                .max((cos[i] as f64 - a.cos()).abs());
         }
         assert!(worst < 1e-6, "sin_cos max error {worst:e}");
     }

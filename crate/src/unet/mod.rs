@@ -21,7 +21,9 @@ pub use config::UNet2DConditionConfig;
 use crate::Error;
 use crate::nn::{Conv2d, GroupNorm};
 use crate::weights::VarBuilder;
-use blocks::{BlockSettings, DownBlock, DownBlockShape, UNetMidBlock2DCrossAttn, UpBlock, UpBlockShape};
+use blocks::{
+    BlockSettings, DownBlock, DownBlockShape, UNetMidBlock2DCrossAttn, UpBlock, UpBlockShape,
+};
 use embeddings::{TimestepEmbedding, Timesteps};
 
 #[derive(Module, Debug)]
@@ -68,7 +70,11 @@ impl UNet2DConditionModel {
                 add_downsample: i + 1 < n,
                 downsample_padding: config.downsample_padding,
             };
-            down_blocks.push(DownBlock::load(&vb.pp("down_blocks").pp(i), &shape, &settings)?);
+            down_blocks.push(DownBlock::load(
+                &vb.pp("down_blocks").pp(i),
+                &shape,
+                &settings,
+            )?);
         }
 
         let mid_block = UNetMidBlock2DCrossAttn::load(
@@ -108,8 +114,20 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), config.groups(), channels[0], config.norm_eps)?,
-            conv_out: Conv2d::load(&vb.pp("conv_out"), channels[0], config.out_channels, 3, 1, 1)?,
+            conv_norm_out: GroupNorm::load(
+                &vb.pp("conv_norm_out"),
+                config.groups(),
+                channels[0],
+                config.norm_eps,
+            )?,
+            conv_out: Conv2d::load(
+                &vb.pp("conv_out"),
+                channels[0],
+                config.out_channels,
+                3,
+                1,
+                1,
+            )?,
             cross_attention_dim: config.cross_dim(),
         })
     }
@@ -122,7 +140,10 @@ impl UNet2DConditionModel {
     /// How many times the latents are halved (and doubled back): the height and width of
     /// the sample must be multiples of `2^this`.
     pub fn downsamplings(&self) -> usize {
-        self.down_blocks.iter().filter(|b| b.downsampler.is_some()).count()
+        self.down_blocks
+            .iter()
+            .filter(|b| b.downsampler.is_some())
+            .count()
     }
 
     /// Whether a `height × width` latent fits: each side a multiple of `2^downsamplings`
@@ -155,8 +176,20 @@ impl UNet2DConditionModel {
         timestep_cond: Option<Tensor<2>>,
     ) -> Result<Tensor<4>, Error> {
         let [b, c, h, w] = sample.dims();
-        self.check_inputs(c, h, w, b, timestep.dims()[0], encoder_hidden_states.dims(), timestep_cond.as_ref().map(|t| t.dims()))?;
-        let timestep = if timestep.dims()[0] == 1 && b > 1 { timestep.expand([b]) } else { timestep }; // [b]
+        self.check_inputs(
+            c,
+            h,
+            w,
+            b,
+            timestep.dims()[0],
+            encoder_hidden_states.dims(),
+            timestep_cond.as_ref().map(|t| t.dims()),
+        )?;
+        let timestep = if timestep.dims()[0] == 1 && b > 1 {
+            timestep.expand([b])
+        } else {
+            timestep
+        }; // [b]
         let t_emb = self.time_proj.forward(timestep); // [b, c0]
         let temb = self.time_embedding.forward(t_emb, timestep_cond); // [b, 4·c0]
         let context = encoder_hidden_states; // [b, 77, cross_dim]
@@ -190,11 +223,16 @@ impl UNet2DConditionModel {
     ) -> Result<(), Error> {
         let bad = |s: String| Err(Error::BadInput(s));
         if channels != self.in_channels() {
-            return bad(format!("unet: the sample has {channels} channels, this UNet takes in_channels = {}", self.in_channels()));
+            return bad(format!(
+                "unet: the sample has {channels} channels, this UNet takes in_channels = {}",
+                self.in_channels()
+            ));
         }
         self.check_latent_size(h, w)?;
         if timesteps != batch && timesteps != 1 {
-            return bad(format!("unet: {timesteps} timesteps for a batch of {batch}"));
+            return bad(format!(
+                "unet: {timesteps} timesteps for a batch of {batch}"
+            ));
         }
         if context[0] != batch || context[2] != self.cross_attention_dim {
             return bad(format!(

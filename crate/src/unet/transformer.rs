@@ -53,7 +53,8 @@ impl Attention {
     /// `[b, n, inner] -> [b, heads, n, dim_head]`
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
         let [b, n, inner] = x.dims();
-        x.reshape([b, n, self.heads, inner / self.heads]).swap_dims(1, 2)
+        x.reshape([b, n, self.heads, inner / self.heads])
+            .swap_dims(1, 2)
     }
 
     /// `x: [b, n, query_dim]`, `context: [b, m, context_dim]` (None: self-attention)
@@ -128,7 +129,14 @@ impl BasicTransformerBlock {
             norm1: LayerNorm::load(&vb.pp("norm1"), dim, eps)?,
             attn1: Attention::load(&vb.pp("attn1"), dim, dim, heads, dim_head, upcast_attention)?,
             norm2: LayerNorm::load(&vb.pp("norm2"), dim, eps)?,
-            attn2: Attention::load(&vb.pp("attn2"), dim, cross_attention_dim, heads, dim_head, upcast_attention)?,
+            attn2: Attention::load(
+                &vb.pp("attn2"),
+                dim,
+                cross_attention_dim,
+                heads,
+                dim_head,
+                upcast_attention,
+            )?,
             norm3: LayerNorm::load(&vb.pp("norm3"), dim, eps)?,
             ff: FeedForward::load(&vb.pp("ff"), dim)?,
         })

@@ -97,7 +97,15 @@ impl Generator {
     /// Creates the WebGPU device. Rejects with code `"no-webgpu"` where WebGPU is missing.
     pub async fn create() -> Result<Generator, JsValue> {
         let device = device::gpu().await?;
-        Ok(Generator { state: Rc::new(RefCell::new(State { device, model: None, load_ms: 0.0, model_url: None, busy: false })) })
+        Ok(Generator {
+            state: Rc::new(RefCell::new(State {
+                device,
+                model: None,
+                load_ms: 0.0,
+                model_url: None,
+                busy: false,
+            })),
+        })
     }
 
     /// Loads a model from its files: an object (or `Map`) from paths in a diffusers folder
@@ -106,7 +114,10 @@ impl Generator {
     #[wasm_bindgen(js_name = loadFiles)]
     pub fn load_files(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "Record<string, Uint8Array> | Map<string, Uint8Array>")] files: JsValue,
+        #[wasm_bindgen(
+            unchecked_param_type = "Record<string, Uint8Array> | Map<string, Uint8Array>"
+        )]
+        files: JsValue,
     ) -> Result<(), JsValue> {
         let mut map = BTreeMap::new();
         let entries: js_sys::Array = if files.is_instance_of::<js_sys::Map>() {
@@ -114,19 +125,26 @@ impl Generator {
         } else if files.is_object() {
             Object::entries(files.unchecked_ref::<Object>())
         } else {
-            return Err(Error::BadInput("loadFiles: pass an object of path → Uint8Array".into()).into());
+            return Err(
+                Error::BadInput("loadFiles: pass an object of path → Uint8Array".into()).into(),
+            );
         };
         for entry in entries.iter() {
-            let path = Reflect::get(&entry, &0.into())?.as_string().unwrap_or_default();
+            let path = Reflect::get(&entry, &0.into())?
+                .as_string()
+                .unwrap_or_default();
             let bytes = Reflect::get(&entry, &1.into())?;
-            let bytes = bytes
-                .dyn_ref::<Uint8Array>()
-                .ok_or_else(|| Error::BadInput(format!("loadFiles: \"{path}\" is not a Uint8Array")))?;
+            let bytes = bytes.dyn_ref::<Uint8Array>().ok_or_else(|| {
+                Error::BadInput(format!("loadFiles: \"{path}\" is not a Uint8Array"))
+            })?;
             map.insert(path, bytes.to_vec());
         }
         let mut state = self.state.borrow_mut();
         if state.busy {
-            return Err(Error::BadInput("a generation is running: wait for it (or abort it) before loading".into()).into());
+            return Err(Error::BadInput(
+                "a generation is running: wait for it (or abort it) before loading".into(),
+            )
+            .into());
         }
         if let Some(failure) = device::failure(&state.device) {
             return Err(failure.with_advice("call Generator.create() again").into());
@@ -144,13 +162,20 @@ impl Generator {
     /// loaded, total, chunk })`, `signal` (an `AbortSignal`). Replaces any model loaded
     /// before once the new one is complete.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn load(&self, model_url: String, #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: JsValue) -> Promise {
+    pub fn load(
+        &self,
+        model_url: String,
+        #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: JsValue,
+    ) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
             {
                 let mut s = state.borrow_mut();
                 if s.busy {
-                    return Err(Error::BadInput("busy: wait for the running generation or load to finish".into()).into());
+                    return Err(Error::BadInput(
+                        "busy: wait for the running generation or load to finish".into(),
+                    )
+                    .into());
                 }
                 s.busy = true;
             }
@@ -208,7 +233,10 @@ impl Generator {
     #[wasm_bindgen(js_name = countTokens)]
     pub fn count_tokens(&self, text: &str) -> Result<u32, JsValue> {
         let state = self.state.borrow();
-        let model = state.model.as_ref().ok_or_else(|| Error::BadInput("no model loaded".into()))?;
+        let model = state
+            .model
+            .as_ref()
+            .ok_or_else(|| Error::BadInput("no model loaded".into()))?;
         Ok(model.tokenizer.count_tokens(text)? as u32)
     }
 
@@ -218,21 +246,30 @@ impl Generator {
     /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`
     /// (return `false` to stop), `signal` (an `AbortSignal`).
     #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
-    pub fn generate(&self, #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue) -> Promise {
+    pub fn generate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue,
+    ) -> Promise {
         self.run(options, "generate")
     }
 
     /// Image to image: the options of `generate` plus `image` (`{ width, height, data }`,
     /// RGBA; its size is the output's) and `strength` (0.8).
     #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
-    pub fn img2img(&self, #[wasm_bindgen(unchecked_param_type = "Img2ImgOptions")] options: JsValue) -> Promise {
+    pub fn img2img(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Img2ImgOptions")] options: JsValue,
+    ) -> Promise {
         self.run(options, "img2img")
     }
 
     /// Inpainting: the options of `img2img` plus `mask` (same size; white is repainted);
     /// `strength` defaults to 1.
     #[wasm_bindgen(unchecked_return_type = "Promise<GeneratedImage>")]
-    pub fn inpaint(&self, #[wasm_bindgen(unchecked_param_type = "InpaintOptions")] options: JsValue) -> Promise {
+    pub fn inpaint(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "InpaintOptions")] options: JsValue,
+    ) -> Promise {
         self.run(options, "inpaint")
     }
 }
@@ -244,10 +281,16 @@ impl Generator {
             {
                 let mut s = state.borrow_mut();
                 if s.model.is_none() {
-                    return Err(Error::BadInput("no model loaded: call load or loadFiles first".into()).into());
+                    return Err(Error::BadInput(
+                        "no model loaded: call load or loadFiles first".into(),
+                    )
+                    .into());
                 }
                 if s.busy {
-                    return Err(Error::BadInput("another generation is running: one at a time".into()).into());
+                    return Err(Error::BadInput(
+                        "another generation is running: one at a time".into(),
+                    )
+                    .into());
                 }
                 s.busy = true;
             }
@@ -292,11 +335,19 @@ async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64
         s.load_ms = now_ms() - started;
     }
     let s = state.borrow();
-    let model = s.model.clone().ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
+    let model = s
+        .model
+        .clone()
+        .ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
     Ok((model, s.load_ms))
 }
 
-async fn generate(model: &StableDiffusion, options: &JsValue, mode: &str, load_ms: f64) -> Result<JsValue, JsValue> {
+async fn generate(
+    model: &StableDiffusion,
+    options: &JsValue,
+    mode: &str,
+    load_ms: f64,
+) -> Result<JsValue, JsValue> {
     let params = params(options, mode, &model.defaults())?;
     let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");

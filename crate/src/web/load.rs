@@ -30,7 +30,12 @@ extern "C" {
     #[wasm_bindgen(js_name = cacheGetModel, catch)]
     async fn cache_get_model(url: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cachePutModel, catch)]
-    async fn cache_put_model(url: &str, manifest: &str, shas: Array, bytes: f64) -> Result<JsValue, JsValue>;
+    async fn cache_put_model(
+        url: &str,
+        manifest: &str,
+        shas: Array,
+        bytes: f64,
+    ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cacheListModels, catch)]
     pub(crate) async fn cache_list_models() -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cacheDeleteModel, catch)]
@@ -64,7 +69,9 @@ async fn fetch_bytes(url: &str, signal: &JsValue) -> Result<Vec<u8>, JsValue> {
         return Err(Error::Io(format!("{url}: the server answered HTTP {status}; check the model URL (a folder with {MANIFEST})")).into());
     }
     let array_buffer: Function = get(&response, "arrayBuffer").dyn_into()?;
-    let buffer = JsFuture::from(Promise::from(array_buffer.call0(&response)?)).await.map_err(|e| network_error(url, e))?;
+    let buffer = JsFuture::from(Promise::from(array_buffer.call0(&response)?))
+        .await
+        .map_err(|e| network_error(url, e))?;
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
@@ -73,7 +80,9 @@ fn network_error(url: &str, e: JsValue) -> JsValue {
     if get(&e, "name").as_string().as_deref() == Some("AbortError") {
         return e;
     }
-    let why = get(&e, "message").as_string().unwrap_or_else(|| format!("{e:?}"));
+    let why = get(&e, "message")
+        .as_string()
+        .unwrap_or_else(|| format!("{e:?}"));
     Error::Io(format!("downloading {url} failed ({why}); check the connection and that the server allows this origin (CORS)")).into()
 }
 
@@ -97,7 +106,12 @@ fn quota_error(message: String) -> JsValue {
 
 /// The bytes of one file of the model: from IndexedDB when stored, else downloaded (and
 /// stored once the loader has checked them, see `load`). Returns whether it came cached.
-async fn file_bytes(url: &str, path: &str, sha256: &str, signal: &JsValue) -> Result<(Vec<u8>, bool), JsValue> {
+async fn file_bytes(
+    url: &str,
+    path: &str,
+    sha256: &str,
+    signal: &JsValue,
+) -> Result<(Vec<u8>, bool), JsValue> {
     let cached = cache_get(sha256).await.unwrap_or(JsValue::UNDEFINED);
     if let Some(bytes) = cached.dyn_ref::<Uint8Array>() {
         return Ok((bytes.to_vec(), true));
@@ -106,28 +120,47 @@ async fn file_bytes(url: &str, path: &str, sha256: &str, signal: &JsValue) -> Re
 }
 
 /// Downloads and builds the model at `url`.
-pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<StableDiffusion, JsValue> {
+pub async fn load(
+    url: &str,
+    options: &JsValue,
+    device: &Device,
+) -> Result<StableDiffusion, JsValue> {
     let on_progress = super::options::function(options, "onProgress")?;
     let signal = get(options, "signal");
     let url = url.trim_end_matches('/');
 
     // The manifest from the network, or the stored one when offline.
     let text = match fetch_bytes(&join(url, MANIFEST), &signal).await {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::BadWeights(format!("{MANIFEST} is not UTF-8 text")))?,
+        Ok(bytes) => String::from_utf8(bytes)
+            .map_err(|_| Error::BadWeights(format!("{MANIFEST} is not UTF-8 text")))?,
         Err(e) if get(&e, "name").as_string().as_deref() == Some("AbortError") => return Err(e),
-        Err(e) => match get(&cache_get_model(url).await.unwrap_or(JsValue::UNDEFINED), "manifest").as_string() {
+        Err(e) => match get(
+            &cache_get_model(url).await.unwrap_or(JsValue::UNDEFINED),
+            "manifest",
+        )
+        .as_string()
+        {
             Some(text) => text,
             None => return Err(e),
         },
     };
     let manifest = Manifest::from_json(&text)?;
-    let entries: Vec<_> = manifest.files.iter().chain(&manifest.chunks).cloned().collect();
+    let entries: Vec<_> = manifest
+        .files
+        .iter()
+        .chain(&manifest.chunks)
+        .cloned()
+        .collect();
     let total: u64 = entries.iter().map(|f| f.size).sum();
 
     // Room for what is not stored yet?
     let mut missing = 0u64;
     for e in &entries {
-        if !cache_has(&e.sha256).await.map(|v| v.is_truthy()).unwrap_or(false) {
+        if !cache_has(&e.sha256)
+            .await
+            .map(|v| v.is_truthy())
+            .unwrap_or(false)
+        {
             missing += e.size;
         }
     }
@@ -149,7 +182,11 @@ pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<Stabl
     for (i, entry) in entries.iter().enumerate() {
         let (bytes, cached) = file_bytes(url, &entry.path, &entry.sha256, &signal).await?;
         loaded += bytes.len() as u64;
-        let stored = if cached { None } else { Some(Uint8Array::from(bytes.as_slice())) };
+        let stored = if cached {
+            None
+        } else {
+            Some(Uint8Array::from(bytes.as_slice()))
+        };
         if i < file_count {
             loader.add_file(&entry.path, bytes)?;
         } else {
@@ -171,7 +208,10 @@ pub async fn load(url: &str, options: &JsValue, device: &Device) -> Result<Stabl
             ],
         )?;
     }
-    let shas: Array = entries.iter().map(|e| JsValue::from(e.sha256.as_str())).collect();
+    let shas: Array = entries
+        .iter()
+        .map(|e| JsValue::from(e.sha256.as_str()))
+        .collect();
     cache_put_model(url, &text, shas, total as f64).await?;
     progress(&on_progress, &[("phase", "build".into())])?;
     Ok(loader.finish()?)

@@ -56,10 +56,17 @@ pub async fn adapter_info() -> Result<JsValue, JsValue> {
     }
     let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into()?;
     let options = Object::new();
-    Reflect::set(&options, &"powerPreference".into(), &"high-performance".into())?;
+    Reflect::set(
+        &options,
+        &"powerPreference".into(),
+        &"high-performance".into(),
+    )?;
     let adapter = JsFuture::from(Promise::from(request.call1(&gpu, &options)?)).await?;
     if adapter.is_null() || adapter.is_undefined() {
-        return Err(Error::NoGpu("the browser offered no WebGPU adapter (GPU blocklisted?)".into()).into());
+        return Err(Error::NoGpu(
+            "the browser offered no WebGPU adapter (GPU blocklisted?)".into(),
+        )
+        .into());
     }
 
     let info = get(&adapter, "info");
@@ -75,15 +82,26 @@ pub async fn adapter_info() -> Result<JsValue, JsValue> {
     // Browsers often leave `description` empty: fall back to "vendor architecture".
     let text = |v: &JsValue| v.as_string().filter(|s| !s.is_empty());
     let name = text(&description).unwrap_or_else(|| {
-        let parts: Vec<String> = [&vendor, &architecture].into_iter().filter_map(text).collect();
-        if parts.is_empty() { "unknown adapter".into() } else { parts.join(" ") }
+        let parts: Vec<String> = [&vendor, &architecture]
+            .into_iter()
+            .filter_map(text)
+            .collect();
+        if parts.is_empty() {
+            "unknown adapter".into()
+        } else {
+            parts.join(" ")
+        }
     });
     Reflect::set(&out, &"name".into(), &name.into())?;
     Reflect::set(&out, &"vendor".into(), &vendor)?;
     Reflect::set(&out, &"architecture".into(), &architecture)?;
     Reflect::set(&out, &"description".into(), &description)?;
     let fallback = get(&info, "isFallbackAdapter");
-    let fallback = if fallback.is_undefined() { get(&adapter, "isFallbackAdapter") } else { fallback };
+    let fallback = if fallback.is_undefined() {
+        get(&adapter, "isFallbackAdapter")
+    } else {
+        fallback
+    };
     Reflect::set(&out, &"isFallbackAdapter".into(), &fallback)?;
     Reflect::set(&out, &"shaderF16".into(), &shader_f16)?;
 

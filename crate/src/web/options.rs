@@ -42,7 +42,9 @@ fn number(options: &JsValue, key: &str) -> Result<Option<f64>, Error> {
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.as_f64().map(Some).ok_or_else(|| bad(format!("{key}: must be a number")))
+    v.as_f64()
+        .map(Some)
+        .ok_or_else(|| bad(format!("{key}: must be a number")))
 }
 
 fn count(options: &JsValue, key: &str) -> Result<Option<usize>, Error> {
@@ -64,16 +66,23 @@ fn seed(options: &JsValue) -> Result<Option<u64>, Error> {
         if n >= 0.0 && n.fract() == 0.0 && n <= 9007199254740991.0 {
             Ok(Some(n as u64))
         } else if n.fract() == 0.0 && n > 9007199254740991.0 && n < 18446744073709551616.0 {
-            Err(bad(format!("seed = {n}: above 2^53 − 1 a number is not exact; pass it as a bigint or a string")))
+            Err(bad(format!(
+                "seed = {n}: above 2^53 − 1 a number is not exact; pass it as a bigint or a string"
+            )))
         } else {
             Err(bad(format!("seed = {n}: {range}")))
         }
     } else {
         let digits = match v.is_bigint() {
-            true => v.unchecked_into::<js_sys::BigInt>().to_string(10).ok().map(String::from),
+            true => v
+                .unchecked_into::<js_sys::BigInt>()
+                .to_string(10)
+                .ok()
+                .map(String::from),
             false => v.as_string(),
         };
-        let digits = digits.ok_or_else(|| bad(format!("seed: {range}, as a number, bigint or string")))?;
+        let digits =
+            digits.ok_or_else(|| bad(format!("seed: {range}, as a number, bigint or string")))?;
         // u64's parse takes a leading "+"; a seed is digits only.
         match digits.parse::<u64>() {
             Ok(n) if digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
@@ -87,7 +96,9 @@ fn text(options: &JsValue, key: &str) -> Result<Option<String>, Error> {
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.as_string().map(Some).ok_or_else(|| bad(format!("{key}: must be a string")))
+    v.as_string()
+        .map(Some)
+        .ok_or_else(|| bad(format!("{key}: must be a string")))
 }
 
 /// An optional callback option (`onStep`, `onProgress`).
@@ -96,7 +107,9 @@ pub fn function(options: &JsValue, key: &str) -> Result<Option<js_sys::Function>
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.dyn_into::<js_sys::Function>().map(Some).map_err(|_| bad(format!("{key}: must be a function")))
+    v.dyn_into::<js_sys::Function>()
+        .map(Some)
+        .map_err(|_| bad(format!("{key}: must be a function")))
 }
 
 /// `{ width, height, data }` with RGBA bytes (an `ImageData` works as is).
@@ -113,10 +126,16 @@ fn rgba(options: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>,
     } else if let Some(a) = data.dyn_ref::<Uint8Array>() {
         a.to_vec()
     } else {
-        return Err(bad(format!("{key}.data: must be a Uint8ClampedArray or Uint8Array of RGBA pixels")));
+        return Err(bad(format!(
+            "{key}.data: must be a Uint8ClampedArray or Uint8Array of RGBA pixels"
+        )));
     };
     if bytes.len() != w * h * 4 {
-        return Err(bad(format!("{key}: {} bytes of data for {w}×{h} RGBA pixels (needs {})", bytes.len(), w * h * 4)));
+        return Err(bad(format!(
+            "{key}: {} bytes of data for {w}×{h} RGBA pixels (needs {})",
+            bytes.len(),
+            w * h * 4
+        )));
     }
     Ok(Some((w, h, bytes)))
 }
@@ -124,14 +143,23 @@ fn rgba(options: &JsValue, key: &str) -> Result<Option<(usize, usize, Vec<u8>)>,
 /// Parses `options` for `mode` (`generate`, `img2img`, `inpaint`); what they leave out comes
 /// from the model's `defaults`. The seed, when not given, is drawn at random; the one used is
 /// in the result.
-pub fn params(options: &JsValue, mode: &str, defaults: &ModelDefaults) -> Result<GenerateParams, Error> {
+pub fn params(
+    options: &JsValue,
+    mode: &str,
+    defaults: &ModelDefaults,
+) -> Result<GenerateParams, Error> {
     if !options.is_object() {
-        return Err(bad(format!("{mode}: pass an options object, e.g. {{ prompt: \"a lighthouse\" }}")));
+        return Err(bad(format!(
+            "{mode}: pass an options object, e.g. {{ prompt: \"a lighthouse\" }}"
+        )));
     }
     for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !OPTIONS.contains(&key.as_str()) {
-            return Err(bad(format!("unknown option \"{key}\"; the options are: {}", OPTIONS.join(", "))));
+            return Err(bad(format!(
+                "unknown option \"{key}\"; the options are: {}",
+                OPTIONS.join(", ")
+            )));
         }
     }
     let mut p = GenerateParams::default();
@@ -139,20 +167,27 @@ pub fn params(options: &JsValue, mode: &str, defaults: &ModelDefaults) -> Result
     p.negative_prompt = text(options, "negativePrompt")?.unwrap_or_default();
     p.steps = count(options, "steps")?.unwrap_or(defaults.steps);
     p.guidance_scale = number(options, "guidanceScale")?.unwrap_or(defaults.guidance_scale);
-    p.scheduler = text(options, "scheduler")?.map(|s| SchedulerKind::parse(&s)).transpose()?;
+    p.scheduler = text(options, "scheduler")?
+        .map(|s| SchedulerKind::parse(&s))
+        .transpose()?;
     if let Some(spacing) = text(options, "timestepSpacing")? {
         if !TimestepSpacing::NAMES.contains(&spacing.as_str()) {
-            let names = TimestepSpacing::NAMES.map(|n| format!("\"{n}\"")).join(", ");
-            return Err(bad(format!("timestepSpacing = \"{spacing}\": must be one of {names}")));
+            let names = TimestepSpacing::NAMES
+                .map(|n| format!("\"{n}\""))
+                .join(", ");
+            return Err(bad(format!(
+                "timestepSpacing = \"{spacing}\": must be one of {names}"
+            )));
         }
-        p.scheduler_overrides.push(("timestep_spacing".to_string(), spacing.into()));
+        p.scheduler_overrides
+            .push(("timestep_spacing".to_string(), spacing.into()));
     }
     p.seed = seed(options)?.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64);
     let latents = get(options, "latents");
     if !latents.is_undefined() && !latents.is_null() {
-        let array = latents
-            .dyn_ref::<js_sys::Float32Array>()
-            .ok_or_else(|| bad("latents: must be a Float32Array [1, 4, height/8, width/8]".into()))?;
+        let array = latents.dyn_ref::<js_sys::Float32Array>().ok_or_else(|| {
+            bad("latents: must be a Float32Array [1, 4, height/8, width/8]".into())
+        })?;
         p.latents = Some(array.to_vec());
     }
     p.clip_skip = count(options, "clipSkip")?.unwrap_or(1);
@@ -163,12 +198,26 @@ pub fn params(options: &JsValue, mode: &str, defaults: &ModelDefaults) -> Result
     let mask = rgba(options, "mask")?;
     match (mode, &image, &mask) {
         ("generate", None, None) => {}
-        ("generate", ..) => return Err(bad("generate: image and mask belong to img2img and inpaint".into())),
+        ("generate", ..) => {
+            return Err(bad(
+                "generate: image and mask belong to img2img and inpaint".into(),
+            ));
+        }
         ("img2img", Some(_), None) => {}
-        ("img2img", None, _) => return Err(bad("img2img: image is missing ({ width, height, data })".into())),
-        ("img2img", Some(_), Some(_)) => return Err(bad("img2img: takes no mask; use inpaint".into())),
+        ("img2img", None, _) => {
+            return Err(bad(
+                "img2img: image is missing ({ width, height, data })".into()
+            ));
+        }
+        ("img2img", Some(_), Some(_)) => {
+            return Err(bad("img2img: takes no mask; use inpaint".into()));
+        }
         ("inpaint", Some(_), Some(_)) => {}
-        ("inpaint", ..) => return Err(bad("inpaint: needs both image and mask ({ width, height, data })".into())),
+        ("inpaint", ..) => {
+            return Err(bad(
+                "inpaint: needs both image and mask ({ width, height, data })".into(),
+            ));
+        }
         _ => return Err(bad(format!("unknown mode {mode}"))),
     }
     if let Some((w, h, bytes)) = image {
@@ -182,8 +231,12 @@ pub fn params(options: &JsValue, mode: &str, defaults: &ModelDefaults) -> Result
     if p.init_image.is_none() {
         p.width = count(options, "width")?.unwrap_or(defaults.width);
         p.height = count(options, "height")?.unwrap_or(defaults.height);
-    } else if count(options, "width")?.is_some_and(|w| w != p.width) || count(options, "height")?.is_some_and(|h| h != p.height) {
-        return Err(bad("width/height: the output has the image's size; leave them out".into()));
+    } else if count(options, "width")?.is_some_and(|w| w != p.width)
+        || count(options, "height")?.is_some_and(|h| h != p.height)
+    {
+        return Err(bad(
+            "width/height: the output has the image's size; leave them out".into(),
+        ));
     }
     Ok(p)
 }
@@ -198,6 +251,10 @@ pub fn image_object(image: &Image) -> Result<JsValue, JsValue> {
     let out = Object::new();
     Reflect::set(&out, &"width".into(), &(image.width as u32).into())?;
     Reflect::set(&out, &"height".into(), &(image.height as u32).into())?;
-    Reflect::set(&out, &"data".into(), &Uint8ClampedArray::from(rgba.as_slice()))?;
+    Reflect::set(
+        &out,
+        &"data".into(),
+        &Uint8ClampedArray::from(rgba.as_slice()),
+    )?;
     Ok(out.into())
 }

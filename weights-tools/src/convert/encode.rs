@@ -7,15 +7,27 @@ use sd_webgpu::format::{Dtype, encode};
 
 /// [`encode`], split across threads for big quantized tensors; the bytes are identical.
 pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if !dtype.is_quantized() || threads == 1 || values.len() < 1 << 16 || !values.len().is_multiple_of(BLOCK) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if !dtype.is_quantized()
+        || threads == 1
+        || values.len() < 1 << 16
+        || !values.len().is_multiple_of(BLOCK)
+    {
         return encode(dtype, values);
     }
     // Pieces of a multiple of 64 values: an even number of f16 scales, so no padding inside.
     let per = (values.len() / threads).div_ceil(2 * BLOCK) * 2 * BLOCK;
     let pieces: Vec<Result<Vec<u8>, Error>> = std::thread::scope(|s| {
-        let handles: Vec<_> = values.chunks(per).map(|c| s.spawn(move || encode(dtype, c))).collect();
-        handles.into_iter().map(|h| h.join().expect("an encoder thread panicked")).collect()
+        let handles: Vec<_> = values
+            .chunks(per)
+            .map(|c| s.spawn(move || encode(dtype, c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an encoder thread panicked"))
+            .collect()
     });
     // Each piece is [codes][scales][padding]; the whole is [all codes][all scales][padding].
     let code_len = |n: usize| if dtype == Dtype::Q4 { n / 2 } else { n };
@@ -43,7 +55,10 @@ mod tests {
         for n in [1 << 16, (1 << 17) + 96, 3 * 32 * 1001] {
             let values: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin() * 0.03).collect();
             for dtype in [Dtype::Q4, Dtype::Q8, Dtype::F16] {
-                assert!(encode_parallel(dtype, &values).unwrap() == encode(dtype, &values).unwrap(), "{dtype:?} {n}");
+                assert!(
+                    encode_parallel(dtype, &values).unwrap() == encode(dtype, &values).unwrap(),
+                    "{dtype:?} {n}"
+                );
             }
         }
     }

@@ -41,9 +41,20 @@ pub struct Input {
     pub notes: Vec<String>,
 }
 
-pub const CONFIG_PATHS: [&str; 5] =
-    ["model_index.json", "text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"];
-pub const TOKENIZER_FILES: [&str; 5] = ["vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"];
+pub const CONFIG_PATHS: [&str; 5] = [
+    "model_index.json",
+    "text_encoder/config.json",
+    "unet/config.json",
+    "vae/config.json",
+    "scheduler/scheduler_config.json",
+];
+pub const TOKENIZER_FILES: [&str; 5] = [
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+];
 
 const PICKLE_HELP: &str = "pickle files (.ckpt, .pt, .pth, .bin) can run arbitrary code when loaded, so sd-weights never \
 opens them. Get the model as .safetensors instead: most model pages offer one; or convert it yourself, in an \
@@ -53,9 +64,15 @@ or the safetensors library";
 
 /// Refuses pickle files by extension, with what to do instead.
 pub fn refuse_pickle(path: &Path) -> Result<(), Error> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     if matches!(ext.as_deref(), Some("ckpt" | "pt" | "pth" | "bin" | "pkl")) {
-        return Err(Error::BadInput(format!("{}: refused: {PICKLE_HELP}", path.display())));
+        return Err(Error::BadInput(format!(
+            "{}: refused: {PICKLE_HELP}",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -67,7 +84,10 @@ pub fn read_header(path: &Path) -> Result<Header, Error> {
     let file_len = file.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(|_| {
-        Error::BadWeights(format!("{}: shorter than a safetensors header: not a safetensors file", path.display()))
+        Error::BadWeights(format!(
+            "{}: shorter than a safetensors header: not a safetensors file",
+            path.display()
+        ))
     })?;
     let header_len = u64::from_le_bytes(len);
     if header_len > st::MAX_HEADER_BYTES || header_len + 8 > file_len {
@@ -98,7 +118,11 @@ impl Input {
         for (name, info) in &header.tensors {
             let mapped = pick(name, info);
             if !mapped.is_empty() && !info.dtype.is_readable_float() {
-                return Err(st::unreadable(&path.display().to_string(), name, info.dtype));
+                return Err(st::unreadable(
+                    &path.display().to_string(),
+                    name,
+                    info.dtype,
+                ));
             }
             for (component, new_name, shape, rel_start, len) in mapped {
                 self.tensors.push(InputTensor {
@@ -120,7 +144,10 @@ impl Input {
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.tensors {
             if !seen.insert((t.component, t.name.as_str())) {
-                return Err(Error::BadWeights(format!("tensor {}/{} appears twice in the input", t.component, t.name)));
+                return Err(Error::BadWeights(format!(
+                    "tensor {}/{} appears twice in the input",
+                    t.component, t.name
+                )));
             }
         }
         Ok(())
@@ -128,7 +155,11 @@ impl Input {
 }
 
 /// Reads the tensor's values as f32, refusing NaN and infinities.
-pub fn read_values(files: &mut [Option<File>], paths: &[PathBuf], t: &InputTensor) -> Result<Vec<f32>, Error> {
+pub fn read_values(
+    files: &mut [Option<File>],
+    paths: &[PathBuf],
+    t: &InputTensor,
+) -> Result<Vec<f32>, Error> {
     let path = &paths[t.file];
     let io = |e: std::io::Error| Error::Io(format!("cannot read {}: {e}", path.display()));
     if files[t.file].is_none() {
@@ -138,9 +169,14 @@ pub fn read_values(files: &mut [Option<File>], paths: &[PathBuf], t: &InputTenso
     file.seek(SeekFrom::Start(t.start)).map_err(io)?;
     let mut raw = vec![0u8; t.len as usize];
     file.read_exact(&mut raw).map_err(io)?;
-    let values = st::to_f32(t.dtype, &raw).ok_or_else(|| st::unreadable(&path.display().to_string(), &t.name, t.dtype))?;
+    let values = st::to_f32(t.dtype, &raw)
+        .ok_or_else(|| st::unreadable(&path.display().to_string(), &t.name, t.dtype))?;
     if values.iter().any(|v| !v.is_finite()) {
-        let beyond = if t.dtype == st::Dtype::F64 { " (or F64 values beyond f32's range)" } else { "" };
+        let beyond = if t.dtype == st::Dtype::F64 {
+            " (or F64 values beyond f32's range)"
+        } else {
+            ""
+        };
         return Err(Error::BadWeights(format!(
             "{}: tensor {}/{} holds NaN or infinite values{beyond}: the checkpoint is broken; get a good copy",
             path.display(),
@@ -168,8 +204,10 @@ pub fn family(unet_config: &Value) -> String {
 }
 
 fn read_json(path: &Path) -> Result<Value, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", path.display())))
 }
 
 /// Checks that each config parses as the loader will parse it.
@@ -178,9 +216,12 @@ pub fn check_configs(configs: &BTreeMap<String, Value>, what: &str) -> Result<()
     fn wrap<'a>(what: &'a str, p: &'a str) -> impl Fn(Error) -> Error + 'a {
         move |e: Error| Error::BadConfig(format!("{what}/{p}: {e}"))
     }
-    sd_webgpu::clip::ClipTextConfig::from_json(&get("text_encoder/config.json")).map_err(wrap(what, "text_encoder/config.json"))?;
-    sd_webgpu::unet::UNet2DConditionConfig::from_json(&get("unet/config.json")).map_err(wrap(what, "unet/config.json"))?;
-    sd_webgpu::vae::AutoencoderKLConfig::from_json(&get("vae/config.json")).map_err(wrap(what, "vae/config.json"))?;
+    sd_webgpu::clip::ClipTextConfig::from_json(&get("text_encoder/config.json"))
+        .map_err(wrap(what, "text_encoder/config.json"))?;
+    sd_webgpu::unet::UNet2DConditionConfig::from_json(&get("unet/config.json"))
+        .map_err(wrap(what, "unet/config.json"))?;
+    sd_webgpu::vae::AutoencoderKLConfig::from_json(&get("vae/config.json"))
+        .map_err(wrap(what, "vae/config.json"))?;
     sd_webgpu::scheduler::SchedulerConfig::from_json(&get("scheduler/scheduler_config.json"))
         .map_err(wrap(what, "scheduler/scheduler_config.json"))?;
     Ok(())
@@ -195,7 +236,11 @@ pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
     for path in CONFIG_PATHS {
         let full = dir.join(path);
         if !full.is_file() {
-            return Err(Error::Io(format!("{} is missing: {}", full.display(), sd_webgpu::model::FOLDER_LAYOUT)));
+            return Err(Error::Io(format!(
+                "{} is missing: {}",
+                full.display(),
+                sd_webgpu::model::FOLDER_LAYOUT
+            )));
         }
         configs.insert(path.to_string(), read_json(&full)?);
     }
@@ -204,14 +249,18 @@ pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
     for name in TOKENIZER_FILES {
         let full = dir.join("tokenizer").join(name);
         if full.is_file() {
-            let bytes = std::fs::read(&full).map_err(|e| Error::Io(format!("cannot read {}: {e}", full.display())))?;
+            let bytes = std::fs::read(&full)
+                .map_err(|e| Error::Io(format!("cannot read {}: {e}", full.display())))?;
             tokenizer.insert(format!("tokenizer/{name}"), bytes);
         }
     }
     let has = |n: &str| tokenizer.contains_key(&format!("tokenizer/{n}"));
     let bpe = has("vocab.json") && has("merges.txt");
     if !bpe && !has("tokenizer.json") {
-        return Err(Error::Tokenizer(format!("{}: no tokenizer/vocab.json + merges.txt or tokenizer/tokenizer.json", dir.display())));
+        return Err(Error::Tokenizer(format!(
+            "{}: no tokenizer/vocab.json + merges.txt or tokenizer/tokenizer.json",
+            dir.display()
+        )));
     }
     Ok((configs, tokenizer))
 }
@@ -220,13 +269,27 @@ pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
 pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
     let (configs, tokenizer) = folder_files(dir)?;
     let family = family(&configs["unet/config.json"]);
-    let mut input = Input { files: vec![], tensors: vec![], configs, tokenizer, family, notes: vec![] };
-    for (component, stem) in [("text_encoder", "model"), ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model")] {
+    let mut input = Input {
+        files: vec![],
+        tensors: vec![],
+        configs,
+        tokenizer,
+        family,
+        notes: vec![],
+    };
+    for (component, stem) in [
+        ("text_encoder", "model"),
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+    ] {
         let sub = dir.join(component);
-        let path = [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")]
-            .into_iter()
-            .map(|f| sub.join(f))
-            .find(|p| p.is_file());
+        let path = [
+            format!("{stem}.safetensors"),
+            format!("{stem}.fp16.safetensors"),
+        ]
+        .into_iter()
+        .map(|f| sub.join(f))
+        .find(|p| p.is_file());
         let Some(path) = path else {
             if sub.join(format!("{stem}.safetensors.index.json")).is_file() {
                 return Err(Error::BadInput(format!(
@@ -252,7 +315,10 @@ pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
             // Integer tensors are buffers (CLIP's position_ids), not weights.
             if info.dtype.is_integer() {
                 if !name.ends_with("position_ids") {
-                    skipped.push(format!("{component}: skipped `{name}`, stored as {}: integers are not weights", info.dtype.name()));
+                    skipped.push(format!(
+                        "{component}: skipped `{name}`, stored as {}: integers are not weights",
+                        info.dtype.name()
+                    ));
                 }
                 return vec![];
             }
@@ -262,7 +328,13 @@ pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
             } else {
                 name.to_string()
             };
-            vec![(component, name, info.shape.clone(), 0, (info.end - info.start) as u64)]
+            vec![(
+                component,
+                name,
+                info.shape.clone(),
+                0,
+                (info.end - info.start) as u64,
+            )]
         })?;
         input.notes.extend(skipped);
     }

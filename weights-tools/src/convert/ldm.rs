@@ -40,7 +40,13 @@ type Mapped = (&'static str, String, Vec<usize>, u64, u64);
 type MappedHeader = (Vec<(String, Vec<Mapped>)>, usize);
 
 fn whole(component: &'static str, name: String, info: &TensorInfo) -> Mapped {
-    (component, name, info.shape.clone(), 0, (info.end - info.start) as u64)
+    (
+        component,
+        name,
+        info.shape.clone(),
+        0,
+        (info.end - info.start) as u64,
+    )
 }
 
 fn resnet(rest: &str) -> String {
@@ -69,9 +75,13 @@ fn split_block(s: &str) -> Option<(usize, usize, &str)> {
 /// A UNet name after `model.diffusion_model.`; `None` when it is not one we know.
 pub fn unet_name(name: &str, layers_per_block: usize) -> Option<String> {
     let per = layers_per_block.checked_add(1)?;
-    for (from, to) in [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
-        ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
-    {
+    for (from, to) in [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+    ] {
         if let Some(tail) = name.strip_prefix(from) {
             return Some(format!("{to}{tail}"));
         }
@@ -80,7 +90,10 @@ pub fn unet_name(name: &str, layers_per_block: usize) -> Option<String> {
         let (n, k, rest) = split_block(s)?;
         let (i, j) = ((n.checked_sub(1)?) / per, (n - 1) % per);
         return Some(match (j == layers_per_block, k) {
-            (true, 0) => format!("down_blocks.{i}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?),
+            (true, 0) => format!(
+                "down_blocks.{i}.downsamplers.0.conv.{}",
+                rest.strip_prefix("op.")?
+            ),
             (false, 0) => format!("down_blocks.{i}.resnets.{j}.{}", resnet(rest)),
             (false, 1) => format!("down_blocks.{i}.attentions.{j}.{rest}"),
             _ => return None,
@@ -147,7 +160,10 @@ pub fn vae_name(name: &str, up_blocks: usize) -> Option<(String, bool)> {
             "proj_out" => "to_out.0",
             _ => return None,
         };
-        return Some((format!("{part}.mid_block.attentions.0.{to}.{tail}"), layer != "norm" && tail == "weight"));
+        return Some((
+            format!("{part}.mid_block.attentions.0.{to}.{tail}"),
+            layer != "norm" && tail == "weight",
+        ));
     } else if let Some(r) = rest.strip_prefix("norm_out.") {
         format!("conv_norm_out.{r}")
     } else if rest.starts_with("conv_in.") || rest.starts_with("conv_out.") {
@@ -159,12 +175,23 @@ pub fn vae_name(name: &str, up_blocks: usize) -> Option<(String, bool)> {
 }
 
 /// OpenCLIP text tower names → CLIPTextModel names (q/k/v split into three).
-fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>) -> Result<bool, String> {
+fn open_clip(
+    name: &str,
+    info: &TensorInfo,
+    layers: usize,
+    out: &mut Vec<Mapped>,
+) -> Result<bool, String> {
     let te = "text_encoder";
     let simple = match name {
-        "token_embedding.weight" => Some("text_model.embeddings.token_embedding.weight".to_string()),
-        "positional_embedding" => Some("text_model.embeddings.position_embedding.weight".to_string()),
-        "ln_final.weight" | "ln_final.bias" => Some(format!("text_model.final_layer_norm.{}", &name[9..])),
+        "token_embedding.weight" => {
+            Some("text_model.embeddings.token_embedding.weight".to_string())
+        }
+        "positional_embedding" => {
+            Some("text_model.embeddings.position_embedding.weight".to_string())
+        }
+        "ln_final.weight" | "ln_final.bias" => {
+            Some(format!("text_model.final_layer_norm.{}", &name[9..]))
+        }
         _ => None,
     };
     if let Some(n) = simple {
@@ -183,18 +210,32 @@ fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>
     if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
         let rows = info.shape.first().copied().unwrap_or(0);
         if info.shape.is_empty() || rows % 3 != 0 {
-            return Err(format!("{name}: shape {:?} does not split into q, k, v", info.shape));
+            return Err(format!(
+                "{name}: shape {:?} does not split into q, k, v",
+                info.shape
+            ));
         }
         let bytes = ((info.end - info.start) / 3) as u64;
         let mut shape = info.shape.clone();
         shape[0] = rows / 3;
         for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-            out.push((te, format!("{prefix}.self_attn.{p}.{kind}"), shape.clone(), bytes * i as u64, bytes));
+            out.push((
+                te,
+                format!("{prefix}.self_attn.{p}.{kind}"),
+                shape.clone(),
+                bytes * i as u64,
+                bytes,
+            ));
         }
         return Ok(true);
     }
-    let mapped = [("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
-        ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
+    let mapped = [
+        ("ln_1.", "layer_norm1."),
+        ("ln_2.", "layer_norm2."),
+        ("attn.out_proj.", "self_attn.out_proj."),
+        ("mlp.c_fc.", "mlp.fc1."),
+        ("mlp.c_proj.", "mlp.fc2."),
+    ]
     .iter()
     .find_map(|(from, to)| rest.strip_prefix(from).map(|t| format!("{prefix}.{to}{t}")));
     match mapped {
@@ -209,9 +250,19 @@ fn open_clip(name: &str, info: &TensorInfo, layers: usize, out: &mut Vec<Mapped>
 /// Maps every tensor of an LDM checkpoint header. Unknown UNet / VAE / text-encoder names are
 /// errors (the checkpoint is not an SD 1.x / 2.x one); tensors outside those three prefixes
 /// (EMA copies, schedules) are ignored.
-pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers: usize) -> Result<MappedHeader, String> {
-    let lpb = unet_config["layers_per_block"].as_u64().ok_or("unet config: layers_per_block must be one number")? as usize;
-    let up_blocks = vae_config["block_out_channels"].as_array().map(Vec::len).ok_or("vae config: no block_out_channels")?;
+pub fn map(
+    header: &Header,
+    unet_config: &Value,
+    vae_config: &Value,
+    text_layers: usize,
+) -> Result<MappedHeader, String> {
+    let lpb = unet_config["layers_per_block"]
+        .as_u64()
+        .ok_or("unet config: layers_per_block must be one number")? as usize;
+    let up_blocks = vae_config["block_out_channels"]
+        .as_array()
+        .map(Vec::len)
+        .ok_or("vae config: no block_out_channels")?;
     let mut mapped = Vec::new();
     let mut dropped = 0;
     for (name, info) in &header.tensors {
@@ -238,7 +289,10 @@ pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers
             if rest.ends_with("position_ids") {
                 continue;
             }
-            let layer = rest.strip_prefix("encoder.layers.").and_then(|s| s.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+            let layer = rest
+                .strip_prefix("encoder.layers.")
+                .and_then(|s| s.split('.').next())
+                .and_then(|l| l.parse::<usize>().ok());
             if layer.is_some_and(|l| l >= text_layers) {
                 dropped += 1;
                 continue;
@@ -261,8 +315,15 @@ pub fn map(header: &Header, unet_config: &Value, vae_config: &Value, text_layers
 }
 
 /// A single-file checkpoint as a convert [`Input`].
-pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool>) -> Result<Input, Error> {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+pub fn single_file(
+    path: &Path,
+    config: Option<&Path>,
+    v_prediction: Option<bool>,
+) -> Result<Input, Error> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     if ext.as_deref() != Some("safetensors") {
         return Err(Error::BadInput(format!(
             "{}: expected a diffusers folder or a .safetensors checkpoint",
@@ -271,13 +332,20 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
     }
     let header = input::read_header(path)?;
     let bad = |why: String| Error::BadWeights(format!("{}: {why}", path.display()));
-    if header.tensors.keys().any(|k| k.starts_with("conditioner.embedders")) {
-        return Err(bad("this is an SDXL checkpoint; only SD 1.x and 2.x are supported".into()));
+    if header
+        .tensors
+        .keys()
+        .any(|k| k.starts_with("conditioner.embedders"))
+    {
+        return Err(bad(
+            "this is an SDXL checkpoint; only SD 1.x and 2.x are supported".into(),
+        ));
     }
     let unet_tensor = |n: &str| header.tensors.get(&format!("{UNET}{n}"));
-    let (Some(conv_in), Some(to_k)) =
-        (unet_tensor("input_blocks.0.0.weight"), unet_tensor("input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"))
-    else {
+    let (Some(conv_in), Some(to_k)) = (
+        unet_tensor("input_blocks.0.0.weight"),
+        unet_tensor("input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"),
+    ) else {
         return Err(bad(
             "not a Stable Diffusion 1.x / 2.x single-file checkpoint (no model.diffusion_model.input_blocks tensors); \
              give a diffusers folder instead"
@@ -303,7 +371,8 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
             let unet = configs.get_mut("unet/config.json").unwrap();
             unet["in_channels"] = in_channels.into();
             unet["cross_attention_dim"] = context.into();
-            let linear = unet_tensor("input_blocks.1.1.proj_in.weight").is_some_and(|t| t.shape.len() == 2);
+            let linear =
+                unet_tensor("input_blocks.1.1.proj_in.weight").is_some_and(|t| t.shape.len() == 2);
             unet["use_linear_projection"] = linear.into();
             notes.push(format!(
                 "using the built-in {} configs (cross-attention width {context}, {in_channels} input channels)",
@@ -335,13 +404,17 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
                 // stabilityai/stable-diffusion-2-1-base's scheduler: 2-1's with PNDM (and
                 // epsilon, set above) instead of DDIM; tests/fixtures/single_file_configs.
                 let pndm = "PNDMScheduler";
-                configs.get_mut("scheduler/scheduler_config.json").unwrap()["_class_name"] = pndm.into();
-                configs.get_mut("model_index.json").unwrap()["scheduler"] = serde_json::json!(["diffusers", pndm]);
+                configs.get_mut("scheduler/scheduler_config.json").unwrap()["_class_name"] =
+                    pndm.into();
+                configs.get_mut("model_index.json").unwrap()["scheduler"] =
+                    serde_json::json!(["diffusers", pndm]);
             }
         }
     }
     input::check_configs(&configs, &path.display().to_string())?;
-    let text_layers = configs["text_encoder/config.json"]["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
+    let text_layers = configs["text_encoder/config.json"]["num_hidden_layers"]
+        .as_u64()
+        .unwrap_or(0) as usize;
     let (mapped, dropped) =
         map(&header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
             let hint = if config.is_none() {
@@ -356,13 +429,24 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
         notes.push(format!("{dropped} tensors not used by diffusers were skipped (extra text-encoder layers, projections, losses)"));
     }
     let family = input::family(&configs["unet/config.json"]);
-    let mut input = Input { files: vec![], tensors: vec![], configs, tokenizer, family, notes };
+    let mut input = Input {
+        files: vec![],
+        tensors: vec![],
+        configs,
+        tokenizer,
+        family,
+        notes,
+    };
     let by_name: BTreeMap<String, Vec<Mapped>> = mapped.into_iter().collect();
-    input.add_file(path, &header, |name, _| by_name.get(name).cloned().unwrap_or_default())?;
+    input.add_file(path, &header, |name, _| {
+        by_name.get(name).cloned().unwrap_or_default()
+    })?;
     input.check_unique()?;
     for component in ["text_encoder", "unet", "vae"] {
         if !input.tensors.iter().any(|t| t.component == component) {
-            return Err(bad(format!("has no {component} weights: not a complete SD checkpoint")));
+            return Err(bad(format!(
+                "has no {component} weights: not a complete SD checkpoint"
+            )));
         }
     }
     if config.is_none() {
@@ -373,9 +457,19 @@ pub fn single_file(path: &Path, config: Option<&Path>, v_prediction: Option<bool
 
 /// With the built-in configs, the mapped tensors must be exactly diffusers' list.
 fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), String> {
-    let spec = specs::spec(if sd2 { "sd21" } else if inpaint { "sd15-inpaint" } else { "sd15" }).unwrap();
-    let mut want: BTreeSet<(String, Vec<usize>)> =
-        spec.tensor_list().into_iter().map(|(c, n, s)| (format!("{c}/{n}"), s)).collect();
+    let spec = specs::spec(if sd2 {
+        "sd21"
+    } else if inpaint {
+        "sd15-inpaint"
+    } else {
+        "sd15"
+    })
+    .unwrap();
+    let mut want: BTreeSet<(String, Vec<usize>)> = spec
+        .tensor_list()
+        .into_iter()
+        .map(|(c, n, s)| (format!("{c}/{n}"), s))
+        .collect();
     if inpaint && sd2 {
         want = want
             .into_iter()
@@ -387,11 +481,20 @@ fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), Str
             })
             .collect();
     }
-    let got: BTreeSet<(String, Vec<usize>)> =
-        input.tensors.iter().map(|t| (format!("{}/{}", t.component, t.name), t.shape.clone())).collect();
+    let got: BTreeSet<(String, Vec<usize>)> = input
+        .tensors
+        .iter()
+        .map(|t| (format!("{}/{}", t.component, t.name), t.shape.clone()))
+        .collect();
     if let Some((n, s)) = want.difference(&got).next() {
-        let found = got.iter().find(|(g, _)| g == n).map(|(_, s)| format!("has shape {s:?}")).unwrap_or("is missing".into());
-        return Err(format!("tensor {n} {found}, the SD architecture needs {s:?}; use --config with a matching diffusers folder"));
+        let found = got
+            .iter()
+            .find(|(g, _)| g == n)
+            .map(|(_, s)| format!("has shape {s:?}"))
+            .unwrap_or("is missing".into());
+        return Err(format!(
+            "tensor {n} {found}, the SD architecture needs {s:?}; use --config with a matching diffusers folder"
+        ));
     }
     if let Some((n, _)) = got.difference(&want).next() {
         return Err(format!("tensor {n} is not part of the SD architecture"));
@@ -411,8 +514,16 @@ mod tests {
         let mut offset = 0usize;
         for line in list.lines() {
             let mut it = line.split(' ');
-            let (name, dtype, shape) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""));
-            let shape: Vec<usize> = shape.split(',').filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+            let (name, dtype, shape) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap_or(""),
+            );
+            let shape: Vec<usize> = shape
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.parse().unwrap())
+                .collect();
             let bytes = shape.iter().product::<usize>() * if dtype == "I64" { 8 } else { 2 };
             header.insert(name.into(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
             offset += bytes;
@@ -427,7 +538,9 @@ mod tests {
 
     /// The prediction type a converted model's scheduler config gives (absent: epsilon).
     fn prediction_type(input: &Input) -> &str {
-        input.configs["scheduler/scheduler_config.json"]["prediction_type"].as_str().unwrap_or("epsilon")
+        input.configs["scheduler/scheduler_config.json"]["prediction_type"]
+            .as_str()
+            .unwrap_or("epsilon")
     }
 
     #[test]
@@ -435,9 +548,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sd-weights-ldm-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cases = [
-            ("sd15", include_str!("../../synth/sd15/ldm_tensors.txt"), "sd1", "epsilon"),
-            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), "sd2", "v_prediction"),
-            ("sd15-inpaint", include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"), "sd1-inpaint", "epsilon"),
+            (
+                "sd15",
+                include_str!("../../synth/sd15/ldm_tensors.txt"),
+                "sd1",
+                "epsilon",
+            ),
+            (
+                "sd21",
+                include_str!("../../synth/sd21/ldm_tensors.txt"),
+                "sd2",
+                "v_prediction",
+            ),
+            (
+                "sd15-inpaint",
+                include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"),
+                "sd1-inpaint",
+                "epsilon",
+            ),
         ];
         for (family, list, want_family, prediction) in cases {
             let path = dir.join(format!("{family}.safetensors"));
@@ -448,16 +576,35 @@ mod tests {
             let spec = specs::spec(family).unwrap();
             assert_eq!(input.tensors.len(), spec.tensor_list().len(), "{family}");
             assert_eq!(prediction_type(&input), prediction, "{family}");
-            assert_eq!(input.configs["unet/config.json"], spec.config_values()["unet/config.json"], "{family}");
+            assert_eq!(
+                input.configs["unet/config.json"],
+                spec.config_values()["unet/config.json"],
+                "{family}"
+            );
             assert!(input.tokenizer.contains_key("tokenizer/vocab.json"));
             // The q/k/v split of OpenCLIP's in_proj: three consecutive thirds.
             if family == "sd21" {
-                let q = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.q_proj.weight").unwrap();
-                let k = input.tensors.iter().find(|t| t.name == "text_model.encoder.layers.0.self_attn.k_proj.weight").unwrap();
-                assert_eq!((q.shape.clone(), k.start - q.start, q.len), (vec![1024, 1024], 1024 * 1024 * 2, 1024 * 1024 * 2));
+                let q = input
+                    .tensors
+                    .iter()
+                    .find(|t| t.name == "text_model.encoder.layers.0.self_attn.q_proj.weight")
+                    .unwrap();
+                let k = input
+                    .tensors
+                    .iter()
+                    .find(|t| t.name == "text_model.encoder.layers.0.self_attn.k_proj.weight")
+                    .unwrap();
+                assert_eq!(
+                    (q.shape.clone(), k.start - q.start, q.len),
+                    (vec![1024, 1024], 1024 * 1024 * 2, 1024 * 1024 * 2)
+                );
             }
             let input = single_file(&path, None, Some(family != "sd21")).unwrap();
-            let want = if family == "sd21" { "epsilon" } else { "v_prediction" };
+            let want = if family == "sd21" {
+                "epsilon"
+            } else {
+                "v_prediction"
+            };
             assert_eq!(prediction_type(&input), want);
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -467,16 +614,29 @@ mod tests {
     /// `_sd_webgpu_defaults`), except `_class_name`, which picks the model's own scheduler.
     fn read_fields(config: &Value) -> BTreeMap<String, Value> {
         let fields = config.as_object().expect("a JSON object");
-        fields.iter().filter(|(k, _)| !k.starts_with('_') || *k == "_class_name").map(|(k, v)| (k.clone(), v.clone())).collect()
+        fields
+            .iter()
+            .filter(|(k, _)| !k.starts_with('_') || *k == "_class_name")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Every field where `ours` and `reference` differ, one line each.
-    fn differences(ours: &BTreeMap<String, Value>, reference: &BTreeMap<String, Value>) -> Vec<String> {
+    fn differences(
+        ours: &BTreeMap<String, Value>,
+        reference: &BTreeMap<String, Value>,
+    ) -> Vec<String> {
         let keys: BTreeSet<&String> = ours.keys().chain(reference.keys()).collect();
         let show = |v: Option<&Value>| v.map_or("absent".to_string(), Value::to_string);
         keys.into_iter()
             .filter(|k| ours.get(*k) != reference.get(*k))
-            .map(|k| format!("{k}: ours {}, diffusers {}", show(ours.get(k)), show(reference.get(k))))
+            .map(|k| {
+                format!(
+                    "{k}: ours {}, diffusers {}",
+                    show(ours.get(k)),
+                    show(reference.get(k))
+                )
+            })
             .collect()
     }
 
@@ -487,14 +647,19 @@ mod tests {
     /// spec, which `synth` uses.
     #[test]
     fn built_in_configs_are_those_diffusers_loads_for_single_files() {
-        let dir = std::env::temp_dir().join(format!("sd-weights-ldm-configs-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sd-weights-ldm-configs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let reference = |name: &str| -> Value {
             let text = match name {
                 "sd15" => include_str!("../../../tests/fixtures/single_file_configs/sd15.json"),
                 "sd21-v" => include_str!("../../../tests/fixtures/single_file_configs/sd21-v.json"),
-                "sd21-base" => include_str!("../../../tests/fixtures/single_file_configs/sd21-base.json"),
-                "sd15-inpaint" => include_str!("../../../tests/fixtures/single_file_configs/sd15-inpaint.json"),
+                "sd21-base" => {
+                    include_str!("../../../tests/fixtures/single_file_configs/sd21-base.json")
+                }
+                "sd15-inpaint" => {
+                    include_str!("../../../tests/fixtures/single_file_configs/sd15-inpaint.json")
+                }
                 "turbo" => include_str!("../../../tests/fixtures/single_file_configs/turbo.json"),
                 _ => unreachable!(),
             };
@@ -503,10 +668,30 @@ mod tests {
         // (LDM tensor list, --prediction-type, reference): an SD 2.x checkpoint is the 768-v
         // model unless --prediction-type epsilon marks it as a 512-pixel base model.
         let cases = [
-            ("sd15", include_str!("../../synth/sd15/ldm_tensors.txt"), None, "sd15"),
-            ("sd15-inpaint", include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"), None, "sd15-inpaint"),
-            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), None, "sd21-v"),
-            ("sd21", include_str!("../../synth/sd21/ldm_tensors.txt"), Some(false), "sd21-base"),
+            (
+                "sd15",
+                include_str!("../../synth/sd15/ldm_tensors.txt"),
+                None,
+                "sd15",
+            ),
+            (
+                "sd15-inpaint",
+                include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"),
+                None,
+                "sd15-inpaint",
+            ),
+            (
+                "sd21",
+                include_str!("../../synth/sd21/ldm_tensors.txt"),
+                None,
+                "sd21-v",
+            ),
+            (
+                "sd21",
+                include_str!("../../synth/sd21/ldm_tensors.txt"),
+                Some(false),
+                "sd21-base",
+            ),
         ];
         let mut failures = Vec::new();
         let mut compare = |what: &str, configs: &BTreeMap<String, Value>, reference: &Value| {
@@ -517,33 +702,78 @@ mod tests {
                     // Only the pipeline and the five components we ship.
                     ours.retain(|k, _| want.contains_key(k));
                 }
-                failures.extend(differences(&ours, &want).into_iter().map(|d| format!("{what} {path}: {d}")));
+                failures.extend(
+                    differences(&ours, &want)
+                        .into_iter()
+                        .map(|d| format!("{what} {path}: {d}")),
+                );
             }
         };
         for (family, list, v_prediction, name) in cases {
             let path = dir.join(format!("{family}.safetensors"));
             sparse_checkpoint(list, &path);
-            let input = single_file(&path, None, v_prediction).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let input =
+                single_file(&path, None, v_prediction).unwrap_or_else(|e| panic!("{name}: {e}"));
             compare(name, &input.configs, &reference(name));
         }
-        compare("turbo", &specs::spec("turbo").unwrap().config_values(), &reference("turbo"));
+        compare(
+            "turbo",
+            &specs::spec("turbo").unwrap().config_values(),
+            &reference("turbo"),
+        );
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(failures.is_empty(), "built-in configs differ from diffusers':\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "built-in configs differ from diffusers':\n{}",
+            failures.join("\n")
+        );
     }
 
     #[test]
     fn names() {
-        assert_eq!(unet_name("input_blocks.3.0.op.weight", 2).unwrap(), "down_blocks.0.downsamplers.0.conv.weight");
-        assert_eq!(unet_name("input_blocks.4.0.skip_connection.bias", 2).unwrap(), "down_blocks.1.resnets.0.conv_shortcut.bias");
-        assert_eq!(unet_name("output_blocks.2.1.conv.weight", 2).unwrap(), "up_blocks.0.upsamplers.0.conv.weight");
-        assert_eq!(unet_name("output_blocks.5.2.conv.bias", 2).unwrap(), "up_blocks.1.upsamplers.0.conv.bias");
-        assert_eq!(unet_name("output_blocks.5.1.norm.bias", 2).unwrap(), "up_blocks.1.attentions.2.norm.bias");
-        assert_eq!(unet_name("middle_block.2.emb_layers.1.weight", 2).unwrap(), "mid_block.resnets.1.time_emb_proj.weight");
+        assert_eq!(
+            unet_name("input_blocks.3.0.op.weight", 2).unwrap(),
+            "down_blocks.0.downsamplers.0.conv.weight"
+        );
+        assert_eq!(
+            unet_name("input_blocks.4.0.skip_connection.bias", 2).unwrap(),
+            "down_blocks.1.resnets.0.conv_shortcut.bias"
+        );
+        assert_eq!(
+            unet_name("output_blocks.2.1.conv.weight", 2).unwrap(),
+            "up_blocks.0.upsamplers.0.conv.weight"
+        );
+        assert_eq!(
+            unet_name("output_blocks.5.2.conv.bias", 2).unwrap(),
+            "up_blocks.1.upsamplers.0.conv.bias"
+        );
+        assert_eq!(
+            unet_name("output_blocks.5.1.norm.bias", 2).unwrap(),
+            "up_blocks.1.attentions.2.norm.bias"
+        );
+        assert_eq!(
+            unet_name("middle_block.2.emb_layers.1.weight", 2).unwrap(),
+            "mid_block.resnets.1.time_emb_proj.weight"
+        );
         assert!(unet_name("input_blocks.1.7.x", 2).is_none());
         assert!(unet_name("label_emb.0.0.weight", 2).is_none());
-        assert_eq!(vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4).unwrap().0, "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
-        assert_eq!(vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(), ("encoder.mid_block.attentions.0.to_out.0.weight".into(), true));
-        assert_eq!(vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(), ("encoder.mid_block.attentions.0.to_q.bias".into(), false));
+        assert_eq!(
+            vae_name("decoder.up.3.block.0.nin_shortcut.weight", 4)
+                .unwrap()
+                .0,
+            "decoder.up_blocks.0.resnets.0.conv_shortcut.weight"
+        );
+        assert_eq!(
+            vae_name("encoder.mid.attn_1.proj_out.weight", 4).unwrap(),
+            (
+                "encoder.mid_block.attentions.0.to_out.0.weight".into(),
+                true
+            )
+        );
+        assert_eq!(
+            vae_name("encoder.mid.attn_1.q.bias", 4).unwrap(),
+            ("encoder.mid_block.attentions.0.to_q.bias".into(), false)
+        );
         assert!(vae_name("loss.logvar", 4).is_none());
         assert!(unet_name("input_blocks.1.0.in_layers.0.weight", usize::MAX).is_none());
     }
@@ -552,11 +782,25 @@ mod tests {
     #[test]
     fn lying_shapes_are_errors() {
         use sd_webgpu::safetensors::Dtype;
-        let info = TensorInfo { dtype: Dtype::F16, shape: vec![], start: 0, end: 2 };
+        let info = TensorInfo {
+            dtype: Dtype::F16,
+            shape: vec![],
+            start: 0,
+            end: 2,
+        };
         let name = format!("{OPEN_CLIP}transformer.resblocks.0.attn.in_proj_weight");
-        let header = Header { tensors: [(name, info)].into_iter().collect(), data_start: 8 };
-        let (unet, vae) = (serde_json::json!({"layers_per_block": 2}), serde_json::json!({"block_out_channels": [1, 2]}));
+        let header = Header {
+            tensors: [(name, info)].into_iter().collect(),
+            data_start: 8,
+        };
+        let (unet, vae) = (
+            serde_json::json!({"layers_per_block": 2}),
+            serde_json::json!({"block_out_channels": [1, 2]}),
+        );
         let err = map(&header, &unet, &vae, 1).unwrap_err();
-        assert!(err.contains("in_proj_weight") && err.contains("does not split into q, k, v"), "{err}");
+        assert!(
+            err.contains("in_proj_weight") && err.contains("does not split into q, k, v"),
+            "{err}"
+        );
     }
 }

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use sd_webgpu::Error;
 use sd_webgpu::format::{
-    COMPONENTS, DEFAULT_CHUNK_BYTES, Dtype, FORMAT_NAME, FORMAT_VERSION, FileEntry, MANIFEST, MAX_CHUNK_BYTES,
-    MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, sha256_hex,
+    COMPONENTS, DEFAULT_CHUNK_BYTES, Dtype, FORMAT_NAME, FORMAT_VERSION, FileEntry, MANIFEST,
+    MAX_CHUNK_BYTES, MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, sha256_hex,
 };
 
 use crate::progress::Progress;
@@ -97,7 +97,11 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
         }
         input::diffusers_folder(&args.input)?
     } else if args.input.is_file() {
-        ldm::single_file(&args.input, args.config.as_deref(), args.prediction_type.map(|p| p == Prediction::VPrediction))?
+        ldm::single_file(
+            &args.input,
+            args.config.as_deref(),
+            args.prediction_type.map(|p| p == Prediction::VPrediction),
+        )?
     } else {
         return Err(Error::Io(format!(
             "{} does not exist: give a diffusers model folder or a .safetensors checkpoint",
@@ -115,12 +119,21 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        return Err(Error::Io(format!("{}: folder {} does not exist", args.output.display(), parent.display())));
+        return Err(Error::Io(format!(
+            "{}: folder {} does not exist",
+            args.output.display(),
+            parent.display()
+        )));
     }
-    let file_name = args.output.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    let file_name = args
+        .output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model");
     let tmp = parent.join(format!(".{file_name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| Error::Io(format!("cannot create {}: {e}", tmp.display())))?;
+    std::fs::create_dir(&tmp)
+        .map_err(|e| Error::Io(format!("cannot create {}: {e}", tmp.display())))?;
     for note in &input.notes {
         eprintln!("note: {note}");
     }
@@ -128,7 +141,11 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
         Ok(manifest) => {
             std::fs::rename(&tmp, &args.output).map_err(|e| {
                 let _ = std::fs::remove_dir_all(&tmp);
-                Error::Io(format!("cannot rename {} to {}: {e}", tmp.display(), args.output.display()))
+                Error::Io(format!(
+                    "cannot rename {} to {}: {e}",
+                    tmp.display(),
+                    args.output.display()
+                ))
             })?;
             let total: u64 = manifest.chunks.iter().map(|c| c.size).sum();
             println!(
@@ -148,9 +165,19 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
 }
 
 /// Writes chunks, tokenizer files and (last) the manifest into `dir`.
-pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> Result<Manifest, Error> {
+pub fn write_model(
+    input: &Input,
+    dir: &Path,
+    want: Dtype,
+    chunk_size: u64,
+) -> Result<Manifest, Error> {
     let mut order: Vec<&InputTensor> = input.tensors.iter().collect();
-    let rank = |c: &str| COMPONENTS.iter().position(|x| *x == c).unwrap_or(COMPONENTS.len());
+    let rank = |c: &str| {
+        COMPONENTS
+            .iter()
+            .position(|x| *x == c)
+            .unwrap_or(COMPONENTS.len())
+    };
     order.sort_by_key(|t| (rank(t.component), t.file, t.start));
 
     let mut writer = ChunkWriter::new(dir, chunk_size);
@@ -187,9 +214,15 @@ pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> R
     let mut file_entries = Vec::new();
     for (path, bytes) in &input.tokenizer {
         let full = dir.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).map_err(|e| Error::Io(format!("cannot create {}: {e}", full.display())))?;
-        std::fs::write(&full, bytes).map_err(|e| Error::Io(format!("cannot write {}: {e}", full.display())))?;
-        file_entries.push(FileEntry { path: path.clone(), size: bytes.len() as u64, sha256: sha256_hex(bytes) });
+        std::fs::create_dir_all(full.parent().unwrap())
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", full.display())))?;
+        std::fs::write(&full, bytes)
+            .map_err(|e| Error::Io(format!("cannot write {}: {e}", full.display())))?;
+        file_entries.push(FileEntry {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
     }
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
@@ -204,7 +237,8 @@ pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> R
     };
     manifest.validate()?;
     let path = dir.join(MANIFEST);
-    let mut file = File::create(&path).map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
+    let mut file = File::create(&path)
+        .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
     file.write_all(manifest.to_json().as_bytes())
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
@@ -213,7 +247,13 @@ pub fn write_model(input: &Input, dir: &Path, want: Dtype, chunk_size: u64) -> R
 
 /// Encodes one tensor (split along its first dimension when bigger than `max` bytes, which is
 /// [`MAX_TENSOR_BYTES`] but for tests) and writes it.
-fn store(writer: &mut ChunkWriter, t: &InputTensor, dtype: Dtype, values: &[f32], max: u64) -> Result<TensorEntry, Error> {
+fn store(
+    writer: &mut ChunkWriter,
+    t: &InputTensor,
+    dtype: Dtype,
+    values: &[f32],
+    max: u64,
+) -> Result<TensorEntry, Error> {
     let rows = t.shape.first().copied().unwrap_or(1).max(1);
     let inner = values.len() / rows;
     let mut entry = TensorEntry {
@@ -229,7 +269,8 @@ fn store(writer: &mut ChunkWriter, t: &InputTensor, dtype: Dtype, values: &[f32]
     if dtype.stored_len(values.len()) as u64 <= max {
         let bytes = encode(dtype, values)?;
         let (chunk, offset) = writer.add(&bytes)?;
-        (entry.chunk, entry.offset, entry.length) = (Some(chunk), Some(offset), Some(bytes.len() as u64));
+        (entry.chunk, entry.offset, entry.length) =
+            (Some(chunk), Some(offset), Some(bytes.len() as u64));
         return Ok(entry);
     }
     let mut per_part = rows;
@@ -247,7 +288,12 @@ fn store(writer: &mut ChunkWriter, t: &InputTensor, dtype: Dtype, values: &[f32]
         let n = per_part.min(rows - start);
         let bytes = encode(dtype, &values[start * inner..(start + n) * inner])?;
         let (chunk, offset) = writer.add(&bytes)?;
-        parts.push(Part { rows: n, chunk, offset, length: bytes.len() as u64 });
+        parts.push(Part {
+            rows: n,
+            chunk,
+            offset,
+            length: bytes.len() as u64,
+        });
     }
     entry.parts = Some(parts);
     Ok(entry)
@@ -279,16 +325,29 @@ mod tests {
         let entry = store(&mut writer, &t, Dtype::Q8, &values, 250).unwrap();
         let chunks = writer.finish().unwrap();
         let parts = entry.parts.clone().unwrap();
-        assert_eq!(parts.iter().map(|p| p.rows).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        assert_eq!(
+            parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
         let data = std::fs::read(dir.join(&chunks[0].path)).unwrap();
         let mut back = Vec::new();
         for p in &parts {
             assert_eq!(p.offset % 16, 0);
-            back.extend(decode(Dtype::Q8, &data[p.offset as usize..(p.offset + p.length) as usize], p.rows * 64).unwrap());
+            back.extend(
+                decode(
+                    Dtype::Q8,
+                    &data[p.offset as usize..(p.offset + p.length) as usize],
+                    p.rows * 64,
+                )
+                .unwrap(),
+            );
         }
         assert!(sd_webgpu::format::quant::relative_rms_error(&values, &back) < 0.01);
         let mut writer = ChunkWriter::new(&dir, 1 << 20);
-        assert!(store(&mut writer, &t, Dtype::F32, &values, 100).is_err(), "a row over the limit");
+        assert!(
+            store(&mut writer, &t, Dtype::F32, &values, 100).is_err(),
+            "a row over the limit"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,29 +7,56 @@ use sd_webgpu::format::quant::BLOCK;
 pub const SMALL: usize = 4096;
 
 /// The stored dtype of a tensor for the requested precision, and the reason when it differs.
-pub fn choose(component: &str, name: &str, shape: &[usize], want: Dtype) -> (Dtype, Option<&'static str>) {
+pub fn choose(
+    component: &str,
+    name: &str,
+    shape: &[usize],
+    want: Dtype,
+) -> (Dtype, Option<&'static str>) {
     if !want.is_quantized() {
         return (want, None);
     }
     let numel: usize = shape.iter().product();
     let inner = numel / shape.first().copied().unwrap_or(1).max(1);
     if shape.len() < 2 {
-        return (Dtype::F16, Some("norms and biases (1-D): few values, and errors there shift whole channels"));
+        return (
+            Dtype::F16,
+            Some("norms and biases (1-D): few values, and errors there shift whole channels"),
+        );
     }
     if component == "text_encoder" && name.contains("embeddings.") {
-        return (Dtype::F16, Some("token and position embeddings: looked up row by row, not multiplied; kept exact"));
+        return (
+            Dtype::F16,
+            Some("token and position embeddings: looked up row by row, not multiplied; kept exact"),
+        );
     }
     if numel < SMALL {
-        return (Dtype::F16, Some("small tensors (< 4096 values): quantizing saves nothing worth the error"));
+        return (
+            Dtype::F16,
+            Some("small tensors (< 4096 values): quantizing saves nothing worth the error"),
+        );
     }
     if !inner.is_multiple_of(BLOCK) {
-        return (Dtype::F16, Some("inner size not a multiple of 32: does not split into quantization blocks"));
+        return (
+            Dtype::F16,
+            Some("inner size not a multiple of 32: does not split into quantization blocks"),
+        );
     }
     if component == "unet" && (name.starts_with("conv_in.") || name.starts_with("conv_out.")) {
-        return (Dtype::F16, Some("the UNet's first and last convolutions: tiny, and they touch the latents directly"));
+        return (
+            Dtype::F16,
+            Some(
+                "the UNet's first and last convolutions: tiny, and they touch the latents directly",
+            ),
+        );
     }
     if component == "vae" && want == Dtype::Q4 {
-        return (Dtype::Q8, Some("VAE weights at q8: 4-bit errors show up directly as pixel noise; under 8% of the model"));
+        return (
+            Dtype::Q8,
+            Some(
+                "VAE weights at q8: 4-bit errors show up directly as pixel noise; under 8% of the model",
+            ),
+        );
     }
     (want, None)
 }
@@ -44,8 +71,12 @@ pub fn widen_for_range(dtype: Dtype, values: &[f32]) -> Option<(Dtype, &'static 
         return None;
     }
     let reason = match dtype {
-        Dtype::Q8 => "values beyond q8's range (its f16 block scale, absmax / 127, would overflow): kept f32",
-        Dtype::Q4 => "values beyond q4's range (its f16 block scale, absmax / 8, would overflow): kept f32",
+        Dtype::Q8 => {
+            "values beyond q8's range (its f16 block scale, absmax / 127, would overflow): kept f32"
+        }
+        Dtype::Q4 => {
+            "values beyond q4's range (its f16 block scale, absmax / 8, would overflow): kept f32"
+        }
         _ => "values beyond f16's range: kept f32",
     };
     Some((Dtype::F32, reason))
@@ -57,16 +88,49 @@ mod tests {
 
     #[test]
     fn categories() {
-        assert_eq!(choose("unet", "a.weight", &[320, 320], Dtype::Q4).0, Dtype::Q4);
-        assert_eq!(choose("unet", "a.weight", &[320, 320, 3, 3], Dtype::Q8).0, Dtype::Q8);
+        assert_eq!(
+            choose("unet", "a.weight", &[320, 320], Dtype::Q4).0,
+            Dtype::Q4
+        );
+        assert_eq!(
+            choose("unet", "a.weight", &[320, 320, 3, 3], Dtype::Q8).0,
+            Dtype::Q8
+        );
         assert_eq!(choose("unet", "a.bias", &[320], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("unet", "conv_in.weight", &[320, 4, 3, 3], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("unet", "conv_out.weight", &[4, 320, 3, 3], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("vae", "x.weight", &[512, 512, 3, 3], Dtype::Q4).0, Dtype::Q8);
-        assert_eq!(choose("text_encoder", "text_model.embeddings.token_embedding.weight", &[49408, 768], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("unet", "x.weight", &[8, 32], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("unet", "x.weight", &[1000, 37], Dtype::Q4).0, Dtype::F16);
-        assert_eq!(choose("unet", "x.weight", &[10, 10], Dtype::F32), (Dtype::F32, None));
+        assert_eq!(
+            choose("unet", "conv_in.weight", &[320, 4, 3, 3], Dtype::Q4).0,
+            Dtype::F16
+        );
+        assert_eq!(
+            choose("unet", "conv_out.weight", &[4, 320, 3, 3], Dtype::Q4).0,
+            Dtype::F16
+        );
+        assert_eq!(
+            choose("vae", "x.weight", &[512, 512, 3, 3], Dtype::Q4).0,
+            Dtype::Q8
+        );
+        assert_eq!(
+            choose(
+                "text_encoder",
+                "text_model.embeddings.token_embedding.weight",
+                &[49408, 768],
+                Dtype::Q4
+            )
+            .0,
+            Dtype::F16
+        );
+        assert_eq!(
+            choose("unet", "x.weight", &[8, 32], Dtype::Q4).0,
+            Dtype::F16
+        );
+        assert_eq!(
+            choose("unet", "x.weight", &[1000, 37], Dtype::Q4).0,
+            Dtype::F16
+        );
+        assert_eq!(
+            choose("unet", "x.weight", &[10, 10], Dtype::F32),
+            (Dtype::F32, None)
+        );
     }
 
     #[test]

@@ -22,7 +22,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 impl ChunkWriter {
     pub fn new(dir: &Path, chunk_size: u64) -> ChunkWriter {
-        ChunkWriter { dir: dir.to_path_buf(), chunk_size, current: None, pos: 0, chunks: Vec::new() }
+        ChunkWriter {
+            dir: dir.to_path_buf(),
+            chunk_size,
+            current: None,
+            pos: 0,
+            chunks: Vec::new(),
+        }
     }
 
     /// Appends one stored tensor (or part); returns its chunk index and offset.
@@ -36,7 +42,11 @@ impl ChunkWriter {
             let path = self.dir.join(&name);
             let file = File::create(&path).map_err(io(&path))?;
             self.current = Some((BufWriter::with_capacity(1 << 20, file), Sha256::new()));
-            self.chunks.push(FileEntry { path: name, size: 0, sha256: String::new() });
+            self.chunks.push(FileEntry {
+                path: name,
+                size: 0,
+                sha256: String::new(),
+            });
             self.pos = 0;
         }
         let path = self.dir.join(&self.chunks.last().unwrap().path);
@@ -57,7 +67,10 @@ impl ChunkWriter {
             let entry = self.chunks.last_mut().unwrap();
             let path = self.dir.join(&entry.path);
             file.flush().map_err(io(&path))?;
-            file.into_inner().map_err(|e| io(&path)(e.into_error()))?.sync_all().map_err(io(&path))?;
+            file.into_inner()
+                .map_err(|e| io(&path)(e.into_error()))?
+                .sync_all()
+                .map_err(io(&path))?;
             entry.size = self.pos;
             entry.sha256 = hex(&hasher.finalize());
         }
