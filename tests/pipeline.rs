@@ -30,6 +30,11 @@
 //! | inpaint4_sd2_ddim_vpred_cfg     | inpainting, 4-ch    | sd2-tiny           | DDIM v-pred (own), 1         | CFG 7.5, neg |
 //! | inpaint4_sd15_euler_a_strength  | inpainting, 4-ch    | sd15-tiny          | Euler a, 0.8                 | LCM emb.     |
 //!
+//! And two at 40×24, a size that is a multiple of 8 but not of the UNet's unit (32 pixels for
+//! sd15-tiny, 16 for sd15-inpaint-tiny), where diffusers upsamples each up block to its skip
+//! connection's size: `sd15_nolcm_euler_cfg_40x24` (text to image, Euler, CFG 7.5, negative)
+//! and `inpaint9_ddim_cfg_40x24` (9-channel inpainting, DDIM, CFG 7.5).
+//!
 //! The models are compiled in and loaded through `StableDiffusion::from_files`, as in the
 //! browser.
 //!
@@ -146,6 +151,10 @@ fn case_file(name: &str) -> &'static [u8] {
         "inpaint4_sd15_euler_a_strength_image.npy",
         "inpaint4_sd15_euler_a_strength_init.npy",
         "inpaint4_sd15_euler_a_strength_mask.npy",
+        "sd15_nolcm_euler_cfg_40x24_image.npy",
+        "inpaint9_ddim_cfg_40x24_image.npy",
+        "inpaint9_ddim_cfg_40x24_init.npy",
+        "inpaint9_ddim_cfg_40x24_mask.npy",
     )
 }
 
@@ -289,6 +298,8 @@ golden!(
     inpaint9_euler_strength,
     inpaint4_sd2_ddim_vpred_cfg,
     inpaint4_sd15_euler_a_strength,
+    sd15_nolcm_euler_cfg_40x24,
+    inpaint9_ddim_cfg_40x24,
 );
 
 /// Returning false from the progress callback stops after that step with `Cancelled`;
@@ -567,6 +578,8 @@ on_every_device! {
     img2img_sd2_dpmpp_2m_karras_cfg => crate::img2img_sd2_dpmpp_2m_karras_cfg;
     inpaint9_euler_strength => crate::inpaint9_euler_strength;
     inpaint4_sd15_euler_a_strength => crate::inpaint4_sd15_euler_a_strength;
+    sd15_nolcm_euler_cfg_40x24 => crate::sd15_nolcm_euler_cfg_40x24;
+    inpaint9_ddim_cfg_40x24 => crate::inpaint9_ddim_cfg_40x24;
     cancel_and_validate => crate::cancel_and_validate;
     previews => crate::previews;
     image_inputs_are_checked => crate::image_inputs_are_checked;

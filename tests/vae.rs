@@ -131,7 +131,30 @@ async fn strips(device: &Device) -> Result<(), String> {
         &decoded_strips,
         &decoded_whole,
         1e-5,
-    )
+    )?;
+    // A size that is a multiple of 8 but of nothing larger (24×40 pixels, 3×5 latents): odd
+    // strip counts and an odd number of latent rows.
+    let odd = latents_odd(device);
+    let whole = read_f32(vae.decode(odd.clone())).await.map_err(err)?;
+    let strips = read_f32(vae.decode_in_strips(odd, 1)).await.map_err(err)?;
+    check_close("24×40 decode in strips vs whole", &strips, &whole, 1e-5)?;
+    let image = npy_tensor::<4>(IMAGE, device)
+        .narrow(2, 0, 40)
+        .narrow(3, 0, 24);
+    let whole = read_f32(vae.encode_moments(image.clone()))
+        .await
+        .map_err(err)?;
+    let strips = read_f32(vae.encode_moments_in_strips(image, 1))
+        .await
+        .map_err(err)?;
+    check_close("24×40 encode in strips vs whole", &strips, &whole, 1e-5)
+}
+
+/// The golden latents' top-left 5 rows × 3 columns.
+fn latents_odd(device: &Device) -> burn::tensor::Tensor<4> {
+    npy_tensor::<4>(LATENTS, device)
+        .narrow(2, 0, 5)
+        .narrow(3, 0, 3)
 }
 
 on_every_device! {

@@ -167,7 +167,9 @@ function modelInfo(manifest) {
   const vae = configs["vae/config.json"] ?? {};
   const scheduler = configs["scheduler/scheduler_config.json"] ?? {};
   const vaeScale = 2 ** ((vae.block_out_channels?.length ?? 4) - 1);
-  const unit = vaeScale * 2 ** ((unet.block_out_channels?.length ?? 4) - 1);
+  // Any multiple of the VAE's factor, as in diffusers: the UNet's up blocks follow the sizes
+  // of their skip connections.
+  const unit = vaeScale;
   const latent = vae.latent_channels ?? 4;
   const schedulers = {
     DDIMScheduler: "ddim",
@@ -484,7 +486,7 @@ async function uploadSource(file) {
     return;
   }
   const size = model.info?.size ?? 512;
-  const unit = model.info?.unit ?? 64;
+  const unit = model.info?.unit ?? 8;
   const scale = size / Math.max(bitmap.width, bitmap.height);
   const w = Math.max(unit, Math.round((bitmap.width * scale) / unit) * unit);
   const h = Math.max(unit, Math.round((bitmap.height * scale) / unit) * unit);

@@ -3,9 +3,9 @@
 //! `downsampling.py`, `upsampling.py`). Weight names are diffusers' state-dict names.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::Error;
 use crate::nn::{Conv2d, GroupNorm, Linear};
@@ -116,8 +116,8 @@ impl Downsample2D {
     }
 }
 
-/// diffusers' `Upsample2D` with `use_conv=True`: nearest-neighbour ×2, then a 3×3 conv named
-/// `conv`.
+/// diffusers' `Upsample2D` with `use_conv=True`: nearest-neighbour upsampling (×2, or to a
+/// given size), then a 3×3 conv named `conv`.
 #[derive(Module, Debug)]
 pub struct Upsample2D {
     pub conv: Conv2d,
@@ -134,6 +134,49 @@ impl Upsample2D {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.conv.forward(upsample_nearest_2x(x)) // [b, c, 2h, 2w]
     }
+
+    /// `[b, c, h, w] -> [b, c, height, width]`: diffusers' `Upsample2D.forward(x, output_size)`,
+    /// which the UNet calls with the next skip connection's size so that samples whose sides
+    /// are not multiples of its total downsampling come back to their own size.
+    pub fn forward_to(&self, x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
+        self.conv.forward(upsample_nearest(x, [height, width])) // [b, c, height, width]
+    }
+}
+
+/// Nearest-neighbour upsampling to `[height, width]` as PyTorch's
+/// `F.interpolate(x, size=(height, width), mode="nearest")` computes it: output index `i`
+/// reads input index `min(floor(i · (in / out)), in - 1)` in f32 (`nearest_idx` in ATen's
+/// `UpSample.h`). Exact doubling takes [`upsample_nearest_2x`].
+pub fn upsample_nearest(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if height == 2 * h && width == 2 * w {
+        return upsample_nearest_2x(x);
+    }
+    let device = x.device();
+    let pick = |x: Tensor<4>, dim: usize, from: usize, to: usize| {
+        if from == to {
+            return x;
+        }
+        let ids: Vec<i64> = nearest_indices(from, to)
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
+        x.select(
+            dim,
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [to]), &device),
+        )
+    };
+    let x = pick(x, 2, h, height); // [b, c, height, w]
+    pick(x, 3, w, width) // [b, c, height, width]
+}
+
+/// The input index each of `to` outputs reads in PyTorch's nearest interpolation from `from`
+/// inputs (see [`upsample_nearest`]).
+fn nearest_indices(from: usize, to: usize) -> Vec<usize> {
+    let scale = from as f32 / to as f32;
+    (0..to)
+        .map(|i| ((i as f32 * scale).floor() as usize).min(from - 1))
+        .collect()
 }
 
 /// Nearest-neighbour ×2 upsampling (`F.interpolate(x, scale_factor=2.0, mode="nearest")`):
@@ -145,4 +188,43 @@ pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
     x.reshape([b, c, h, 1, w, 1]) // [b, c, h, 1, w, 1]
         .expand([b, c, h, 2, w, 2]) // [b, c, h, 2, w, 2]
         .reshape([b, c, 2 * h, 2 * w]) // [b, c, 2h, 2w]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PyTorch's `F.interpolate(size=..., mode="nearest")` indices, printed by torch 2.15.
+    #[test]
+    fn nearest_indices_are_pytorchs() {
+        assert_eq!(nearest_indices(2, 3), [0, 0, 1]);
+        assert_eq!(nearest_indices(3, 5), [0, 0, 1, 1, 2]);
+        assert_eq!(nearest_indices(4, 7), [0, 0, 1, 1, 2, 2, 3]);
+        assert_eq!(nearest_indices(3, 6), [0, 0, 1, 1, 2, 2]);
+        // The UNet's case, n -> 2n - 1: torch gives i / 2 for every n up to 1024.
+        for n in 1..=1024 {
+            let want: Vec<usize> = (0..2 * n - 1).map(|i| i / 2).collect();
+            assert_eq!(nearest_indices(n, 2 * n - 1), want, "{n} -> {}", 2 * n - 1);
+        }
+    }
+
+    #[test]
+    fn upsample_to_a_size_picks_those_pixels() {
+        let device = crate::device::cpu();
+        let x = Tensor::<4>::from_data(
+            TensorData::new((0..6).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 2, 3]),
+            &device,
+        );
+        let y = upsample_nearest(x.clone(), [3, 5]); // rows 0 0 1, columns 0 0 1 1 2
+        let read = |t: Tensor<4>| pollster::block_on(crate::read_f32(t)).unwrap();
+        let got = read(y);
+        assert_eq!(
+            got,
+            [0., 0., 1., 1., 2., 0., 0., 1., 1., 2., 3., 3., 4., 4., 5.]
+        );
+        assert_eq!(
+            read(upsample_nearest(x.clone(), [4, 6])),
+            read(upsample_nearest_2x(x))
+        );
+    }
 }

@@ -192,15 +192,6 @@ impl GenerateParams {
             }
         }
         let (lh, lw) = (self.height / f, self.width / f);
-        let unit = 1 << model.unet.downsamplings();
-        if lh % unit != 0 || lw % unit != 0 {
-            return bad(format!(
-                "{}×{} (width×height): this model needs both to be multiples of {}",
-                self.width,
-                self.height,
-                f * unit
-            ));
-        }
         let layers = model.text_encoder.num_layers();
         if self.clip_skip == 0 || self.clip_skip > layers {
             return bad(format!(

@@ -254,7 +254,8 @@ impl UpBlock {
     }
 
     /// `x: [b, c_prev, h, w]`, popping one skip per resnet from `skips` ->
-    /// `[b, c_out, 2h, 2w]` (or `[b, c_out, h, w]` without upsampler).
+    /// `[b, c_out, h', w']` with `h' × w'` the size of the next skip left in `skips` (2h × 2w
+    /// for sizes that are multiples of the UNet's unit), or `[b, c_out, h, w]` without upsampler.
     pub fn forward(
         &self,
         x: Tensor<4>,
@@ -273,9 +274,15 @@ impl UpBlock {
                 x = attn.forward(x, context.clone()); // [b, c_out, h, w]
             }
         }
-        match &self.upsampler {
-            Some(up) => up.forward(x), // [b, c_out, 2h, 2w]
-            None => x,
+        // Upsample to the next skip's size, as diffusers' `forward_upsample_size` does: 2h×2w
+        // when the sample is a multiple of the UNet's unit, one less where a side was odd.
+        match (&self.upsampler, skips.last()) {
+            (Some(up), Some(next)) => {
+                let [_, _, h, w] = next.dims();
+                up.forward_to(x, [h, w]) // [b, c_out, h_skip, w_skip]
+            }
+            (Some(up), None) => up.forward(x), // [b, c_out, 2h, 2w]
+            (None, _) => x,
         }
     }
 }

@@ -137,8 +137,7 @@ impl UNet2DConditionModel {
         self.conv_in.c_in
     }
 
-    /// How many times the latents are halved (and doubled back): the height and width of
-    /// the sample must be multiples of `2^this`.
+    /// How many times the latents are halved (and brought back) inside the UNet.
     pub fn downsamplings(&self) -> usize {
         self.down_blocks
             .iter()
@@ -146,16 +145,13 @@ impl UNet2DConditionModel {
             .count()
     }
 
-    /// Whether a `height × width` latent fits: each side a multiple of `2^downsamplings`
-    /// (8 for SD: images in multiples of 64 pixels). diffusers handles other sizes by
-    /// interpolating to the skip's size; our `Upsample2D` always doubles, so we refuse them.
+    /// Whether a `height × width` latent fits: any positive size. Sides that are not
+    /// multiples of `2^downsamplings` are rounded up by each stride-2 downsampling and brought
+    /// back to the skip connection's size by the up blocks, as diffusers does.
     pub fn check_latent_size(&self, height: usize, width: usize) -> Result<(), Error> {
-        let factor = 1 << self.downsamplings();
-        if height % factor != 0 || width % factor != 0 || height == 0 || width == 0 {
+        if height == 0 || width == 0 {
             return Err(Error::BadInput(format!(
-                "latents of {height}×{width}: each side must be a positive multiple of {factor} \
-                 (images in multiples of {} pixels)",
-                8 * factor
+                "latents of {height}×{width}: each side must be at least 1"
             )));
         }
         Ok(())
@@ -203,7 +199,7 @@ impl UNet2DConditionModel {
         }
         x = self.mid_block.forward(x, &temb, &context); // [b, c_last, h/2^k, w/2^k]
         for block in &self.up_blocks {
-            x = block.forward(x, &mut skips, &temb, &context); // [b, c_j, 2·, 2·]
+            x = block.forward(x, &mut skips, &temb, &context); // [b, c_j, size of the next skip]
         }
         debug_assert!(skips.is_empty(), "every skip is consumed by an up block");
         let x = silu(self.conv_norm_out.forward(x)); // [b, c0, h, w]
