@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 mod json;
 pub mod model;
+pub mod model_info;
 pub mod nn;
 pub mod npy;
 pub mod ops;
