@@ -226,7 +226,8 @@ impl StableDiffusion {
     }
 }
 
-#[cfg(test)]
+// Native only: the tests read fixture folders from disk.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
