@@ -10,6 +10,7 @@ pub mod model;
 pub mod pipeline;
 pub mod device;
 pub mod error;
+pub mod flops;
 pub mod format;
 mod json;
 pub mod nn;
