@@ -299,14 +299,17 @@ impl DispatchCounter {
         self.counts.0.lock().map(|c| c.values().sum()).unwrap_or(0)
     }
 
-    /// Launches so far by kernel, most launched first; names shortened as cubecl's profiling
-    /// log writes them (module paths dropped, generic arguments kept).
+    /// Launches so far by kernel, most launched first. Names are shortened as cubecl's
+    /// profiling log writes them (module paths dropped: `KernelBinop | MulOp`), then cut to
+    /// the kernel and its first type argument (a matmul's names its whole tiling setup).
     pub fn by_kernel(&self) -> Vec<(String, u64)> {
         use burn::cubecl::config::{TypeNameFormatLevel, type_name_format};
         let mut merged = std::collections::BTreeMap::<String, u64>::new();
         if let Ok(counts) = self.counts.0.lock() {
             for (name, n) in counts.iter() {
-                *merged.entry(type_name_format(name, TypeNameFormatLevel::Balanced)).or_default() += n;
+                let balanced = type_name_format(name, TypeNameFormatLevel::Balanced);
+                let short = balanced.split(" | ").take(2).collect::<Vec<_>>().join(" | ");
+                *merged.entry(short).or_default() += n;
             }
         }
         let mut list: Vec<(String, u64)> = merged.into_iter().collect();

@@ -65,7 +65,9 @@ fn transformer(batch: u64, channels: u64, heads: u64, h: u64, w: u64, tokens: u6
     let n = h * w;
     let rows = batch * n;
     let self_attention = 4 * linear(rows, inner, inner) + attention(batch, n, n, inner);
-    let cross_attention = 2 * linear(rows, inner, inner) + 2 * linear(batch * tokens, cross_dim, inner) + attention(batch, n, tokens, inner);
+    let cross_attention = 2 * linear(rows, inner, inner)
+        + 2 * linear(batch * tokens, cross_dim, inner)
+        + attention(batch, n, tokens, inner);
     let feed_forward = linear(rows, inner, 8 * inner) + linear(rows, 4 * inner, inner);
     linear(rows, channels, inner) + self_attention + cross_attention + feed_forward + linear(rows, inner, channels)
 }
@@ -78,7 +80,13 @@ fn transformer(batch: u64, channels: u64, heads: u64, h: u64, w: u64, tokens: u6
 /// The latent sides must be multiples of `2^(blocks − 1)`, as the UNet requires
 /// ([`crate::unet::UNet2DConditionModel::check_latent_size`]). `config` must have passed
 /// [`UNet2DConditionConfig::validate`].
-pub fn unet_call(config: &UNet2DConditionConfig, batch: u64, latent_height: u64, latent_width: u64, tokens: u64) -> u64 {
+pub fn unet_call(
+    config: &UNet2DConditionConfig,
+    batch: u64,
+    latent_height: u64,
+    latent_width: u64,
+    tokens: u64,
+) -> u64 {
     let b = batch;
     let channels: Vec<u64> = config.block_out_channels.iter().map(|&c| c as u64).collect();
     let n = channels.len();
@@ -110,7 +118,8 @@ pub fn unet_call(config: &UNet2DConditionConfig, batch: u64, latent_height: u64,
     }
 
     let c_last = channels[n - 1];
-    total += 2 * resnet(b, c_last, c_last, Some(temb), h, w) + transformer(b, c_last, heads[n - 1], h, w, tokens, cross);
+    total +=
+        2 * resnet(b, c_last, c_last, Some(temb), h, w) + transformer(b, c_last, heads[n - 1], h, w, tokens, cross);
 
     let mut prev_out = c_last;
     for i in 0..n {
@@ -222,7 +231,11 @@ mod tests {
             let (text, unet, vae) = configs(&root().join("tests/fixtures").join(name));
             let f = vae.downscale_factor() as u64;
             let te = &figures["text_encoder"];
-            assert_eq!(text_encoder(&text, field(te, "batch"), field(te, "tokens")), field(te, "flops"), "{name}: text encoder");
+            assert_eq!(
+                text_encoder(&text, field(te, "batch"), field(te, "tokens")),
+                field(te, "flops"),
+                "{name}: text encoder"
+            );
             for row in figures["unet"].as_array().unwrap() {
                 let (h, w, b) = (field(row, "height") / f, field(row, "width") / f, field(row, "batch"));
                 assert_eq!(unet_call(&unet, b, h, w, tokens), field(row, "flops"), "{name}: UNet {row}");

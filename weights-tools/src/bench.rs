@@ -23,10 +23,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
 use sd_webgpu::model::StableDiffusion;
 use sd_webgpu::pipeline::{Noise, guidance_scale_embedding};
 use sd_webgpu::{Device, Error, Tensor, TensorData, device, flops, read_f32};
+use serde_json::{Value, json};
 
 use crate::generate::Backend;
 
@@ -176,7 +176,9 @@ fn measure<const D: usize>(
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     if args.steps == 0 {
-        return Err(Error::BadInput("--steps 0: must be at least 1 (timed runs of each phase, after one warm-up)".into()));
+        return Err(Error::BadInput(
+            "--steps 0: must be at least 1 (timed runs of each phase, after one warm-up)".into(),
+        ));
     }
     if args.precision == Precision::F16 {
         return Err(Error::BadInput(
@@ -218,7 +220,8 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let context = model.encode_text(PROMPT, "", 1, cfg)?; // [b, 77, d]
     let c_in = model.unet.in_channels();
     let noise = Noise::new(0);
-    let sample = Tensor::<4>::from_data(TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]), &device);
+    let sample =
+        Tensor::<4>::from_data(TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]), &device);
     let timestep = Tensor::<1>::from_data(TensorData::new(vec![500.0f32; batch], [batch]), &device);
     let cond = model.unet_config.time_cond_proj_dim.map(|dim| {
         let emb = guidance_scale_embedding(guidance - 1.0, dim);
