@@ -327,7 +327,10 @@ impl DispatchCounter {
     pub fn start() -> Self {
         let counts = std::sync::Arc::new(LaunchCounts::default());
         let _observation = burn::cubecl::logging::LaunchObservation::new(counts.clone());
-        DispatchCounter { counts, _observation }
+        DispatchCounter {
+            counts,
+            _observation,
+        }
     }
 
     /// Launches so far.
@@ -344,7 +347,11 @@ impl DispatchCounter {
         if let Ok(counts) = self.counts.0.lock() {
             for (name, n) in counts.iter() {
                 let balanced = type_name_format(name, TypeNameFormatLevel::Balanced);
-                let short = balanced.split(" | ").take(2).collect::<Vec<_>>().join(" | ");
+                let short = balanced
+                    .split(" | ")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
                 *merged.entry(short).or_default() += n;
             }
         }

@@ -48,7 +48,11 @@ fn attention(batch: u64, n: u64, m: u64, inner: u64) -> u64 {
 /// `ResnetBlock2D` on an `h × w` map: two 3×3 convs, the time embedding's projection (UNet
 /// only, `temb` wide) and a 1×1 shortcut where the channel count changes.
 fn resnet(batch: u64, c_in: u64, c_out: u64, temb: Option<u64>, h: u64, w: u64) -> u64 {
-    let shortcut = if c_in != c_out { conv(batch, c_in, c_out, 1, h, w) } else { 0 };
+    let shortcut = if c_in != c_out {
+        conv(batch, c_in, c_out, 1, h, w)
+    } else {
+        0
+    };
     conv(batch, c_in, c_out, 3, h, w)
         + temb.map_or(0, |t| linear(batch, t, c_out))
         + conv(batch, c_out, c_out, 3, h, w)
@@ -60,7 +64,15 @@ fn resnet(batch: u64, c_in: u64, c_out: u64, temb: Option<u64>, h: u64, w: u64) 
 /// `proj_in`, self-attention (q, k, v, out and the attention), cross-attention (q and out on
 /// the pixels, k and v on the text), the GEGLU feed-forward (`inner → 8·inner`,
 /// `4·inner → inner`) and `proj_out`. A 1×1 conv projection counts as the linear one.
-fn transformer(batch: u64, channels: u64, heads: u64, h: u64, w: u64, tokens: u64, cross_dim: u64) -> u64 {
+fn transformer(
+    batch: u64,
+    channels: u64,
+    heads: u64,
+    h: u64,
+    w: u64,
+    tokens: u64,
+    cross_dim: u64,
+) -> u64 {
     let inner = heads * (channels / heads);
     let n = h * w;
     let rows = batch * n;
@@ -69,7 +81,11 @@ fn transformer(batch: u64, channels: u64, heads: u64, h: u64, w: u64, tokens: u6
         + 2 * linear(batch * tokens, cross_dim, inner)
         + attention(batch, n, tokens, inner);
     let feed_forward = linear(rows, inner, 8 * inner) + linear(rows, 4 * inner, inner);
-    linear(rows, channels, inner) + self_attention + cross_attention + feed_forward + linear(rows, inner, channels)
+    linear(rows, channels, inner)
+        + self_attention
+        + cross_attention
+        + feed_forward
+        + linear(rows, inner, channels)
 }
 
 /// FLOPs of one UNet call on `batch` latents of `latent_height × latent_width` with text of
@@ -88,7 +104,11 @@ pub fn unet_call(
     tokens: u64,
 ) -> u64 {
     let b = batch;
-    let channels: Vec<u64> = config.block_out_channels.iter().map(|&c| c as u64).collect();
+    let channels: Vec<u64> = config
+        .block_out_channels
+        .iter()
+        .map(|&c| c as u64)
+        .collect();
     let n = channels.len();
     let heads: Vec<u64> = config.heads_per_block().iter().map(|&h| h as u64).collect();
     let layers = config.layers() as u64;
@@ -97,7 +117,9 @@ pub fn unet_call(
     let temb = config.time_embed_dim() as u64;
 
     // Time embedding: [LCM's cond_proj], linear_1, linear_2.
-    let mut total = config.time_cond_proj_dim.map_or(0, |d| linear(b, d as u64, c0));
+    let mut total = config
+        .time_cond_proj_dim
+        .map_or(0, |d| linear(b, d as u64, c0));
     total += linear(b, c0, temb) + linear(b, temb, temb);
 
     let (mut h, mut w) = (latent_height, latent_width);
@@ -105,7 +127,11 @@ pub fn unet_call(
     for i in 0..n {
         let c_out = channels[i];
         for j in 0..layers {
-            let c_in = if j == 0 && i > 0 { channels[i - 1] } else { c_out };
+            let c_in = if j == 0 && i > 0 {
+                channels[i - 1]
+            } else {
+                c_out
+            };
             total += resnet(b, c_in, c_out, Some(temb), h, w);
             if config.down_has_attention(i) {
                 total += transformer(b, c_out, heads[i], h, w, tokens, cross);
@@ -118,8 +144,8 @@ pub fn unet_call(
     }
 
     let c_last = channels[n - 1];
-    total +=
-        2 * resnet(b, c_last, c_last, Some(temb), h, w) + transformer(b, c_last, heads[n - 1], h, w, tokens, cross);
+    total += 2 * resnet(b, c_last, c_last, Some(temb), h, w)
+        + transformer(b, c_last, heads[n - 1], h, w, tokens, cross);
 
     let mut prev_out = c_last;
     for i in 0..n {
@@ -148,12 +174,26 @@ pub fn unet_call(
 /// every latent pixel: q, k, v, out and the attention), the up blocks (`layers_per_block + 1`
 /// resnets each, then nearest ×2 and a 3×3 conv but in the last) and `conv_out`. The image is
 /// `downscale_factor` times larger on each side.
-pub fn vae_decode(config: &AutoencoderKLConfig, batch: u64, latent_height: u64, latent_width: u64) -> u64 {
+pub fn vae_decode(
+    config: &AutoencoderKLConfig,
+    batch: u64,
+    latent_height: u64,
+    latent_width: u64,
+) -> u64 {
     let b = batch;
     let latent = config.latent_channels as u64;
-    let reversed: Vec<u64> = config.block_out_channels.iter().rev().map(|&c| c as u64).collect();
+    let reversed: Vec<u64> = config
+        .block_out_channels
+        .iter()
+        .rev()
+        .map(|&c| c as u64)
+        .collect();
     let (mut h, mut w) = (latent_height, latent_width);
-    let mut total = if config.use_post_quant_conv { conv(b, latent, latent, 1, h, w) } else { 0 };
+    let mut total = if config.use_post_quant_conv {
+        conv(b, latent, latent, 1, h, w)
+    } else {
+        0
+    };
     let c = reversed[0];
     total += conv(b, latent, c, 3, h, w); // conv_in
     total += 2 * resnet(b, c, c, None, h, w);
@@ -214,7 +254,9 @@ mod tests {
     }
 
     fn field(v: &serde_json::Value, key: &str) -> u64 {
-        v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+        v[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing in {v}"))
     }
 
     /// Every figure torch's FlopCounterMode gave for the fixtures (text encoder, UNet at
@@ -222,10 +264,15 @@ mod tests {
     #[test]
     fn counts_equal_torch_flop_counter() {
         let reference: serde_json::Value =
-            serde_json::from_str(&read(&root().join("tests/fixtures/flops_reference.json"))).unwrap();
+            serde_json::from_str(&read(&root().join("tests/fixtures/flops_reference.json")))
+                .unwrap();
         let tokens = field(&reference, "text_tokens");
         let models = reference["models"].as_object().unwrap();
-        assert_eq!(models.len(), 4, "sd15-tiny, sd2-tiny, sd15-inpaint-tiny, shapes/model");
+        assert_eq!(
+            models.len(),
+            4,
+            "sd15-tiny, sd2-tiny, sd15-inpaint-tiny, shapes/model"
+        );
         let mut checked = 0;
         for (name, figures) in models {
             let (text, unet, vae) = configs(&root().join("tests/fixtures").join(name));
@@ -237,13 +284,25 @@ mod tests {
                 "{name}: text encoder"
             );
             for row in figures["unet"].as_array().unwrap() {
-                let (h, w, b) = (field(row, "height") / f, field(row, "width") / f, field(row, "batch"));
-                assert_eq!(unet_call(&unet, b, h, w, tokens), field(row, "flops"), "{name}: UNet {row}");
+                let (h, w, b) = (
+                    field(row, "height") / f,
+                    field(row, "width") / f,
+                    field(row, "batch"),
+                );
+                assert_eq!(
+                    unet_call(&unet, b, h, w, tokens),
+                    field(row, "flops"),
+                    "{name}: UNet {row}"
+                );
                 checked += 1;
             }
             for row in figures["vae_decode"].as_array().unwrap() {
                 let (h, w) = (field(row, "height") / f, field(row, "width") / f);
-                assert_eq!(vae_decode(&vae, 1, h, w), field(row, "flops"), "{name}: VAE decode {row}");
+                assert_eq!(
+                    vae_decode(&vae, 1, h, w),
+                    field(row, "flops"),
+                    "{name}: VAE decode {row}"
+                );
                 checked += 1;
             }
         }
@@ -259,11 +318,23 @@ mod tests {
         let step_256 = tflop(unet_call(&unet, 2, 32, 32, 77));
         let step_512 = tflop(unet_call(&unet, 2, 64, 64, 77));
         let decode_512 = tflop(vae_decode(&vae, 1, 64, 64));
-        assert!((step_256 - 0.36).abs() < 0.005, "UNet CFG step at 256²: {step_256} TFLOP");
-        assert!((step_512 - 1.61).abs() < 0.005, "UNet CFG step at 512²: {step_512} TFLOP");
-        assert!((decode_512 - 2.51).abs() < 0.005, "VAE decode at 512²: {decode_512} TFLOP");
+        assert!(
+            (step_256 - 0.36).abs() < 0.005,
+            "UNet CFG step at 256²: {step_256} TFLOP"
+        );
+        assert!(
+            (step_512 - 1.61).abs() < 0.005,
+            "UNet CFG step at 512²: {step_512} TFLOP"
+        );
+        assert!(
+            (decode_512 - 2.51).abs() < 0.005,
+            "VAE decode at 512²: {decode_512} TFLOP"
+        );
         // Batch is linear; the text encoder is small beside them (~0.01 TFLOP per prompt).
-        assert_eq!(unet_call(&unet, 2, 64, 64, 77), 2 * unet_call(&unet, 1, 64, 64, 77));
+        assert_eq!(
+            unet_call(&unet, 2, 64, 64, 77),
+            2 * unet_call(&unet, 1, 64, 64, 77)
+        );
         assert!(tflop(text_encoder(&text, 1, 77)) < 0.02);
     }
 }

@@ -92,7 +92,11 @@ impl Phase {
         let mut t = self.times_ms.clone();
         t.sort_by(f64::total_cmp);
         let n = t.len();
-        if n % 2 == 1 { t[n / 2] } else { (t[n / 2 - 1] + t[n / 2]) / 2.0 }
+        if n % 2 == 1 {
+            t[n / 2]
+        } else {
+            (t[n / 2 - 1] + t[n / 2]) / 2.0
+        }
     }
 
     fn min_ms(&self) -> f64 {
@@ -171,7 +175,13 @@ fn measure<const D: usize>(
         times_ms.push(started.elapsed().as_secs_f64() * 1e3);
         memory.sample(device);
     }
-    Ok(Phase { times_ms, first_ms, dispatches, kernels, flops })
+    Ok(Phase {
+        times_ms,
+        first_ms,
+        dispatches,
+        kernels,
+        flops,
+    })
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Error> {
@@ -186,7 +196,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         ));
     }
     if let Some(g) = args.guidance.filter(|g| !g.is_finite()) {
-        return Err(Error::BadInput(format!("--guidance {g}: must be a finite number")));
+        return Err(Error::BadInput(format!(
+            "--guidance {g}: must be a finite number"
+        )));
     }
     let (gpu, device) = match args.backend {
         Backend::Cpu => (false, device::cpu()),
@@ -194,14 +206,21 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     };
     eprintln!("loading {} ...", args.model.display());
     let model = StableDiffusion::load_dir(&args.model, &device)?;
-    device.sync().map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))?;
+    device
+        .sync()
+        .map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))?;
     let own = model.defaults();
-    let (width, height) = (args.width.unwrap_or(own.width), args.height.unwrap_or(own.height));
+    let (width, height) = (
+        args.width.unwrap_or(own.width),
+        args.height.unwrap_or(own.height),
+    );
     let guidance = args.guidance.unwrap_or(own.guidance_scale);
     let f = model.vae_scale_factor();
     for (name, v) in [("--width", width), ("--height", height)] {
         if v == 0 || v % f != 0 || v > MAX_SIDE {
-            return Err(Error::BadInput(format!("{name} {v}: must be a positive multiple of {f} up to {MAX_SIDE}")));
+            return Err(Error::BadInput(format!(
+                "{name} {v}: must be a positive multiple of {f} up to {MAX_SIDE}"
+            )));
         }
     }
     let (h, w) = (height / f, width / f);
@@ -214,14 +233,18 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     memory.sample(&device);
     eprintln!("text encoder ...");
     let text_flops = flops::text_encoder(&model.text_encoder_config, batch as u64, tokens);
-    let text = measure(&device, gpu, args.steps, text_flops, &mut memory, || model.encode_text(PROMPT, "", 1, cfg))?;
+    let text = measure(&device, gpu, args.steps, text_flops, &mut memory, || {
+        model.encode_text(PROMPT, "", 1, cfg)
+    })?;
 
     // The UNet's inputs, made once: noise as the sample, the real text context.
     let context = model.encode_text(PROMPT, "", 1, cfg)?; // [b, 77, d]
     let c_in = model.unet.in_channels();
     let noise = Noise::new(0);
-    let sample =
-        Tensor::<4>::from_data(TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]), &device);
+    let sample = Tensor::<4>::from_data(
+        TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]),
+        &device,
+    );
     let timestep = Tensor::<1>::from_data(TensorData::new(vec![500.0f32; batch], [batch]), &device);
     let cond = model.unet_config.time_cond_proj_dim.map(|dim| {
         let emb = guidance_scale_embedding(guidance - 1.0, dim);
@@ -230,14 +253,24 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     eprintln!("UNet ...");
     let unet_flops = flops::unet_call(&model.unet_config, batch as u64, h as u64, w as u64, tokens);
     let unet = measure(&device, gpu, args.steps, unet_flops, &mut memory, || {
-        model.unet.forward(sample.clone(), timestep.clone(), context.clone(), cond.clone())
+        model.unet.forward(
+            sample.clone(),
+            timestep.clone(),
+            context.clone(),
+            cond.clone(),
+        )
     })?;
 
     let c = model.latent_channels();
-    let latents = Tensor::<4>::from_data(TensorData::new(noise.normal(1, c * h * w), [1, c, h, w]), &device);
+    let latents = Tensor::<4>::from_data(
+        TensorData::new(noise.normal(1, c * h * w), [1, c, h, w]),
+        &device,
+    );
     eprintln!("VAE decoder ...");
     let vae_flops = flops::vae_decode(&model.vae_config, 1, h as u64, w as u64);
-    let vae = measure(&device, gpu, args.steps, vae_flops, &mut memory, || Ok(model.vae.decode(latents.clone())))?;
+    let vae = measure(&device, gpu, args.steps, vae_flops, &mut memory, || {
+        Ok(model.vae.decode(latents.clone()))
+    })?;
 
     let report = Report {
         model: args.model.display().to_string(),
@@ -310,9 +343,17 @@ impl Report {
             "{:<26} {:>10} {:>10} {:>10} {:>10} {:>9} {:>11}\n",
             "phase", "median ms", "min ms", "first ms", "GFLOP", "TFLOP/s", "dispatches"
         );
-        let prompts = if self.batch == 2 { "text encoder (2 prompts)" } else { "text encoder (1 prompt)" };
+        let prompts = if self.batch == 2 {
+            "text encoder (2 prompts)"
+        } else {
+            "text encoder (1 prompt)"
+        };
         let unet = format!("UNet call (batch {})", self.batch);
-        for (name, p) in [(prompts, &self.text), (unet.as_str(), &self.unet), ("VAE decode (1 image)", &self.vae)] {
+        for (name, p) in [
+            (prompts, &self.text),
+            (unet.as_str(), &self.unet),
+            ("VAE decode (1 image)", &self.vae),
+        ] {
             let dispatches = p.dispatches.map_or("-".to_string(), |d| d.to_string());
             out += &format!(
                 "{name:<26} {:>10.2} {:>10.2} {:>10.2} {:>10.3} {:>9.4} {dispatches:>11}\n",
@@ -323,7 +364,10 @@ impl Report {
                 p.tflops()
             );
         }
-        out += &format!("\nweights on the device: {:.1} MB\n", self.weight_bytes as f64 / 1e6);
+        out += &format!(
+            "\nweights on the device: {:.1} MB\n",
+            self.weight_bytes as f64 / 1e6
+        );
         if self.memory.sampled {
             out += &format!(
                 "GPU memory, most seen after a run: {:.1} MB reserved by the pools, {:.1} MB in use\n",

@@ -35,7 +35,13 @@ impl StableDiffusion {
     /// The UNet's text context as the pipeline makes it: with classifier-free guidance
     /// (`cfg`) `[uncond, cond]`, `[2, 77, d]`, the negative prompt encoded at the last layer;
     /// else the prompt's alone, `[1, 77, d]`. Queued on the device, not waited for.
-    pub fn encode_text(&self, prompt: &str, negative_prompt: &str, clip_skip: usize, cfg: bool) -> Result<Tensor<3>, Error> {
+    pub fn encode_text(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        clip_skip: usize,
+        cfg: bool,
+    ) -> Result<Tensor<3>, Error> {
         let cond = self.encode_prompt(prompt, clip_skip)?; // [1, 77, d]
         if !cfg {
             return Ok(cond);
@@ -93,7 +99,12 @@ impl StableDiffusion {
         let g = params.guidance_scale;
         let cfg = self.uses_cfg(g);
 
-        let context = self.encode_text(&params.prompt, &params.negative_prompt, params.clip_skip, cfg)?; // [b, 77, d]
+        let context = self.encode_text(
+            &params.prompt,
+            &params.negative_prompt,
+            params.clip_skip,
+            cfg,
+        )?; // [b, 77, d]
         finished(context.clone()).await?;
         let text_done = now_ms();
 
