@@ -289,6 +289,89 @@ pub async fn self_check(device: &Device) -> Result<f64, Error> {
     Ok(crate::compare::max_abs_diff(&got, &want))
 }
 
+/// Counts the GPU kernel launches the process issues while it lives: each launch is one
+/// compute dispatch (cubecl's wgpu runtime records one `dispatch_workgroups` per launch).
+///
+/// Counted through cubecl's launch observer (`cubecl::logging::LaunchObservation`), which
+/// is told of every launch, on the thread that issues it, before it is submitted; a launch
+/// with an empty grid is dropped by cubecl and not counted. burn runs without its `fusion`
+/// feature, so every tensor operation launches its kernels when it is called: the launches
+/// of a forward pass are counted by the time it returns, before the GPU has run them. The
+/// CPU backend (`flex`) launches no kernels, so nothing is counted there.
+///
+/// There is one observer slot per process: a second counter replaces the first while it
+/// lives, and the first counts again once the second is dropped.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DispatchCounter {
+    counts: std::sync::Arc<LaunchCounts>,
+    _observation: burn::cubecl::logging::LaunchObservation,
+}
+
+/// Launches by kernel name (cubecl's `&'static str` names: no allocation per launch).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Default)]
+struct LaunchCounts(std::sync::Mutex<std::collections::HashMap<&'static str, u64>>);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl burn::cubecl::logging::LaunchObserver for LaunchCounts {
+    fn launched(&self, kernel: &'static str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(kernel).or_default() += 1;
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl DispatchCounter {
+    /// Starts counting.
+    pub fn start() -> Self {
+        let counts = std::sync::Arc::new(LaunchCounts::default());
+        let _observation = burn::cubecl::logging::LaunchObservation::new(counts.clone());
+        DispatchCounter {
+            counts,
+            _observation,
+        }
+    }
+
+    /// Launches so far.
+    pub fn total(&self) -> u64 {
+        self.counts.0.lock().map(|c| c.values().sum()).unwrap_or(0)
+    }
+
+    /// Launches so far by kernel, most launched first. Names are shortened as cubecl's
+    /// profiling log writes them (module paths dropped: `KernelBinop | MulOp`), then cut to
+    /// the kernel and its first type argument (a matmul's names its whole tiling setup).
+    pub fn by_kernel(&self) -> Vec<(String, u64)> {
+        use burn::cubecl::config::{TypeNameFormatLevel, type_name_format};
+        let mut merged = std::collections::BTreeMap::<String, u64>::new();
+        if let Ok(counts) = self.counts.0.lock() {
+            for (name, n) in counts.iter() {
+                let balanced = type_name_format(name, TypeNameFormatLevel::Balanced);
+                let short = balanced
+                    .split(" | ")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                *merged.entry(short).or_default() += n;
+            }
+        }
+        let mut list: Vec<(String, u64)> = merged.into_iter().collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    }
+}
+
+/// What the device's memory pools hold now: `(bytes reserved, bytes in use)`, from burn's
+/// `Device::memory_pool_usage` (cubecl's memory report summed over every pool and stream).
+/// Reserved is what the GPU has given the pools (at least what is in use: pages kept for
+/// reuse and padding); in use is what live tensors take. `None` on the CPU backend, which
+/// reports none. cubecl keeps high-water marks only as page counts per pool, not in bytes,
+/// so a peak is found by sampling this after each phase of work.
+pub fn memory_usage(device: &Device) -> Option<(u64, u64)> {
+    let usage = device.memory_pool_usage()?;
+    Some((usage.bytes_reserved, usage.bytes_in_use))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! `sd-weights`: the native companion of sd-webgpu.
 
+mod bench;
 mod convert;
 mod generate;
 mod inspect;
@@ -45,6 +46,9 @@ enum Command {
     },
     /// Write a full-size model with random weights (diffusers layout), for size and speed tests.
     Synth(synth::SynthArgs),
+    /// Time the text encoder, one UNet call and the VAE decoder on a backend: milliseconds,
+    /// achieved TFLOP/s, GPU dispatches, weight bytes and GPU memory.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Inspect { dir } => finish(inspect::inspect(&dir)),
         Command::Verify { dir } => finish(inspect::verify(&dir)),
         Command::Synth(args) => finish(synth::run(args)),
+        Command::Bench(args) => finish(bench::run(args)),
     }
 }
 

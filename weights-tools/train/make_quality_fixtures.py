@@ -40,10 +40,8 @@ CASES = [
     ("green_triangle", "a small green triangle on a white background", 3),
     ("purple_circle", "a purple circle on an orange background", 4),
 ]
-# The model's own sampler (Euler, deterministic) and defaults.
-STEPS = 20
-GUIDANCE = 5.0
-SIZE = 64
+# The model's own sampler (Euler, deterministic); steps, guidance and size are its recorded
+# defaults (`_sd_webgpu_defaults` in its scheduler config).
 
 
 def main():
@@ -57,6 +55,9 @@ def main():
     OUT.mkdir(parents=True)
     pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None)
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler", pipe.scheduler
+    defaults = json.loads((args.model / "scheduler/scheduler_config.json").read_text())["_sd_webgpu_defaults"]
+    steps, guidance, size = defaults["steps"], defaults["guidance_scale"], defaults["width"]
+    assert defaults["height"] == size
     pipe.set_progress_bar_config(disable=True)
 
     half = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float16, safety_checker=None)
@@ -65,16 +66,16 @@ def main():
     shutil.copytree(args.model / "tokenizer", OUT / "model/tokenizer")
 
     f = pipe.vae_scale_factor
-    shape = (1, pipe.unet.config.in_channels, SIZE // f, SIZE // f)
+    shape = (1, pipe.unet.config.in_channels, size // f, size // f)
     for name, prompt, seed in CASES:
         latents = seeded_noise(seed, 0, shape)
         with torch.no_grad():
-            image = pipe(prompt, num_inference_steps=STEPS, guidance_scale=GUIDANCE, height=SIZE, width=SIZE,
+            image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                          latents=torch.from_numpy(latents), output_type="np").images[0]
         np.save(OUT / f"{name}_latents.npy", latents.astype(np.float32))
         np.save(OUT / f"{name}_image.npy", image.astype(np.float32))
         print(name, prompt, "mean colour", image.reshape(-1, 3).mean(0).round(3))
-    meta = {"steps": STEPS, "guidance": GUIDANCE, "scheduler": "euler", "size": SIZE,
+    meta = {"steps": steps, "guidance": guidance, "scheduler": "euler", "size": size,
             "cases": [{"name": n, "prompt": p, "seed": s} for n, p, s in CASES]}
     (OUT / "quality.json").write_text(json.dumps(meta, indent=2) + "\n")
 

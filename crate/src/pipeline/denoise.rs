@@ -32,6 +32,30 @@ impl StableDiffusion {
         self.text_encoder.forward(ids, clip_skip)
     }
 
+    /// The UNet's text context as the pipeline makes it: with classifier-free guidance
+    /// (`cfg`) `[uncond, cond]`, `[2, 77, d]`, the negative prompt encoded at the last layer;
+    /// else the prompt's alone, `[1, 77, d]`. Queued on the device, not waited for.
+    pub fn encode_text(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        clip_skip: usize,
+        cfg: bool,
+    ) -> Result<Tensor<3>, Error> {
+        let cond = self.encode_prompt(prompt, clip_skip)?; // [1, 77, d]
+        if !cfg {
+            return Ok(cond);
+        }
+        let uncond = self.encode_prompt(negative_prompt, 1)?; // [1, 77, d]
+        Ok(Tensor::cat(vec![uncond, cond], 0)) // [2, 77, d]
+    }
+
+    /// Whether a generation at `guidance_scale` runs classifier-free guidance (a UNet batch
+    /// of 2): above 1, for UNets without LCM's guidance embedding (`time_cond_proj_dim`).
+    pub fn uses_cfg(&self, guidance_scale: f64) -> bool {
+        guidance_scale > 1.0 && self.unet_config.time_cond_proj_dim.is_none()
+    }
+
     /// `[1, 3, H, W]` in `[-1, 1]` from an RGB image in `[0, 1]` (diffusers' `2x − 1`).
     fn image_tensor(&self, image: &Image) -> Tensor<4> {
         let hwc = TensorData::new(image.rgb.clone(), [1, image.height, image.width, 3]);
@@ -73,16 +97,14 @@ impl StableDiffusion {
         let device = &self.device;
         let mode = params.mode();
         let g = params.guidance_scale;
-        let cfg = g > 1.0 && self.unet_config.time_cond_proj_dim.is_none();
+        let cfg = self.uses_cfg(g);
 
-        // Text: [uncond, cond] with guidance, else [cond].
-        let cond = self.encode_prompt(&params.prompt, params.clip_skip)?; // [1, 77, d]
-        let context = if cfg {
-            let uncond = self.encode_prompt(&params.negative_prompt, 1)?; // [1, 77, d]
-            Tensor::cat(vec![uncond, cond], 0) // [2, 77, d]
-        } else {
-            cond
-        };
+        let context = self.encode_text(
+            &params.prompt,
+            &params.negative_prompt,
+            params.clip_skip,
+            cfg,
+        )?; // [b, 77, d]
         finished(context.clone()).await?;
         let text_done = now_ms();
 
