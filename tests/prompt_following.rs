@@ -257,20 +257,14 @@ struct Drawn {
 /// Draws the scope's images and counts the shares.
 async fn draw(device: &Device, scope: Scope) -> Result<Drawn, String> {
     let model = load(device)?;
-    let defaults = model
-        .scheduler_config
-        .get("_sd_webgpu_defaults")
-        .cloned()
-        .ok_or("no _sd_webgpu_defaults in the scheduler config")?;
-    let steps = defaults["steps"].as_u64().ok_or("defaults: steps")? as usize;
-    let guidance_scale = defaults["guidance_scale"]
-        .as_f64()
-        .ok_or("defaults: guidance_scale")?;
+    // The model's own settings (its recorded `_sd_webgpu_defaults`: steps, guidance, 64×64).
+    let defaults = model.info().defaults;
+    let (steps, guidance_scale) = (defaults.steps, defaults.guidance_scale);
     let base = GenerateParams {
         steps,
         guidance_scale,
-        width: 64,
-        height: 64,
+        width: defaults.width,
+        height: defaults.height,
         ..Default::default()
     };
     let prompts = &prompts()[..scope.prompts];

@@ -9,7 +9,7 @@ mod common;
 
 use common::npy;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array, Uint8ClampedArray};
-use sd_webgpu::web::Generator;
+use sd_webgpu::web::{Generator, model_info_from_manifest};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -118,6 +118,17 @@ async fn generate_matches_diffusers_with_progress() {
             .as_string()
             .as_deref(),
         Some("11")
+    );
+    // The A1111 parameters text; a model from loadFiles has no name, so no `Model:` field.
+    assert_eq!(
+        Reflect::get(&result, &"parameters".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some(
+            "a red cube on a table\nNegative prompt: \n\
+             Steps: 4, Sampler: Euler a, CFG scale: 7.5, Seed: 11, Size: 32x32"
+        )
     );
     assert_eq!(calls.length(), 4);
     let preview = |i: u32| Reflect::get(&calls.get(i), &"preview".into()).unwrap();
@@ -478,6 +489,10 @@ fn fake_fetch_at(prefix: &str, files: &js_sys::Map, log: &Array) -> JsValue {
 #[wasm_bindgen_test]
 async fn load_streams_a_converted_model() {
     let generator = Generator::create().await.unwrap();
+    assert!(
+        generator.model_info().unwrap().is_null(),
+        "modelInfo before a load"
+    );
     let log = Array::new();
     let original = fake_fetch(&converted_files(None), &log);
 
@@ -501,6 +516,43 @@ async fn load_streams_a_converted_model() {
         fixture!("converted/sd15-tiny-q8_image.npy"),
     )
     .unwrap();
+    // The parameters name the model by its URL's last part.
+    assert_eq!(
+        Reflect::get(&result, &"parameters".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some(
+            "a red cube on a table\nNegative prompt: \n\
+             Steps: 3, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: sd15"
+        )
+    );
+    // What the loaded model is (ModelInfo), the same as from its manifest before loading.
+    let info = generator.model_info().unwrap();
+    let json = |v: &JsValue| js_sys::JSON::stringify(v).unwrap().as_string().unwrap();
+    assert_eq!(
+        json(&info),
+        r#"{"family":"sd1","width":64,"height":64,"sizeStep":8,"latentChannels":4,"scheduler":"pndm","inpainting":false,"lcm":false,"defaults":{"steps":20,"guidanceScale":7.5,"width":64,"height":64,"prompt":null}}"#
+    );
+    let manifest = std::str::from_utf8(fixture!("converted/sd15-tiny-q8/manifest.json")).unwrap();
+    assert_eq!(
+        json(&model_info_from_manifest(manifest).unwrap()),
+        json(&info)
+    );
+    let err = model_info_from_manifest("{").unwrap_err();
+    assert!(
+        Reflect::get(&err, &"code".into())
+            .unwrap()
+            .as_string()
+            .is_some()
+    );
+    // The schedulers, with A1111's names and diffusers' classes.
+    let schedulers = Array::from(&Generator::schedulers().unwrap());
+    assert_eq!(schedulers.length(), 7);
+    assert_eq!(
+        json(&schedulers.get(3)),
+        r#"{"name":"euler-a","a1111Name":"Euler a","className":"EulerAncestralDiscreteScheduler"}"#
+    );
     // Timings: every phase, adding up to at most the total.
     let timings = Reflect::get(&result, &"timings".into()).unwrap();
     let ms = |k: &str| {

@@ -2,7 +2,7 @@
 // All GPU work runs in worker.js (through engine.js), so the page stays responsive.
 import { Engine } from "./engine.js";
 import { MaskEditor, coverImage } from "./mask.js";
-import { encodePng, a1111Parameters } from "./png.js";
+import { encodePng } from "./png.js";
 
 const $ = (id) => document.getElementById(id);
 const DEFAULT_MODEL = "models/shapes";
@@ -156,50 +156,24 @@ async function checkGpu() {
 const model = {
   key: null, // the loaded (or loading) model's URL key
   loaded: false,
-  info: null, // see modelInfo()
+  info: null, // the engine's ModelInfo (Generator's modelInfo) of the loaded model
   loading: null, // AbortController of a running load
 };
 
-/** What the page needs from a manifest: sizes, the model's own scheduler, page defaults. */
-function modelInfo(manifest) {
-  const configs = manifest.configs ?? {};
-  const unet = configs["unet/config.json"] ?? {};
-  const vae = configs["vae/config.json"] ?? {};
-  const scheduler = configs["scheduler/scheduler_config.json"] ?? {};
-  const vaeScale = 2 ** ((vae.block_out_channels?.length ?? 4) - 1);
-  // Any multiple of the VAE's factor, as in diffusers: the UNet's up blocks follow the sizes
-  // of their skip connections.
-  const unit = vaeScale;
-  const latent = vae.latent_channels ?? 4;
-  const schedulers = {
-    DDIMScheduler: "ddim",
-    PNDMScheduler: "pndm",
-    EulerDiscreteScheduler: "euler",
-    EulerAncestralDiscreteScheduler: "euler-a",
-    LCMScheduler: "lcm",
-    DPMSolverMultistepScheduler: scheduler.use_karras_sigmas ? "dpmpp-2m-karras" : "dpmpp-2m",
-  };
-  const own = schedulers[scheduler._class_name] ?? "pndm";
-  const lcm = own === "lcm";
-  // A model may carry the settings it was made for (the built-in one does, in its
-  // scheduler config: `_sd_webgpu_defaults`, which diffusers ignores).
-  const ownDefaults = scheduler._sd_webgpu_defaults ?? {};
-  const defaults = {
-    steps: ownDefaults.steps ?? (lcm ? 4 : 20),
-    guidanceScale: ownDefaults.guidance_scale ?? (lcm ? 1 : 7.5),
-    ...(ownDefaults.prompt ? { prompt: ownDefaults.prompt } : {}),
-    ...(manifest.defaults ?? {}),
-  };
-  return {
-    family: manifest.family,
-    quantization: manifest.quantization,
-    bytes: manifest.bytes,
-    size: (unet.sample_size ?? 64) * vaeScale,
-    unit,
-    scheduler: own,
-    inpainting: unet.in_channels === 2 * latent + 1,
-    defaults,
-  };
+/**
+ * Fills the scheduler list from the engine's (`Generator.schedulers()`): A1111's names, our
+ * names as values. "Model's own" stays first.
+ */
+async function fillSchedulers() {
+  const list = await engine.request("schedulers");
+  const select = $("scheduler");
+  for (const { name, a1111Name, className } of list) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = a1111Name;
+    option.title = `${className} (${name})`;
+    select.append(option);
+  }
 }
 
 function chosenModelUrl() {
@@ -207,19 +181,25 @@ function chosenModelUrl() {
   return choice === "custom" ? $("model-url").value : choice;
 }
 
-function applyModelDefaults(info) {
-  const { defaults, size, unit } = info;
+/**
+ * Sets the controls to what the model is made for: the engine's ModelInfo (`info`), with the
+ * manifest's optional `"defaults"` (`start`: the page's starting values, which the engine
+ * ignores) over its defaults.
+ */
+function applyModelDefaults(info, start) {
+  const defaults = { ...info.defaults, ...start };
   for (const id of ["width", "height"]) {
-    $(id).step = unit;
-    $(id).min = unit;
-    $(id).value = defaults[id] ?? size;
+    $(id).step = info.sizeStep;
+    $(id).min = info.sizeStep;
+    $(id).value = defaults[id];
   }
   $("steps").value = defaults.steps;
   $("guidance").value = defaults.guidanceScale;
   $("scheduler").value = defaults.scheduler ?? "";
   if (defaults.prompt && !$("prompt").dataset.edited) $("prompt").value = defaults.prompt;
   const label = $("scheduler").querySelector('option[value=""]');
-  label.textContent = `Model's own (${$("scheduler").querySelector(`option[value="${info.scheduler}"]`)?.textContent ?? info.scheduler})`;
+  const own = info.scheduler && $("scheduler").querySelector(`option[value="${info.scheduler}"]`);
+  label.textContent = own ? `Model's own (${own.textContent})` : "Model's own (not one we have: pick one)";
   for (const tab of document.querySelectorAll("[role=tab]")) {
     tab.disabled = info.inpainting && tab.dataset.mode !== "inpaint";
   }
@@ -290,8 +270,7 @@ async function loadModel(url = chosenModelUrl()) {
   const counter = { started: performance.now(), fresh: 0, last: 0 };
   try {
     const manifest = await engine.request("manifest", { url: key });
-    const info = manifest ? modelInfo(manifest) : null;
-    await engine.request("load", { url: key }, {
+    const info = await engine.request("load", { url: key }, {
       signal: model.loading.signal,
       onEvent: (p) => {
         if (p.phase === "download") showDownload(p, counter);
@@ -303,9 +282,9 @@ async function loadModel(url = chosenModelUrl()) {
     model.loaded = true;
     setState("model", "ready");
     localStorage.setItem("sd-webgpu:model", key);
-    const parts = [info?.family, info?.quantization, info && mb(info.bytes), info && `${info.size}×${info.size}`].filter(Boolean);
-    $("model-status").textContent = `Loaded ${modelName(key)} (${parts.join(", ")}).`;
-    if (info && changed) applyModelDefaults(info);
+    const parts = [info.family, manifest?.quantization, manifest && mb(manifest.bytes), `${info.width}×${info.height}`];
+    $("model-status").textContent = `Loaded ${modelName(key)} (${parts.filter(Boolean).join(", ")}).`;
+    if (changed) applyModelDefaults(info, manifest?.defaults);
     countTokens();
   } catch (e) {
     setState("model", "error");
@@ -485,8 +464,9 @@ async function uploadSource(file) {
     $("create-status").textContent = `${file.name} is not an image this browser can read.`;
     return;
   }
-  const size = model.info?.size ?? 512;
-  const unit = model.info?.unit ?? 8;
+  // Before any model is loaded: SD's 512 pixels and the VAE's step of 8.
+  const size = model.info ? Math.max(model.info.width, model.info.height) : 512;
+  const unit = model.info?.sizeStep ?? 8;
   const scale = size / Math.max(bitmap.width, bitmap.height);
   const w = Math.max(unit, Math.round((bitmap.width * scale) / unit) * unit);
   const h = Math.max(unit, Math.round((bitmap.height * scale) / unit) * unit);
@@ -540,14 +520,13 @@ function settings() {
     negativePrompt: $("negative").value,
     steps: readNumber("steps"),
     guidanceScale: readNumber("guidance"),
-    scheduler: scheduler || model.info?.scheduler || "pndm",
+    scheduler,
     ownScheduler: !scheduler,
     width: readNumber("width"),
     height: readNumber("height"),
     batch: Math.max(1, Math.min(16, Math.round(readNumber("batch")))),
     strength: readNumber("strength"),
     preview: $("live-preview").checked,
-    model: model.key ? modelName(model.key) : "",
   };
   s.seed = readSeed(s.batch);
   return s;
@@ -693,7 +672,7 @@ function addToGallery(result, params) {
   li.querySelector(".meta").textContent =
     `seed ${params.seed} · ${params.width}×${params.height} · ${params.steps} steps${kind}` +
     (params.ms ? ` · ${(params.ms / 1000).toFixed(1)} s` : "");
-  const parameters = a1111Parameters(params);
+  const parameters = result.parameters;
   li.querySelector("figure").title = parameters;
   li.addEventListener("click", async (e) => {
     const action = e.target.closest("button")?.dataset.action;
@@ -835,6 +814,8 @@ async function main() {
   }
   refreshCached();
   const gpuOk = checkGpu();
+  // The engine's scheduler list (no GPU needed); a failure shows when the engine is asked next.
+  await fillSchedulers().catch((e) => console.warn("no scheduler list:", e.message));
   // Start with the last model used if it is stored here, else the built-in one.
   const last = localStorage.getItem("sd-webgpu:model");
   const stored = last ? (await engine.request("cachedModels").catch(() => [])).some((m) => m.url === last) : false;

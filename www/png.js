@@ -1,5 +1,7 @@
 // PNG files with the generation parameters embedded, as AUTOMATIC1111's web UI writes them:
 // a text chunk with the keyword "parameters", which image viewers and model sites read back.
+// The text itself comes from the engine (each generated image's `parameters`, made by the
+// crate as `sd-weights generate` makes it); this module only writes it into the file.
 //
 // The browser encodes the pixels (canvas.toBlob); we insert the text chunk after IHDR.
 // Latin-1 text goes in a tEXt chunk; anything else in an iTXt chunk (UTF-8), as the
@@ -80,37 +82,4 @@ export async function encodePng(imageData, parameters) {
   const blob = await canvas.convertToBlob({ type: "image/png" });
   const png = new Uint8Array(await blob.arrayBuffer());
   return parameters ? withText(png, "parameters", parameters) : png;
-}
-
-// A1111's sampler names for our schedulers.
-export const A1111_SAMPLERS = {
-  ddim: "DDIM",
-  pndm: "PLMS",
-  euler: "Euler",
-  "euler-a": "Euler a",
-  "dpmpp-2m": "DPM++ 2M",
-  "dpmpp-2m-karras": "DPM++ 2M Karras",
-  lcm: "LCM",
-};
-
-/**
- * The A1111 `parameters` text, laid out as the web UI (and `sd-weights generate`) writes it:
- *
- *     a red circle
- *     Negative prompt: blurry
- *     Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes
- */
-export function a1111Parameters(p) {
-  let text = `${p.prompt}\nNegative prompt: ${p.negativePrompt ?? ""}\n`;
-  const fields = [
-    `Steps: ${p.steps}`,
-    `Sampler: ${A1111_SAMPLERS[p.scheduler] ?? p.scheduler}`,
-    `CFG scale: ${p.guidanceScale}`,
-    `Seed: ${p.seed}`,
-    `Size: ${p.width}x${p.height}`,
-    `Model: ${p.model}`,
-  ];
-  if (p.mode !== "generate") fields.push(`Denoising strength: ${p.strength}`);
-  text += fields.join(", ");
-  return text;
 }

@@ -16,13 +16,14 @@ async function engine() {
   return generator;
 }
 
-// The manifest of a converted model, for the page's defaults (image size, scheduler, ...):
-// from the network (or the service worker's copy), else the copy the model cache keeps in
-// IndexedDB (crate/js/chunk_cache.js: database "sd-webgpu", store "models", key = URL).
+// The manifest of a converted model (its text), for the page's defaults (image size,
+// scheduler, ...): from the network (or the service worker's copy), else the copy the model
+// cache keeps in IndexedDB (crate/js/chunk_cache.js: database "sd-webgpu", store "models",
+// key = URL).
 async function manifest(url) {
   try {
     const response = await fetch(`${url}/manifest.json`);
-    if (response.ok) return await response.json();
+    if (response.ok) return await response.text();
   } catch (_) {
     // offline: try the stored copy
   }
@@ -38,7 +39,7 @@ async function manifest(url) {
       get.onerror = () => resolve(undefined);
     };
   });
-  if (stored) return JSON.parse(stored.manifest);
+  if (stored) return stored.manifest;
   return null;
 }
 
@@ -58,12 +59,20 @@ const handlers = {
     return gpuSelfCheck();
   },
 
+  // What the page shows of a manifest, and its optional page defaults. What the model is comes
+  // from the engine: `load` answers with the loaded model's ModelInfo (modelInfoFromManifest
+  // would give the same from the manifest's text, before loading).
   async manifest({ url }) {
-    const m = await manifest(url);
-    if (!m) return null;
-    // Only what the page needs: the tensors list is long.
+    const text = await manifest(url);
+    if (!text) return null;
+    const m = JSON.parse(text);
     const bytes = [...m.files, ...m.chunks].reduce((sum, f) => sum + f.size, 0);
-    return { family: m.family, quantization: m.quantization, configs: m.configs, defaults: m.defaults, bytes };
+    return { quantization: m.quantization, bytes, defaults: m.defaults };
+  },
+
+  async schedulers() {
+    await ready;
+    return Generator.schedulers();
   },
 
   async load({ url }, id, signal) {
@@ -72,7 +81,7 @@ const handlers = {
       signal,
       onProgress: (p) => postMessage({ id, event: "progress", ...p }),
     });
-    return true;
+    return gen.modelInfo;
   },
 
   async generate({ mode, options }, id, signal) {

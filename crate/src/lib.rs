@@ -12,6 +12,7 @@ pub mod flops;
 pub mod format;
 mod json;
 pub mod model;
+pub mod model_info;
 pub mod nn;
 pub mod npy;
 pub mod ops;

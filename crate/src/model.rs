@@ -16,6 +16,9 @@
 //! through a [`ModelFiles`] source, so the same loader reads a folder natively
 //! ([`StableDiffusion::load_dir`]) or files already in memory ([`StableDiffusion::from_files`],
 //! for the browser).
+//!
+//! What a model is (native size, size step, own scheduler, inpainting, defaults, ...) is
+//! worked out from its configs in [`crate::model_info`] ([`StableDiffusion::info`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -277,65 +280,6 @@ impl StableDiffusion {
     pub fn vae_scale_factor(&self) -> usize {
         self.vae_config.downscale_factor()
     }
-
-    /// What a generation uses where the caller leaves a setting out (the CLI and the JS API
-    /// both ask this). See [`ModelDefaults`].
-    pub fn defaults(&self) -> ModelDefaults {
-        let native = self
-            .unet_config
-            .sample_size
-            .as_ref()
-            .and_then(|s| s.height_width());
-        let native =
-            native.map(|(h, w)| (h * self.vae_scale_factor(), w * self.vae_scale_factor()));
-        let recorded = self.scheduler_config.get("_sd_webgpu_defaults");
-        ModelDefaults::new(recorded, native)
-    }
-}
-
-/// The settings a model is made for, used where a call leaves them out.
-///
-/// - Size: what the model records, else the UNet's `sample_size` × the VAE's scale factor,
-///   as diffusers' pipeline does (`height = height or unet.config.sample_size *
-///   vae_scale_factor`, `pipeline_stable_diffusion.py`): 512 for SD 1.5, 768 for SD 2.1-v,
-///   64 for the built-in model; 512×512 when the UNet config has no `sample_size`.
-/// - Steps and guidance: what the model records, else 20 and 7.5.
-///
-/// A model records its own in `_sd_webgpu_defaults` of its scheduler config (diffusers
-/// ignores keys starting with `_`): `{ "steps", "guidance_scale", "width", "height" }`, as the
-/// built-in model does. Fields that are missing or not numbers of the right kind are ignored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelDefaults {
-    pub steps: usize,
-    pub guidance_scale: f64,
-    /// Pixels.
-    pub width: usize,
-    /// Pixels.
-    pub height: usize,
-}
-
-impl ModelDefaults {
-    /// From the recorded `_sd_webgpu_defaults` (if any) and the native `(height, width)` in
-    /// pixels (if known).
-    pub fn new(recorded: Option<&serde_json::Value>, native: Option<(usize, usize)>) -> Self {
-        let fallback = crate::pipeline::GenerateParams::default();
-        let field = |k: &str| recorded.and_then(|v| v.get(k));
-        let size = |k: &str| {
-            field(k)
-                .and_then(|x| x.as_u64())
-                .and_then(|x| usize::try_from(x).ok())
-                .filter(|&x| x > 0)
-        };
-        let (native_h, native_w) = native.unwrap_or((fallback.height, fallback.width));
-        ModelDefaults {
-            steps: size("steps").unwrap_or(fallback.steps),
-            guidance_scale: field("guidance_scale")
-                .and_then(|x| x.as_f64())
-                .unwrap_or(fallback.guidance_scale),
-            width: size("width").unwrap_or(native_w),
-            height: size("height").unwrap_or(native_h),
-        }
-    }
 }
 
 /// Sums parameter sizes as stored on the device.
@@ -354,47 +298,5 @@ impl burn::module::ModuleVisitor for WeightBytes {
             dtype => tensor.shape().num_elements() * dtype.size(),
         };
         self.0 += bytes as u64;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ModelDefaults;
-
-    #[test]
-    fn defaults_take_what_the_model_records_then_its_native_size() {
-        let v = serde_json::json!({"steps": 25, "guidance_scale": 3.0, "width": 64, "height": 48, "prompt": "x"});
-        let want = ModelDefaults {
-            steps: 25,
-            guidance_scale: 3.0,
-            width: 64,
-            height: 48,
-        };
-        assert_eq!(ModelDefaults::new(Some(&v), Some((768, 768))), want);
-        // Nothing recorded: the UNet's sample_size × 8 ([h, w] order), then 20 steps at 7.5.
-        let native = ModelDefaults {
-            steps: 20,
-            guidance_scale: 7.5,
-            width: 1024,
-            height: 768,
-        };
-        assert_eq!(ModelDefaults::new(None, Some((768, 1024))), native);
-        // Wrong kinds and zero sizes are ignored.
-        let v =
-            serde_json::json!({"steps": "20", "guidance_scale": null, "width": 0, "height": -8});
-        assert_eq!(ModelDefaults::new(Some(&v), Some((768, 1024))), native);
-        assert_eq!(
-            ModelDefaults::new(Some(&serde_json::json!([1, 2])), Some((768, 1024))),
-            native
-        );
-        // No sample_size either: 512×512.
-        assert_eq!(
-            ModelDefaults::new(None, None),
-            ModelDefaults {
-                width: 512,
-                height: 512,
-                ..native
-            }
-        );
     }
 }

@@ -209,7 +209,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     device
         .sync()
         .map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))?;
-    let own = model.defaults();
+    let own = model.info().defaults;
     let (width, height) = (
         args.width.unwrap_or(own.width),
         args.height.unwrap_or(own.height),

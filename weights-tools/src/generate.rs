@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use sd_webgpu::model::StableDiffusion;
-use sd_webgpu::pipeline::{GenerateParams, Image, Mask, Mode, Progress};
+use sd_webgpu::pipeline::{GenerateParams, Image, Mask, Progress};
 use sd_webgpu::scheduler::{SchedulerKind, TimestepSpacing};
 use sd_webgpu::{Error, device, npy};
 
@@ -39,8 +39,7 @@ pub struct GenerateArgs {
     /// own, else 7.5).
     #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f64>,
-    /// Sampler: ddim, pndm, euler, euler-a, dpmpp-2m, dpmpp-2m-karras, lcm (default: the model's own).
-    #[arg(long)]
+    #[arg(long, help = scheduler_help())]
     pub scheduler: Option<String>,
     /// Override the scheduler config's timestep_spacing: leading, trailing or linspace
     /// (trailing for SD-Turbo-style few-step sampling).
@@ -84,6 +83,12 @@ pub struct GenerateArgs {
     /// The image to write: .png or .npy.
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// `--scheduler`'s help, naming the schedulers as [`SchedulerKind`] lists them.
+fn scheduler_help() -> String {
+    let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+    format!("Sampler: {} (default: the model's own)", names.join(", "))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -173,7 +178,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         started.elapsed().as_secs_f64(),
         model.weight_bytes() as f64 / 1e6
     );
-    let own = model.defaults();
+    let own = model.info().defaults;
     let steps = args.steps.unwrap_or(own.steps);
     let guidance = args.guidance.unwrap_or(own.guidance_scale);
     let f = model.vae_scale_factor();
@@ -275,24 +280,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| args.model.display().to_string());
-    // A1111's layout, which image viewers and model sites read back.
-    let mut text = args.prompt.clone();
-    text.push_str(&format!("\nNegative prompt: {}", args.negative_prompt));
-    text.push_str(&format!(
-        "\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {seed}, Size: {width}x{height}, Model: {model_name}",
-        steps,
-        sampler.a1111_name(),
-        guidance
-    ));
-    if params.mode() != Mode::Txt2Img {
-        text.push_str(&format!(", Denoising strength: {}", params.strength()));
-    }
-    if args.clip_skip != 1 {
-        text.push_str(&format!(", Clip skip: {}", args.clip_skip));
-    }
-    if args.eta != 0.0 {
-        text.push_str(&format!(", Eta: {}", args.eta));
-    }
+    let text = params.a1111_parameters(sampler, Some(&model_name));
 
     let bytes = match format {
         Format::Png => png_bytes(&image, &text)?,

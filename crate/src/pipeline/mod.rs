@@ -31,6 +31,7 @@
 mod denoise;
 mod image;
 mod noise;
+mod parameters;
 mod preview;
 
 pub use denoise::now_ms;
@@ -222,7 +223,7 @@ impl GenerateParams {
         let bad = |s: String| Err(Error::BadInput(s));
         let latent = model.latent_channels();
         let unet = model.unet.in_channels();
-        let inpainting_unet = unet == 2 * latent + 1;
+        let inpainting_unet = model.info().inpainting;
         if unet != latent && !inpainting_unet {
             return Err(Error::BadConfig(format!(
                 "unet: in_channels = {unet} fits neither the VAE's latent_channels = {latent} nor an inpainting UNet ({})",

@@ -3,6 +3,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{DDPM_DEFAULTS, PredictionType, Schedule};
 use super::{add_noise_alpha, lin};
@@ -24,7 +25,7 @@ pub struct Ddim {
 
 impl Ddim {
     pub fn from_config(config: &SchedulerConfig) -> Result<Self, Error> {
-        let fields = Fields::new(config, "DDIMScheduler");
+        let fields = Fields::new(config, SchedulerKind::Ddim.class_name());
         let schedule = Schedule::read(&fields, &DDPM_DEFAULTS)?;
         fields.require_flag("thresholding", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;

@@ -10,6 +10,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{
     BetaSchedule, DDPM_DEFAULTS, Defaults, PredictionType, Schedule, TimestepSpacing,
@@ -48,7 +49,7 @@ pub struct DpmSolver {
 
 impl DpmSolver {
     pub fn from_config(config: &SchedulerConfig, use_karras_sigmas: bool) -> Result<Self, Error> {
-        let fields = Fields::new(config, "DPMSolverMultistepScheduler");
+        let fields = Fields::new(config, SchedulerKind::DpmPp2m.class_name());
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         fields.require_flag("thresholding", false, false)?;
         for flag in [
@@ -177,7 +178,7 @@ impl DpmSolver {
         // torch's .to(int64) truncates (the unrounded cosine-schedule Karras timesteps).
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::trunc).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
-        check_first_timestep_unique(&timesteps, "DPMSolverMultistepScheduler")?;
+        check_first_timestep_unique(&timesteps, SchedulerKind::DpmPp2m.class_name())?;
         // Without Karras sigmas a repeated timestep is a repeated σ: a zero-length step,
         // after which the second-order update divides by that zero length (only "linspace"
         // with as many steps as training timesteps gets there; diffusers runs it).

@@ -7,6 +7,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::lin;
 use super::schedule::{
@@ -34,7 +35,7 @@ pub struct Euler {
 
 impl Euler {
     pub fn from_config(config: &SchedulerConfig) -> Result<Self, Error> {
-        let fields = Fields::new(config, "EulerDiscreteScheduler");
+        let fields = Fields::new(config, SchedulerKind::Euler.class_name());
         let schedule = Schedule::read(&fields, &EULER_DEFAULTS)?;
         fields.choice("interpolation_type", "linear", &["linear"])?;
         fields.choice("timestep_type", "discrete", &["discrete"])?;
@@ -82,7 +83,7 @@ impl Euler {
         let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).chain([last]).collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
-        check_first_timestep_unique(&timesteps, "EulerDiscreteScheduler")?;
+        check_first_timestep_unique(&timesteps, SchedulerKind::Euler.class_name())?;
         self.init_noise_sigma = self.schedule.euler_init_noise_sigma(&sigmas);
         (self.timesteps, self.sigmas) = (timesteps, sigmas);
         Ok(())

@@ -4,6 +4,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::euler::{EULER_DEFAULTS, scale_by_sigma, x0_coefficients};
 use super::lin;
@@ -26,7 +27,7 @@ pub struct EulerAncestral {
 
 impl EulerAncestral {
     pub fn from_config(config: &SchedulerConfig) -> Result<Self, Error> {
-        let fields = Fields::new(config, "EulerAncestralDiscreteScheduler");
+        let fields = Fields::new(config, SchedulerKind::EulerAncestral.class_name());
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
         let init_noise_sigma = schedule.euler_init_noise_sigma(&schedule.sigmas());
@@ -53,7 +54,7 @@ impl EulerAncestral {
             .collect();
         let timesteps: Vec<f64> = timesteps.into_iter().map(f64::from).collect();
         self.schedule.check_in_range(&timesteps, steps)?;
-        check_first_timestep_unique(&timesteps, "EulerAncestralDiscreteScheduler")?;
+        check_first_timestep_unique(&timesteps, SchedulerKind::EulerAncestral.class_name())?;
         self.init_noise_sigma = self.schedule.euler_init_noise_sigma(&sigmas);
         (self.timesteps, self.sigmas) = (timesteps, sigmas);
         Ok(())

@@ -8,6 +8,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{
     DDPM_DEFAULTS, Defaults, PredictionType, Schedule, check_first_timestep_unique, np_linspace,
@@ -38,7 +39,7 @@ pub struct Lcm {
 
 impl Lcm {
     pub fn from_config(config: &SchedulerConfig) -> Result<Self, Error> {
-        let fields = Fields::new(config, "LCMScheduler");
+        let fields = Fields::new(config, SchedulerKind::Lcm.class_name());
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         fields.require_flag("thresholding", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
@@ -88,7 +89,7 @@ impl Lcm {
             .into_iter()
             .map(|i| grid[i.floor() as usize] as f64)
             .collect();
-        check_first_timestep_unique(&timesteps, "LCMScheduler")?;
+        check_first_timestep_unique(&timesteps, SchedulerKind::Lcm.class_name())?;
         self.timesteps = timesteps;
         Ok(())
     }

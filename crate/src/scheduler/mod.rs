@@ -41,7 +41,9 @@ pub use schedule::{BetaSchedule, PredictionType, Schedule, TimestepSpacing};
 
 use crate::Error;
 
-/// The schedulers, by the names users pick them with.
+/// The schedulers: the one list of them, with each one's name (what users pick it by, in the
+/// CLI and the JS API), the name AUTOMATIC1111 writes for it and the diffusers class it
+/// reproduces. The JS API hands this list out as `Generator.schedulers()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
     /// `ddim`: DDIMScheduler (deterministic with eta 0; see [`Scheduler::set_eta`]).
@@ -71,7 +73,7 @@ impl SchedulerKind {
         SchedulerKind::Lcm,
     ];
 
-    /// The user-facing name.
+    /// The user-facing name (`--scheduler`, the JS `scheduler` option).
     pub fn name(self) -> &'static str {
         match self {
             SchedulerKind::Ddim => "ddim",
@@ -124,45 +126,38 @@ impl SchedulerKind {
             })
     }
 
-    /// The model's own scheduler, from the config's `_class_name`. A DPM-Solver config must
-    /// be the dpmsolver++ order-2 variant we implement (otherwise pick one by name).
+    /// The model's own scheduler, from the config's `_class_name` (matched against
+    /// [`Self::class_name`]). A DPM-Solver config must be the dpmsolver++ order-2 variant we
+    /// implement (otherwise pick one by name); its `use_karras_sigmas` picks between the two
+    /// DPM++ 2M names.
     pub fn of_model(config: &SchedulerConfig) -> Result<Self, Error> {
         let class = config.class_name.as_deref().unwrap_or("");
-        let kind = match class {
-            "DDIMScheduler" => SchedulerKind::Ddim,
-            "PNDMScheduler" => SchedulerKind::Pndm,
-            "EulerDiscreteScheduler" => SchedulerKind::Euler,
-            "EulerAncestralDiscreteScheduler" => SchedulerKind::EulerAncestral,
-            "LCMScheduler" => SchedulerKind::Lcm,
-            "DPMSolverMultistepScheduler" => {
-                let fields = config::Fields::new(config, "DPMSolverMultistepScheduler");
-                fields.choice("algorithm_type", "dpmsolver++", &["dpmsolver++"])?;
-                if fields.count("solver_order", 2)? != 2 {
-                    return Err(Error::BadConfig(format!(
-                        "scheduler: solver_order = {} is not supported by DPMSolverMultistepScheduler (only 2; pick a scheduler by name)",
-                        fields.count("solver_order", 2)?
-                    )));
-                }
-                if fields.flag("use_karras_sigmas", false)? {
-                    SchedulerKind::DpmPp2mKarras
-                } else {
-                    SchedulerKind::DpmPp2m
-                }
-            }
-            _ => {
-                let classes: Vec<&str> = Self::ALL.iter().map(|k| k.class_name()).collect();
-                return Err(Error::BadConfig(format!(
-                    "scheduler: _class_name = \"{class}\" is not a scheduler we implement ({}); pick one by name: {}",
-                    classes.join(", "),
-                    Self::ALL
-                        .iter()
-                        .map(|k| k.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+        let Some(kind) = Self::ALL.into_iter().find(|k| k.class_name() == class) else {
+            let mut classes: Vec<&str> = Self::ALL.iter().map(|k| k.class_name()).collect();
+            classes.dedup();
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            return Err(Error::BadConfig(format!(
+                "scheduler: _class_name = \"{class}\" is not a scheduler we implement ({}); pick one by name: {}",
+                classes.join(", "),
+                names.join(", ")
+            )));
         };
-        Ok(kind)
+        if !matches!(kind, SchedulerKind::DpmPp2m | SchedulerKind::DpmPp2mKarras) {
+            return Ok(kind);
+        }
+        let fields = config::Fields::new(config, kind.class_name());
+        fields.choice("algorithm_type", "dpmsolver++", &["dpmsolver++"])?;
+        let order = fields.count("solver_order", 2)?;
+        if order != 2 {
+            return Err(Error::BadConfig(format!(
+                "scheduler: solver_order = {order} is not supported by {} (only 2; pick a scheduler by name)",
+                kind.class_name()
+            )));
+        }
+        Ok(match fields.flag("use_karras_sigmas", false)? {
+            true => SchedulerKind::DpmPp2mKarras,
+            false => SchedulerKind::DpmPp2m,
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 
 use burn::tensor::Tensor;
 
+use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
 use super::schedule::{DDPM_DEFAULTS, Defaults, PredictionType, Schedule};
 use super::{Sequence, add_noise_alpha, lin};
@@ -39,7 +40,7 @@ pub struct Pndm {
 
 impl Pndm {
     pub fn from_config(config: &SchedulerConfig) -> Result<Self, Error> {
-        let fields = Fields::new(config, "PNDMScheduler");
+        let fields = Fields::new(config, SchedulerKind::Pndm.class_name());
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         let skip_prk_steps = fields.flag("skip_prk_steps", false)?;
         let final_alpha_cumprod = if fields.flag("set_alpha_to_one", false)? {

@@ -5,7 +5,11 @@
 //! await gen.load(modelUrl, { onProgress, signal }); // a converted model folder (manifest.json)
 //! gen.loadFiles(files);                          // or files in memory: { "unet/config.json": Uint8Array, ... }
 //! const img = await gen.generate({ prompt, steps, seed, onStep, signal });
-//! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed /* a decimal string */, timings }
+//! // img: { width, height, data /* Uint8ClampedArray RGBA */, seed /* a decimal string */,
+//! //        parameters /* A1111 text */, timings }
+//! gen.modelInfo;                                 // what the loaded model is (ModelInfo)
+//! Generator.schedulers();                        // [{ name, a1111Name, className }, ...]
+//! modelInfoFromManifest(manifestJson);           // a ModelInfo before loading
 //! ```
 //!
 //! Every call returns at once with a promise; one generation runs at a time. Errors are JS
@@ -21,6 +25,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use super::get;
+use super::info::{model_info_object, schedulers_array};
 use super::options::{function, image_object, params};
 use crate::model::StableDiffusion;
 use crate::pipeline::{Progress, now_ms};
@@ -33,6 +38,9 @@ struct State {
     load_ms: f64,
     /// Where the current model came from (`load`), to load it again after a lost device.
     model_url: Option<String>,
+    /// The current model's name for the A1111 parameters (`Model: ...`): the last part of
+    /// its URL (`models/shapes` → `shapes`); `None` for a model from `loadFiles`.
+    model_name: Option<String>,
     busy: bool,
 }
 
@@ -40,6 +48,26 @@ struct State {
 const TYPES: &'static str = r#"
 /** An RGBA image: `data` holds width × height × 4 bytes. */
 export interface RgbaImage { width: number; height: number; data: Uint8ClampedArray | Uint8Array; }
+
+/** A scheduler's name, as the `scheduler` option takes it (`Generator.schedulers()` lists them). */
+export type SchedulerName = "ddim" | "pndm" | "euler" | "euler-a" | "dpmpp-2m" | "dpmpp-2m-karras" | "lcm";
+
+/** One scheduler: our name, the one AUTOMATIC1111 writes ("Euler a"), the diffusers class. */
+export interface SchedulerInfo { name: SchedulerName; a1111Name: string; className: string; }
+
+/** What a model uses where a call leaves a setting out: what it records, else 20 steps at
+ *  guidance 7.5 (an LCM: 4 at 1) and its native size (pixels). `prompt`: one it records. */
+export interface ModelDefaults { steps: number; guidanceScale: number; width: number; height: number; prompt: string | null; }
+
+/** What a model is (`gen.modelInfo`, `modelInfoFromManifest`). Sizes in pixels: the native
+ *  size (UNet sample_size × 8), and the step every width and height must be a multiple of
+ *  (the VAE's factor, 8). `scheduler`: the model's own, `null` when it is not one we
+ *  implement. `inpainting`: a 9-channel UNet (only `inpaint` works). `family`: "sd1" or
+ *  "sd2", with "-inpaint" for inpainting models. */
+export interface ModelInfo {
+  family: string; width: number; height: number; sizeStep: number; latentChannels: number;
+  scheduler: SchedulerName | null; inpainting: boolean; lcm: boolean; defaults: ModelDefaults;
+}
 
 /** Sent to `onStep` after each denoising step; `preview` is a small RGBA image when asked for. */
 export interface StepEvent { step: number; total: number; preview: RgbaImage | null; }
@@ -50,7 +78,7 @@ export interface GenerateOptions {
   negativePrompt?: string;          // ""
   steps?: number;                   // the model's (20 unless it records its own)
   guidanceScale?: number;           // the model's (7.5 unless it records its own)
-  scheduler?: "ddim" | "pndm" | "euler" | "euler-a" | "dpmpp-2m" | "dpmpp-2m-karras" | "lcm"; // the model's own
+  scheduler?: SchedulerName;        // the model's own
   timestepSpacing?: "leading" | "trailing" | "linspace"; // the model's scheduler config's
   seed?: number | bigint | string;  // 0 to 2^64 − 1 (a number only up to 2^53 − 1); random: the one used comes back
   latents?: Float32Array;           // [1, 4, height/8, width/8], diffusers' `latents=`
@@ -73,8 +101,9 @@ export interface InpaintOptions extends GenerateOptions { image: RgbaImage; mask
 export interface Timings { loadMs: number; textMs: number; steps: number; stepMs: number; stepsMs: number; vaeMs: number; totalMs: number; }
 
 /** What `generate`, `img2img` and `inpaint` resolve to. */
-/** `seed`: the seed used, in decimal (a string: a JS number cannot hold every u64 seed). */
-export interface GeneratedImage { width: number; height: number; data: Uint8ClampedArray; seed: string; timings: Timings; }
+/** `seed`: the seed used, in decimal (a string: a JS number cannot hold every u64 seed).
+ *  `parameters`: the AUTOMATIC1111 `parameters` text for a PNG ("prompt\nNegative prompt: …\nSteps: 20, Sampler: Euler a, …"). */
+export interface GeneratedImage { width: number; height: number; data: Uint8ClampedArray; seed: string; parameters: string; timings: Timings; }
 
 /** Sent to `onProgress` while loading. */
 export interface LoadProgress { phase: "download" | "build"; loaded?: number; total?: number; chunk?: string; cached?: boolean; }
@@ -103,6 +132,7 @@ impl Generator {
                 model: None,
                 load_ms: 0.0,
                 model_url: None,
+                model_name: None,
                 busy: false,
             })),
         })
@@ -154,6 +184,7 @@ impl Generator {
         state.model = Some(Rc::new(model));
         state.load_ms = now_ms() - started;
         state.model_url = None;
+        state.model_name = None;
         Ok(())
     }
 
@@ -189,6 +220,7 @@ impl Generator {
             s.busy = false;
             s.model = Some(Rc::new(result?));
             s.load_ms = now_ms() - started;
+            s.model_name = model_name(&model_url);
             s.model_url = Some(model_url);
             Ok(JsValue::UNDEFINED)
         })
@@ -228,6 +260,23 @@ impl Generator {
         self.state.borrow().model.is_some()
     }
 
+    /// What the loaded model is (`ModelInfo`: native size, size step, own scheduler,
+    /// inpainting, defaults, ...; see `crate::model_info`), or `null` before a load.
+    #[wasm_bindgen(getter = modelInfo, unchecked_return_type = "ModelInfo | null")]
+    pub fn model_info(&self) -> Result<JsValue, JsValue> {
+        match &self.state.borrow().model {
+            Some(model) => model_info_object(&model.info()),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Every scheduler the `scheduler` option takes: `[{ name, a1111Name, className }]`
+    /// (our name, the one AUTOMATIC1111 writes in its parameters, the diffusers class).
+    #[wasm_bindgen(unchecked_return_type = "SchedulerInfo[]")]
+    pub fn schedulers() -> Result<JsValue, JsValue> {
+        schedulers_array()
+    }
+
     /// How many CLIP tokens `text` takes with the loaded model's tokenizer (without the start
     /// and end tokens), for a "used / 75" counter: tokens past 75 are cut off.
     #[wasm_bindgen(js_name = countTokens)]
@@ -241,7 +290,7 @@ impl Generator {
     }
 
     /// Text to image. Options: `prompt`, `negativePrompt`, `steps`, `guidanceScale`,
-    /// `width`/`height` (the model's, see `ModelDefaults`: e.g. 512 for SD 1.5, 768 for SD
+    /// `width`/`height` (the model's, see `ModelInfo`: e.g. 512 for SD 1.5, 768 for SD
     /// 2.1-v), `scheduler` (the model's), `seed` (random), `latents`,
     /// `clipSkip` (1), `eta`, `previewEvery` (0), `onStep({ step, total, preview })`
     /// (return `false` to stop), `signal` (an `AbortSignal`).
@@ -296,7 +345,8 @@ impl Generator {
             }
             let result = async {
                 let (model, load_ms) = recover(&state).await?;
-                generate(&model, &options, mode, load_ms).await
+                let name = state.borrow().model_name.clone();
+                generate(&model, name.as_deref(), &options, mode, load_ms).await
             }
             .await;
             state.borrow_mut().busy = false;
@@ -342,13 +392,24 @@ async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64
     Ok((model, s.load_ms))
 }
 
+/// A model's name from its URL: the last part of its path (`models/shapes/` → `shapes`), as
+/// a model folder's name is the CLI's.
+fn model_name(url: &str) -> Option<String> {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+}
+
 async fn generate(
     model: &StableDiffusion,
+    model_name: Option<&str>,
     options: &JsValue,
     mode: &str,
     load_ms: f64,
 ) -> Result<JsValue, JsValue> {
-    let params = params(options, mode, &model.defaults())?;
+    let params = params(options, mode, &model.info().defaults)?;
     let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");
     let aborted = || get(&signal, "aborted").as_bool().unwrap_or(false);
@@ -380,6 +441,10 @@ async fn generate(
     };
     let out = image_object(&image)?;
     Reflect::set(&out, &"seed".into(), &params.seed.to_string().into())?;
+    // The scheduler that ran (the generation above built the same one).
+    let sampler = params.build_scheduler(model)?.kind();
+    let parameters = params.a1111_parameters(sampler, model_name);
+    Reflect::set(&out, &"parameters".into(), &parameters.into())?;
     let timings = Object::new();
     for (name, value) in [
         ("loadMs", load_ms),

@@ -2,10 +2,12 @@
 //! a GPU self-check, and the [`Generator`] that loads a model and generates images.
 
 mod generator;
+mod info;
 mod load;
 mod options;
 
 pub use generator::Generator;
+pub use info::model_info_from_manifest;
 
 use js_sys::{Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;

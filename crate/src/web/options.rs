@@ -7,7 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::get;
 use crate::Error;
-use crate::model::ModelDefaults;
+use crate::model_info::ModelDefaults;
 use crate::pipeline::{GenerateParams, Image, Mask};
 use crate::scheduler::{SchedulerKind, TimestepSpacing};
 

@@ -187,20 +187,10 @@ pub fn read_values(
     Ok(values)
 }
 
-/// The family name from the UNet config: `sd1` or `sd2` (768- or 1024-wide text; other widths
-/// by the projection style), with `-inpaint` for 9 input channels.
-pub fn family(unet_config: &Value) -> String {
-    let linear = unet_config["use_linear_projection"].as_bool() == Some(true);
-    let base = match unet_config["cross_attention_dim"].as_u64() {
-        Some(768) => "sd1",
-        Some(1024) => "sd2",
-        _ if linear => "sd2",
-        _ => "sd1",
-    };
-    match unet_config["in_channels"].as_u64() {
-        Some(9) => format!("{base}-inpaint"),
-        _ => base.to_string(),
-    }
+/// The family the manifest records: [`sd_webgpu::model_info::ModelInfo::family`], from the
+/// configs (already checked by [`check_configs`]).
+pub fn family(configs: &BTreeMap<String, Value>) -> Result<String, Error> {
+    Ok(sd_webgpu::model_info::ModelInfo::from_configs(configs)?.family)
 }
 
 fn read_json(path: &Path) -> Result<Value, Error> {
@@ -268,7 +258,7 @@ pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
 /// A diffusers folder (safetensors weights).
 pub fn diffusers_folder(dir: &Path) -> Result<Input, Error> {
     let (configs, tokenizer) = folder_files(dir)?;
-    let family = family(&configs["unet/config.json"]);
+    let family = family(&configs)?;
     let mut input = Input {
         files: vec![],
         tensors: vec![],

@@ -428,7 +428,7 @@ pub fn single_file(
     if dropped > 0 {
         notes.push(format!("{dropped} tensors not used by diffusers were skipped (extra text-encoder layers, projections, losses)"));
     }
-    let family = input::family(&configs["unet/config.json"]);
+    let family = input::family(&configs)?;
     let mut input = Input {
         files: vec![],
         tensors: vec![],
