@@ -568,9 +568,11 @@ async fn image_inputs_are_checked(device: &Device) -> Result<(), String> {
 
 // Every case runs on both native tiers. The browser tier (SwiftShader: about 30 s a case)
 // runs one case of each kind — SD 2 v-prediction with CFG, LCM, seeded DDIM η, image to
-// image, 9- and 4-channel inpainting — and the checks; tests/web_api.rs adds seeded Euler a
-// and 9-channel inpainting with CFG through the JS API. The other cases differ only in
-// scheduler arithmetic, which is the same code on every device.
+// image, 9- and 4-channel inpainting, text to image at 40×24 — and the image input checks.
+// tests/web_api.rs adds, through the JS API in the browser, seeded Euler a with previews,
+// 9-channel inpainting with CFG at 40×24, cancelling, bad parameters and seed repeatability,
+// so `cancel_and_validate`, `previews` and `inpaint9_ddim_cfg_40x24` run natively only here.
+// The other cases differ only in scheduler arithmetic, which is the same code on every device.
 on_every_device! {
     sd2_ddim_vpred_cfg => crate::sd2_ddim_vpred_cfg;
     sd15_lcm_seeded => crate::sd15_lcm_seeded;
@@ -579,9 +581,6 @@ on_every_device! {
     inpaint9_euler_strength => crate::inpaint9_euler_strength;
     inpaint4_sd15_euler_a_strength => crate::inpaint4_sd15_euler_a_strength;
     sd15_nolcm_euler_cfg_40x24 => crate::sd15_nolcm_euler_cfg_40x24;
-    inpaint9_ddim_cfg_40x24 => crate::inpaint9_ddim_cfg_40x24;
-    cancel_and_validate => crate::cancel_and_validate;
-    previews => crate::previews;
     image_inputs_are_checked => crate::image_inputs_are_checked;
 }
 
@@ -598,6 +597,9 @@ on_native_devices! {
     img2img_sd15_nolcm_euler_a_cfg => crate::img2img_sd15_nolcm_euler_a_cfg;
     inpaint9_ddim_cfg => crate::inpaint9_ddim_cfg;
     inpaint4_sd2_ddim_vpred_cfg => crate::inpaint4_sd2_ddim_vpred_cfg;
+    inpaint9_ddim_cfg_40x24 => crate::inpaint9_ddim_cfg_40x24;
+    cancel_and_validate => crate::cancel_and_validate;
+    previews => crate::previews;
 }
 
 #[cfg(not(target_arch = "wasm32"))]

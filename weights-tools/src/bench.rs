@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use sd_webgpu::model::StableDiffusion;
-use sd_webgpu::pipeline::{Noise, guidance_scale_embedding};
+use sd_webgpu::pipeline::{GenerateParams, Noise, guidance_scale_embedding};
 use sd_webgpu::{Device, Error, Tensor, TensorData, device, flops, read_f32};
 use serde_json::{Value, json};
 
@@ -195,11 +195,6 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             "--precision f16 is not yet supported: computation is f32 everywhere today; use --precision f32".into(),
         ));
     }
-    if let Some(g) = args.guidance.filter(|g| !g.is_finite()) {
-        return Err(Error::BadInput(format!(
-            "--guidance {g}: must be a finite number"
-        )));
-    }
     let (gpu, device) = match args.backend {
         Backend::Cpu => (false, device::cpu()),
         Backend::Wgpu => (true, pollster::block_on(device::gpu())?),
@@ -215,14 +210,22 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         args.height.unwrap_or(own.height),
     );
     let guidance = args.guidance.unwrap_or(own.guidance_scale);
-    let f = model.vae_scale_factor();
-    for (name, v) in [("--width", width), ("--height", height)] {
-        if v == 0 || v % f != 0 || v > MAX_SIDE {
-            return Err(Error::BadInput(format!(
-                "{name} {v}: must be a positive multiple of {f} up to {MAX_SIDE}"
-            )));
-        }
+    // The size and guidance rules are generation's (`GenerateParams::validate`); the bench
+    // only adds its cap on the side.
+    GenerateParams {
+        width,
+        height,
+        guidance_scale: guidance,
+        ..GenerateParams::default()
     }
+    .validate(&model)?;
+    if let Some((name, v)) = [("--width", width), ("--height", height)]
+        .into_iter()
+        .find(|(_, v)| *v > MAX_SIDE)
+    {
+        return Err(Error::BadInput(format!("{name} {v}: at most {MAX_SIDE}")));
+    }
+    let f = model.vae_scale_factor();
     let (h, w) = (height / f, width / f);
     model.unet.check_latent_size(h, w)?;
 

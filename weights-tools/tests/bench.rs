@@ -150,15 +150,23 @@ fn table_by_default() {
 fn bad_input_is_refused_clearly() {
     let model = built_in_model();
     let missing = root().join("no-such-model").display().to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--model", &missing], "does not exist"),
         (
             &["--model", &model, "--width", "60"],
-            "--width 60: must be a positive multiple of 8",
+            "width = 60: must be a positive multiple of 8",
         ),
         (
             &["--model", &model, "--height", "0"],
-            "--height 0: must be a positive multiple of 8",
+            "height = 0: must be a positive multiple of 8",
+        ),
+        (
+            &["--model", &model, "--width", "8200"],
+            "--width 8200: at most 8192",
+        ),
+        (
+            &["--model", &model, "--guidance", "nan"],
+            "guidance_scale = NaN: must be a finite number",
         ),
         (
             &["--model", &model, "--steps", "0"],
