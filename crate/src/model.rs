@@ -19,6 +19,10 @@
 //!
 //! What a model is (native size, size step, own scheduler, inpainting, defaults, ...) is
 //! worked out from its configs in [`crate::model_info`] ([`StableDiffusion::info`]).
+//!
+//! Generating with it ([`StableDiffusion::generate`]) is in `pipeline/denoise.rs`, as
+//! diffusers' phases, each a method: `encode_text`, `prepare_latents`, `denoise_step`,
+//! `decode_latents`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

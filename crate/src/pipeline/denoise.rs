@@ -6,7 +6,24 @@ use super::{
     GenerateParams, Image, Mask, Mode, Noise, Progress, Timings, guidance_scale_embedding, preview,
 };
 use crate::model::StableDiffusion;
+use crate::scheduler::Scheduler;
 use crate::{Error, read_f32};
+
+/// What every denoising step needs besides the latents, made once before the loop.
+struct Denoising {
+    /// The UNet's text context, `[b, 77, d]` (b = 2 with classifier-free guidance).
+    context: Tensor<3>,
+    /// LCM's guidance embedding `[1, dim]`, for UNets with `time_cond_proj_dim`.
+    timestep_cond: Option<Tensor<2>>,
+    /// The guidance scale, when classifier-free guidance runs (a UNet batch of 2).
+    cfg_scale: Option<f32>,
+    /// The starting noise `[1, c, h, w]`; 4-channel inpainting re-noises the known region
+    /// with it each step.
+    noise: Tensor<4>,
+    /// The samplers' per-step noise: stream `1 + k` at step `k`.
+    noise_source: Noise,
+    inpainting: Option<Inpainting>,
+}
 
 /// What inpainting adds to the loop, all on the device.
 struct Inpainting {
@@ -86,19 +103,22 @@ impl StableDiffusion {
     /// [`Self::generate`], also returning how long each phase took. The phases are timed by
     /// waiting for the GPU at their ends (a one-value read after the text encoder and after
     /// the last step; none inside the loop).
+    ///
+    /// The phases of diffusers' `StableDiffusionPipeline.__call__`: 1. check the inputs,
+    /// 2. encode the prompt, 3. prepare the latents, 4. the denoising loop, 5. decode.
     pub async fn generate_timed(
         &self,
         params: &GenerateParams,
         mut on_step: impl FnMut(Progress) -> bool,
     ) -> Result<(Image, Timings), Error> {
         let started = now_ms();
+        // 1. Inputs.
         params.validate(self)?;
         let mut scheduler = params.build_scheduler(self)?;
-        let device = &self.device;
-        let mode = params.mode();
         let g = params.guidance_scale;
         let cfg = self.uses_cfg(g);
 
+        // 2. The prompt.
         let context = self.encode_text(
             &params.prompt,
             &params.negative_prompt,
@@ -108,118 +128,31 @@ impl StableDiffusion {
         finished(context.clone()).await?;
         let text_done = now_ms();
 
-        let f = self.vae_scale_factor();
-        let shape = [
-            1,
-            self.latent_channels(),
-            params.height / f,
-            params.width / f,
-        ];
-        let count: usize = shape.iter().product();
+        // 3. The starting latents.
         let noise_source = Noise::new(params.seed);
-        let noise = match &params.latents {
-            Some(latents) => latents.clone(),
-            None => noise_source.normal(0, count),
+        let (mut latents, noise, inpainting) =
+            self.prepare_latents(params, &scheduler, &noise_source, cfg)?; // [1, c, h, w]
+        let denoising = Denoising {
+            context,
+            timestep_cond: self.unet_config.time_cond_proj_dim.map(|dim| {
+                let emb = guidance_scale_embedding(g - 1.0, dim);
+                Tensor::<2>::from_data(TensorData::new(emb, [1, dim]), &self.device) // [1, dim]
+            }),
+            cfg_scale: cfg.then_some(g as f32),
+            noise,
+            noise_source,
+            inpainting,
         };
-        let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), device); // [1, c, h, w]
 
+        // 4. The denoising loop.
         let first = params.first_step();
-        let timesteps = scheduler.timesteps()[first..].to_vec();
-        let total = timesteps.len();
-        let strength_max = params.strength() == 1.0;
-        let image = params
-            .init_image
-            .as_ref()
-            .map(|image| self.image_tensor(image)); // [1, 3, H, W]
-        let inpainting = match (&params.mask, &image) {
-            (Some(mask), Some(image)) => Some(self.inpainting(mask, image.clone(), cfg)),
-            _ => None,
-        };
-        let image_latents = match (&inpainting, &image) {
-            (
-                Some(Inpainting {
-                    image_latents: Some(l),
-                    ..
-                }),
-                _,
-            ) => Some(l.clone()),
-            (_, Some(image)) if !(mode == Mode::Inpaint && strength_max) => {
-                Some(self.encode_image(image.clone()))
-            }
-            _ => None,
-        };
-        let mut latents = match &image_latents {
-            Some(l) if !(mode == Mode::Inpaint && strength_max) => {
-                scheduler.add_noise(l.clone(), noise.clone(), first)?
-            }
-            _ => noise
-                .clone()
-                .mul_scalar(scheduler.init_noise_sigma() as f32),
-        }; // [1, c, h, w]
-
-        let timestep_cond = self.unet_config.time_cond_proj_dim.map(|dim| {
-            let emb = guidance_scale_embedding(g - 1.0, dim);
-            Tensor::<2>::from_data(TensorData::new(emb, [1, dim]), device) // [1, dim]
-        });
-
-        for (k, &t) in timesteps.iter().enumerate() {
-            let index = first + k;
-            let input = if cfg {
-                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-            } else {
-                latents.clone()
-            };
-            let input = scheduler.scale_model_input(input, index)?; // [b, c, h, w]
-            let input = match inpainting.as_ref().and_then(|i| i.unet_extra.clone()) {
-                Some(extra) => Tensor::cat(vec![input, extra], 1), // [b, 2c + 1, h, w]
-                None => input,
-            };
-            let b = input.dims()[0];
-            let t = Tensor::<1>::from_data(TensorData::new(vec![t as f32; b], [b]), device);
-            let out = self
-                .unet
-                .forward(input, t, context.clone(), timestep_cond.clone())?; // [b, c, h, w]
-            let pred = if cfg {
-                let uncond = out.clone().narrow(0, 0, 1);
-                let text = out.narrow(0, 1, 1);
-                uncond.clone() + (text - uncond).mul_scalar(g as f32) // [1, c, h, w]
-            } else {
-                out
-            };
+        let total = scheduler.timesteps().len() - first;
+        for k in 0..total {
             let wants_preview =
                 params.preview_every > 0 && ((k + 1) % params.preview_every == 0 || k + 1 == total);
-            let x0 = if wants_preview {
-                Some(scheduler.pred_original(pred.clone(), index, latents.clone())?)
-            } else {
-                None
-            };
-            let step_noise = if scheduler.needs_noise(index) {
-                let values = noise_source.normal(1 + k as u64, count);
-                Some(Tensor::<4>::from_data(
-                    TensorData::new(values, shape),
-                    device,
-                ))
-            } else {
-                None
-            };
-            latents = scheduler.step(pred, index, latents, step_noise)?;
-
-            if let Some(Inpainting {
-                mask,
-                image_latents: Some(known),
-                ..
-            }) = &inpainting
-            {
-                // diffusers: the known region is the image noised to the next timestep.
-                let known = if k + 1 < total {
-                    scheduler.add_noise(known.clone(), noise.clone(), index + 1)?
-                } else {
-                    known.clone()
-                };
-                let mask = mask.clone().expand(shape); // [1, c, h, w]
-                latents = known * mask.clone().neg().add_scalar(1.0) + latents * mask; // [1, c, h, w]
-            }
-
+            let (next, x0) =
+                self.denoise_step(&mut scheduler, &denoising, latents, first, k, wants_preview)?;
+            latents = next;
             let preview = match x0 {
                 Some(x0) => preview::preview(x0).await?,
                 None => None,
@@ -233,18 +166,11 @@ impl StableDiffusion {
             }
             yield_now().await;
         }
-
         finished(latents.clone()).await?;
         let steps_done = now_ms();
 
-        let z = latents.div_scalar(self.vae.scaling_factor() as f32);
-        let image = self.vae.decode(z); // [1, 3, H, W]
-        let image = image
-            .div_scalar(2.0)
-            .add_scalar(0.5)
-            .clamp(0.0, 1.0)
-            .permute([0, 2, 3, 1]); // [1, H, W, 3]
-        let rgb = read_f32(image).await?;
+        // 5. The image.
+        let rgb = self.decode_latents(latents).await?;
         let done = now_ms();
         let timings = Timings {
             text_ms: text_done - started,
@@ -261,6 +187,151 @@ impl StableDiffusion {
             },
             timings,
         ))
+    }
+
+    /// The starting latents `[1, c, h, w]`, the noise they were made from, and what
+    /// inpainting needs each step (diffusers' `prepare_latents` and `prepare_mask_latents`):
+    /// text to image and inpainting at strength 1 start from noise × `init_noise_sigma`;
+    /// image to image and inpainting below 1 from the image's latents noised to the first
+    /// step that runs. The noise is `params.latents` if given, else `noise_source`'s stream 0.
+    fn prepare_latents(
+        &self,
+        params: &GenerateParams,
+        scheduler: &Scheduler,
+        noise_source: &Noise,
+        cfg: bool,
+    ) -> Result<(Tensor<4>, Tensor<4>, Option<Inpainting>), Error> {
+        let f = self.vae_scale_factor();
+        let shape = [
+            1,
+            self.latent_channels(),
+            params.height / f,
+            params.width / f,
+        ];
+        let noise = match &params.latents {
+            Some(latents) => latents.clone(),
+            None => noise_source.normal(0, shape.iter().product()),
+        };
+        let noise = Tensor::<4>::from_data(TensorData::new(noise, shape), &self.device); // [1, c, h, w]
+
+        let from_noise = params.mode() == Mode::Inpaint && params.strength() == 1.0;
+        let image = params
+            .init_image
+            .as_ref()
+            .map(|image| self.image_tensor(image)); // [1, 3, H, W]
+        let inpainting = match (&params.mask, &image) {
+            (Some(mask), Some(image)) => Some(self.inpainting(mask, image.clone(), cfg)),
+            _ => None,
+        };
+        let image_latents = match (&inpainting, &image) {
+            (
+                Some(Inpainting {
+                    image_latents: Some(l),
+                    ..
+                }),
+                _,
+            ) => Some(l.clone()),
+            (_, Some(image)) if !from_noise => Some(self.encode_image(image.clone())),
+            _ => None,
+        };
+        let latents = match &image_latents {
+            Some(l) if !from_noise => {
+                scheduler.add_noise(l.clone(), noise.clone(), params.first_step())?
+            }
+            _ => noise
+                .clone()
+                .mul_scalar(scheduler.init_noise_sigma() as f32),
+        }; // [1, c, h, w]
+        Ok((latents, noise, inpainting))
+    }
+
+    /// Step `k` (from 0) of the loop, at `first + k` of the scheduler's timesteps: diffusers'
+    /// loop body. The UNet on the latents (twice with classifier-free guidance, then
+    /// `uncond + g·(text − uncond)`), the scheduler's step, and for 4-channel inpainting the
+    /// known region pasted back, noised to the next timestep. Returns the next latents
+    /// `[1, c, h, w]` and, if `want_x0`, the predicted clean latents for a preview.
+    fn denoise_step(
+        &self,
+        scheduler: &mut Scheduler,
+        d: &Denoising,
+        latents: Tensor<4>,
+        first: usize,
+        k: usize,
+        want_x0: bool,
+    ) -> Result<(Tensor<4>, Option<Tensor<4>>), Error> {
+        let index = first + k;
+        let t = scheduler.timesteps()[index];
+        let last = index + 1 == scheduler.timesteps().len();
+        let shape = latents.dims(); // [1, c, h, w]
+        let input = if d.cfg_scale.is_some() {
+            Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+        } else {
+            latents.clone()
+        };
+        let input = scheduler.scale_model_input(input, index)?; // [b, c, h, w]
+        let input = match d.inpainting.as_ref().and_then(|i| i.unet_extra.clone()) {
+            Some(extra) => Tensor::cat(vec![input, extra], 1), // [b, 2c + 1, h, w]
+            None => input,
+        };
+        let b = input.dims()[0];
+        let t = Tensor::<1>::from_data(TensorData::new(vec![t as f32; b], [b]), &self.device);
+        let out = self
+            .unet
+            .forward(input, t, d.context.clone(), d.timestep_cond.clone())?; // [b, c, h, w]
+        let pred = match d.cfg_scale {
+            Some(g) => {
+                let uncond = out.clone().narrow(0, 0, 1);
+                let text = out.narrow(0, 1, 1);
+                uncond.clone() + (text - uncond).mul_scalar(g) // [1, c, h, w]
+            }
+            None => out,
+        };
+        let x0 = if want_x0 {
+            Some(scheduler.pred_original(pred.clone(), index, latents.clone())?)
+        } else {
+            None
+        };
+        let step_noise = if scheduler.needs_noise(index) {
+            let values = d.noise_source.normal(1 + k as u64, shape.iter().product());
+            Some(Tensor::<4>::from_data(
+                TensorData::new(values, shape),
+                &self.device,
+            ))
+        } else {
+            None
+        };
+        let mut latents = scheduler.step(pred, index, latents, step_noise)?;
+
+        if let Some(Inpainting {
+            mask,
+            image_latents: Some(known),
+            ..
+        }) = &d.inpainting
+        {
+            // diffusers: the known region is the image noised to the next timestep.
+            let known = if last {
+                known.clone()
+            } else {
+                scheduler.add_noise(known.clone(), d.noise.clone(), index + 1)?
+            };
+            let mask = mask.clone().expand(shape); // [1, c, h, w]
+            latents = known * mask.clone().neg().add_scalar(1.0) + latents * mask; // [1, c, h, w]
+        }
+        Ok((latents, x0))
+    }
+
+    /// The image's RGB values, `H × W × 3` in `[0, 1]`, from the final latents
+    /// `[1, c, h, w]` (diffusers' `decode_latents`: `vae.decode(z / scaling_factor)`, then
+    /// `x / 2 + 0.5` clamped).
+    async fn decode_latents(&self, latents: Tensor<4>) -> Result<Vec<f32>, Error> {
+        let z = latents.div_scalar(self.vae.scaling_factor() as f32);
+        let image = self.vae.decode(z); // [1, 3, H, W]
+        let image = image
+            .div_scalar(2.0)
+            .add_scalar(0.5)
+            .clamp(0.0, 1.0)
+            .permute([0, 2, 3, 1]); // [1, H, W, 3]
+        read_f32(image).await
     }
 
     /// The mask at latent size and, by UNet kind, what inpainting needs each step.
