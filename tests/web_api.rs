@@ -2,6 +2,10 @@
 //! values a page passes: options objects, RGBA images, `onStep`, `AbortSignal`. Images are
 //! compared with the diffusers goldens of `tests/pipeline.rs` (within 1/255 after 8-bit
 //! rounding). Browser tier only: the API is wasm-bindgen's.
+//!
+//! The generation checks run on the CPU engine (what `backend: "auto"` picks on a software
+//! adapter); what only a GPU has (a lost device, running out of memory, q4 weights kept at
+//! 4 bits in the kernels) on WebGPU, SwiftShader here.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -44,6 +48,13 @@ fn options(prompt: &str) -> Object {
     set(&o, "width", 32);
     set(&o, "height", 32);
     o
+}
+
+/// A generator on `backend` ("auto", "webgpu" or "cpu").
+async fn create(backend: &str) -> Generator {
+    let o = Object::new();
+    set(&o, "backend", backend);
+    Generator::create(o.into()).await.unwrap()
 }
 
 async fn settle(p: Promise) -> Result<JsValue, JsValue> {
@@ -99,9 +110,72 @@ fn check_image(what: &str, result: &JsValue, golden: &[u8]) -> Result<(), String
     }
 }
 
+/// `backend: "auto"` takes the CPU engine on a software adapter and WebGPU on a GPU, and
+/// says which and why; an explicit choice is kept; bad options are refused.
+#[wasm_bindgen_test]
+async fn backend_is_chosen_and_reported() {
+    let adapter = sd_webgpu::web::adapter_info().await.unwrap();
+    let adapter_name = text(&adapter, "name");
+    let software = Reflect::get(&adapter, &"isFallbackAdapter".into())
+        .unwrap()
+        .as_bool()
+        == Some(true)
+        || adapter_name.to_lowercase().contains("swiftshader");
+    let field = |g: &Generator, k: &str| text(&g.backend().unwrap(), k);
+
+    let auto = Generator::create(JsValue::UNDEFINED).await.unwrap();
+    console_log!(
+        "auto on \"{adapter_name}\": {:?}",
+        js_sys::JSON::stringify(&auto.backend().unwrap()).unwrap()
+    );
+    assert_eq!(
+        field(&auto, "kind"),
+        if software { "cpu" } else { "webgpu" }
+    );
+    assert_eq!(field(&auto, "adapter"), adapter_name);
+    let reason = field(&auto, "reason");
+    assert!(
+        reason.contains(if software { "software" } else { "hardware" }),
+        "{reason}"
+    );
+
+    let gpu = create("webgpu").await;
+    assert_eq!(
+        (field(&gpu, "kind"), field(&gpu, "reason")),
+        ("webgpu".into(), "asked for".into())
+    );
+    let cpu = create("cpu").await;
+    assert_eq!(field(&cpu, "kind"), "cpu");
+    let no_adapter = Reflect::get(&cpu.backend().unwrap(), &"adapter".into()).unwrap();
+    assert!(no_adapter.is_null(), "not asked for: {no_adapter:?}");
+
+    for (options, says) in [
+        (
+            r#"{"backend":"gpu"}"#,
+            r#"backend = "gpu": must be one of "auto", "webgpu", "cpu""#,
+        ),
+        (r#"{"backend":1}"#, "backend: must be a string"),
+        (
+            r#"{"backends":"cpu"}"#,
+            r#"unknown option "backends" of Generator.create"#,
+        ),
+    ] {
+        let err = Generator::create(js_sys::JSON::parse(options).unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(text(&err, "code"), "bad-input", "{options}");
+        assert!(
+            text(&err, "message").contains(says),
+            "{options}: {}",
+            text(&err, "message")
+        );
+    }
+}
+
 #[wasm_bindgen_test]
 async fn generate_matches_diffusers_with_progress() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("cpu").await;
     assert!(!generator.loaded());
     generator.load_files(model_object!("sd15-tiny")).unwrap();
     let o = options("a red cube on a table");
@@ -161,7 +235,7 @@ async fn generate_matches_diffusers_with_progress() {
 /// their skips' sizes), the size taken from the image.
 #[wasm_bindgen_test]
 async fn inpaint_matches_diffusers() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("cpu").await;
     generator
         .load_files(model_object!("sd15-inpaint-tiny"))
         .unwrap();
@@ -190,7 +264,7 @@ async fn inpaint_matches_diffusers() {
 
 #[wasm_bindgen_test]
 async fn abort_bad_options_and_busy() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("cpu").await;
     // No model yet.
     let err = settle(generator.generate(options("x").into()))
         .await
@@ -315,7 +389,7 @@ async fn abort_bad_options_and_busy() {
 /// next generation rejects with code "device-lost" saying to give it again, which works.
 #[wasm_bindgen_test]
 async fn load_files_model_is_given_again_after_a_lost_device() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("webgpu").await;
     generator.load_files(model_object!("sd15-tiny")).unwrap();
     Generator::lose_device_for_testing();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
@@ -437,7 +511,7 @@ fn fake_fetch_at(prefix: &str, files: &js_sys::Map, log: &Array) -> JsValue {
 
 #[wasm_bindgen_test]
 async fn load_streams_a_converted_model() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("webgpu").await;
     assert!(
         generator.model_info().unwrap().is_null(),
         "modelInfo before a load"
@@ -647,7 +721,7 @@ async fn load_streams_a_converted_model() {
 /// A q4 model, kept at 4 bits on WebGPU, gives the native CLI's image on the CPU.
 #[wasm_bindgen_test]
 async fn q4_model_gives_the_cpu_image() {
-    let generator = Generator::create().await.unwrap();
+    let generator = create("webgpu").await;
     let log = Array::new();
     let url = "https://models.test/sd15-q4/";
     let original = fake_fetch_at(

@@ -5,23 +5,112 @@ use burn::tensor::wgpu::{WgpuSetup, wgpu};
 
 use crate::{Error, Tensor, TensorData, read_f32};
 
-/// burn's pure-Rust CPU backend. Slow, but exact and always there: the reference device
-/// for native tests and the `--backend cpu` of the CLI.
-#[cfg(not(target_arch = "wasm32"))]
+/// burn's pure-Rust CPU backend (flex). Exact and always there: the reference device for
+/// native tests, the `--backend cpu` of the CLI, and in the browser the engine for machines
+/// without WebGPU or with only a software adapter (WebAssembly SIMD, one thread).
 pub fn cpu() -> Device {
     Device::flex()
+}
+
+/// Which engine a caller asks for (`Generator.create({ backend })` in JavaScript).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// WebGPU on a hardware adapter, else the CPU engine: see [`choose_backend`].
+    Auto,
+    WebGpu,
+    Cpu,
+}
+
+impl BackendChoice {
+    /// The names JavaScript uses: `"auto"`, `"webgpu"`, `"cpu"`.
+    pub const NAMES: [&str; 3] = ["auto", "webgpu", "cpu"];
+
+    /// Parses a name from [`Self::NAMES`]; anything else is `BadInput` listing them.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "auto" => Ok(Self::Auto),
+            "webgpu" => Ok(Self::WebGpu),
+            "cpu" => Ok(Self::Cpu),
+            other => Err(Error::BadInput(format!(
+                "backend = \"{other}\": must be one of {}",
+                Self::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+            ))),
+        }
+    }
+}
+
+/// The engine that runs a model: WebGPU, or burn's CPU backend ([`cpu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    WebGpu,
+    Cpu,
+}
+
+impl BackendKind {
+    /// `"webgpu"` or `"cpu"`, as JavaScript's `gen.backend.kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WebGpu => "webgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+/// What the browser says of its WebGPU adapter (`GPUAdapterInfo`), as far as
+/// [`choose_backend`] needs it.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterDescription {
+    /// `vendor`, `architecture`, `device` and `description` joined: browsers fill some.
+    pub text: String,
+    /// `isFallbackAdapter`; `None` where the browser does not report it.
+    pub is_fallback: Option<bool>,
+}
+
+impl AdapterDescription {
+    /// A software rasterizer rather than a GPU: the browser's fallback adapter, or one of
+    /// the CPU implementations of WebGPU / Vulkan / D3D by name (Chromium's SwiftShader,
+    /// Mesa's llvmpipe and lavapipe, Microsoft's WARP) where the flag is absent.
+    pub fn is_software(&self) -> bool {
+        let text = self.text.to_lowercase();
+        self.is_fallback == Some(true)
+            || [
+                "swiftshader",
+                "llvmpipe",
+                "lavapipe",
+                "microsoft basic render",
+            ]
+            .iter()
+            .any(|name| text.contains(name))
+    }
+}
+
+/// The engine for `choice`, and why, given the adapter the browser offered (or why it
+/// offered none). `Auto` takes WebGPU on a hardware adapter and the CPU engine where
+/// WebGPU is missing or only a software adapter: on SwiftShader a generation of our
+/// built-in model ran ~70x slower than on the CPU engine in the same browser
+/// (docs/benchmarks.md). Asking for `WebGpu` without an adapter is `NoGpu`.
+pub fn choose_backend(
+    choice: BackendChoice,
+    adapter: Result<&AdapterDescription, &str>,
+) -> Result<(BackendKind, String), Error> {
+    Ok(match (choice, adapter) {
+        (BackendChoice::Cpu, _) => (BackendKind::Cpu, "asked for".into()),
+        (BackendChoice::WebGpu, Ok(_)) => (BackendKind::WebGpu, "asked for".into()),
+        (BackendChoice::WebGpu, Err(why)) => return Err(Error::NoGpu(no_gpu_advice(why))),
+        (BackendChoice::Auto, Err(why)) => (BackendKind::Cpu, format!("no WebGPU: {why}")),
+        (BackendChoice::Auto, Ok(a)) if a.is_software() => (
+            BackendKind::Cpu,
+            "the WebGPU adapter is a software renderer, slower than the CPU engine".into(),
+        ),
+        (BackendChoice::Auto, Ok(_)) => (BackendKind::WebGpu, "a hardware WebGPU adapter".into()),
+    })
 }
 
 /// Whether quantized weights can stay quantized on `device`: on GPUs yes (burn-wgpu's
 /// matmul reads q8 / q4 blocks directly); not on burn's CPU backend, whose matmul with a
 /// transposed 4-bit weight gives wrong results in burn 0.22.
 pub fn keeps_quantized(device: &Device) -> bool {
-    #[cfg(not(target_arch = "wasm32"))]
-    if *device == cpu() {
-        return false;
-    }
-    let _ = device;
-    true
+    *device != cpu()
 }
 
 /// WebGPU's default `maxStorageBufferBindingSize`: the largest buffer a shader may bind on
@@ -375,6 +464,72 @@ pub fn memory_usage(device: &Device) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn adapter(text: &str, is_fallback: Option<bool>) -> AdapterDescription {
+        AdapterDescription {
+            text: text.into(),
+            is_fallback,
+        }
+    }
+
+    #[test]
+    fn auto_takes_webgpu_only_on_a_hardware_adapter() {
+        let pick = |a: Result<&AdapterDescription, &str>| {
+            choose_backend(BackendChoice::Auto, a).unwrap().0
+        };
+        // What Chromium reports: SwiftShader (flag and name), a real GPU, and Firefox on
+        // Mesa's software driver without the flag.
+        let swiftshader = adapter("google swiftshader", Some(true));
+        let nvidia = adapter("nvidia ampere", Some(false));
+        let llvmpipe = adapter("mesa llvmpipe (LLVM 19.1.7, 256 bits)", None);
+        let unnamed_fallback = adapter("", Some(true));
+        assert_eq!(pick(Ok(&swiftshader)), BackendKind::Cpu);
+        assert_eq!(
+            pick(Ok(&adapter("Google SwiftShader", None))),
+            BackendKind::Cpu
+        );
+        assert_eq!(pick(Ok(&llvmpipe)), BackendKind::Cpu);
+        assert_eq!(pick(Ok(&unnamed_fallback)), BackendKind::Cpu);
+        assert_eq!(pick(Ok(&nvidia)), BackendKind::WebGpu);
+        assert_eq!(
+            pick(Ok(&adapter("apple metal-3", None))),
+            BackendKind::WebGpu
+        );
+        assert_eq!(
+            pick(Err("this browser has no navigator.gpu")),
+            BackendKind::Cpu
+        );
+    }
+
+    #[test]
+    fn an_explicit_choice_is_kept_or_refused() {
+        let swiftshader = adapter("google swiftshader", Some(true));
+        let (kind, why) = choose_backend(BackendChoice::WebGpu, Ok(&swiftshader)).unwrap();
+        assert_eq!((kind, why.as_str()), (BackendKind::WebGpu, "asked for"));
+        let cpu = choose_backend(BackendChoice::Cpu, Ok(&adapter("nvidia", None))).unwrap();
+        assert_eq!(cpu.0, BackendKind::Cpu);
+        let err = choose_backend(BackendChoice::WebGpu, Err("no adapter")).unwrap_err();
+        assert!(
+            matches!(err, Error::NoGpu(ref w) if w.starts_with("no adapter")),
+            "{err}"
+        );
+        let why = choose_backend(BackendChoice::Auto, Err("no adapter"))
+            .unwrap()
+            .1;
+        assert_eq!(why, "no WebGPU: no adapter");
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        for name in BackendChoice::NAMES {
+            assert!(BackendChoice::parse(name).is_ok(), "{name}");
+        }
+        let err = BackendChoice::parse("gpu").unwrap_err().to_string();
+        assert!(
+            err.contains(r#"backend = "gpu": must be one of "auto", "webgpu", "cpu""#),
+            "{err}"
+        );
+    }
 
     #[test]
     fn experimental_adapter_features_are_not_requested() {

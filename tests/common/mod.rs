@@ -161,15 +161,15 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], rel_tol: f64) -> Resul
     }
 }
 
-/// Runs an async check on each device of this tier: `cpu` and `wgpu` natively,
-/// `webgpu` in the browser. A check returns `Err(message)` on mismatch.
+/// Runs an async check on each device of this tier: `cpu` and `wgpu` natively, `cpu` (flex
+/// in wasm) and `webgpu` in the browser. A check returns `Err(message)` on mismatch.
 #[macro_export]
 macro_rules! on_every_device {
     ($($name:ident => $check:path;)+) => {$(
-        $crate::on_native_devices! { $name => $check; }
-
-        #[cfg(target_arch = "wasm32")]
         mod $name {
+            $crate::device_tests_but_browser_gpu!($check);
+
+            #[cfg(target_arch = "wasm32")]
             #[wasm_bindgen_test::wasm_bindgen_test]
             async fn webgpu() {
                 let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
@@ -181,30 +181,50 @@ macro_rules! on_every_device {
     )+};
 }
 
-/// [`on_every_device`] for the native tiers only (`cpu` and `wgpu`): for checks whose code
-/// the browser tier already runs in other cases, where SwiftShader's minutes buy nothing.
+/// [`on_every_device`] but WebGPU in the browser (`cpu` and `wgpu` natively, `cpu` in the
+/// browser): for checks whose GPU code the browser tier already runs in other cases, where
+/// a software adapter's minutes (SwiftShader on machines without a GPU) buy nothing.
 #[macro_export]
-macro_rules! on_native_devices {
+macro_rules! on_every_device_but_browser_gpu {
     ($($name:ident => $check:path;)+) => {$(
-        #[cfg(not(target_arch = "wasm32"))]
         mod $name {
-            #[test]
-            fn cpu() {
-                let device = sd_webgpu::device::cpu();
-                if let Err(e) = pollster::block_on($check(&device)) {
-                    panic!("{e}");
-                }
-            }
-
-            #[test]
-            fn wgpu() {
-                pollster::block_on(async {
-                    let device = sd_webgpu::device::gpu().await.unwrap_or_else(|e| panic!("{e}"));
-                    if let Err(e) = $check(&device).await {
-                        panic!("{e}");
-                    }
-                });
-            }
+            $crate::device_tests_but_browser_gpu!($check);
         }
     )+};
+}
+
+/// The test functions of [`on_every_device_but_browser_gpu`], inside a check's module.
+#[macro_export]
+macro_rules! device_tests_but_browser_gpu {
+    ($check:path) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        fn cpu() {
+            let device = sd_webgpu::device::cpu();
+            if let Err(e) = pollster::block_on($check(&device)) {
+                panic!("{e}");
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[wasm_bindgen_test::wasm_bindgen_test]
+        async fn cpu() {
+            if let Err(e) = $check(&sd_webgpu::device::cpu()).await {
+                panic!("{e}");
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        fn wgpu() {
+            pollster::block_on(async {
+                let device = sd_webgpu::device::gpu()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if let Err(e) = $check(&device).await {
+                    panic!("{e}");
+                }
+            });
+        }
+    };
 }

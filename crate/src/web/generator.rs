@@ -1,7 +1,8 @@
 //! `Generator`: the JavaScript API around [`StableDiffusion`].
 //!
 //! ```js
-//! const gen = await Generator.create();          // WebGPU device; rejects with code "no-webgpu"
+//! const gen = await Generator.create({ backend }); // "auto" (default), "webgpu" or "cpu"
+//! gen.backend;                                   // { kind: "webgpu" | "cpu", adapter, reason }
 //! await gen.load(modelUrl, { onProgress, signal }); // a converted model folder (manifest.json)
 //! gen.loadFiles(files);                          // or files in memory: { "unet/config.json": Uint8Array, ... }
 //! const img = await gen.generate({ prompt, steps, seed, onStep, signal });
@@ -27,12 +28,23 @@ use wasm_bindgen_futures::future_to_promise;
 use super::get;
 use super::info::{model_info_object, schedulers_array};
 use super::options::{function, image_object, params};
+use crate::device::{BackendChoice, BackendKind};
 use crate::model::StableDiffusion;
 use crate::pipeline::{Progress, now_ms};
 use crate::{Device, Error, device};
 
+/// Which engine runs the models, the adapter's name (`None` where the browser offered
+/// none, or it was not asked: `backend: "cpu"`), and why that engine.
+struct BackendInfo {
+    kind: BackendKind,
+    adapter: Option<String>,
+    reason: String,
+}
+
 struct State {
     device: Device,
+    /// The engine `create` chose: `gen.backend`.
+    backend: BackendInfo,
     model: Option<Rc<StableDiffusion>>,
     /// How long loading the current model took.
     load_ms: f64,
@@ -68,6 +80,15 @@ export interface ModelInfo {
   family: string; width: number; height: number; sizeStep: number; latentChannels: number;
   scheduler: SchedulerName | null; inpainting: boolean; lcm: boolean; defaults: ModelDefaults;
 }
+
+/** Options of `Generator.create`. `backend`: "webgpu" (fails without an adapter), "cpu"
+ *  (WebAssembly, one thread), or "auto": WebGPU on a hardware adapter, the CPU engine where
+ *  WebGPU is missing or the adapter is a software renderer (SwiftShader). */
+export interface CreateOptions { backend?: "auto" | "webgpu" | "cpu"; }
+
+/** The engine a Generator runs on (`gen.backend`): `adapter` is the WebGPU adapter's name,
+ *  `null` where there is none or it was not asked for; `reason` says why this engine. */
+export interface BackendInfo { kind: "webgpu" | "cpu"; adapter: string | null; reason: string; }
 
 /** Sent to `onStep` after each denoising step; `preview` is a small RGBA image when asked for. */
 export interface StepEvent { step: number; total: number; preview: RgbaImage | null; }
@@ -115,7 +136,8 @@ export interface LoadOptions { onProgress?: (e: LoadProgress) => void; signal?: 
 export interface CachedModel { url: string; bytes: number; stored: number; }
 "#;
 
-/// Loads a Stable Diffusion model onto the WebGPU device and generates images with it.
+/// Loads a Stable Diffusion model onto its engine (WebGPU or the CPU) and generates images
+/// with it.
 #[wasm_bindgen]
 pub struct Generator {
     state: Rc<RefCell<State>>,
@@ -123,12 +145,32 @@ pub struct Generator {
 
 #[wasm_bindgen]
 impl Generator {
-    /// Creates the WebGPU device. Rejects with code `"no-webgpu"` where WebGPU is missing.
-    pub async fn create() -> Result<Generator, JsValue> {
-        let device = device::gpu().await?;
+    /// Chooses the engine (see `CreateOptions`) and creates its device. Rejects with code
+    /// `"no-webgpu"` for `backend: "webgpu"` where WebGPU is missing, `"bad-input"` for an
+    /// unknown option or backend.
+    pub async fn create(
+        #[wasm_bindgen(unchecked_param_type = "CreateOptions")] options: JsValue,
+    ) -> Result<Generator, JsValue> {
+        let choice = super::options::backend_choice(&options)?;
+        let adapter = match choice {
+            BackendChoice::Cpu => Err("not asked for".to_string()),
+            _ => super::request_adapter().await,
+        };
+        let description = adapter.as_ref().map(super::describe);
+        let (kind, reason) =
+            device::choose_backend(choice, description.as_ref().map_err(|why| why.as_str()))?;
+        let device = match kind {
+            BackendKind::WebGpu => device::gpu().await?,
+            BackendKind::Cpu => device::cpu(),
+        };
         Ok(Generator {
             state: Rc::new(RefCell::new(State {
                 device,
+                backend: BackendInfo {
+                    kind,
+                    adapter: adapter.ok().map(|a| super::adapter_name(&a)),
+                    reason,
+                },
                 model: None,
                 load_ms: 0.0,
                 model_url: None,
@@ -136,6 +178,19 @@ impl Generator {
                 busy: false,
             })),
         })
+    }
+
+    /// The engine this generator runs on: `{ kind: "webgpu" | "cpu", adapter, reason }`.
+    #[wasm_bindgen(getter, unchecked_return_type = "BackendInfo")]
+    pub fn backend(&self) -> Result<JsValue, JsValue> {
+        let state = self.state.borrow();
+        let b = &state.backend;
+        let o = Object::new();
+        Reflect::set(&o, &"kind".into(), &b.kind.name().into())?;
+        let adapter = b.adapter.as_deref().map_or(JsValue::NULL, JsValue::from);
+        Reflect::set(&o, &"adapter".into(), &adapter)?;
+        Reflect::set(&o, &"reason".into(), &b.reason.as_str().into())?;
+        Ok(o.into())
     }
 
     /// Loads a model from its files: an object (or `Map`) from paths in a diffusers folder

@@ -13,6 +13,7 @@ use js_sys::{Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::device::AdapterDescription;
 use crate::{Error, device};
 
 #[wasm_bindgen(start)]
@@ -45,32 +46,80 @@ pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }
 
+/// The browser's WebGPU adapter (a `GPUAdapter`), or why there is none.
+pub(crate) async fn request_adapter() -> Result<JsValue, String> {
+    let navigator = get(&js_sys::global(), "navigator");
+    let gpu = get(&navigator, "gpu");
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err("this browser has no navigator.gpu (WebGPU)".into());
+    }
+    let options = Object::new();
+    let _ = Reflect::set(
+        &options,
+        &"powerPreference".into(),
+        &"high-performance".into(),
+    );
+    let adapter = async {
+        let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into()?;
+        JsFuture::from(Promise::from(request.call1(&gpu, &options)?)).await
+    }
+    .await
+    .map_err(|e| format!("requestAdapter failed: {e:?}"))?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("the browser offered no WebGPU adapter (GPU blocklisted?)".into());
+    }
+    Ok(adapter)
+}
+
+/// `isFallbackAdapter`: on `adapter.info` in current browsers, on the adapter in older ones.
+fn is_fallback(adapter: &JsValue) -> JsValue {
+    let flag = get(&get(adapter, "info"), "isFallbackAdapter");
+    if flag.is_undefined() {
+        get(adapter, "isFallbackAdapter")
+    } else {
+        flag
+    }
+}
+
+/// The adapter's name for people: its `description`, which browsers often leave empty, else
+/// "vendor architecture".
+pub(crate) fn adapter_name(adapter: &JsValue) -> String {
+    let info = get(adapter, "info");
+    let text = |key: &str| get(&info, key).as_string().filter(|s| !s.is_empty());
+    text("description").unwrap_or_else(|| {
+        let parts: Vec<String> = ["vendor", "architecture"]
+            .into_iter()
+            .filter_map(text)
+            .collect();
+        if parts.is_empty() {
+            "unknown adapter".into()
+        } else {
+            parts.join(" ")
+        }
+    })
+}
+
+/// What [`device::choose_backend`] needs to know of `adapter`.
+pub(crate) fn describe(adapter: &JsValue) -> AdapterDescription {
+    let info = get(adapter, "info");
+    let text = ["vendor", "architecture", "device", "description"]
+        .iter()
+        .filter_map(|key| get(&info, key).as_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    AdapterDescription {
+        text,
+        is_fallback: is_fallback(adapter).as_bool(),
+    }
+}
+
 /// What the browser's WebGPU adapter is and can do: `{ name, vendor, architecture,
 /// description, isFallbackAdapter, shaderF16, limits: {...} }`.
 ///
 /// Rejects with `code = "no-webgpu"` when the browser has no WebGPU or no adapter.
 #[wasm_bindgen(js_name = adapterInfo)]
 pub async fn adapter_info() -> Result<JsValue, JsValue> {
-    let navigator = get(&js_sys::global(), "navigator");
-    let gpu = get(&navigator, "gpu");
-    if gpu.is_undefined() || gpu.is_null() {
-        return Err(Error::NoGpu("this browser has no navigator.gpu (WebGPU)".into()).into());
-    }
-    let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into()?;
-    let options = Object::new();
-    Reflect::set(
-        &options,
-        &"powerPreference".into(),
-        &"high-performance".into(),
-    )?;
-    let adapter = JsFuture::from(Promise::from(request.call1(&gpu, &options)?)).await?;
-    if adapter.is_null() || adapter.is_undefined() {
-        return Err(Error::NoGpu(
-            "the browser offered no WebGPU adapter (GPU blocklisted?)".into(),
-        )
-        .into());
-    }
-
+    let adapter = request_adapter().await.map_err(Error::NoGpu)?;
     let info = get(&adapter, "info");
     let features = get(&adapter, "features");
     let has: js_sys::Function = get(&features, "has").dyn_into()?;
@@ -81,30 +130,12 @@ pub async fn adapter_info() -> Result<JsValue, JsValue> {
     let vendor = get(&info, "vendor");
     let architecture = get(&info, "architecture");
     let description = get(&info, "description");
-    // Browsers often leave `description` empty: fall back to "vendor architecture".
-    let text = |v: &JsValue| v.as_string().filter(|s| !s.is_empty());
-    let name = text(&description).unwrap_or_else(|| {
-        let parts: Vec<String> = [&vendor, &architecture]
-            .into_iter()
-            .filter_map(text)
-            .collect();
-        if parts.is_empty() {
-            "unknown adapter".into()
-        } else {
-            parts.join(" ")
-        }
-    });
+    let name = adapter_name(&adapter);
     Reflect::set(&out, &"name".into(), &name.into())?;
     Reflect::set(&out, &"vendor".into(), &vendor)?;
     Reflect::set(&out, &"architecture".into(), &architecture)?;
     Reflect::set(&out, &"description".into(), &description)?;
-    let fallback = get(&info, "isFallbackAdapter");
-    let fallback = if fallback.is_undefined() {
-        get(&adapter, "isFallbackAdapter")
-    } else {
-        fallback
-    };
-    Reflect::set(&out, &"isFallbackAdapter".into(), &fallback)?;
+    Reflect::set(&out, &"isFallbackAdapter".into(), &is_fallback(&adapter))?;
     Reflect::set(&out, &"shaderF16".into(), &shader_f16)?;
 
     // The limits that decide whether Stable Diffusion fits: buffer sizes and workgroup shape.

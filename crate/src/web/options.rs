@@ -7,6 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::get;
 use crate::Error;
+use crate::device::BackendChoice;
 use crate::model_info::ModelDefaults;
 use crate::pipeline::{GenerateParams, Image, Mask};
 use crate::scheduler::{SchedulerKind, TimestepSpacing};
@@ -110,6 +111,30 @@ pub fn function(options: &JsValue, key: &str) -> Result<Option<js_sys::Function>
     v.dyn_into::<js_sys::Function>()
         .map(Some)
         .map_err(|_| bad(format!("{key}: must be a function")))
+}
+
+/// The options of `Generator.create`: `{ backend }` ("auto" when left out).
+pub fn backend_choice(options: &JsValue) -> Result<BackendChoice, Error> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(BackendChoice::Auto);
+    }
+    if !options.is_object() {
+        return Err(bad(
+            "Generator.create: pass an options object, e.g. { backend: \"auto\" }".into(),
+        ));
+    }
+    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if key != "backend" {
+            return Err(bad(format!(
+                "unknown option \"{key}\" of Generator.create; the options are: backend"
+            )));
+        }
+    }
+    match text(options, "backend")? {
+        Some(name) => BackendChoice::parse(&name),
+        None => Ok(BackendChoice::Auto),
+    }
 }
 
 /// `{ width, height, data }` with RGBA bytes (an `ImageData` works as is).
