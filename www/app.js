@@ -1,5 +1,5 @@
 // The page: model loading, text to image, image to image and inpainting, the gallery.
-// All GPU work runs in worker.js (through engine.js), so the page stays responsive.
+// All the model's work runs in worker.js (through engine.js), so the page stays responsive.
 import { Engine } from "./engine.js";
 import { MaskEditor, coverImage } from "./mask.js";
 import { encodePng } from "./png.js";
@@ -84,7 +84,7 @@ function engineCrashed(error) {
   setState("model", "none");
   updateButtons();
   showAlert(
-    `The GPU engine stopped (${error.message}). This happens when the GPU is reset ("device lost"), ` +
+    `The engine stopped (${error.message}). This happens when the GPU is reset ("device lost"), ` +
       "for example after a driver update, when another program needs the GPU, or when it runs out of memory. " +
       "Load the model again to go on; a smaller size or fewer images at once uses less GPU memory.",
     [{ label: "Load the model again", run: () => { hideAlert(); loadModel(); } }],
@@ -92,9 +92,59 @@ function engineCrashed(error) {
   $("model-status").textContent = "The engine restarted: load the model again.";
 }
 
-// ---- GPU panel -------------------------------------------------------------------------
+// ---- engine and GPU panel -------------------------------------------------------------
 
 const gpuStatus = $("status");
+const BACKEND_KEY = "sd-webgpu:backend"; // the engine chosen in "Your GPU", remembered here
+let engineKind = null; // "webgpu" or "cpu" once the engine started
+
+function backendChoice() {
+  return localStorage.getItem(BACKEND_KEY) ?? "auto";
+}
+
+/**
+ * Starts the engine on the remembered choice (Generator.create's `backend`: "auto" takes
+ * WebGPU on a hardware GPU, the CPU engine without WebGPU or on a software adapter) and shows
+ * what it chose. Resolves to whether it started.
+ */
+async function startEngine() {
+  const choice = backendChoice();
+  $("backend").value = choice;
+  gpuStatus.textContent = "Starting the engine…";
+  delete gpuStatus.dataset.state;
+  try {
+    const { kind, adapter, reason } = await engine.request("start", { backend: choice });
+    engineKind = kind;
+    const why = reason === "asked for" ? "chosen below" : reason;
+    gpuStatus.textContent =
+      kind === "webgpu" ? `WebGPU on ${adapter} (${why}).` : `CPU engine, WebAssembly (${why}).`;
+    gpuStatus.dataset.state = "ready";
+    return true;
+  } catch (e) {
+    engineKind = null;
+    gpuStatus.textContent = `The engine did not start: ${e.message}`;
+    gpuStatus.dataset.state = "error";
+    const useCpu = { label: "Use the CPU engine", run: () => switchBackend("cpu") };
+    showAlert(e.code === "no-webgpu" ? webgpuMissing(e.message) : `The engine did not start: ${e.message}`, [useCpu]);
+    return false;
+  }
+}
+
+/** Another engine, chosen in "Your GPU": remembered, started, and the model loaded on it. */
+async function switchBackend(choice) {
+  if (model.loading || running) {
+    $("backend").value = backendChoice();
+    return;
+  }
+  localStorage.setItem(BACKEND_KEY, choice);
+  hideAlert();
+  model.loaded = false;
+  setState("model", "none");
+  updateButtons();
+  if (!(await startEngine())) return;
+  checkGpu();
+  if (model.key) loadModel(model.key);
+}
 
 function showField(field, text) {
   $("adapter").querySelector(`[data-field="${field}"]`).textContent = text;
@@ -104,25 +154,20 @@ function mib(bytes) {
   return bytes === undefined ? "?" : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 }
 
+/**
+ * Shows what WebGPU adapter the browser has, if any, and on the WebGPU engine checks that
+ * burn's kernels compute right there. Without WebGPU it is a note: the CPU engine works.
+ */
 async function checkGpu() {
   let info;
   try {
     info = await engine.request("adapter");
   } catch (e) {
-    const missing = e.code === "no-webgpu" || e.code === "no-webgpu-worker";
-    gpuStatus.textContent = missing ? `WebGPU is not available: ${e.message}` : `Could not query the GPU: ${e.message}`;
-    gpuStatus.dataset.state = "error";
-    if (e.code === "no-webgpu-worker") {
-      showAlert(
-        "This browser has WebGPU for pages but not for Web Workers, where sd-webgpu runs so that the page " +
-          `never freezes. Update the browser. ${NO_WEBGPU_ADVICE}`,
-      );
-    } else if (missing) {
-      showAlert(webgpuMissing(e.message));
-    } else {
-      showAlert(`The GPU could not be used: ${e.message}`);
-    }
-    return false;
+    const why = e.code === "no-webgpu-worker" ? "this browser offers WebGPU to pages but not to Web Workers" : e.message;
+    $("gpu-note").textContent = `No WebGPU here (${why}): images are made on the CPU. ${NO_WEBGPU_ADVICE}`;
+    $("gpu-note").hidden = false;
+    $("adapter").hidden = true;
+    return;
   }
   showField("name", info.name);
   showField("isFallbackAdapter", info.isFallbackAdapter ? "yes (slow, CPU)" : "no");
@@ -133,21 +178,24 @@ async function checkGpu() {
   showField("maxComputeWorkgroupStorageSize", `${info.limits.maxComputeWorkgroupStorageSize / 1024} KiB`);
   showField("maxComputeInvocationsPerWorkgroup", String(info.limits.maxComputeInvocationsPerWorkgroup));
   $("adapter").hidden = false;
-  gpuStatus.textContent = `${info.name}${info.isFallbackAdapter ? " (software: slow)" : ""}; checking kernels…`;
-  gpuStatus.dataset.state = "adapter";
+  $("gpu-note").hidden = true;
+  if (engineKind !== "webgpu") {
+    showField("selfCheck", "not run: the CPU engine is in use");
+    return;
+  }
+  showField("selfCheck", "running…");
   try {
     const err = await engine.request("selfCheck");
     const ok = err < 1e-3;
     showField("selfCheck", ok ? `ok (max error ${err.toExponential(1)})` : `WRONG (max error ${err})`);
-    gpuStatus.textContent = ok ? `${info.name}: WebGPU works.` : "The GPU computed wrong results.";
-    gpuStatus.dataset.state = ok ? "ready" : "error";
-    if (!ok) showAlert("Your GPU computed wrong results in a quick check: images would be garbage. Try another browser or update the graphics driver.");
-    return ok;
+    if (!ok) {
+      gpuStatus.textContent = "The GPU computed wrong results.";
+      gpuStatus.dataset.state = "error";
+      showAlert("Your GPU computed wrong results in a quick check: images would be garbage. Use the CPU engine, " +
+        "another browser, or update the graphics driver.", [{ label: "Use the CPU engine", run: () => switchBackend("cpu") }]);
+    }
   } catch (e) {
     showField("selfCheck", `failed: ${e.message}`);
-    gpuStatus.textContent = `The GPU could not run sd-webgpu's kernels: ${e.message}`;
-    gpuStatus.dataset.state = "error";
-    return false;
   }
 }
 
@@ -270,11 +318,11 @@ async function loadModel(url = chosenModelUrl()) {
   const counter = { started: performance.now(), fresh: 0, last: 0 };
   try {
     const manifest = await engine.request("manifest", { url: key });
-    const info = await engine.request("load", { url: key }, {
+    const info = await engine.request("load", { url: key, backend: backendChoice() }, {
       signal: model.loading.signal,
       onEvent: (p) => {
         if (p.phase === "download") showDownload(p, counter);
-        if (p.phase === "build") $("download-text").textContent = "Preparing the model on the GPU…";
+        if (p.phase === "build") $("download-text").textContent = "Preparing the model…";
       },
     });
     model.key = key;
@@ -720,6 +768,7 @@ function wire() {
     loadModel();
   });
   $("load-cancel").addEventListener("click", () => model.loading?.abort());
+  $("backend").addEventListener("change", () => switchBackend($("backend").value));
 
   for (const id of ["prompt", "negative"]) {
     $(id).addEventListener("input", () => {
@@ -802,18 +851,8 @@ async function main() {
   updateButtons();
   countTokens();
   registerServiceWorker();
-  // The cheap check first, on this thread: no WebGPU, nothing to load.
-  if (!navigator.gpu) {
-    gpuStatus.textContent = "WebGPU is not available: this browser has no navigator.gpu.";
-    gpuStatus.dataset.state = "error";
-    showAlert(webgpuMissing());
-    setState("model", "none");
-    $("load").disabled = true;
-    $("model-status").textContent = "Models need WebGPU.";
-    return;
-  }
   refreshCached();
-  const gpuOk = checkGpu();
+  const started = startEngine();
   // The engine's scheduler list (no GPU needed); a failure shows when the engine is asked next.
   await fillSchedulers().catch((e) => console.warn("no scheduler list:", e.message));
   // Start with the last model used if it is stored here, else the built-in one.
@@ -821,8 +860,12 @@ async function main() {
   const stored = last ? (await engine.request("cachedModels").catch(() => [])).some((m) => m.url === last) : false;
   const start = stored ? last : modelKey(DEFAULT_MODEL);
   selectModelUrl(start);
-  if (await gpuOk) loadModel(start);
-  else $("model-status").textContent = "The GPU check failed: see “Your GPU” below.";
+  if (await started) {
+    checkGpu();
+    loadModel(start);
+  } else {
+    $("model-status").textContent = "The engine did not start: see “Your GPU” below.";
+  }
 }
 
 main().catch((e) => {

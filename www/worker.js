@@ -1,4 +1,5 @@
-// The engine: the wasm package in a Web Worker, so the page never freezes while the GPU works.
+// The engine: the wasm package in a Web Worker, so the page never freezes while it works (on
+// the GPU through WebGPU, or on the CPU).
 //
 // The page sends { id, type, ...args }; the worker answers { id, ok: true, result } or
 // { id, ok: false, error: { message, code, name } }, and sends events on the way:
@@ -8,11 +9,18 @@ import init, { Generator, adapterInfo, gpuSelfCheck } from "./pkg/sd_webgpu.js";
 
 const ready = init();
 let generator = null;
+let backend = "auto"; // the generator's Generator.create({ backend })
 const controllers = new Map(); // request id → AbortController
 
-async function engine() {
+/** The generator, made on first use, or made anew (its model dropped) for another backend. */
+async function engine(choice = backend) {
   await ready;
-  generator ??= await Generator.create();
+  if (generator && choice !== backend) {
+    generator.free();
+    generator = null;
+  }
+  backend = choice;
+  generator ??= await Generator.create({ backend });
   return generator;
 }
 
@@ -54,6 +62,11 @@ const handlers = {
     return adapterInfo();
   },
 
+  // The engine on `backend` ("auto", "webgpu" or "cpu"): what it chose ({ kind, adapter, reason }).
+  async start({ backend }) {
+    return (await engine(backend)).backend;
+  },
+
   async selfCheck() {
     await ready;
     return gpuSelfCheck();
@@ -75,8 +88,8 @@ const handlers = {
     return Generator.schedulers();
   },
 
-  async load({ url }, id, signal) {
-    const gen = await engine();
+  async load({ url, backend }, id, signal) {
+    const gen = await engine(backend);
     await gen.load(url, {
       signal,
       onProgress: (p) => postMessage({ id, event: "progress", ...p }),

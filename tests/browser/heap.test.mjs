@@ -69,7 +69,8 @@ test("streaming SD 1.5 q8 in the browser keeps the wasm heap near its measured 1
       const { default: init, Generator } = await import("/pkg/sd_webgpu.js");
       const wasm = await init();
       const start = wasm.memory.buffer.byteLength;
-      const gen = await Generator.create();
+      // WebGPU: the path that streams weights onto the GPU (the CPU engine keeps them in wasm).
+      const gen = await Generator.create({ backend: "webgpu" });
       let peakDuring = start;
       const t = performance.now();
       await gen.load(url, {

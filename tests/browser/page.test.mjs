@@ -1,14 +1,15 @@
 // Starts the README's run command, opens the page it serves in headless Chromium (WebGPU on
-// SwiftShader, no GPU) and uses it as a person would: the GPU panel, a browser without
-// WebGPU, then, with the built-in model, text to image, the PNG download, inpainting with a
-// mask drawn by mouse, image to image, cancelling, a GPU device lost mid-generation, a
-// crashed engine, a narrow screen, and an offline reload. The images of text to image,
+// SwiftShader, no GPU) and uses it as a person would: the engine it chose (the CPU one, since
+// SwiftShader is a software adapter) and a switch to WebGPU, a browser without WebGPU, then,
+// with the built-in model, text to image, the PNG download, inpainting with a mask drawn by
+// mouse, image to image, cancelling, a crashed engine, a narrow screen, an offline reload,
+// the model's own prompt (colours and time), and on WebGPU a device lost mid-generation. The images of text to image,
 // inpainting and image to image are the native CLI's for the same settings
 // (tests/fixtures/page/, made by tests/fixtures/make_page_fixtures.sh).
 //
 // Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
-// in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is slow: generations here are 64×64
-// with a few steps.
+// in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is
+// slow: generations on WebGPU here are 64×64 with a few steps.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -25,8 +26,13 @@ const DOCS = join(ROOT, "docs", "screenshots");
 mkdirSync(ARTIFACTS, { recursive: true });
 
 const PROMPT = "a red circle on a blue background";
-// A generation on SwiftShader, shader compilation included, takes about a minute.
+// A generation on SwiftShader, shader compilation included, takes about a minute; on the
+// CPU engine a few seconds.
 const GENERATION_MS = 240_000;
+// The built-in model's first image at its defaults (64×64, 20 steps) on the CPU engine, from
+// pressing Generate (issue 19 asks for 4 s on a two-core machine; this bound leaves room for
+// slower machines of our kind and still fails on SwiftShader, which takes about a minute).
+const FIRST_IMAGE_MS = 15_000;
 
 let server;
 let url;
@@ -187,47 +193,62 @@ after(async () => {
   if (server && server.exitCode === null) process.kill(-server.pid, "SIGTERM");
 });
 
-test("the page shows the WebGPU adapter and burn kernels run on it", { timeout: 300_000 }, async () => {
+test("the page chooses its engine, shows the adapter, and switches to WebGPU, where burn's kernels run", { timeout: 300_000 }, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(url);
   const status = page.locator("#status");
-  await page.waitForFunction(
-    () => ["ready", "error"].includes(document.querySelector("#status")?.dataset.state),
-    null,
-    { timeout: 240_000 },
-  );
+  await waitForModel(page);
   await page.locator("#gpu-details summary").click();
-  await screenshot(page, "page-adapter", { fullPage: true });
   assert.equal(await status.getAttribute("data-state"), "ready", `page says: ${await status.textContent()}`);
   const name = await page.locator('[data-field="name"]').textContent();
   assert.ok(name && name !== "unknown adapter", `adapter name shown: ${name}`);
   assert.match(await page.locator('[data-field="maxStorageBufferBindingSize"]').textContent(), /^\d+ MiB$/);
   assert.match(await page.locator('[data-field="shaderF16"]').textContent(), /^(yes|no \(f32 path\))$/);
-  assert.match(await page.locator('[data-field="selfCheck"]').textContent(), /^ok /);
+  // SwiftShader is a software adapter: "Automatic" takes the CPU engine and says why.
+  assert.match(name, /swiftshader/i, "this test expects Chromium's software adapter");
+  assert.equal(await page.locator("#backend").inputValue(), "auto");
+  assert.match(await status.textContent(), /^CPU engine, WebAssembly \(the WebGPU adapter is a software renderer/);
+  assert.match(await page.locator('[data-field="selfCheck"]').textContent(), /^not run: the CPU engine/);
+  await screenshot(page, "page-adapter", { fullPage: true });
+  // Chosen by hand: WebGPU, where the kernel check runs and the model loads again; the choice
+  // is remembered across a reload.
+  await page.selectOption("#backend", "webgpu");
+  await page.waitForFunction(() => /^ok /.test(document.querySelector('[data-field="selfCheck"]').textContent), null, {
+    timeout: 240_000,
+  });
+  await waitForModel(page);
+  assert.match(await status.textContent(), /^WebGPU on .*swiftshader.* \(chosen below\)/i);
+  await page.reload();
+  await waitForModel(page);
+  assert.equal(await page.locator("#backend").inputValue(), "webgpu");
+  assert.match(await status.textContent(), /^WebGPU on /);
   assert.deepEqual(errors, []);
   await context.close();
 });
 
-test("without WebGPU the page says so and what to do", { timeout: 120_000 }, async () => {
+test("without WebGPU the page makes images on the CPU and says how to get the GPU", { timeout: 120_000 }, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  // A browser without WebGPU: navigator.gpu is absent.
+  // A browser without WebGPU: navigator.gpu is absent (in the page and its workers).
   await page.addInitScript(() => {
     Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
   });
-  await page.goto(url);
-  await page.waitForFunction(() => document.querySelector("#status")?.dataset.state === "error", null, {
-    timeout: 60_000,
+  await context.route(/\/worker\.js$/, async (route) => {
+    const body = await (await route.fetch()).text();
+    const hide = 'Object.defineProperty(WorkerNavigator.prototype, "gpu", { get: () => undefined });\n';
+    await route.fulfill({ body: hide + body, contentType: "text/javascript" });
   });
-  assert.match(await page.locator("#status").textContent(), /WebGPU is not available/);
-  const alert = page.locator("#alert");
-  assert.ok(await alert.isVisible(), "an alert explains the problem");
-  assert.match(await alert.textContent(), /Chrome or Edge 113/);
-  assert.ok(await page.locator("#generate").isDisabled());
-  assert.ok(await page.locator("#load").isDisabled());
+  await page.goto(url);
+  await waitForModel(page);
+  assert.match(await page.locator("#status").textContent(), /^CPU engine, WebAssembly \(no WebGPU: /);
+  const note = page.locator("#gpu-note");
+  assert.match(await note.textContent(), /No WebGPU here .*images are made on the CPU.*Chrome or Edge 113/);
+  assert.ok(await page.locator("#alert").isHidden(), "no alert: the page works");
+  assert.ok(await page.locator("#generate").isEnabled());
+  await page.locator("#gpu-details summary").click();
   await screenshot(page, "page-no-webgpu");
   await context.close();
 });
@@ -458,7 +479,12 @@ describe("with the built-in model", () => {
     // The eraser removes paint where it goes; invert twice is the same mask.
     const centre = () =>
       page.evaluate(() => document.querySelector("#mask-canvas").getContext("2d").getImageData(32, 32, 1, 1).data[3] >= 128);
-    const click = (fx, fy) => page.mouse.click(box.x + box.width * fx, box.y + box.height * fy);
+    // Where the canvas is now: the page may still lay out above it (a list of stored models
+    // filled in), and on the CPU engine the tests get here within a second of the last image.
+    const click = async (fx, fy) => {
+      const now = await canvas.boundingBox();
+      await page.mouse.click(now.x + now.width * fx, now.y + now.height * fy);
+    };
     await page.click("#tool-eraser");
     await click(0.5, 0.5);
     assert.equal(await centre(), false, "erased");
@@ -534,9 +560,9 @@ describe("with the built-in model", () => {
 
   test("cancels a running generation", { timeout: GENERATION_MS }, async () => {
     const count = await galleryCount(page);
-    await page.fill("#steps", "50");
+    await page.fill("#steps", "150"); // the page's most: a few seconds on the CPU engine
     await page.click("#generate");
-    await page.waitForFunction(() => /step \d+ \/ 50/.test(document.querySelector("#progress-text").textContent), null, {
+    await page.waitForFunction(() => /step \d+ \/ 150/.test(document.querySelector("#progress-text").textContent), null, {
       timeout: GENERATION_MS,
     });
     await screenshot(page, "page-progress", { fullPage: true });
@@ -547,42 +573,6 @@ describe("with the built-in model", () => {
     assert.ok(await page.locator("#generate").isEnabled());
   });
 
-  test("a GPU device lost mid-generation: says so, and the next generation loads the model again", { timeout: 2 * GENERATION_MS }, async () => {
-    // Text to image with the settings of the first image (tests/fixtures/page/text2img.png).
-    await page.click("#tab-generate");
-    await page.fill("#prompt", PROMPT);
-    await page.fill("#negative", "blurry");
-    await page.fill("#guidance", "3");
-    await page.selectOption("#scheduler", "euler-a");
-    await page.fill("#seed", "1234");
-    await page.fill("#steps", "20"); // long enough that the device is lost while it runs
-    const count = await galleryCount(page);
-    await page.click("#generate");
-    await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
-      timeout: GENERATION_MS,
-    });
-    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
-    await page.evaluate(() => window.sdWebgpu.engine.request("loseDeviceForTesting"));
-    await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
-    const alert = page.locator("#alert");
-    assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);
-    assert.match(await alert.textContent(), /GPU device was lost.*Generate again/s);
-    assert.equal(await galleryCount(page), count, "the lost run adds no image");
-    await screenshot(page, "page-device-lost");
-    // The engine keeps the model's place: Generate works at once, on a new device, with the
-    // model loaded again from IndexedDB (its manifest asked for, no chunk downloaded). Same
-    // settings as the first image, so the same image.
-    assert.equal(await page.evaluate(() => document.body.dataset.model), "ready");
-    await page.fill("#steps", "3");
-    const before = requests.length;
-    assert.equal(await generateAndWait(page), "Done: 1 image.");
-    assert.ok(await alert.isHidden());
-    const fetched = requests.slice(before).map((r) => new URL(r.url()).pathname);
-    assert.ok(fetched.includes("/models/shapes/manifest.json"), `the model was loaded again: ${fetched}`);
-    assert.deepEqual(fetched.filter((p) => /chunk-\d+\.bin$/.test(p)), [], "chunks downloaded again");
-    await assertMatchesFixture(page.locator("#gallery > li canvas").first(), "text2img.png");
-  });
-
   test("after the engine crashes, says so and loads the model again", { timeout: 300_000 }, async () => {
     // The worker's error event, as a crashed engine (a Rust panic that escaped) raises it.
     await page.evaluate(() =>
@@ -590,7 +580,7 @@ describe("with the built-in model", () => {
     );
     const alert = page.locator("#alert");
     await alert.waitFor({ state: "visible" });
-    assert.match(await alert.textContent(), /The GPU engine stopped \(engine crashed \(simulated\)\)/);
+    assert.match(await alert.textContent(), /The engine stopped \(engine crashed \(simulated\)\)/);
     assert.ok(await page.locator("#generate").isDisabled());
     await screenshot(page, "page-engine-crashed");
     await alert.getByRole("button", { name: "Load the model again" }).click();
@@ -667,7 +657,12 @@ describe("with the built-in model", () => {
     await page.fill("#negative", "");
     await page.fill("#prompt", "a red circle on a blue background");
     await page.fill("#seed", "1");
+    assert.match(await page.locator("#status").textContent(), /^CPU engine/, "the engine Automatic chose here");
+    const started = Date.now();
     assert.equal(await generateAndWait(page), "Done: 1 image.");
+    const ms = Date.now() - started;
+    console.log(`# the built-in model's image at its defaults: ${ms} ms from pressing Generate`);
+    assert.ok(ms <= FIRST_IMAGE_MS, `${ms} ms from pressing Generate, over ${FIRST_IMAGE_MS} ms`);
     const canvas = page.locator("#gallery > li canvas").first();
     const colours = await canvas.evaluate((c, named) => {
       const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
@@ -694,6 +689,47 @@ describe("with the built-in model", () => {
     }, NAMED_COLOURS);
     assert.deepEqual(colours, { centre: "red", border: "blue" });
     await assertMatchesFixture(canvas, "defaults.png");
+  });
+
+  test("a GPU device lost mid-generation: says so, and the next generation loads the model again", { timeout: 2 * GENERATION_MS }, async () => {
+    // On WebGPU, chosen in "Your GPU": the model loads again on it (from this browser's storage).
+    await page.locator("#gpu-details summary").click();
+    await page.selectOption("#backend", "webgpu");
+    await page.waitForFunction(() => /^WebGPU on /.test(document.querySelector("#status").textContent));
+    await waitForModel(page);
+    // Text to image with the settings of the first image (tests/fixtures/page/text2img.png).
+    await page.click("#tab-generate");
+    await page.fill("#prompt", PROMPT);
+    await page.fill("#negative", "blurry");
+    await page.fill("#guidance", "3");
+    await page.selectOption("#scheduler", "euler-a");
+    await page.fill("#seed", "1234");
+    await page.fill("#steps", "20"); // long enough that the device is lost while it runs
+    const count = await galleryCount(page);
+    await page.click("#generate");
+    await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
+      timeout: GENERATION_MS,
+    });
+    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
+    await page.evaluate(() => window.sdWebgpu.engine.request("loseDeviceForTesting"));
+    await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
+    const alert = page.locator("#alert");
+    assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);
+    assert.match(await alert.textContent(), /GPU device was lost.*Generate again/s);
+    assert.equal(await galleryCount(page), count, "the lost run adds no image");
+    await screenshot(page, "page-device-lost");
+    // The engine keeps the model's place: Generate works at once, on a new device, with the
+    // model loaded again from IndexedDB (its manifest asked for, no chunk downloaded). Same
+    // settings as the first image, so the same image.
+    assert.equal(await page.evaluate(() => document.body.dataset.model), "ready");
+    await page.fill("#steps", "3");
+    const before = requests.length;
+    assert.equal(await generateAndWait(page), "Done: 1 image.");
+    assert.ok(await alert.isHidden());
+    const fetched = requests.slice(before).map((r) => new URL(r.url()).pathname);
+    assert.ok(fetched.includes("/models/shapes/manifest.json"), `the model was loaded again: ${fetched}`);
+    assert.deepEqual(fetched.filter((p) => /chunk-\d+\.bin$/.test(p)), [], "chunks downloaded again");
+    await assertMatchesFixture(page.locator("#gallery > li canvas").first(), "text2img.png");
   });
 });
 
