@@ -106,11 +106,14 @@ pub fn choose_backend(
     })
 }
 
-/// Whether quantized weights can stay quantized on `device`: on GPUs yes (burn-wgpu's
-/// matmul reads q8 / q4 blocks directly); not on burn's CPU backend, whose matmul with a
-/// transposed 4-bit weight gives wrong results in burn 0.22.
-pub fn keeps_quantized(device: &Device) -> bool {
-    *device != cpu()
+/// Whether weights quantized to `bits` (8 or 4) can stay quantized on `device`, dequantized
+/// inside the matmul: on GPUs both (burn-wgpu's matmul reads q8 / q4 blocks directly); on
+/// burn's CPU backend 8 bits only, since its matmul with a transposed 4-bit weight gives
+/// wrong results in burn 0.22, while q8 gives the expanded weights' image exactly
+/// (tests/quantized.rs). Kept weights take a quarter of f32's memory, which is what lets a
+/// full-size model fit in WebAssembly's 4 GiB on the browser's CPU engine.
+pub fn keeps_quantized(device: &Device, bits: u32) -> bool {
+    bits >= 8 || *device != cpu()
 }
 
 /// WebGPU's default `maxStorageBufferBindingSize`: the largest buffer a shader may bind on

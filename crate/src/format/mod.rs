@@ -95,6 +95,16 @@ impl Dtype {
         })
     }
 
+    /// Bits per stored value, scales aside: 32, 16, 8 or 4.
+    pub fn bits(self) -> u32 {
+        match self {
+            Dtype::F32 => 32,
+            Dtype::F16 => 16,
+            Dtype::Q8 => 8,
+            Dtype::Q4 => 4,
+        }
+    }
+
     pub fn is_quantized(self) -> bool {
         matches!(self, Dtype::Q8 | Dtype::Q4)
     }

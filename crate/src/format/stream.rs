@@ -12,10 +12,11 @@
 //!
 //! Each tensor part is uploaded in blocks of whole rows, each at most [`BLOCK_BYTES`] once
 //! expanded to f32, so no device buffer exceeds the browser's limit even when a layer
-//! expands its weight. On a GPU, q8 and q4 parts go up as stored (burn `QFloat` tensors,
-//! see [`super::quant::burn_data`]): the GPU holds 8 or 4 bits per weight and matmuls
-//! dequantize in the kernel. f16 parts, and everything on the CPU backend (whose quantized
-//! matmul is wrong for transposed 4-bit weights in burn 0.22), are expanded to f32 on upload.
+//! expands its weight. q8 and q4 parts go up as stored where the device can hold them
+//! ([`crate::device::keeps_quantized`]: on GPUs both, on the CPU backend q8 only; burn
+//! `QFloat` tensors, see [`super::quant::burn_data`]): the device holds 8 or 4 bits per
+//! weight and matmuls dequantize in the kernel. Other quantized parts are expanded to f32
+//! on upload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,10 @@ use crate::{Device, Error};
 /// host's peak while loading (one chunk, one expanded block and burn's copy of it) stays
 /// far below the 256 MiB wasm heap budget; big enough that few layers need several blocks.
 pub const BLOCK_BYTES: usize = 32 << 20;
+
+/// The most weight bytes the browser's CPU engine takes on: WebAssembly has 4 GiB of memory
+/// in all, and a generation needs room beside the weights (activations, a chunk being read).
+pub const CPU_ENGINE_WEIGHT_BYTES: u64 = 3 << 30;
 
 /// One tensor on the device: its shape and, per stored part, its row blocks
 /// `[rows, inner]` once arrived.
@@ -53,6 +58,38 @@ pub struct StreamingLoader {
     chunks_added: Vec<bool>,
 }
 
+/// Refuses a model whose weights would take more than `limit` bytes on the CPU backend
+/// (q8 kept at a byte and an f16 scale per 32 values, everything else as f32), with what to
+/// do: a q8 conversion, or the GPU engine.
+pub fn fits_the_cpu_engine(manifest: &Manifest, limit: u64) -> Result<(), Error> {
+    let cpu = crate::device::cpu();
+    let bytes: u64 = manifest
+        .tensors
+        .iter()
+        .map(|t| {
+            let n = t.numel() as u64;
+            if t.dtype.is_quantized() && crate::device::keeps_quantized(&cpu, t.dtype.bits()) {
+                n * u64::from(t.dtype.bits()) / 8 + n / 32 * 2
+            } else {
+                n * 4
+            }
+        })
+        .sum();
+    if bytes <= limit {
+        return Ok(());
+    }
+    let gb = |b: u64| b as f64 / 1e9;
+    Err(Error::OutOfMemory(format!(
+        "on the CPU engine this model's weights take {:.1} GB (only q8 weights stay quantized \
+         there; this model is {}), more than the {:.1} GB WebAssembly can hold beside a \
+         generation: convert it with `sd-weights convert --quant q8`, or use the GPU engine \
+         (backend \"webgpu\")",
+        gb(bytes),
+        manifest.quantization.name(),
+        gb(limit)
+    )))
+}
+
 impl StreamingLoader {
     /// Fails when the manifest is not [valid](Manifest::validate): everything after relies on it.
     pub fn new(manifest: Manifest, device: &Device) -> Result<Self, Error> {
@@ -67,6 +104,9 @@ impl StreamingLoader {
         block_bytes: usize,
     ) -> Result<Self, Error> {
         manifest.validate()?;
+        if cfg!(target_arch = "wasm32") && *device == crate::device::cpu() {
+            fits_the_cpu_engine(&manifest, CPU_ENGINE_WEIGHT_BYTES)?;
+        }
         let tensors = manifest
             .tensors
             .iter()
@@ -81,8 +121,8 @@ impl StreamingLoader {
             })
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
-        let keep_quantized = crate::device::keeps_quantized(device);
-        let f16 = keep_quantized && device.supports_dtype(burn::tensor::DType::F16);
+        let keep_quantized = true;
+        let f16 = device.supports_dtype(burn::tensor::DType::F16);
         Ok(StreamingLoader {
             manifest,
             device: device.clone(),
@@ -95,11 +135,12 @@ impl StreamingLoader {
         })
     }
 
-    /// Whether q8 / q4 weights stay quantized on the device (the default on GPUs) or are
-    /// expanded to f32 on upload (faster layers, 4–8× the memory).
+    /// Whether q8 / q4 weights stay quantized on the device (the default, where the device
+    /// can: [`crate::device::keeps_quantized`]) or are expanded to f32 on upload (faster
+    /// layers, 4–8× the memory).
     pub fn keep_quantized(mut self, keep: bool) -> Self {
-        self.keep_quantized = keep && crate::device::keeps_quantized(&self.device);
-        self.f16 &= self.keep_quantized;
+        self.keep_quantized = keep;
+        self.f16 &= keep;
         self
     }
 
@@ -175,7 +216,9 @@ impl StreamingLoader {
     ) -> Result<Vec<Tensor<2>>, Error> {
         let inner = inner.max(1);
         let rows_per_block = (self.block_bytes / (4 * inner)).max(1);
-        let keep = self.keep_quantized && dtype.is_quantized();
+        let keep = self.keep_quantized
+            && dtype.is_quantized()
+            && crate::device::keeps_quantized(&self.device, dtype.bits());
         (0..rows)
             .step_by(rows_per_block)
             .map(|r| {
@@ -257,8 +300,8 @@ impl StreamingLoader {
 }
 
 /// Loads a converted model directory natively the way the browser does: chunk by chunk,
-/// each checked against its sha256, weights kept quantized on GPUs unless `keep_quantized`
-/// is false. The host holds one chunk at a time.
+/// each checked against its sha256, weights kept quantized where the device can unless
+/// `keep_quantized` is false. The host holds one chunk at a time.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_dir(
     dir: &std::path::Path,
@@ -340,5 +383,29 @@ impl WeightSource for DeviceWeights {
         };
         let blocks = t.parts.iter().flatten().flatten().cloned().collect();
         Ok(Some((t.shape.clone(), blocks)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_engine_refuses_weights_past_its_limit() {
+        let text = include_str!("../../../tests/fixtures/converted/sd15-tiny-q8/manifest.json");
+        let q8 = Manifest::from_json(text).unwrap();
+        // q8 kept: a byte per weight and an f16 scale per 32; the rest as f32.
+        let want: u64 = q8
+            .tensors
+            .iter()
+            .map(|t| match t.dtype {
+                super::super::Dtype::Q8 => t.numel() as u64 + t.numel() as u64 / 32 * 2,
+                _ => t.numel() as u64 * 4,
+            })
+            .sum();
+        assert!(fits_the_cpu_engine(&q8, want).is_ok());
+        let err = fits_the_cpu_engine(&q8, want - 1).unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
+        assert!(err.to_string().contains("--quant q8"), "{err}");
     }
 }
