@@ -12,15 +12,14 @@
 // median per phase is reported: text encoder, one denoising step (the UNet with guidance and
 // the scheduler), VAE decode, the whole generation. Not part of the tests: timings on shared
 // machines are figures to compare within one run, not to assert.
-import { createReadStream, existsSync, statSync } from "node:fs";
-import { createServer } from "node:http";
-import { dirname, extname, join, normalize, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { launch } from "../tests/browser/chromium.mjs";
+import { serve } from "../tests/browser/serve.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
 
 const { values: args } = parseArgs({
   options: {
@@ -54,26 +53,7 @@ for (const [key, option] of [["steps", "steps"], ["guidanceScale", "guidance"], 
   if (!Number.isFinite(numbers[key])) fail(`--${option} ${args[option]}: not a number`);
 }
 
-/** Serves www/pkg at /pkg/, the model at /model/, and an empty page at /. */
-function serve() {
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
-    let file = null;
-    if (path.startsWith("/pkg/")) file = join(ROOT, "www", path);
-    else if (path.startsWith("/model/")) file = join(model, path.slice("/model/".length));
-    if (path === "/") {
-      res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>bench</title>");
-    } else if (file && !path.includes("..") && existsSync(file) && statSync(file).isFile()) {
-      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" });
-      createReadStream(file).pipe(res);
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((done) => server.listen(0, "127.0.0.1", () => done(server)));
-}
-
-const server = await serve();
+const server = await serve(model);
 const browser = await launch();
 const results = [];
 try {

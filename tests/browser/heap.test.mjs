@@ -8,19 +8,18 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import { createServer } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
-import { dirname, extname, join, normalize } from "node:path";
+import { dirname, join } from "node:path";
 import { launch } from "./chromium.mjs";
+import { serve } from "./serve.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const HEAP_BUDGET = 256 * 2 ** 20;
 // What this load takes today (142.1 MiB measured, 2026-11) plus a margin for the allocator:
 // a regression shows long before the budget is reached.
 const HEAP_BOUND = 160 * 2 ** 20;
-const TYPES = { ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".html": "text/html" };
 
 const work = mkdtempSync(join(tmpdir(), "sd-webgpu-heap-"));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -28,25 +27,6 @@ after(() => rmSync(work, { recursive: true, force: true }));
 function run(cmd, args) {
   const r = spawnSync(cmd, args, { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"] });
   assert.equal(r.status, 0, `${cmd} ${args.join(" ")} failed`);
-}
-
-/** Serves `/pkg/...` from www/pkg, `/model/...` from `model`, and an empty page at `/`. */
-function serve(model) {
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
-    let file = null;
-    if (path.startsWith("/pkg/")) file = join(ROOT, "www", path);
-    else if (path.startsWith("/model/")) file = join(model, path.slice("/model/".length));
-    if (path === "/") {
-      res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><title>heap</title>");
-    } else if (file && !path.includes("..") && existsSync(file) && statSync(file).isFile()) {
-      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream", "content-length": statSync(file).size });
-      createReadStream(file).pipe(res);
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
 test("streaming SD 1.5 q8 in the browser keeps the wasm heap near its measured 142 MiB (budget 256 MiB)", { timeout: 30 * 60_000 }, async () => {
