@@ -132,17 +132,17 @@ impl StreamingLoader {
             })
             .collect();
         let chunks_added = vec![false; manifest.chunks.len()];
-        let f16 = keep_quantized && device.supports_dtype(burn::tensor::DType::F16);
-        Ok(StreamingLoader {
+        let loader = StreamingLoader {
             manifest,
             device: device.clone(),
             block_bytes,
-            keep_quantized,
-            f16,
+            keep_quantized: false,
+            f16: false,
             files: BTreeMap::new(),
             tensors,
             chunks_added,
-        })
+        };
+        Ok(loader.keep_quantized(keep_quantized))
     }
 
     /// Whether q8 / q4 weights stay quantized on the device, where it can
@@ -419,9 +419,9 @@ mod tests {
             .sum();
         assert!(fits_the_cpu_engine(&q8, want).is_ok());
         let err = fits_the_cpu_engine(&q8, want - 1).unwrap_err();
-        // Small enough to expand: expanded by default on the CPU, kept on request.
-        assert!(cpu_weight_bytes(&q8, false) < CPU_WEIGHT_BYTES);
         assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
         assert!(err.to_string().contains("--quant q8"), "{err}");
+        // Small enough to expand: expanded by default on the CPU, kept on request.
+        assert!(cpu_weight_bytes(&q8, false) < CPU_WEIGHT_BYTES);
     }
 }
