@@ -4,6 +4,14 @@
 wasm-pack compiles and runs wasm-bindgen; wasm-opt then shrinks the module. wasm-opt is slow
 (minutes on a 30 MB module), so it is skipped when its input has not changed since the last
 build.
+
+    build-wasm.py                   the page's package, www/pkg
+    build-wasm.py --tests [ARGS]    `cargo test` for wasm32 (the browser tests, through
+                                    wasm-bindgen-test-runner in headless Chromium), ARGS
+                                    passed on: e.g. `--no-run`, `--test pipeline`
+
+Both use the same cargo profile and target directory, so the tests reuse every dependency
+the package's build compiled (burn's stack for wasm32 is built once, not twice).
 """
 import hashlib
 import os
@@ -24,13 +32,38 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# A cargo target directory of its own (with its own lock): the wasm build can run while the
+# native tests build or run.
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "wasm"
+
+
+def run_tests(build: dict, args: list[str]) -> int:
+    """`cargo test` for wasm32 with the package's profile and features; the runner is
+    wasm-bindgen-test-runner (.cargo/config.toml), in headless Chromium through ChromeDriver
+    (webdriver.json beside crate/Cargo.toml turns WebGPU on)."""
+    cmd = ["cargo", "test", "--profile", build["profile"], "--locked",
+           "--target", "wasm32-unknown-unknown"]
+    if build.get("features"):
+        cmd += ["--features", ",".join(build["features"])]
+    cmd += args
+    env = {
+        **os.environ,
+        "CARGO_TARGET_DIR": str(TARGET_DIR),
+        "CHROMEDRIVER": os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"),
+        # Seconds for each test binary's browser run (SwiftShader is slow).
+        "WASM_BINDGEN_TEST_TIMEOUT": os.environ.get("WASM_BINDGEN_TEST_TIMEOUT", "1200"),
+    }
+    print("[build-wasm]", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, cwd=ROOT / build["crate"], env=env).returncode
+
+
 def main() -> int:
     config = tomllib.loads((ROOT / "wasm-pack.toml").read_text())
     build, opt = config["build"], config["wasm-opt"]
+    if sys.argv[1:2] == ["--tests"]:
+        return run_tests(build, sys.argv[2:])
     out_dir = ROOT / build["out_dir"]
-    # A cargo target directory of its own: this build shares nothing with the test builds
-    # (its own profile), and with its own lock it can run while they build or run.
-    target_dir = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "page"
+    target_dir = TARGET_DIR
     staging = target_dir / "wasm-pkg"
 
     cmd = [

@@ -34,7 +34,7 @@ kill_tree() {
 report() {
   local status=$? total=$((SECONDS - run_start)) i
   # A failed run leaves no build behind it.
-  [ -n "${page_build:-}" ] && kill_tree "$page_build"
+  [ -n "${wasm_build:-}" ] && kill_tree "$wasm_build"
   if [ -n "$current" ]; then
     [ "$status" = 0 ] || current="$current (failed, exit $status)"
     names+=("$current"); secs+=($((SECONDS - step_start)))
@@ -61,13 +61,15 @@ scripts/setup.sh --test
 # seeded mutations of format::fuzzing catch arithmetic that would wrap.
 native=(cargo test --release --locked --workspace)
 step "build: native test binaries"
-# The page's wasm package builds beside everything else, at low priority (its own target
-# directory, see build-wasm.py): it takes the cores the native tests and the browser leave
-# idle, and is waited for before the page tests.
-page_log=target/build-wasm.log
+# The browser side builds beside everything else, at low priority, in its own target
+# directory (target/wasm, see build-wasm.py): the page's package, then the browser tests'
+# binaries with the same profile, which reuse every dependency the package compiled. It
+# takes the cores the native build and tests leave idle, and is waited for before tier c.
+wasm_log=target/build-wasm.log
 mkdir -p target
-nice -n 15 python3 scripts/build-wasm.py >"$page_log" 2>&1 &
-page_build=$!
+nice -n 15 bash -c 'python3 scripts/build-wasm.py && python3 scripts/build-wasm.py --tests --no-run' \
+  >"$wasm_log" 2>&1 &
+wasm_build=$!
 "${native[@]}" --no-run
 
 step "tier a: native, CPU backend"
@@ -76,26 +78,21 @@ step "tier a: native, CPU backend"
 step "tier b: native, burn-wgpu on Vulkan"
 "${native[@]}" -- ::wgpu
 
-step "tier c: headless Chromium, WebGPU (wasm-bindgen-test)"
-# webdriver.json beside crate/Cargo.toml names Debian's Chromium and turns WebGPU on. The
-# tests run in a dedicated worker (as the page's engine does), so a long GPU step never
-# blocks the renderer's main thread past ChromeDriver's fixed 30 s.
-# WASM_BINDGEN_TEST_TIMEOUT: seconds for each test binary's browser run (SwiftShader is slow).
-# Built at opt-level 1: 411 s to build instead of 545 s at 3, and the tests ran no slower
-# (1114 s for build and tests, was 1267 s): the GPU does the work, not the wasm.
-(cd crate && WASM_BINDGEN_TEST_TIMEOUT=1200 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-  wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --release --mode no-install)
-
-step "build: the page's wasm package (waiting for the rest of it)"
-page_status=0
-wait "$page_build" || page_status=$?
-page_build=""
-if [ "$page_status" != 0 ]; then
-  cat "$page_log"
-  echo "the page's wasm build failed (log above: $page_log)"
+step "build: the page's package and the browser tests (waiting for the rest of it)"
+wasm_status=0
+wait "$wasm_build" || wasm_status=$?
+wasm_build=""
+if [ "$wasm_status" != 0 ]; then
+  cat "$wasm_log"
+  echo "the wasm build failed (log above: $wasm_log)"
   exit 1
 fi
-grep '^\[build-wasm\]' "$page_log"
+grep '^\[build-wasm\]' "$wasm_log"
+
+step "tier c: headless Chromium, WebGPU and the CPU engine (wasm-bindgen-test)"
+# The tests run in a dedicated worker (as the page's engine does), so a long GPU step never
+# blocks the renderer's main thread past ChromeDriver's fixed 30 s.
+python3 scripts/build-wasm.py --tests
 
 step "tier c: headless Chromium, the page served by the run command"
 node --test --test-reporter=spec tests/browser/

@@ -22,8 +22,8 @@
 //!
 //! The CPU tier runs all of it (96 + 96 generations, 30 to 60 s on two cores). The wgpu
 //! tier runs the same pipeline on GPU kernels, where lavapipe takes 5 to 16 s per
-//! generation depending on the machine: it draws a subset ([`WGPU`]: 12 prompts with seed
-//! 0 and 4 inpaintings of each kind) and each image must equal the CPU's image of the same
+//! generation depending on the machine: it draws a subset ([`WGPU`]: 4 prompts with seed
+//! 0 and 2 inpaintings of each kind) and each image must equal the CPU's image of the same
 //! case within [`GPU_TOL`], which catches a wrong kernel far better than colour shares of a
 //! few images (and so the colours are the CPU's, whose shares the CPU tier holds).
 //!
@@ -231,11 +231,12 @@ const FULL: Scope = Scope {
     seeds: &[0, 1],
     inpaint: 48,
 };
-/// Prompts 0..12 cover every shape, colour and size (`prompts()` cycles them).
+/// Prompts 0..4 cover every shape and four colours (`prompts()` cycles them); the kernels'
+/// agreement with diffusers is the pipeline goldens' job, so a few images suffice here.
 const WGPU: Scope = Scope {
-    prompts: 12,
+    prompts: 4,
     seeds: &[0],
-    inpaint: 4,
+    inpaint: 2,
 };
 
 /// The wgpu tier's images against the CPU's (max channel difference, in [0, 1]): the same

@@ -548,7 +548,9 @@ fn single_file_checkpoints_convert_like_their_diffusers_folders() {
 
 /// Killed at any moment, a convert leaves either no output or a complete one: the output
 /// appears by one rename, after the manifest is written. A killed run's hidden temporary
-/// directory never holds a manifest.
+/// directory is hidden and named as partial; it holds a manifest only when the kill landed
+/// between the manifest's write and the rename, and then every file the manifest names is
+/// there and verifies (the manifest is written last).
 #[test]
 fn a_killed_convert_never_leaves_a_valid_looking_output() {
     let dir = scratch("killed");
@@ -580,11 +582,14 @@ fn a_killed_convert_never_leaves_a_valid_looking_output() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         if name.starts_with('.') {
             assert!(name.contains(".partial-"), "{name}");
-            assert!(
-                !path.join("manifest.json").exists(),
-                "{name} holds a manifest"
-            );
-            assert!(ConvertedModel::open(&path).is_err());
+            if path.join("manifest.json").exists() {
+                ok(&sd_weights(&["verify", path.to_str().unwrap()]));
+            } else {
+                assert!(
+                    ConvertedModel::open(&path).is_err(),
+                    "{name} opens without a manifest"
+                );
+            }
         }
     }
     eprintln!("{completed} of 8 runs finished before the kill");

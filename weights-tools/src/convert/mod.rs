@@ -236,11 +236,14 @@ pub fn write_model(
         tensors,
     };
     manifest.validate()?;
+    // Written beside and renamed: a run killed mid-write leaves no half manifest.
     let path = dir.join(MANIFEST);
-    let mut file = File::create(&path)
-        .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
+    let partial = dir.join(format!("{MANIFEST}.partial"));
+    let mut file = File::create(&partial)
+        .map_err(|e| Error::Io(format!("cannot write {}: {e}", partial.display())))?;
     file.write_all(manifest.to_json().as_bytes())
         .and_then(|_| file.sync_all())
+        .and_then(|_| std::fs::rename(&partial, &path))
         .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(manifest)
 }
