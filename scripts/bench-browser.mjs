@@ -53,7 +53,7 @@ for (const [key, option] of [["steps", "steps"], ["guidanceScale", "guidance"], 
   if (!Number.isFinite(numbers[key])) fail(`--${option} ${args[option]}: not a number`);
 }
 
-const server = await serve(model);
+const server = await serve({ "/pkg/": join(ROOT, "www", "pkg"), "/model/": model });
 const browser = await launch();
 const results = [];
 try {

@@ -61,14 +61,13 @@ scripts/setup.sh --test
 # seeded mutations of format::fuzzing catch arithmetic that would wrap.
 native=(cargo test --release --locked --workspace)
 step "build: native test binaries"
-# The browser side builds beside everything else, at low priority, in its own target
-# directory (target/wasm, see build-wasm.py): the page's package, then the browser tests'
-# binaries with the same profile, which reuse every dependency the package compiled. It
-# takes the cores the native build and tests leave idle, and is waited for before tier c.
+# The browser tests' wasm builds beside everything else, at low priority, in its own target
+# directory (target/wasm, see build-wasm.py); it takes the cores the native build and tests
+# leave idle, and is waited for before tier c. The page's package then reuses every
+# dependency it compiled, and its wasm-opt runs beside the browser tests.
 wasm_log=target/build-wasm.log
 mkdir -p target
-nice -n 15 bash -c 'python3 scripts/build-wasm.py && python3 scripts/build-wasm.py --tests --no-run' \
-  >"$wasm_log" 2>&1 &
+nice -n 15 python3 scripts/build-wasm.py --tests --no-run >"$wasm_log" 2>&1 &
 wasm_build=$!
 "${native[@]}" --no-run
 
@@ -78,21 +77,31 @@ step "tier a: native, CPU backend"
 step "tier b: native, burn-wgpu on Vulkan"
 "${native[@]}" -- ::wgpu
 
-step "build: the page's package and the browser tests (waiting for the rest of it)"
-wasm_status=0
-wait "$wasm_build" || wasm_status=$?
-wasm_build=""
-if [ "$wasm_status" != 0 ]; then
-  cat "$wasm_log"
-  echo "the wasm build failed (log above: $wasm_log)"
-  exit 1
-fi
-grep '^\[build-wasm\]' "$wasm_log"
+# Waits for the background build; on failure prints its log and stops the run.
+wait_build() {
+  local status=0
+  wait "$wasm_build" || status=$?
+  wasm_build=""
+  if [ "$status" != 0 ]; then
+    cat "$wasm_log"
+    echo "the wasm build failed (log above: $wasm_log)"
+    exit 1
+  fi
+  grep '^\[build-wasm\]' "$wasm_log"
+}
+
+step "build: the browser tests' wasm (waiting for the rest of it)"
+wait_build
+nice -n 15 python3 scripts/build-wasm.py >>"$wasm_log" 2>&1 &
+wasm_build=$!
 
 step "tier c: headless Chromium, WebGPU and the CPU engine (wasm-bindgen-test)"
 # The tests run in a dedicated worker (as the page's engine does), so a long GPU step never
 # blocks the renderer's main thread past ChromeDriver's fixed 30 s.
 python3 scripts/build-wasm.py --tests
+
+step "build: the page's package (waiting for the rest of it)"
+wait_build
 
 step "tier c: headless Chromium, the page served by the run command"
 node --test --test-reporter=spec tests/browser/

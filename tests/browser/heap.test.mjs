@@ -38,7 +38,7 @@ test("streaming SD 1.5 q8 in the browser keeps the wasm heap near its measured 1
   run(sdWeights, ["convert", synth, q8, "--quant", "q8"]);
   rmSync(synth, { recursive: true, force: true });
 
-  const server = await serve(q8);
+  const server = await serve({ "/pkg/": join(ROOT, "www", "pkg"), "/model/": q8 });
   const browser = await launch();
   try {
     const page = await browser.newPage();

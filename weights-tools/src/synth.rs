@@ -16,7 +16,8 @@ use crate::specs;
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
-    /// Architecture: sd15, sd21, turbo or sd15-inpaint.
+    /// Architecture: sd15, sd21, turbo, sd15-inpaint, or sd15-quarter (SD 1.5 with a
+    /// quarter-width UNet, for benchmarks).
     #[arg(long)]
     pub family: String,
     /// Seed of the random weights.

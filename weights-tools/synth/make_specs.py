@@ -3,7 +3,7 @@
 
     /root/venv-ref/bin/python weights-tools/synth/make_specs.py
 
-For each family (sd15, sd21, turbo, sd15-inpaint) it writes, next to this script,
+For each family (sd15, sd21, turbo, sd15-inpaint, sd15-quarter) it writes, next to this script,
 <family>/ with the diffusers configs (model_index.json, scheduler/scheduler_config.json,
 text_encoder/config.json, unet/config.json, vae/config.json) and tensors.txt: one line per
 tensor, `component name d0,d1,...`, exactly the state_dict that `save_pretrained` writes
@@ -39,6 +39,9 @@ UNET_SD21 = dict(UNET_SD15, sample_size=96, attention_head_dim=[5, 10, 20, 20], 
                  use_linear_projection=True, upcast_attention=True)
 UNET_TURBO = dict(UNET_SD21, sample_size=64, upcast_attention=False)
 UNET_INPAINT = dict(UNET_SD15, in_channels=9)
+# The benchmark's middle size (docs/benchmarks.md): SD 1.5's blocks at a quarter of the width,
+# 16 groups per norm (80 channels have no 32 equal groups).
+UNET_QUARTER = dict(UNET_SD15, block_out_channels=[80, 160, 320, 320], norm_num_groups=16)
 
 VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
            block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
@@ -67,6 +70,7 @@ FAMILIES = {
     "sd21": (CLIP_H, UNET_SD21, dict(VAE, sample_size=768), SD21_DDIM_V, "StableDiffusionPipeline"),
     "turbo": (CLIP_H, UNET_TURBO, VAE, TURBO_EULER, "StableDiffusionPipeline"),
     "sd15-inpaint": (CLIP_L, UNET_INPAINT, VAE, INPAINT_DDIM, "StableDiffusionInpaintPipeline"),
+    "sd15-quarter": (CLIP_L, UNET_QUARTER, VAE, SD15_PNDM, "StableDiffusionPipeline"),
 }
 
 
