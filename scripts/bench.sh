@@ -19,7 +19,8 @@
 #
 # Needs: scripts/setup.sh --test; `npm ci --prefix bench/ort-web` (ONNX Runtime Web);
 # PYTHON (default python3) with scripts/bench-requirements.txt. Models and exports are made
-# once in target/bench and kept; results go to target/bench/results.json.
+# once in target/bench and kept; results go to target/bench/results.json
+# (one JSON object per measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -53,7 +54,7 @@ python3 scripts/build-wasm.py
 sdw=target/release/sd-weights
 work=target/bench
 mkdir -p "$work"
-results="$work/results.jsonl"
+results="$work/results.json"
 : >"$results"
 
 # record MODEL ENGINE JSON: one line of results.
@@ -93,9 +94,11 @@ done
 # One table: the UNet call's median per engine, and ours over theirs where both ran.
 python3 - "$results" <<'EOF'
 import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
+rows, text, at = {}, open(sys.argv[1]).read(), 0
+decoder = json.JSONDecoder()
+while text[at:].strip():  # one JSON value per record (pretty-printed ones span lines)
+    r, end = decoder.raw_decode(text[at:].lstrip())
+    at = len(text) - len(text[at:].lstrip()) + end
     model, engine, res = r["model"], r["engine"], r["result"]
     if engine.startswith("ours native"):
         rows[(model, engine)] = res["unet"]["ms_median"]
