@@ -19,8 +19,8 @@
 #
 # Needs: scripts/setup.sh --test; `npm ci --prefix bench/ort-web` (ONNX Runtime Web);
 # PYTHON (default python3) with scripts/bench-requirements.txt. Models and exports are made
-# once in target/bench and kept; results go to target/bench/results.json
-# (one JSON object per measurement).
+# once in target/bench and kept; results go to target/bench/results.jsonl
+# (one JSON object per line and measurement).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -54,11 +54,15 @@ python3 scripts/build-wasm.py
 sdw=target/release/sd-weights
 work=target/bench
 mkdir -p "$work"
-results="$work/results.json"
+results="$work/results.jsonl"
 : >"$results"
 
-# record MODEL ENGINE JSON: one line of results.
-record() { printf '{"model":"%s","engine":"%s","result":%s}\n' "$1" "$2" "$3" >>"$results"; }
+# record MODEL ENGINE JSON: one line of results (the JSON compacted onto it).
+record() {
+  local result
+  result=$(printf '%s' "$3" | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))')
+  printf '{"model":"%s","engine":"%s","result":%s}\n' "$1" "$2" "$result" >>"$results"
+}
 
 for model in ${models//,/ }; do
   case $model in
@@ -94,11 +98,9 @@ done
 # One table: the UNet call's median per engine, and ours over theirs where both ran.
 python3 - "$results" <<'EOF'
 import json, sys
-rows, text, at = {}, open(sys.argv[1]).read(), 0
-decoder = json.JSONDecoder()
-while text[at:].strip():  # one JSON value per record (pretty-printed ones span lines)
-    r, end = decoder.raw_decode(text[at:].lstrip())
-    at = len(text) - len(text[at:].lstrip()) + end
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
     model, engine, res = r["model"], r["engine"], r["result"]
     if engine.startswith("ours native"):
         rows[(model, engine)] = res["unet"]["ms_median"]

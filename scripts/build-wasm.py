@@ -63,8 +63,7 @@ def main() -> int:
     if sys.argv[1:2] == ["--tests"]:
         return run_tests(build, sys.argv[2:])
     out_dir = ROOT / build["out_dir"]
-    target_dir = TARGET_DIR
-    staging = target_dir / "wasm-pkg"
+    staging = TARGET_DIR / "wasm-pkg"
 
     cmd = [
         "wasm-pack", "build", str(ROOT / build["crate"]),
@@ -78,7 +77,7 @@ def main() -> int:
     if build.get("features"):
         cmd += ["--", "--features", ",".join(build["features"])]
     print("[build-wasm]", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target_dir)})
+    subprocess.run(cmd, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET_DIR)})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     wasm_name = None
