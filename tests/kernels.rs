@@ -5,10 +5,8 @@
 
 mod common;
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use common::{Rng, check_close, reference, tensor};
-use sd_webgpu::{Device, ops, read_f32};
+use sd_webgpu::{Device, kernels, ops, read_f32};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
@@ -27,54 +25,132 @@ async fn matmul(device: &Device) -> Result<(), String> {
     check_close("matmul", &got, &reference::matmul(&a, &w, b, m, k, n), TOL)
 }
 
-/// A ResNet conv: 320 -> 320 channels, 3×3, padding 1, on 32×32.
-async fn conv(device: &Device) -> Result<(), String> {
-    let shape = [1, 320, 32, 32];
-    let (c_out, kernel) = (320, 3);
-    let mut rng = Rng::new(2);
+/// One conv through `kernels::conv2d` against the reference: `shape` is the input
+/// `[b, c_in, h, w]`; stride 2 is checked as every other pixel of the stride-1 result.
+async fn conv_case(
+    device: &Device,
+    shape: [usize; 4],
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    seed: u64,
+) -> Result<(), String> {
+    let pad = kernel / 2;
+    let mut rng = Rng::new(seed);
     let x = rng.uniform(shape.iter().product(), 1.0);
     let w = rng.uniform(c_out * shape[1] * kernel * kernel, 0.02);
     let bias = rng.uniform(c_out, 0.1);
-    let got = conv2d(
+    let got = kernels::conv2d(
         tensor(&x, shape, device),
         tensor(&w, [c_out, shape[1], kernel, kernel], device),
-        Some(tensor(&bias, [c_out], device)),
-        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        tensor(&bias, [c_out], device),
+        stride,
+        pad,
     );
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
-    check_close(
-        "conv2d",
-        &got,
-        &reference::conv2d(&x, &w, &bias, shape, c_out, kernel, 1),
-        TOL,
-    )
+    let full = reference::conv2d(&x, &w, &bias, shape, c_out, kernel, pad);
+    let [b, _, h, wd] = shape;
+    let want: Vec<f32> = (0..b * c_out)
+        .flat_map(|plane| {
+            let full = &full[plane * h * wd..][..h * wd];
+            (0..h)
+                .step_by(stride)
+                .flat_map(move |y| (0..wd).step_by(stride).map(move |x| full[y * wd + x]))
+        })
+        .collect();
+    let name = format!("conv2d {shape:?} -> {c_out}, {kernel}x{kernel} stride {stride}");
+    check_close(&name, &got, &want, TOL)
 }
 
-/// GroupNorm(32, 320) on `[2, 320, 32, 32]` with an offset mean, as activations have.
-async fn group_norm(device: &Device) -> Result<(), String> {
-    let shape = [2, 320, 32, 32];
-    let mut rng = Rng::new(3);
+/// A ResNet conv (320 -> 320, 3×3 on 32×32), then shapes that leave every GEMM tile ragged:
+/// few channels, odd sizes, a 1×1 shortcut, a stride-2 downsample, batch 2.
+async fn conv(device: &Device) -> Result<(), String> {
+    conv_case(device, [1, 320, 32, 32], 320, 3, 1, 2).await?;
+    conv_case(device, [2, 5, 9, 11], 7, 3, 1, 21).await?;
+    conv_case(device, [2, 40, 13, 5], 70, 1, 1, 22).await?;
+    conv_case(device, [2, 24, 9, 9], 24, 3, 2, 23).await?;
+    conv_case(device, [1, 3, 8, 8], 130, 3, 1, 24).await
+}
+
+/// GroupNorm on `shape` with an offset mean, as activations have, then SiLU when `silu`.
+async fn group_norm_case(
+    device: &Device,
+    shape: [usize; 4],
+    groups: usize,
+    silu: bool,
+    seed: u64,
+) -> Result<(), String> {
+    let c = shape[1];
+    let mut rng = Rng::new(seed);
     let x: Vec<f32> = rng
         .uniform(shape.iter().product(), 2.0)
         .iter()
         .map(|v| v + 3.0)
         .collect();
-    let weight = rng.uniform(320, 1.0);
-    let bias = rng.uniform(320, 1.0);
-    let got = ops::group_norm(
+    let weight = rng.uniform(c, 1.0);
+    let bias = rng.uniform(c, 1.0);
+    let got = kernels::group_norm(
         tensor(&x, shape, device),
-        32,
+        groups,
         1e-5,
-        tensor(&weight, [320], device),
-        tensor(&bias, [320], device),
+        tensor(&weight, [c], device),
+        tensor(&bias, [c], device),
+        silu,
     );
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
+    let mut want = reference::group_norm(&x, shape, groups, 1e-5, &weight, &bias);
+    if silu {
+        want.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp());
+    }
     check_close(
-        "group_norm",
+        &format!("group_norm {shape:?} / {groups}"),
         &got,
-        &reference::group_norm(&x, shape, 32, 1e-5, &weight, &bias),
+        &want,
         TOL,
     )
+}
+
+/// GroupNorm(32, 320) on `[2, 320, 32, 32]`; with SiLU; groups shorter than a workgroup
+/// and not a power of two; one pixel.
+async fn group_norm(device: &Device) -> Result<(), String> {
+    group_norm_case(device, [2, 320, 32, 32], 32, false, 3).await?;
+    group_norm_case(device, [2, 320, 32, 32], 32, true, 31).await?;
+    group_norm_case(device, [1, 6, 5, 7], 3, true, 32).await?;
+    group_norm_case(device, [2, 64, 1, 1], 32, false, 33).await
+}
+
+/// LayerNorm over 320 (a transformer block's width) with an offset mean, and GEGLU on a
+/// `[.., 2·160]` projection, each against burn's ops on the CPU (the path the goldens check).
+async fn layer_norm_and_geglu(device: &Device) -> Result<(), String> {
+    let cpu = sd_webgpu::device::cpu();
+    let (shape, dim) = ([2, 77, 320], 320);
+    let mut rng = Rng::new(6);
+    let x: Vec<f32> = rng
+        .uniform(2 * 77 * 320, 2.0)
+        .iter()
+        .map(|v| v + 1.0)
+        .collect();
+    let (weight, bias) = (rng.uniform(dim, 1.0), rng.uniform(dim, 1.0));
+    let norm = |d: &Device| {
+        kernels::layer_norm(
+            tensor(&x, shape, d),
+            tensor(&weight, [dim], d),
+            tensor(&bias, [dim], d),
+            1e-5,
+        )
+    };
+    let got = read_f32(norm(device)).await.map_err(|e| e.to_string())?;
+    let want = read_f32(norm(&cpu)).await.map_err(|e| e.to_string())?;
+    check_close("layer_norm", &got, &want, TOL)?;
+
+    let shape = [2, 61, 320];
+    let x = rng.uniform(2 * 61 * 320, 3.0);
+    let got = kernels::geglu(tensor(&x, shape, device));
+    let got = read_f32(got).await.map_err(|e| e.to_string())?;
+    let want = read_f32(kernels::geglu(tensor(&x, shape, &cpu)))
+        .await
+        .map_err(|e| e.to_string())?;
+    check_close("geglu", &got, &want, TOL)
 }
 
 async fn attention_case(
@@ -127,6 +203,7 @@ on_every_device! {
     matmul => super::matmul;
     conv2d => super::conv;
     group_norm => super::group_norm;
+    layer_norm_and_geglu => super::layer_norm_and_geglu;
     attention => super::attention;
     sliced_attention => super::sliced_attention;
 }
@@ -148,11 +225,12 @@ fn typical_kernel_bugs_are_caught() {
         .chunks(9)
         .flat_map(|k| k.iter().rev().copied().collect::<Vec<_>>())
         .collect();
-    let got = conv2d(
+    let got = kernels::conv2d(
         tensor(&x, shape, &device),
         tensor(&flipped, [8, 8, 3, 3], &device),
-        Some(tensor(&bias, [8], &device)),
-        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        tensor(&bias, [8], &device),
+        1,
+        1,
     );
     let got = pollster::block_on(read_f32(got)).unwrap();
     assert!(
@@ -166,12 +244,13 @@ fn typical_kernel_bugs_are_caught() {
     );
 
     let (weight, zero) = (vec![1.0; 8], vec![0.0; 8]);
-    let got = ops::group_norm(
+    let got = kernels::group_norm(
         tensor(&x, shape, &device),
         2,
         1e-5,
         tensor(&weight, [8], &device),
         tensor(&zero, [8], &device),
+        false,
     );
     let got = pollster::block_on(read_f32(got)).unwrap();
     assert!(

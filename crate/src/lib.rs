@@ -11,6 +11,7 @@ pub mod error;
 pub mod flops;
 pub mod format;
 mod json;
+pub mod kernels;
 pub mod model;
 pub mod model_info;
 pub mod nn;

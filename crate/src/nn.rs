@@ -2,13 +2,12 @@
 //! in the files, converted here). Each mirrors its `torch.nn` namesake.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::{conv2d, linear};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::linear;
 use burn::tensor::quantization::QuantValue;
 use burn::tensor::{DType, Tensor};
 
 use crate::Error;
-use crate::ops;
+use crate::kernels;
 use crate::weights::VarBuilder;
 
 /// `torch.nn.Linear`. An f32 weight is kept as `[in, out]`, burn's layout; a quantized one
@@ -158,13 +157,7 @@ impl Conv2d {
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (s, p) = (self.stride, self.padding);
-        conv2d(
-            x,
-            self.weight(),
-            Some(self.bias.val()),
-            ConvOptions::new([s, s], [p, p], [1, 1], 1),
-        )
+        kernels::conv2d(x, self.weight(), self.bias.val(), self.stride, self.padding)
     }
 }
 
@@ -194,7 +187,17 @@ impl GroupNorm {
 
     /// `[b, c, h, w] -> [b, c, h, w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        ops::group_norm(x, self.groups, self.eps, self.weight.val(), self.bias.val())
+        self.forward_then(x, false)
+    }
+
+    /// `silu(self.forward(x))`, in one dispatch on a GPU.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, true)
+    }
+
+    fn forward_then(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
+        let (w, b) = (self.weight.val(), self.bias.val());
+        kernels::group_norm(x, self.groups, self.eps, w, b, silu)
     }
 }
 
@@ -217,11 +220,7 @@ impl LayerNorm {
 
     /// `[..., dim] -> [..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mean = x.clone().mean_dim(D - 1);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(D - 1);
-        let normed = centered / var.add_scalar(self.eps).sqrt();
-        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+        kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 }
 

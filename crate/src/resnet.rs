@@ -3,7 +3,6 @@
 //! `downsampling.py`, `upsampling.py`). Weight names are diffusers' state-dict names.
 
 use burn::module::Module;
-use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -67,17 +66,19 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `x: [b, c_in, h, w]`, `temb: [b, temb_channels]` -> `[b, c_out, h, w]`. A `temb` given
-    /// to a block built without `temb_channels` is ignored, as diffusers does.
-    pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let h = silu(self.norm1.forward(x.clone())); // [b, c_in, h, w]
+    /// `x: [b, c_in, h, w]`, `temb_silu: [b, temb_channels]` -> `[b, c_out, h, w]`, where
+    /// `temb_silu` is `silu(temb)` (the same for every resnet of a UNet call, so the caller
+    /// computes it once). One given to a block built without `temb_channels` is ignored, as
+    /// diffusers does.
+    pub fn forward(&self, x: Tensor<4>, temb_silu: Option<Tensor<2>>) -> Tensor<4> {
+        let h = self.norm1.forward_silu(x.clone()); // [b, c_in, h, w]
         let mut h = self.conv1.forward(h); // [b, c_out, h, w]
-        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(silu(temb)); // [b, c_out]
+        if let (Some(proj), Some(temb_silu)) = (&self.time_emb_proj, temb_silu) {
+            let t = proj.forward(temb_silu); // [b, c_out]
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]); // broadcast over h, w
         }
-        let h = silu(self.norm2.forward(h)); // [b, c_out, h, w]
+        let h = self.norm2.forward_silu(h); // [b, c_out, h, w]
         let h = self.conv2.forward(h); // [b, c_out, h, w]
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x), // [b, c_out, h, w]

@@ -8,7 +8,7 @@
 //! - 3×3 convolutions see one row of each neighbour strip (the halo) and drop the rows
 //!   computed from it; zero padding applies only at the image's top and bottom;
 //! - group norm takes its mean and variance over all strips (two passes, like
-//!   [`crate::ops::group_norm`]) before normalising each;
+//!   [`crate::kernels::group_norm`]) before normalising each;
 //! - pointwise layers, 1×1 convolutions and nearest upsampling run per strip; the VAE
 //!   encoder's stride-2 downsampling takes the next strip's first row as its halo.
 //!
@@ -119,10 +119,13 @@ impl Strips {
         Strips(out)
     }
 
-    /// Group norm with statistics over the whole map.
-    pub fn group_norm(self, norm: &GroupNorm) -> Self {
+    /// Group norm with statistics over the whole map, then SiLU when `then_silu`.
+    pub fn group_norm(self, norm: &GroupNorm, then_silu: bool) -> Self {
         if self.0.len() == 1 {
-            return self.map(|x| norm.forward(x));
+            return match then_silu {
+                true => self.map(|x| norm.forward_silu(x)),
+                false => self.map(|x| norm.forward(x)),
+            };
         }
         let [b, c, _, w] = self.0[0].dims();
         let g = norm.groups;
@@ -162,7 +165,8 @@ impl Strips {
         self.map(|x| {
             let [_, _, r, _] = x.dims();
             let normed = ((grouped(&x) - mean.clone()) * inv_std.clone()).reshape([b, c, r, w]);
-            normed * weight.clone() + bias.clone() // [b, c, r, w]
+            let y = normed * weight.clone() + bias.clone(); // [b, c, r, w]
+            if then_silu { silu(y) } else { y }
         })
     }
 
@@ -171,10 +175,9 @@ impl Strips {
     pub fn resnet(self, block: &ResnetBlock2D) -> Self {
         let h = self
             .clone()
-            .group_norm(&block.norm1)
-            .map(silu)
+            .group_norm(&block.norm1, true)
             .conv(&block.conv1);
-        let h = h.group_norm(&block.norm2).map(silu).conv(&block.conv2);
+        let h = h.group_norm(&block.norm2, true).conv(&block.conv2);
         let shortcut = match &block.conv_shortcut {
             Some(conv) => self.conv(conv),
             None => self,

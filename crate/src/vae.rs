@@ -15,7 +15,6 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -473,7 +472,7 @@ impl Encoder {
             }
         }
         let h = self.mid_block.forward(h.cat()); // [b, c_last, H / f, W / f]
-        let h = silu(self.conv_norm_out.forward(h));
+        let h = self.conv_norm_out.forward_silu(h);
         self.conv_out.forward(h) // [b, 2 * latent, H / f, W / f]
     }
 }
@@ -563,7 +562,7 @@ impl Decoder {
                 x = x.upsample(up); // [b, c_i, 2 h_i, 2 w_i]
             }
         }
-        let x = x.group_norm(&self.conv_norm_out).map(silu); // [b, c0, h * f, w * f]
+        let x = x.group_norm(&self.conv_norm_out, true); // [b, c0, h * f, w * f]
         x.conv(&self.conv_out).cat() // [b, out, h * f, w * f]
     }
 }

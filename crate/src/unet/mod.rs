@@ -188,6 +188,8 @@ impl UNet2DConditionModel {
         }; // [b]
         let t_emb = self.time_proj.forward(timestep); // [b, c0]
         let temb = self.time_embedding.forward(t_emb, timestep_cond); // [b, 4·c0]
+        // Every resnet projects silu(temb): computed once here, not once per resnet.
+        let temb = silu(temb); // [b, 4·c0]
         let context = encoder_hidden_states; // [b, 77, cross_dim]
 
         let mut x = self.conv_in.forward(sample); // [b, c0, h, w]
@@ -202,7 +204,7 @@ impl UNet2DConditionModel {
             x = block.forward(x, &mut skips, &temb, &context); // [b, c_j, size of the next skip]
         }
         debug_assert!(skips.is_empty(), "every skip is consumed by an up block");
-        let x = silu(self.conv_norm_out.forward(x)); // [b, c0, h, w]
+        let x = self.conv_norm_out.forward_silu(x); // [b, c0, h, w]
         Ok(self.conv_out.forward(x)) // [b, out_channels, h, w]
     }
 

@@ -6,9 +6,9 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::gelu;
 
 use crate::Error;
+use crate::kernels;
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops;
 use crate::weights::VarBuilder;
@@ -93,12 +93,8 @@ impl FeedForward {
     /// `[b, n, dim] -> [b, n, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let projected = self.proj.forward(x); // [b, n, 2·inner]
-        let [_, _, two_inner] = projected.dims();
-        let inner = two_inner / 2;
         // chunk(2, dim=-1): the first half is the value, the second the gate.
-        let value = projected.clone().narrow(2, 0, inner); // [b, n, inner]
-        let gate = projected.narrow(2, inner, inner); // [b, n, inner]
-        self.out.forward(value * gelu(gate)) // [b, n, dim]
+        self.out.forward(kernels::geglu(projected)) // [b, n, inner] -> [b, n, dim]
     }
 }
 
