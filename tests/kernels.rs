@@ -179,6 +179,41 @@ async fn attention(device: &Device) -> Result<(), String> {
     attention_case(device, "cross-attention", [2, 8, 1024, 77, 40], 5).await
 }
 
+/// Flash attention in the projections' `[b, tokens, heads·d]` layout against the plain
+/// attention on the CPU: SD 1.5's head sizes 40 and 80, query counts that leave the last
+/// workgroup ragged, 77-token cross-attention. On devices without the kernel it checks that
+/// `flash_attention_supported` says so.
+async fn flash_attention(device: &Device) -> Result<(), String> {
+    let cpu = sd_webgpu::device::cpu();
+    for (seed, [b, n, m, heads, d]) in [(12, [2, 100, 100, 8, 40]), (13, [2, 70, 77, 4, 80])] {
+        let mut rng = Rng::new(seed);
+        let q = rng.uniform(b * n * heads * d, 1.5);
+        let k = rng.uniform(b * m * heads * d, 1.5);
+        let v = rng.uniform(b * m * heads * d, 1.0);
+        let (qt, kt) = (
+            tensor(&q, [b, n, heads * d], device),
+            tensor(&k, [b, m, heads * d], device),
+        );
+        if !kernels::flash_attention_supported(&qt, &kt, heads) {
+            return match matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_)) {
+                true => Err("flash attention refused a GPU tensor".into()),
+                false => Ok(()),
+            };
+        }
+        let got = kernels::flash_attention(qt, kt, tensor(&v, [b, m, heads * d], device), heads);
+        let got = read_f32(got).await.map_err(|e| e.to_string())?;
+        let split = |x: &[f32], t: usize| {
+            tensor(x, [b, t, heads, d], &cpu).swap_dims(1, 2) // [b, heads, t, d]
+        };
+        let want = ops::attention(split(&q, n), split(&k, m), split(&v, m))
+            .swap_dims(1, 2)
+            .reshape([b, n, heads * d]);
+        let want = read_f32(want).await.map_err(|e| e.to_string())?;
+        check_close(&format!("flash attention d={d}"), &got, &want, TOL)?;
+    }
+    Ok(())
+}
+
 /// Attention computed in slices of query tokens (uneven: 300 rows in slices of 64) equals the
 /// reference, as when the browser limit splits the 4096-token mid-block attention.
 async fn sliced_attention(device: &Device) -> Result<(), String> {
@@ -205,6 +240,7 @@ on_every_device! {
     group_norm => super::group_norm;
     layer_norm_and_geglu => super::layer_norm_and_geglu;
     attention => super::attention;
+    flash_attention => super::flash_attention;
     sliced_attention => super::sliced_attention;
 }
 

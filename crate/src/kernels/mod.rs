@@ -8,6 +8,7 @@
 //! kernels; elsewhere (burn's CPU backend) they run the plain burn ops, so CPU results do not
 //! change. Kernels are written in cubecl (compiled to WGSL / SPIR-V by burn's runtime).
 
+mod attention;
 mod conv;
 mod norm;
 
@@ -236,6 +237,49 @@ pub fn attention_probs(q: Tensor<4>, k: Tensor<4>, bias: Option<Tensor<4>>) -> T
         scale as f32,
         units,
     );
+    Tensor::from_primitive::<Cube>(out)
+}
+
+/// The largest head size [`flash_attention`] takes: its unit keeps the query and the output
+/// row in registers (2·d values).
+pub const FLASH_MAX_HEAD_DIM: usize = 128;
+
+/// Whether [`flash_attention`] runs for these tensors (a cubecl device, f32, head size at most
+/// [`FLASH_MAX_HEAD_DIM`]); callers use the sliced attention otherwise.
+pub fn flash_attention_supported(q: &Tensor<3>, k: &Tensor<3>, heads: usize) -> bool {
+    let d = q.dims()[2] / heads;
+    on_cube(q) && on_cube(k) && d <= FLASH_MAX_HEAD_DIM && q.dims()[2] % heads == 0
+}
+
+/// Multi-head attention `softmax(q kᵀ / √d) v` per head, in one dispatch and without a score
+/// matrix: `q [b, n, heads·d]`, `k, v [b, m, heads·d]` → `[b, n, heads·d]` (heads split
+/// and merged as diffusers' `Attention` does). Only where [`flash_attention_supported`].
+pub fn flash_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [b, n, width] = q.dims();
+    let m = k.dims()[1];
+    let d = width / heads;
+    let (q, k, v) = (cube(q), cube(k), cube(v));
+    let out = empty_like(&q, vec![b, n, width]);
+    let client = q.client.clone();
+    let count = CubeCount::Static(n.div_ceil(attention::UNITS) as u32, (b * heads) as u32, 1);
+    // SAFETY: every index is bounded by the shapes above (surplus rows read row 0, write
+    // nothing).
+    unsafe {
+        attention::flash_attention::launch_unchecked(
+            &client,
+            count,
+            CubeDim::new_1d(attention::UNITS as u32),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n,
+            m,
+            heads,
+            (d as f32).powf(-0.5),
+            d,
+        );
+    }
     Tensor::from_primitive::<Cube>(out)
 }
 

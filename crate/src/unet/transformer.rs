@@ -62,12 +62,21 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
         let [b, n, _] = x.dims();
         let context = context.unwrap_or_else(|| x.clone());
-        let q = self.split_heads(self.to_q.forward(x)); // [b, h, n, d]
-        let k = self.split_heads(self.to_k.forward(context.clone())); // [b, h, m, d]
-        let v = self.split_heads(self.to_v.forward(context)); // [b, h, m, d]
-        let out = ops::sliced_attention(q, k, v); // [b, h, n, d]
-        let [_, h, _, d] = out.dims();
-        let out = out.swap_dims(1, 2).reshape([b, n, h * d]); // [b, n, inner]
+        let q = self.to_q.forward(x); // [b, n, inner]
+        let k = self.to_k.forward(context.clone()); // [b, m, inner]
+        let v = self.to_v.forward(context); // [b, m, inner]
+        let out = if kernels::flash_attention_supported(&q, &k, self.heads) {
+            kernels::flash_attention(q, k, v, self.heads) // [b, n, inner]
+        } else {
+            let (q, k, v) = (
+                self.split_heads(q),
+                self.split_heads(k),
+                self.split_heads(v),
+            );
+            let out = ops::sliced_attention(q, k, v); // [b, h, n, d]
+            let [_, h, _, d] = out.dims();
+            out.swap_dims(1, 2).reshape([b, n, h * d]) // [b, n, inner]
+        };
         self.to_out.forward(out) // [b, n, query_dim]
     }
 }
