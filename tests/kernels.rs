@@ -69,7 +69,33 @@ async fn conv(device: &Device) -> Result<(), String> {
     conv_case(device, [2, 5, 9, 11], 7, 3, 1, 21).await?;
     conv_case(device, [2, 40, 13, 5], 70, 1, 1, 22).await?;
     conv_case(device, [2, 24, 9, 9], 24, 3, 2, 23).await?;
-    conv_case(device, [1, 3, 8, 8], 130, 3, 1, 24).await
+    conv_case(device, [1, 3, 8, 8], 130, 3, 1, 24).await?;
+    // With the residual added as the conv writes, on both kernels' shapes.
+    for (seed, shape) in [(25, [2, 16, 12, 12]), (26, [2, 16, 4, 4])] {
+        let mut rng = Rng::new(seed);
+        let c_out = 24;
+        let x = rng.uniform(shape.iter().product(), 1.0);
+        let w = rng.uniform(c_out * shape[1] * 9, 0.05);
+        let bias = rng.uniform(c_out, 0.1);
+        let out_shape = [shape[0], c_out, shape[2], shape[3]];
+        let res = rng.uniform(out_shape.iter().product(), 1.0);
+        let got = kernels::conv2d_add(
+            tensor(&x, shape, device),
+            tensor(&w, [c_out, shape[1], 3, 3], device),
+            tensor(&bias, [c_out], device),
+            1,
+            1,
+            Some(tensor(&res, out_shape, device)),
+        );
+        let got = read_f32(got).await.map_err(|e| e.to_string())?;
+        let want: Vec<f32> = reference::conv2d(&x, &w, &bias, shape, c_out, 3, 1)
+            .iter()
+            .zip(&res)
+            .map(|(a, b)| a + b)
+            .collect();
+        check_close(&format!("conv2d_add {shape:?}"), &got, &want, TOL)?;
+    }
+    Ok(())
 }
 
 /// GroupNorm on `shape` with an offset mean, as activations have, then SiLU when `silu`.

@@ -159,6 +159,12 @@ impl Conv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         kernels::conv2d(x, self.weight(), self.bias.val(), self.stride, self.padding)
     }
+
+    /// `self.forward(x) + residual`, the add done as the conv writes on a GPU.
+    pub fn forward_add(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        let (w, b) = (self.weight(), self.bias.val());
+        kernels::conv2d_add(x, w, b, self.stride, self.padding, Some(residual))
+    }
 }
 
 /// `torch.nn.GroupNorm` with affine parameters.

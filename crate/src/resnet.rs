@@ -79,12 +79,12 @@ impl ResnetBlock2D {
             h = h + t.reshape([b, c, 1, 1]); // broadcast over h, w
         }
         let h = self.norm2.forward_silu(h); // [b, c_out, h, w]
-        let h = self.conv2.forward(h); // [b, c_out, h, w]
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x), // [b, c_out, h, w]
             None => x,
         };
-        shortcut + h // output_scale_factor = 1
+        // conv2(h) + shortcut (output_scale_factor = 1), added as conv2 writes.
+        self.conv2.forward_add(h, shortcut) // [b, c_out, h, w]
     }
 }
 

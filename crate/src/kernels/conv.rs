@@ -30,7 +30,8 @@ pub fn block(c_out: usize, n: usize) -> (usize, usize) {
 }
 
 /// `input [b, c_in, h, w]`, `weight [c_out, c_in·k·k]`, `bias [c_out]` →
-/// `output [b, c_out, ho, wo]`. Each unit computes `rows` channels × `cols` pixels. Launch with
+/// `output [b, c_out, ho, wo]`, plus `residual` (same shape as the output) when
+/// `add_residual` (otherwise any other buffer, unread). Each unit computes `rows` channels × `cols` pixels. Launch with
 /// `CubeDim (UNITS)` and `CubeCount (⌈b·ho·wo / (UNITS·cols)⌉, ⌈c_out / rows⌉)`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -38,6 +39,7 @@ pub fn conv2d_blocked(
     input: &Tensor<f32>,
     weight: &Tensor<f32>,
     bias: &Tensor<f32>,
+    residual: &Tensor<f32>,
     output: &mut Tensor<f32>,
     c_in: usize,
     h: usize,
@@ -50,6 +52,7 @@ pub fn conv2d_blocked(
     #[comptime] pad: usize,
     #[comptime] rows: usize,
     #[comptime] cols: usize,
+    #[comptime] add_residual: bool,
 ) {
     let kk = k * k;
     let k_total = c_in * kk;
@@ -127,8 +130,12 @@ pub fn conv2d_blocked(
         for j in 0..cols {
             let n = first + j * UNITS;
             if co < c_out && n < n_total {
-                output[((n / pixels) * c_out + co) * pixels + n % pixels] =
-                    acc[r * cols + j] + bias[co];
+                let at = ((n / pixels) * c_out + co) * pixels + n % pixels;
+                let mut y = acc[r * cols + j] + bias[co];
+                if add_residual {
+                    y += residual[at];
+                }
+                output[at] = y;
             }
         }
     }
@@ -145,6 +152,7 @@ pub fn conv2d_by_channel(
     input: &Tensor<f32>,
     weight: &Tensor<f32>,
     bias: &Tensor<f32>,
+    residual: &Tensor<f32>,
     output: &mut Tensor<f32>,
     c_in: usize,
     h: usize,
@@ -157,6 +165,7 @@ pub fn conv2d_by_channel(
     #[comptime] pad: usize,
     #[comptime] rows: usize,
     #[comptime] cols: usize,
+    #[comptime] add_residual: bool,
 ) {
     let kk = k * k;
     let k_total = c_in * kk;
@@ -229,8 +238,12 @@ pub fn conv2d_by_channel(
         for j in 0..cols {
             let n = first + j;
             if co < c_out && n < n_total {
-                output[((n / pixels) * c_out + co) * pixels + n % pixels] =
-                    acc[r * cols + j] + bias[co];
+                let at = ((n / pixels) * c_out + co) * pixels + n % pixels;
+                let mut y = acc[r * cols + j] + bias[co];
+                if add_residual {
+                    y += residual[at];
+                }
+                output[at] = y;
             }
         }
     }

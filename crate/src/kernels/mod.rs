@@ -55,9 +55,27 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Tensor<4> {
-    if !(on_cube(&x) && on_cube(&weight) && on_cube(&bias)) {
+    conv2d_add(x, weight, bias, stride, padding, None)
+}
+
+/// [`conv2d`], then `+ residual` (same shape as the output): a resnet's skip connection or a
+/// transformer's, added as the conv writes on a GPU.
+pub fn conv2d_add(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: usize,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    let fused = residual.as_ref().is_none_or(on_cube);
+    if !(fused && on_cube(&x) && on_cube(&weight) && on_cube(&bias)) {
         let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
-        return burn_conv2d(x, weight, Some(bias), options);
+        let y = burn_conv2d(x, weight, Some(bias), options);
+        return match residual {
+            Some(r) => y + r,
+            None => y,
+        };
     }
     let [b, c_in, h, w] = x.dims();
     let [c_out, _, k, _] = weight.dims();
@@ -78,6 +96,14 @@ pub fn conv2d(
             out.into_tensor_arg(),
         )
     };
+    let add_residual = residual.is_some();
+    // Unread without a residual, but a binding all the same: a fresh one-value buffer (binding
+    // one of the others twice would alias a writable buffer, which WebGPU refuses).
+    let residual = match residual {
+        Some(r) => cube(r),
+        None => empty_like(&x, vec![1]),
+    };
+    let ra = residual.into_tensor_arg();
     let (xa, wa, ba, oa) = args(x, weight, bias, out.clone());
     // SAFETY: every index the kernels read or write is bounded by the shapes passed here.
     unsafe {
@@ -89,8 +115,26 @@ pub fn conv2d(
                 1,
             );
             conv::conv2d_by_channel::launch_unchecked(
-                &client, count, dim, xa, wa, ba, oa, c_in, h, w, c_out, ho, wo, k, stride, padding,
-                rows, cols,
+                &client,
+                count,
+                dim,
+                xa,
+                wa,
+                ba,
+                ra,
+                oa,
+                c_in,
+                h,
+                w,
+                c_out,
+                ho,
+                wo,
+                k,
+                stride,
+                padding,
+                rows,
+                cols,
+                add_residual,
             );
         } else {
             let (rows, cols) = conv::block(c_out, n);
@@ -100,8 +144,26 @@ pub fn conv2d(
                 1,
             );
             conv::conv2d_blocked::launch_unchecked(
-                &client, count, dim, xa, wa, ba, oa, c_in, h, w, c_out, ho, wo, k, stride, padding,
-                rows, cols,
+                &client,
+                count,
+                dim,
+                xa,
+                wa,
+                ba,
+                ra,
+                oa,
+                c_in,
+                h,
+                w,
+                c_out,
+                ho,
+                wo,
+                k,
+                stride,
+                padding,
+                rows,
+                cols,
+                add_residual,
             );
         }
     }

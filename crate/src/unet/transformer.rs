@@ -238,10 +238,10 @@ impl Transformer2DModel {
         }
         let inner = tokens.dims()[2];
         let to_map = |t: Tensor<3>, ch: usize| t.reshape([b, h, w, ch]).permute([0, 3, 1, 2]);
-        let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_map(tokens, inner)), // [b, c, h, w]
-            Projection::Linear(linear) => to_map(linear.forward(tokens), c), // [b, c, h, w]
-        };
-        out + residual // [b, c, h, w]
+        match &self.proj_out {
+            // The residual is added as the conv writes.
+            Projection::Conv(conv) => conv.forward_add(to_map(tokens, inner), residual), // [b, c, h, w]
+            Projection::Linear(linear) => to_map(linear.forward(tokens), c) + residual, // [b, c, h, w]
+        }
     }
 }
