@@ -5,10 +5,11 @@
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
-/// Sum of `value` over the workgroup; every unit gets it. `CUBE_DIM` must be a power of two,
-/// and every unit must call it (barriers in uniform control flow, as WGSL requires).
+/// Sum (or, with `max`, maximum) of `value` over the workgroup; every unit gets it.
+/// `CUBE_DIM` must be a power of two, and every unit must call it (barriers in uniform control
+/// flow, as WGSL requires).
 #[cube]
-fn workgroup_sum(smem: &mut Shared<[f32]>, value: f32) -> f32 {
+fn workgroup_reduce(smem: &mut Shared<[f32]>, value: f32, #[comptime] max: bool) -> f32 {
     let tid = UNIT_POS as usize;
     smem[tid] = value;
     sync_cube();
@@ -16,7 +17,11 @@ fn workgroup_sum(smem: &mut Shared<[f32]>, value: f32) -> f32 {
     while stride > 0 {
         if tid < stride {
             let other = smem[tid + stride];
-            smem[tid] += other;
+            if max {
+                smem[tid] = f32::max(smem[tid], other);
+            } else {
+                smem[tid] += other;
+            }
         }
         sync_cube();
         stride /= 2;
@@ -26,24 +31,36 @@ fn workgroup_sum(smem: &mut Shared<[f32]>, value: f32) -> f32 {
     total
 }
 
-/// Maximum of `value` over the workgroup, as [`workgroup_sum`].
+/// Mean and `1/√(variance + eps)` of `input[base .. base + len]` (two passes: the centred
+/// variance is steadier in f32), each unit taking every `units`-th value. `count` is the
+/// divisor (`len`, unless `len` is 0 for a surplus workgroup).
 #[cube]
-fn workgroup_max(smem: &mut Shared<[f32]>, value: f32) -> f32 {
+fn mean_and_rstd(
+    input: &Tensor<f32>,
+    smem: &mut Shared<[f32]>,
+    base: usize,
+    len: usize,
+    count: f32,
+    eps: f32,
+    #[comptime] units: usize,
+) -> (f32, f32) {
     let tid = UNIT_POS as usize;
-    smem[tid] = value;
-    sync_cube();
-    let mut stride = (CUBE_DIM / 2) as usize;
-    while stride > 0 {
-        if tid < stride {
-            let other = smem[tid + stride];
-            smem[tid] = max(smem[tid], other);
-        }
-        sync_cube();
-        stride /= 2;
+    let mut sum = 0.0;
+    let mut j = tid;
+    while j < len {
+        sum += input[base + j];
+        j += units;
     }
-    let total = smem[0];
-    sync_cube();
-    total
+    let mean = workgroup_reduce(smem, sum, false) / count;
+    let mut sq = 0.0;
+    let mut j = tid;
+    while j < len {
+        let d = input[base + j] - mean;
+        sq += d * d;
+        j += units;
+    }
+    let rstd = f32::inverse_sqrt(workgroup_reduce(smem, sq, false) / count + eps);
+    (mean, rstd)
 }
 
 /// The row this workgroup owns (grids are 2-D past 65 535 rows), and `len` if it is a real
@@ -74,24 +91,7 @@ pub fn layer_norm_kernel(
     let base = row * dim;
     let tid = UNIT_POS as usize;
     let mut smem = Shared::<[f32]>::new_slice(units);
-    let n = dim as f32;
-
-    let mut sum = 0.0;
-    let mut j = tid;
-    while j < len {
-        sum += input[base + j];
-        j += units;
-    }
-    let mean = workgroup_sum(&mut smem, sum) / n;
-
-    let mut sq = 0.0;
-    let mut j = tid;
-    while j < len {
-        let d = input[base + j] - mean;
-        sq += d * d;
-        j += units;
-    }
-    let rstd = f32::inverse_sqrt(workgroup_sum(&mut smem, sq) / n + eps);
+    let (mean, rstd) = mean_and_rstd(input, &mut smem, base, len, dim as f32, eps, units);
 
     let mut j = tid;
     while j < len {
@@ -122,7 +122,7 @@ pub fn softmax_kernel(
         top = max(top, input[base + j] * scale);
         j += units;
     }
-    let top = workgroup_max(&mut smem, top);
+    let top = workgroup_reduce(&mut smem, top, true);
 
     let mut sum = 0.0;
     let mut j = tid;
@@ -130,7 +130,7 @@ pub fn softmax_kernel(
         sum += f32::exp(input[base + j] * scale - top);
         j += units;
     }
-    let inv = 1.0 / workgroup_sum(&mut smem, sum);
+    let inv = 1.0 / workgroup_reduce(&mut smem, sum, false);
 
     let mut j = tid;
     while j < len {
@@ -176,24 +176,7 @@ pub fn group_norm_kernel(
     let first_channel = (CUBE_POS % groups) * channels_per_group;
     let tid = UNIT_POS as usize;
     let mut smem = Shared::<[f32]>::new_slice(units);
-    let n = len as f32;
-
-    let mut sum = 0.0;
-    let mut j = tid;
-    while j < len {
-        sum += input[base + j];
-        j += units;
-    }
-    let mean = workgroup_sum(&mut smem, sum) / n;
-
-    let mut sq = 0.0;
-    let mut j = tid;
-    while j < len {
-        let d = input[base + j] - mean;
-        sq += d * d;
-        j += units;
-    }
-    let rstd = f32::inverse_sqrt(workgroup_sum(&mut smem, sq) / n + eps);
+    let (mean, rstd) = mean_and_rstd(input, &mut smem, base, len, len as f32, eps, units);
 
     let mut j = tid;
     while j < len {
