@@ -1,7 +1,9 @@
 //! Our own GPU kernels, for the operations where burn's generic ones cost the most: the
-//! convolution (an implicit GEMM instead of burn's direct kernel, which gives each output
-//! pixel one unit looping over `c_in·k·k` in global memory, after NHWC copies of input and
-//! weight on every call) and GroupNorm(+SiLU) (one dispatch instead of ~17).
+//! convolution (a register-blocked GEMM walk over NCHW, instead of burn's direct kernel,
+//! which gives each output pixel one unit looping over `c_in·k·k`, after NHWC copies of input
+//! and weight on every call), attention without a score matrix (flash attention), and the
+//! normalisations and activations that burn runs as 5–17 small kernels each (GroupNorm+SiLU,
+//! LayerNorm, softmax, GEGLU): one dispatch each. Measured in `docs/benchmarks.md`.
 //!
 //! The functions here are the only entry points and are called the same way on every device:
 //! on a cubecl device (wgpu natively, WebGPU in the browser) with f32 tensors they launch our
@@ -88,14 +90,6 @@ pub fn conv2d_add(
     let client = x.client.clone();
     let n = b * ho * wo;
     let dim = CubeDim::new_1d(conv::UNITS as u32);
-    let args = |x: CubeTensor, weight: CubeTensor, bias: CubeTensor, out: CubeTensor| {
-        (
-            x.into_tensor_arg(),
-            weight.into_tensor_arg(),
-            bias.into_tensor_arg(),
-            out.into_tensor_arg(),
-        )
-    };
     let add_residual = residual.is_some();
     // Unread without a residual, but a binding all the same: a fresh one-value buffer (binding
     // one of the others twice would alias a writable buffer, which WebGPU refuses).
@@ -104,7 +98,8 @@ pub fn conv2d_add(
         None => empty_like(&x, vec![1]),
     };
     let ra = residual.into_tensor_arg();
-    let (xa, wa, ba, oa) = args(x, weight, bias, out.clone());
+    let (xa, wa) = (x.into_tensor_arg(), weight.into_tensor_arg());
+    let (ba, oa) = (bias.into_tensor_arg(), out.clone().into_tensor_arg());
     // SAFETY: every index the kernels read or write is bounded by the shapes passed here.
     unsafe {
         if n < conv::UNITS * 2 {
