@@ -9,30 +9,50 @@
 //! neighbouring pixels (coalesced). No workgroup memory and no barriers, which CPU-side
 //! drivers run slowly (a workgroup-memory-tiled GEMM measured 1.6× slower than burn's direct
 //! kernel on lavapipe). Each input value loaded feeds `rows` multiply-adds, each weight `cols`.
+//!
+//! Maps too small to give every unit its own pixels (the UNet's 4×4 level at 256²) swap the
+//! roles (`by_channel`): units take output channels and share one block of pixels.
 
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
-/// Units per workgroup, along pixels.
+/// Units per workgroup.
 pub const UNITS: usize = 64;
 
-/// The register block `(rows, cols)` for a conv with `c_out` channels over `n` output pixels:
-/// 16 × 8 where the work is large (measured best on lavapipe among 4–32 × 2–16), smaller
-/// blocks where it is not, so that small maps still spread over many workgroups instead of
-/// leaving most units idle.
-pub fn block(c_out: usize, n: usize) -> (usize, usize) {
+/// How to launch a conv with `c_out` channels over `n` output pixels: `(by_channel, rows,
+/// cols, workgroups along pixels, workgroups along channels)`. Pixels per unit with a 16 × 8
+/// block where the work is large (measured best on lavapipe among 4–32 × 2–16), smaller
+/// blocks where it is not; under 128 pixels, channels per unit (4 × up to 16), since pixels
+/// per unit would leave most units idle.
+pub fn plan(c_out: usize, n: usize) -> (bool, usize, usize, usize, usize) {
+    if n < UNITS * 2 {
+        let (rows, cols) = (4, n.min(16));
+        return (
+            true,
+            rows,
+            cols,
+            n.div_ceil(cols),
+            c_out.div_ceil(UNITS * rows),
+        );
+    }
     let cols = [8, 4, 2, 1]
         .into_iter()
         .find(|&c| UNITS * c <= n)
         .unwrap_or(1);
     let rows = if c_out >= 128 { 16 } else { 4 };
-    (rows, cols)
+    (
+        false,
+        rows,
+        cols,
+        n.div_ceil(UNITS * cols),
+        c_out.div_ceil(rows),
+    )
 }
 
 /// `input [b, c_in, h, w]`, `weight [c_out, c_in·k·k]`, `bias [c_out]` →
 /// `output [b, c_out, ho, wo]`, plus `residual` (same shape as the output) when
-/// `add_residual` (otherwise any other buffer, unread). Each unit computes `rows` channels × `cols` pixels. Launch with
-/// `CubeDim (UNITS)` and `CubeCount (⌈b·ho·wo / (UNITS·cols)⌉, ⌈c_out / rows⌉)`.
+/// `add_residual` (otherwise any other buffer, unread). Each unit computes `rows` channels ×
+/// `cols` pixels; launch with `CubeDim (UNITS)` and the grid [`plan`] gives.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_blocked(
@@ -52,6 +72,7 @@ pub fn conv2d_blocked(
     #[comptime] pad: usize,
     #[comptime] rows: usize,
     #[comptime] cols: usize,
+    #[comptime] by_channel: bool,
     #[comptime] add_residual: bool,
 ) {
     let kk = k * k;
@@ -59,8 +80,16 @@ pub fn conv2d_blocked(
     let pixels = ho * wo;
     let n_total = output.len() / c_out;
     let plane = h * w;
-    let co0 = CUBE_POS_Y as usize * rows; // uniform across the workgroup
-    let first = CUBE_POS_X as usize * (UNITS * cols) + UNIT_POS_X as usize;
+    // First output channel and first pixel of this unit, and the step between its pixels.
+    // Pixels per unit: channels uniform across the workgroup, pixels `UNITS` apart. Channels
+    // per unit: one block of consecutive pixels shared by the workgroup.
+    let mut co0 = CUBE_POS_Y as usize * rows;
+    let mut first = CUBE_POS_X as usize * (UNITS * cols) + UNIT_POS_X as usize;
+    let step = comptime![if by_channel { 1 } else { UNITS }];
+    if by_channel {
+        co0 = (CUBE_POS_Y as usize * UNITS + UNIT_POS_X as usize) * rows;
+        first = CUBE_POS_X as usize * cols;
+    }
 
     // Per pixel: where its image starts and its top-left tap in padded coordinates.
     let mut base = Array::<usize>::new(cols);
@@ -68,14 +97,14 @@ pub fn conv2d_blocked(
     let mut x0 = Array::<usize>::new(cols);
     #[unroll]
     for j in 0..cols {
-        let n = first + j * UNITS;
+        let n = first + j * step;
         let nc = select(n < n_total, n, 0);
         let p = nc % pixels;
         base[j] = (nc / pixels) * c_in * plane;
         y0[j] = (p / wo) * stride;
         x0[j] = (p % wo) * stride;
     }
-    // Channels past c_out read the last one (uniform, in bounds) and are not written.
+    // Channels past c_out read the last one (in bounds) and are not written.
     let last_row = c_out - 1;
 
     let mut acc = Array::<f32>::new(rows * cols);
@@ -108,8 +137,7 @@ pub fn conv2d_blocked(
                 for j in 0..cols {
                     let a = at[j];
                     let ok = inside[j];
-                    v[j] = select(ok, input[a], 0.0);
-                    at[j] = a + plane;
+                    v[j] = select(ok, input[a + ci * plane], 0.0);
                 }
                 #[unroll]
                 for r in 0..rows {
@@ -128,115 +156,7 @@ pub fn conv2d_blocked(
         let co = co0 + r;
         #[unroll]
         for j in 0..cols {
-            let n = first + j * UNITS;
-            if co < c_out && n < n_total {
-                let at = ((n / pixels) * c_out + co) * pixels + n % pixels;
-                let mut y = acc[r * cols + j] + bias[co];
-                if add_residual {
-                    y += residual[at];
-                }
-                output[at] = y;
-            }
-        }
-    }
-}
-
-/// The same convolution for maps too small to give every unit its own pixels (the UNet's
-/// 8×8 and 4×4 levels): each unit takes `rows` output channels and all units of a workgroup
-/// share a block of `cols` pixels (the same input reads in every unit). `output [b, c_out,
-/// ho, wo]`; launch with `CubeDim (UNITS)` and `CubeCount (⌈b·ho·wo / cols⌉,
-/// ⌈c_out / (UNITS·rows)⌉)`.
-#[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_by_channel(
-    input: &Tensor<f32>,
-    weight: &Tensor<f32>,
-    bias: &Tensor<f32>,
-    residual: &Tensor<f32>,
-    output: &mut Tensor<f32>,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    ho: usize,
-    wo: usize,
-    #[comptime] k: usize,
-    #[comptime] stride: usize,
-    #[comptime] pad: usize,
-    #[comptime] rows: usize,
-    #[comptime] cols: usize,
-    #[comptime] add_residual: bool,
-) {
-    let kk = k * k;
-    let k_total = c_in * kk;
-    let pixels = ho * wo;
-    let n_total = output.len() / c_out;
-    let plane = h * w;
-    let co0 = (CUBE_POS_Y as usize * UNITS + UNIT_POS_X as usize) * rows;
-    // Surplus channels read the last weight row and write nothing.
-    let mut wrow = Array::<usize>::new(rows);
-    #[unroll]
-    for r in 0..rows {
-        wrow[r] = min(co0 + r, c_out - 1) * k_total;
-    }
-    let first = CUBE_POS_X as usize * cols; // uniform across the workgroup
-
-    let mut base = Array::<usize>::new(cols);
-    let mut y0 = Array::<usize>::new(cols);
-    let mut x0 = Array::<usize>::new(cols);
-    #[unroll]
-    for j in 0..cols {
-        let n = first + j;
-        let nc = select(n < n_total, n, 0);
-        let p = nc % pixels;
-        base[j] = (nc / pixels) * c_in * plane;
-        y0[j] = (p / wo) * stride;
-        x0[j] = (p % wo) * stride;
-    }
-    let mut acc = Array::<f32>::new(rows * cols);
-    #[unroll]
-    for i in 0..rows * cols {
-        acc[i] = 0.0;
-    }
-    let mut at = Array::<usize>::new(cols);
-    let mut inside = Array::<bool>::new(cols);
-    let mut v = Array::<f32>::new(cols);
-    #[unroll]
-    for ky in 0..k {
-        #[unroll]
-        for kx in 0..k {
-            #[unroll]
-            for j in 0..cols {
-                let iy = y0[j] + ky - pad;
-                let ix = x0[j] + kx - pad;
-                inside[j] = iy < h && ix < w;
-                at[j] = base[j] + select(inside[j], iy * w + ix, 0);
-            }
-            let tap = ky * k + kx;
-            for ci in 0..c_in {
-                #[unroll]
-                for j in 0..cols {
-                    let a = at[j];
-                    let ok = inside[j];
-                    v[j] = select(ok, input[a + ci * plane], 0.0);
-                }
-                #[unroll]
-                for r in 0..rows {
-                    let wv = weight[wrow[r] + ci * kk + tap];
-                    #[unroll]
-                    for j in 0..cols {
-                        acc[r * cols + j] += wv * v[j];
-                    }
-                }
-            }
-        }
-    }
-    #[unroll]
-    for r in 0..rows {
-        let co = co0 + r;
-        #[unroll]
-        for j in 0..cols {
-            let n = first + j;
+            let n = first + j * step;
             if co < c_out && n < n_total {
                 let at = ((n / pixels) * c_out + co) * pixels + n % pixels;
                 let mut y = acc[r * cols + j] + bias[co];

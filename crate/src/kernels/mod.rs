@@ -100,67 +100,33 @@ pub fn conv2d_add(
     let ra = residual.into_tensor_arg();
     let (xa, wa) = (x.into_tensor_arg(), weight.into_tensor_arg());
     let (ba, oa) = (bias.into_tensor_arg(), out.clone().into_tensor_arg());
-    // SAFETY: every index the kernels read or write is bounded by the shapes passed here.
+    let (by_channel, rows, cols, along_pixels, along_channels) = conv::plan(c_out, n);
+    let count = CubeCount::Static(along_pixels as u32, along_channels as u32, 1);
+    // SAFETY: every index the kernel reads or writes is bounded by the shapes passed here.
     unsafe {
-        if n < conv::UNITS * 2 {
-            let (rows, cols) = (4, n.min(16));
-            let count = CubeCount::Static(
-                n.div_ceil(cols) as u32,
-                c_out.div_ceil(conv::UNITS * rows) as u32,
-                1,
-            );
-            conv::conv2d_by_channel::launch_unchecked(
-                &client,
-                count,
-                dim,
-                xa,
-                wa,
-                ba,
-                ra,
-                oa,
-                c_in,
-                h,
-                w,
-                c_out,
-                ho,
-                wo,
-                k,
-                stride,
-                padding,
-                rows,
-                cols,
-                add_residual,
-            );
-        } else {
-            let (rows, cols) = conv::block(c_out, n);
-            let count = CubeCount::Static(
-                n.div_ceil(conv::UNITS * cols) as u32,
-                c_out.div_ceil(rows) as u32,
-                1,
-            );
-            conv::conv2d_blocked::launch_unchecked(
-                &client,
-                count,
-                dim,
-                xa,
-                wa,
-                ba,
-                ra,
-                oa,
-                c_in,
-                h,
-                w,
-                c_out,
-                ho,
-                wo,
-                k,
-                stride,
-                padding,
-                rows,
-                cols,
-                add_residual,
-            );
-        }
+        conv::conv2d_blocked::launch_unchecked(
+            &client,
+            count,
+            dim,
+            xa,
+            wa,
+            ba,
+            ra,
+            oa,
+            c_in,
+            h,
+            w,
+            c_out,
+            ho,
+            wo,
+            k,
+            stride,
+            padding,
+            rows,
+            cols,
+            by_channel,
+            add_residual,
+        );
     }
     Tensor::from_primitive::<Cube>(out)
 }
