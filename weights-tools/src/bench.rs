@@ -8,8 +8,8 @@
 //!
 //! - text encoder: the prompt, and with classifier-free guidance the negative prompt too;
 //! - UNet call: one denoising step's call, on a batch of 2 with guidance (> 1, and not an
-//!   LCM-style UNet), else 1; seeded noise as the sample, the text encoder's output as the
-//!   context, timestep 500;
+//!   LCM-style UNet), else 1; seeded noise as the sample and as the context (the text
+//!   encoder's output shape), timestep 500;
 //! - VAE decode: one image from seeded latents.
 //!
 //! Reported per phase: median, min and first (warm-up) milliseconds, FLOPs (counted from the
@@ -39,6 +39,17 @@ pub enum Precision {
     F16,
 }
 
+/// One of the pipeline's networks, as the bench times it.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum BenchPhase {
+    /// The text encoder.
+    Text,
+    /// One UNet call.
+    Unet,
+    /// One VAE decode.
+    Vae,
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// A converted model directory (`sd-weights convert`) or a diffusers model folder.
@@ -62,6 +73,10 @@ pub struct BenchArgs {
     /// Computation precision; only f32 exists today.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// The phases to run, comma-separated (the others are left out of the report: a
+    /// profile of the UNet alone, say).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchPhase::Text, BenchPhase::Unet, BenchPhase::Vae])]
+    pub phases: Vec<BenchPhase>,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -234,49 +249,88 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     let tokens = 77;
     let mut memory = MemoryPeak::default();
     memory.sample(&device);
-    eprintln!("text encoder ...");
-    let text_flops = flops::text_encoder(&model.text_encoder_config, batch as u64, tokens);
-    let text = measure(&device, gpu, args.steps, text_flops, &mut memory, || {
-        model.encode_text(PROMPT, "", 1, cfg)
-    })?;
+    let run = |phase| args.phases.contains(&phase);
+    let text = if run(BenchPhase::Text) {
+        eprintln!("text encoder ...");
+        let text_flops = flops::text_encoder(&model.text_encoder_config, batch as u64, tokens);
+        Some(measure(
+            &device,
+            gpu,
+            args.steps,
+            text_flops,
+            &mut memory,
+            || model.encode_text(PROMPT, "", 1, cfg),
+        )?)
+    } else {
+        None
+    };
 
-    // The UNet's inputs, made once: noise as the sample, the real text context.
-    let context = model.encode_text(PROMPT, "", 1, cfg)?; // [b, 77, d]
-    let c_in = model.unet.in_channels();
     let noise = Noise::new(0);
-    let sample = Tensor::<4>::from_data(
-        TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]),
-        &device,
-    );
-    let timestep = Tensor::<1>::from_data(TensorData::new(vec![500.0f32; batch], [batch]), &device);
-    let cond = model.unet_config.time_cond_proj_dim.map(|dim| {
-        let emb = guidance_scale_embedding(guidance - 1.0, dim);
-        Tensor::<2>::from_data(TensorData::new(emb, [1, dim]), &device) // [1, dim]
-    });
-    eprintln!("UNet ...");
-    let unet_flops = flops::unet_call(&model.unet_config, batch as u64, h as u64, w as u64, tokens);
-    let unet = measure(&device, gpu, args.steps, unet_flops, &mut memory, || {
-        model.unet.forward(
-            sample.clone(),
-            timestep.clone(),
-            context.clone(),
-            cond.clone(),
-        )
-    })?;
+    let unet = if run(BenchPhase::Unet) {
+        // The UNet's inputs, made once: seeded noise as the sample and as the context (the
+        // text encoder's output has its shape; values do not change the time, and a profile
+        // of this phase then holds the UNet's kernels alone).
+        let d = model.text_encoder_config.hidden_size;
+        let context = Tensor::<3>::from_data(
+            TensorData::new(noise.normal(2, batch * 77 * d), [batch, 77, d]),
+            &device,
+        ); // [b, 77, d]
+        let c_in = model.unet.in_channels();
+        let sample = Tensor::<4>::from_data(
+            TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]),
+            &device,
+        );
+        let timestep =
+            Tensor::<1>::from_data(TensorData::new(vec![500.0f32; batch], [batch]), &device);
+        let cond = model.unet_config.time_cond_proj_dim.map(|dim| {
+            let emb = guidance_scale_embedding(guidance - 1.0, dim);
+            Tensor::<2>::from_data(TensorData::new(emb, [1, dim]), &device) // [1, dim]
+        });
+        eprintln!("UNet ...");
+        let unet_flops =
+            flops::unet_call(&model.unet_config, batch as u64, h as u64, w as u64, tokens);
+        Some(measure(
+            &device,
+            gpu,
+            args.steps,
+            unet_flops,
+            &mut memory,
+            || {
+                model.unet.forward(
+                    sample.clone(),
+                    timestep.clone(),
+                    context.clone(),
+                    cond.clone(),
+                )
+            },
+        )?)
+    } else {
+        None
+    };
 
     let c = model.latent_channels();
     let latents = Tensor::<4>::from_data(
         TensorData::new(noise.normal(1, c * h * w), [1, c, h, w]),
         &device,
     );
-    eprintln!("VAE decoder ...");
-    let vae_flops = flops::vae_decode(&model.vae_config, 1, h as u64, w as u64);
-    let vae = measure(&device, gpu, args.steps, vae_flops, &mut memory, || {
-        Ok(model.vae.decode(latents.clone()))
-    })?;
+    let vae = if run(BenchPhase::Vae) {
+        eprintln!("VAE decoder ...");
+        let vae_flops = flops::vae_decode(&model.vae_config, 1, h as u64, w as u64);
+        Some(measure(
+            &device,
+            gpu,
+            args.steps,
+            vae_flops,
+            &mut memory,
+            || Ok(model.vae.decode(latents.clone())),
+        )?)
+    } else {
+        None
+    };
 
     let report = Report {
         model: args.model.display().to_string(),
+        adapter: device::adapter_description(&device),
         backend: match args.backend {
             Backend::Cpu => "cpu",
             Backend::Wgpu => "wgpu",
@@ -302,35 +356,42 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
 
 struct Report {
     model: String,
+    /// The GPU adapter (wgpu backend only).
+    adapter: Option<String>,
     backend: &'static str,
     width: usize,
     height: usize,
     guidance: f64,
     batch: usize,
     runs: usize,
-    text: Phase,
-    unet: Phase,
-    vae: Phase,
+    text: Option<Phase>,
+    unet: Option<Phase>,
+    vae: Option<Phase>,
     weight_bytes: u64,
     memory: MemoryPeak,
 }
 
 impl Report {
+    fn unet_kernels(&self) -> &[(String, u64)] {
+        self.unet.as_ref().map_or(&[], |p| &p.kernels)
+    }
+
     fn to_json(&self) -> Value {
         let memory = |v: u64| if self.memory.sampled { Some(v) } else { None };
         json!({
             "model": self.model,
             "backend": self.backend,
+            "adapter": self.adapter,
             "precision": "f32",
             "width": self.width,
             "height": self.height,
             "guidance": self.guidance,
             "unet_batch": self.batch,
             "runs": self.runs,
-            "text_encoder": self.text.to_json(),
-            "unet": self.unet.to_json(),
-            "vae_decode": self.vae.to_json(),
-            "unet_dispatches_by_kernel": self.unet.kernels.iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
+            "text_encoder": self.text.as_ref().map(Phase::to_json),
+            "unet": self.unet.as_ref().map(Phase::to_json),
+            "vae_decode": self.vae.as_ref().map(Phase::to_json),
+            "unet_dispatches_by_kernel": self.unet_kernels().iter().map(|(k, n)| json!([k, n])).collect::<Vec<_>>(),
             "weight_bytes": self.weight_bytes,
             "gpu_memory_peak_reserved_bytes": memory(self.memory.reserved),
             "gpu_memory_peak_in_use_bytes": memory(self.memory.in_use),
@@ -338,9 +399,13 @@ impl Report {
     }
 
     fn table(&self) -> String {
+        let backend = match &self.adapter {
+            Some(adapter) => format!("{} on {adapter}", self.backend),
+            None => self.backend.to_string(),
+        };
         let mut out = format!(
-            "{}: {}×{}, guidance {} (UNet batch {}), {}, f32; {} timed run(s) per phase after one warm-up\n\n",
-            self.model, self.width, self.height, self.guidance, self.batch, self.backend, self.runs
+            "{}: {}×{}, guidance {} (UNet batch {}), {backend}, f32; {} timed run(s) per phase after one warm-up\n\n",
+            self.model, self.width, self.height, self.guidance, self.batch, self.runs
         );
         out += &format!(
             "{:<26} {:>10} {:>10} {:>10} {:>10} {:>9} {:>11}\n",
@@ -357,6 +422,7 @@ impl Report {
             (unet.as_str(), &self.unet),
             ("VAE decode (1 image)", &self.vae),
         ] {
+            let Some(p) = p else { continue };
             let dispatches = p.dispatches.map_or("-".to_string(), |d| d.to_string());
             out += &format!(
                 "{name:<26} {:>10.2} {:>10.2} {:>10.2} {:>10.3} {:>9.4} {dispatches:>11}\n",
@@ -378,9 +444,9 @@ impl Report {
                 self.memory.in_use as f64 / 1e6
             );
         }
-        if !self.unet.kernels.is_empty() {
+        if !self.unet_kernels().is_empty() {
             out += "\nUNet call, launches by kernel (most first):\n";
-            for (kernel, n) in self.unet.kernels.iter().take(12) {
+            for (kernel, n) in self.unet_kernels().iter().take(12) {
                 out += &format!("{n:>7}  {kernel}\n");
             }
         }
