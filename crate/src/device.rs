@@ -140,6 +140,10 @@ fn graphics_api() -> wgpu::Backend {
 struct Gpu {
     device: Device,
     failure: FailureFlag,
+    /// The adapter, as wgpu describes it: for benchmark reports.
+    adapter: String,
+    /// A CPU-side implementation (lavapipe, SwiftShader): kernels pick other block sizes.
+    software: bool,
 }
 
 /// Set once a device is lost or reports an error (out of memory above all): the error the
@@ -181,6 +185,12 @@ pub async fn gpu() -> Result<Device, Error> {
         .await
         .map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
     let wgpu_device = setup.device.clone();
+    let info = setup.adapter.get_info();
+    let adapter = format!(
+        "{} ({:?}, driver {} {})",
+        info.name, info.backend, info.driver, info.driver_info
+    );
+    let software = describe_adapter(&setup).is_software();
     let device = Device::wgpu_options()
         .setup(setup)
         .init()
@@ -192,6 +202,8 @@ pub async fn gpu() -> Result<Device, Error> {
     gpus.push(Gpu {
         device: device.clone(),
         failure,
+        adapter,
+        software,
     });
     Ok(device)
 }
@@ -214,6 +226,48 @@ pub fn failure(device: &Device) -> Option<Error> {
     let gpus = GPUS.try_lock()?; // locked: a device is being created, so none has failed now
     let gpu = gpus.iter().find(|g| g.device == *device)?;
     gpu.failure.lock().ok()?.clone()
+}
+
+/// The adapter behind `device`, if it is a GPU device of ours: its name, graphics API and
+/// driver as wgpu reports them (e.g. "NVIDIA H200 (Vulkan, driver NVIDIA 580.159.04)").
+pub fn adapter_description(device: &Device) -> Option<String> {
+    let gpus = GPUS.try_lock()?;
+    Some(gpus.iter().find(|g| g.device == *device)?.adapter.clone())
+}
+
+/// Whether `device` runs on a CPU-side implementation of the GPU API (lavapipe, SwiftShader,
+/// WARP; [`AdapterDescription::is_software`]): our kernels size their work per unit for two
+/// cores there and for thousands of units on a GPU. False for devices not made by [`gpu`].
+pub fn is_software(device: &Device) -> bool {
+    GPUS.try_lock()
+        .and_then(|gpus| Some(gpus.iter().find(|g| g.device == *device)?.software))
+        .unwrap_or(false)
+}
+
+/// The adapter of `setup` as [`AdapterDescription`]: wgpu's info natively; in the browser
+/// the device's `adapterInfo` too, since wgpu passes on only its description there.
+fn describe_adapter(setup: &WgpuSetup) -> AdapterDescription {
+    let info = setup.adapter.get_info();
+    #[allow(unused_mut)]
+    let mut text = format!("{} {} {}", info.name, info.driver, info.driver_info);
+    #[cfg(target_arch = "wasm32")]
+    if let Some(device) = setup.device.as_webgpu() {
+        let device: wasm_bindgen::JsValue = device.clone().into();
+        let get = |o: &wasm_bindgen::JsValue, key: &str| {
+            js_sys::Reflect::get(o, &key.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
+        };
+        let info = get(&device, "adapterInfo");
+        for key in ["vendor", "architecture", "device", "description"] {
+            if let Some(v) = get(&info, key).as_string() {
+                text += " ";
+                text += &v;
+            }
+        }
+    }
+    AdapterDescription {
+        text,
+        is_fallback: Some(info.device_type == wgpu::DeviceType::Cpu),
+    }
 }
 
 /// [`failure`], for a read that failed: waits a little for the device to report why. In the

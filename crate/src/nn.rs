@@ -68,22 +68,50 @@ impl Linear {
 
     /// `[..., in] -> [..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_add(x, None)
+    }
+
+    /// `forward(x) + residual` (`[..., out]`), the add fused into the layer on a GPU.
+    pub fn forward_add<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        residual: Option<Tensor<D>>,
+    ) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
-        if let Some(w) = &self.weight {
-            return linear(x, w.val(), bias);
+        if kernels::linear_on_gpu(&x) {
+            // Our kernel reads f32 `[out, in]`: quantized blocks are expanded for the call,
+            // as for convs.
+            let weight = match &self.weight {
+                Some(w) => w.val().transpose(),
+                None => Tensor::cat(
+                    self.quantized
+                        .iter()
+                        .map(|w| w.val().dequantize())
+                        .collect(),
+                    0,
+                ),
+            };
+            return kernels::linear(x, weight, bias, residual);
         }
-        if let [w] = self.quantized.as_slice() {
-            return linear(x, matmul_weight(w), bias);
-        }
-        // Row blocks of the weight give column blocks of the output.
-        let parts = self
-            .quantized
-            .iter()
-            .map(|w| linear(x.clone(), matmul_weight(w), None))
-            .collect();
-        let y = Tensor::cat(parts, D - 1);
-        match bias {
-            Some(b) => y + b.unsqueeze(),
+        let y = if let Some(w) = &self.weight {
+            linear(x, w.val(), bias)
+        } else if let [w] = self.quantized.as_slice() {
+            linear(x, matmul_weight(w), bias)
+        } else {
+            // Row blocks of the weight give column blocks of the output.
+            let parts = self
+                .quantized
+                .iter()
+                .map(|w| linear(x.clone(), matmul_weight(w), None))
+                .collect();
+            let y = Tensor::cat(parts, D - 1);
+            match bias {
+                Some(b) => y + b.unsqueeze(),
+                None => y,
+            }
+        };
+        match residual {
+            Some(r) => y + r,
             None => y,
         }
     }

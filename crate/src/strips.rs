@@ -135,27 +135,32 @@ impl Strips {
             let r = x.dims()[2];
             x.clone().reshape([b, g, (c / g) * r * w]) // [b, g, n_i]
         };
+        // Sums a row at a time, then over the rows: one reduction per (b, group) would give a
+        // big GPU b·g workgroups (32), each walking millions of values.
+        let sum_rows = |t: Tensor<3>| {
+            let n = t.dims()[2];
+            t.reshape([b, g, n / w, w])
+                .sum_dim(3)
+                .sum_dim(2)
+                .reshape([b, g, 1])
+        };
         let total = |parts: Vec<Tensor<3>>| {
             parts
                 .into_iter()
                 .reduce(|a, b| a + b)
                 .expect("strips are not empty")
         };
-        // Each strip's mean weighted by its share: sums of a few million f32s lose digits.
+        // Each strip's share of the mean: partial sums of rows keep f32 digits.
         let mean = total(
             self.0
                 .iter()
-                .map(|x| {
-                    grouped(x)
-                        .mean_dim(2)
-                        .mul_scalar(x.dims()[2] as f64 / rows as f64)
-                })
+                .map(|x| sum_rows(grouped(x)).div_scalar(count))
                 .collect(),
         ); // [b, g, 1]
         let var = total(
             self.0
                 .iter()
-                .map(|x| (grouped(x) - mean.clone()).square().sum_dim(2))
+                .map(|x| sum_rows((grouped(x) - mean.clone()).square()))
                 .collect(),
         )
         .div_scalar(count); // [b, g, 1]

@@ -79,14 +79,80 @@ pub fn conv2d_add(
             None => y,
         };
     }
+    let software = crate::device::is_software(&x.device());
+    conv2d_on_cube(x, weight, Some(bias), stride, padding, residual, software)
+}
+
+/// Whether [`linear`] runs our kernel for `x`: f32 on a hardware GPU. On CPU-side drivers
+/// (lavapipe, SwiftShader) burn's matmul measured faster, and keeps q8 weights packed.
+pub fn linear_on_gpu<const D: usize>(x: &Tensor<D>) -> bool {
+    on_cube(x) && !crate::device::is_software(&x.device())
+}
+
+/// `torch.nn.functional.linear` with the weight in PyTorch's layout, then `+ residual`:
+/// `x [..., in]`, `weight [out, in]` (f32), `bias [out]`, `residual [..., out]` →
+/// `[..., out]`. Our conv kernel on `[tokens, in, 1, 1]`, planned for a GPU: bias and
+/// residual added as it writes, the input channels split across workgroups where tokens are
+/// few (the time embedding's 2 rows). Burn's ops where a tensor is not on a cubecl device.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
+    let ours = on_cube(&x)
+        && on_cube(&weight)
+        && bias.as_ref().is_none_or(on_cube)
+        && residual.as_ref().is_none_or(on_cube);
+    if !ours {
+        let y = burn::tensor::module::linear(x, weight.transpose(), bias);
+        return match residual {
+            Some(r) => y + r,
+            None => y,
+        };
+    }
+    let mut shape = x.dims();
+    let [d_out, d_in] = weight.dims();
+    let tokens = shape[..D - 1].iter().product::<usize>();
+    shape[D - 1] = d_out;
+    let as_map = |t: Tensor<D>, c: usize| t.reshape([tokens, c, 1, 1]);
+    let y = conv2d_on_cube(
+        as_map(x, d_in),
+        weight.reshape([d_out, d_in, 1, 1]),
+        bias,
+        1,
+        0,
+        residual.map(|r| as_map(r, d_out)),
+        false,
+    );
+    y.reshape(shape)
+}
+
+/// [`conv2d_add`] on a cubecl device with f32 tensors, planned for a CPU-side driver
+/// (`software`) or a GPU ([`conv::plan`]).
+fn conv2d_on_cube(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    padding: usize,
+    residual: Option<Tensor<4>>,
+    software: bool,
+) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
     let [c_out, _, k, _] = weight.dims();
     let (ho, wo) = (
         (h + 2 * padding - k) / stride + 1,
         (w + 2 * padding - k) / stride + 1,
     );
-    let (x, weight, bias) = (cube(x), cube(weight), cube(bias));
+    let (x, weight) = (cube(x), cube(weight));
     let out = empty_like(&x, vec![b, c_out, ho, wo]);
+    let add_bias = bias.is_some();
+    // Unread when absent, as the residual below.
+    let bias = match bias {
+        Some(b) => cube(b),
+        None => empty_like(&x, vec![1]),
+    };
     let client = x.client.clone();
     let n = b * ho * wo;
     let dim = CubeDim::new_1d(conv::UNITS as u32);
@@ -97,34 +163,64 @@ pub fn conv2d_add(
         Some(r) => cube(r),
         None => empty_like(&x, vec![1]),
     };
-    let ra = residual.into_tensor_arg();
-    let (xa, wa) = (x.into_tensor_arg(), weight.into_tensor_arg());
-    let (ba, oa) = (bias.into_tensor_arg(), out.clone().into_tensor_arg());
-    let (by_channel, rows, cols, along_pixels, along_channels) = conv::plan(c_out, n);
-    let count = CubeCount::Static(along_pixels as u32, along_channels as u32, 1);
+    let plan = conv::plan(c_out, n, c_in, software);
+    let split = plan.splits > 1;
+    // Split: the partial sums first, then their sum with bias and residual into `out`.
+    let target = match split {
+        true => empty_like(&x, vec![plan.splits * c_out * n]),
+        false => out.clone(),
+    };
+    let count = CubeCount::Static(
+        plan.along_pixels as u32,
+        plan.along_channels as u32,
+        plan.splits as u32,
+    );
     // SAFETY: every index the kernel reads or writes is bounded by the shapes passed here.
     unsafe {
         conv::conv2d_blocked::launch_unchecked(
             &client,
             count,
             dim,
-            xa,
-            wa,
-            ba,
-            ra,
-            oa,
+            x.into_tensor_arg(),
+            weight.into_tensor_arg(),
+            bias.clone().into_tensor_arg(),
+            residual.clone().into_tensor_arg(),
+            target.clone().into_tensor_arg(),
             c_in,
             h,
             w,
             c_out,
             ho,
             wo,
+            n,
+            plan.ci_per_split,
             k,
             stride,
             padding,
-            rows,
-            cols,
-            by_channel,
+            plan.rows,
+            plan.cols,
+            plan.by_channel,
+            add_bias && !split,
+            add_residual && !split,
+            split,
+        );
+    }
+    if split {
+        let len = n * c_out;
+        let dim = CubeDim::new_1d(256);
+        let count = burn_cubecl::cubecl::calculate_cube_count_elemwise(&client, len, dim);
+        conv::conv2d_split_sum::launch(
+            &client,
+            count,
+            dim,
+            target.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            residual.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            c_out,
+            ho * wo,
+            plan.splits,
+            add_bias,
             add_residual,
         );
     }
@@ -332,6 +428,105 @@ pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         inner,
     );
     Tensor::from_primitive::<Cube>(out)
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// The largest difference between `got` on the GPU and `want` on the CPU.
+    fn worst<const D: usize>(got: Tensor<D>, want: &Tensor<D>) -> f32 {
+        let got = pollster::block_on(crate::read_f32(got)).unwrap();
+        let want = want.to_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// [`linear`] (the GPU plan: lavapipe's own would take burn's matmul) against burn's
+    /// `linear` on the CPU: tokens × in → out with and without bias and residual, and the
+    /// time embedding's 2 rows, whose 1280 inputs are split across workgroups.
+    #[test]
+    fn linear_matches_the_cpu() {
+        let gpu = pollster::block_on(crate::device::gpu()).expect("a GPU device (lavapipe)");
+        let cpu = crate::device::cpu();
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (tokens, d_in, d_out, with_bias) in [
+            (154, 96, 40, true),
+            (77, 64, 24, false),
+            (2, 1280, 56, true),
+        ] {
+            let x = Tensor::<3>::random([1, tokens, d_in], normal, &cpu);
+            let w = Tensor::<2>::random([d_out, d_in], normal, &cpu).mul_scalar(0.05);
+            let bias = Tensor::<1>::random([d_out], normal, &cpu);
+            let residual = Tensor::<3>::random([1, tokens, d_out], normal, &cpu);
+            let bias = with_bias.then_some(bias);
+            let want = burn::tensor::module::linear(x.clone(), w.clone().transpose(), bias.clone());
+            let on_gpu = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &gpu);
+            let wg = Tensor::<2>::from_data(w.to_data(), &gpu);
+            let bg = bias.map(|b| Tensor::<1>::from_data(b.to_data(), &gpu));
+            let got = linear(on_gpu(&x), wg.clone(), bg.clone(), None);
+            let got_add = linear(on_gpu(&x), wg, bg, Some(on_gpu(&residual)));
+            let case = format!("{tokens} × {d_in} → {d_out}, bias {with_bias}");
+            assert!(worst(got, &want) < 1e-3, "{case}");
+            assert!(
+                worst(got_add, &(want + residual)) < 1e-3,
+                "{case}, residual"
+            );
+        }
+    }
+
+    /// Both plans on the GPU at hand (lavapipe in CI) against burn's CPU conv: the GPU plan
+    /// (other blocks, split-K on small maps) runs in CI only here, on a software driver.
+    #[test]
+    fn conv_plans_match_the_cpu() {
+        let gpu = pollster::block_on(crate::device::gpu()).expect("a GPU device (lavapipe)");
+        let cpu = crate::device::cpu();
+        let normal = Distribution::Normal(0.0, 1.0);
+        // (b, c_in, c_out, side, k, stride): split-K in 2 and 3 (c_in ≥ 256, small maps),
+        // the 4 × 1, 4 × 4, 8 × 8 and 16 × 4 blocks, stride 2, ragged tiles.
+        for (b, c_in, c_out, side, k, stride) in [
+            (2, 256, 40, 6, 3, 1),
+            (1, 384, 24, 9, 3, 1),
+            (2, 8, 20, 17, 3, 1),
+            (1, 6, 12, 70, 3, 2),
+            (1, 4, 16, 64, 1, 1),
+            (1, 4, 8, 128, 3, 1),
+        ] {
+            let x = Tensor::<4>::random([b, c_in, side, side], normal, &cpu);
+            let w = Tensor::<4>::random([c_out, c_in, k, k], normal, &cpu).mul_scalar(0.05);
+            let bias = Tensor::<1>::random([c_out], normal, &cpu);
+            let pad = k / 2;
+            let plain = conv2d(x.clone(), w.clone(), bias.clone(), stride, pad);
+            let residual = Tensor::<4>::random(plain.dims(), normal, &cpu);
+            let summed = plain.clone() + residual.clone();
+            let on_gpu = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &gpu);
+            for software in [true, false] {
+                let (xg, wg) = (on_gpu(&x), on_gpu(&w));
+                let bg = Tensor::<1>::from_data(bias.to_data(), &gpu);
+                let rg = on_gpu(&residual);
+                for (add, want) in [(None, &plain), (Some(rg), &summed)] {
+                    let got = conv2d_on_cube(
+                        xg.clone(),
+                        wg.clone(),
+                        Some(bg.clone()),
+                        stride,
+                        pad,
+                        add,
+                        software,
+                    );
+                    let worst = worst(got, want);
+                    assert!(
+                        worst < 1e-3,
+                        "{b}×{c_in}→{c_out} {side}² k{k} s{stride} software {software}: off by {worst}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// One workgroup per row: a 1-D grid, 2-D past WebGPU's 65 535 workgroups per dimension

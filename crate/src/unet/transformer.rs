@@ -60,6 +60,16 @@ impl Attention {
     /// `x: [b, n, query_dim]`, `context: [b, m, context_dim]` (None: self-attention)
     /// -> `[b, n, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        self.forward_add(x, context, None)
+    }
+
+    /// [`Self::forward`] `+ residual` (`[b, n, query_dim]`), added as `to_out` writes on a GPU.
+    pub fn forward_add(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let [b, n, _] = x.dims();
         let context = context.unwrap_or_else(|| x.clone());
         let q = self.to_q.forward(x); // [b, n, inner]
@@ -77,7 +87,7 @@ impl Attention {
             let [_, h, _, d] = out.dims();
             out.swap_dims(1, 2).reshape([b, n, h * d]) // [b, n, inner]
         };
-        self.to_out.forward(out) // [b, n, query_dim]
+        self.to_out.forward_add(out, residual) // [b, n, query_dim]
     }
 }
 
@@ -99,11 +109,11 @@ impl FeedForward {
         })
     }
 
-    /// `[b, n, dim] -> [b, n, dim]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[b, n, dim] -> [b, n, dim]`, `+ residual` when given (added as `net.2` writes).
+    pub fn forward(&self, x: Tensor<3>, residual: Option<Tensor<3>>) -> Tensor<3> {
         let projected = self.proj.forward(x); // [b, n, 2·inner]
         // chunk(2, dim=-1): the first half is the value, the second the gate.
-        self.out.forward(kernels::geglu(projected)) // [b, n, inner] -> [b, n, dim]
+        self.out.forward_add(kernels::geglu(projected), residual) // [b, n, inner] -> [b, n, dim]
     }
 }
 
@@ -149,9 +159,11 @@ impl BasicTransformerBlock {
 
     /// `x: [b, n, dim]`, `context: [b, m, cross_attention_dim]` -> `[b, n, dim]`
     pub fn forward(&self, x: Tensor<3>, context: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None); // [b, n, dim]
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), Some(context)); // [b, n, dim]
-        x.clone() + self.ff.forward(self.norm3.forward(x)) // [b, n, dim]
+        let h = self.norm1.forward(x.clone());
+        let x = self.attn1.forward_add(h, None, Some(x)); // [b, n, dim]
+        let h = self.norm2.forward(x.clone());
+        let x = self.attn2.forward_add(h, Some(context), Some(x)); // [b, n, dim]
+        self.ff.forward(self.norm3.forward(x.clone()), Some(x)) // [b, n, dim]
     }
 }
 
