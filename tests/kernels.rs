@@ -375,3 +375,26 @@ fn check_close_fails_non_finite_values() {
     assert!(check_close("all nan", &[f32::NAN; 2], &[f32::NAN; 2], TOL).is_err());
     assert!(check_close("inf", &[f32::INFINITY, -2.0], &[1.0, -2.0], TOL).is_err());
 }
+
+/// The kernels size their work by whether the adapter is a CPU-side one
+/// (`device::is_software`, from the device's own adapter info); the page picks WebGPU or the
+/// CPU engine by the same question asked of `navigator.gpu`'s adapter
+/// (`AdapterDescription::is_software`). Both must agree: in CI's Chromium, SwiftShader is
+/// software for both, so the browser runs the kernels' lavapipe-sized plan.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+async fn kernels_see_the_adapter_as_the_page_does() {
+    use sd_webgpu::device::{AdapterDescription, gpu, is_software};
+    let info = sd_webgpu::web::adapter_info()
+        .await
+        .expect("a WebGPU adapter");
+    let get = |key: &str| js_sys::Reflect::get(&info, &key.into()).unwrap_or_default();
+    let page = AdapterDescription {
+        text: ["vendor", "architecture", "description"]
+            .map(|key| get(key).as_string().unwrap_or_default())
+            .join(" "),
+        is_fallback: get("isFallbackAdapter").as_bool(),
+    };
+    let device = gpu().await.expect("a WebGPU device");
+    assert_eq!(is_software(&device), page.is_software(), "{}", page.text);
+}

@@ -140,10 +140,27 @@ fn graphics_api() -> wgpu::Backend {
 struct Gpu {
     device: Device,
     failure: FailureFlag,
-    /// The adapter, as wgpu describes it: for benchmark reports.
-    adapter: String,
+}
+
+/// What each GPU device of ours runs on, asked by the kernels on every launch: behind a plain
+/// lock held only to read or push, never across an await (`GPUS` is held while a device is
+/// made, and a kernel must not take the wrong plan meanwhile).
+static ADAPTERS: std::sync::Mutex<Vec<(Device, Adapter)>> = std::sync::Mutex::new(Vec::new());
+
+struct Adapter {
+    /// As wgpu describes it: for benchmark reports.
+    description: String,
     /// A CPU-side implementation (lavapipe, SwiftShader): kernels pick other block sizes.
     software: bool,
+}
+
+/// The facts about `device`'s adapter, if it is a GPU device made by [`gpu`].
+fn adapter_fact<T>(device: &Device, fact: impl Fn(&Adapter) -> T) -> Option<T> {
+    let adapters = ADAPTERS.lock().ok()?;
+    adapters
+        .iter()
+        .find(|(d, _)| d == device)
+        .map(|(_, a)| fact(a))
 }
 
 /// Set once a device is lost or reports an error (out of memory above all): the error the
@@ -186,11 +203,13 @@ pub async fn gpu() -> Result<Device, Error> {
         .map_err(|e| Error::NoGpu(no_gpu_advice(&e)))?;
     let wgpu_device = setup.device.clone();
     let info = setup.adapter.get_info();
-    let adapter = format!(
-        "{} ({:?}, driver {} {})",
-        info.name, info.backend, info.driver, info.driver_info
-    );
-    let software = describe_adapter(&setup).is_software();
+    let adapter = Adapter {
+        description: format!(
+            "{} ({:?}, driver {} {})",
+            info.name, info.backend, info.driver, info.driver_info
+        ),
+        software: describe_adapter(&setup).is_software(),
+    };
     let device = Device::wgpu_options()
         .setup(setup)
         .init()
@@ -199,11 +218,12 @@ pub async fn gpu() -> Result<Device, Error> {
     // executed", the page's engine gone) on any error the GPU reports.
     let flag = failure.clone();
     wgpu_device.on_uncaptured_error(std::sync::Arc::new(move |e| set_once(&flag, gpu_error(e))));
+    if let Ok(mut adapters) = ADAPTERS.lock() {
+        adapters.push((device.clone(), adapter));
+    }
     gpus.push(Gpu {
         device: device.clone(),
         failure,
-        adapter,
-        software,
     });
     Ok(device)
 }
@@ -231,17 +251,14 @@ pub fn failure(device: &Device) -> Option<Error> {
 /// The adapter behind `device`, if it is a GPU device of ours: its name, graphics API and
 /// driver as wgpu reports them (e.g. "NVIDIA H200 (Vulkan, driver NVIDIA 580.159.04)").
 pub fn adapter_description(device: &Device) -> Option<String> {
-    let gpus = GPUS.try_lock()?;
-    Some(gpus.iter().find(|g| g.device == *device)?.adapter.clone())
+    adapter_fact(device, |a| a.description.clone())
 }
 
 /// Whether `device` runs on a CPU-side implementation of the GPU API (lavapipe, SwiftShader,
 /// WARP; [`AdapterDescription::is_software`]): our kernels size their work per unit for two
 /// cores there and for thousands of units on a GPU. False for devices not made by [`gpu`].
 pub fn is_software(device: &Device) -> bool {
-    GPUS.try_lock()
-        .and_then(|gpus| Some(gpus.iter().find(|g| g.device == *device)?.software))
-        .unwrap_or(false)
+    adapter_fact(device, |a| a.software).unwrap_or(false)
 }
 
 /// The adapter of `setup` as [`AdapterDescription`]: wgpu's info natively; in the browser

@@ -486,11 +486,13 @@ mod tests {
         let gpu = pollster::block_on(crate::device::gpu()).expect("a GPU device (lavapipe)");
         let cpu = crate::device::cpu();
         let normal = Distribution::Normal(0.0, 1.0);
-        // (b, c_in, c_out, side, k, stride): split-K in 2 and 3 (c_in ≥ 256, small maps),
-        // the 4 × 1, 4 × 4, 8 × 8 and 16 × 4 blocks, stride 2, ragged tiles.
+        // (b, c_in, c_out, side, k, stride): split-K in 2, 3 and 7 (c_in ≥ 256 on small
+        // maps; 1000 channels in 7 splits leave the last one short), the 8 × 8 and 16 × 4
+        // blocks, stride 2, ragged tiles.
         for (b, c_in, c_out, side, k, stride) in [
             (2, 256, 40, 6, 3, 1),
             (1, 384, 24, 9, 3, 1),
+            (1, 1000, 16, 5, 3, 1),
             (2, 8, 20, 17, 3, 1),
             (1, 6, 12, 70, 3, 2),
             (1, 4, 16, 64, 1, 1),
