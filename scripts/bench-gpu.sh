@@ -2,16 +2,17 @@
 # Full-size SD 1.5 on a real GPU, natively, side by side with torch/diffusers on the same GPU:
 # the figures behind docs/benchmarks.md's GPU table. Made to fit one 10-minute run on a bare
 # GPU machine (no network): synth SD 1.5, convert it (q8 and f32), bench ours at 256² and 512²
-# (Vulkan through wgpu), diffusers' UNet and VAE in f32 and f16, and one profiled UNet call
-# (time per kernel), then one table with ours / torch.
+# (Vulkan through wgpu), diffusers' UNet and VAE in f32 and f16, one profiled UNet call and VAE
+# decode (time per kernel), then one table with ours / torch.
 #
 #   scripts/bench-gpu.sh [--sizes 256,512] [--quants q8,f32] [--runs N] [--out DIR] [--family sd15] [--torch-device cuda]
 #
 # --family takes any `sd-weights synth` family (sd15-quarter tries the script out in minutes).
 # sd-weights: $SD_WEIGHTS if set (a release build carried to a machine without Rust), else
-# built here with cargo. torch and diffusers: $PYTHON (default python3), with the wheels in
-# .whl/ installed first where diffusers is missing (scripts/bench-requirements.txt lists the
-# versions). The Vulkan loader must be installed (Debian: libvulkan1); where only the driver's
+# built here with cargo. torch and diffusers: $PYTHON (default python3); without them the
+# torch rows are skipped. On a machine without network, bring diffusers as wheels
+# (scripts/bench-requirements.txt has the version; `pip install --no-index --target DIR` and
+# PYTHONPATH=DIR). The Vulkan loader must be installed (Debian: libvulkan1); where only the driver's
 # ICD file is there, point VK_DRIVER_FILES at it. Everything goes to DIR (default
 # target/bench-gpu): results.jsonl (one JSON object per line and measurement), table.txt,
 # profile-*.txt (time per kernel of one UNet call and one VAE decode).
