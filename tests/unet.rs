@@ -94,14 +94,14 @@ async fn run_with(
     let latents: Tensor<4> = npy_tensor(case.latents, device);
     let batch = latents.dims()[0];
     // The fixture holds one timestep for the whole batch; diffusers broadcasts it.
-    let timestep: Tensor<1> = npy_tensor::<1>(case.timestep, device).expand([batch]);
+    let timestep = vec![npy(case.timestep).1[0]; batch];
     let text: Tensor<3> = npy_tensor(case.text, device);
     let cond = case
         .timestep_cond
         .filter(|_| use_cond)
         .map(|c| npy_tensor::<2>(c, device));
     let got = model
-        .forward(latents, timestep, text, cond)
+        .forward(latents, &timestep, text, cond)
         .map_err(|e| e.to_string())?;
     let got = read_f32(got).await.map_err(|e| e.to_string())?;
     let want = npy(case.out).1;
@@ -334,7 +334,7 @@ mod native {
         let out = model
             .forward(
                 Tensor::<4>::zeros([1, 4, 5, 3], &device),
-                Tensor::<1>::zeros([1], &device),
+                &[0.0],
                 Tensor::<3>::zeros([1, 77, 32], &device),
                 Some(Tensor::<2>::zeros([1, 16], &device)),
             )
@@ -351,7 +351,7 @@ mod native {
         let plain =
             UNet2DConditionModel::load(&weights(SD2.weights, &device), &config(&SD2)).unwrap();
         let zeros4 = |s: [usize; 4]| Tensor::<4>::zeros(s, &device);
-        let t = || Tensor::<1>::zeros([1], &device);
+        let t = || &[0.0f32][..];
         let text = |b: usize, d: usize| Tensor::<3>::zeros([b, 77, d], &device);
         let cond = |b: usize, d: usize| Some(Tensor::<2>::zeros([b, d], &device));
         let cases: [(&str, Result<Tensor<4>, Error>); 6] = [

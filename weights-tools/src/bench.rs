@@ -280,8 +280,6 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             TensorData::new(noise.normal(0, batch * c_in * h * w), [batch, c_in, h, w]),
             &device,
         );
-        let timestep =
-            Tensor::<1>::from_data(TensorData::new(vec![500.0f32; batch], [batch]), &device);
         let cond = model.unet_config.time_cond_proj_dim.map(|dim| {
             let emb = guidance_scale_embedding(guidance - 1.0, dim);
             Tensor::<2>::from_data(TensorData::new(emb, [1, dim]), &device) // [1, dim]
@@ -296,12 +294,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             unet_flops,
             &mut memory,
             || {
-                model.unet.forward(
-                    sample.clone(),
-                    timestep.clone(),
-                    context.clone(),
-                    cond.clone(),
-                )
+                model
+                    .unet
+                    .forward(sample.clone(), &[500.0], context.clone(), cond.clone())
             },
         )?)
     } else {

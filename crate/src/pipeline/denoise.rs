@@ -273,11 +273,12 @@ impl StableDiffusion {
             Some(extra) => Tensor::cat(vec![input, extra], 1), // [b, 2c + 1, h, w]
             None => input,
         };
-        let b = input.dims()[0];
-        let t = Tensor::<1>::from_data(TensorData::new(vec![t as f32; b], [b]), &self.device);
-        let out = self
-            .unet
-            .forward(input, t, d.context.clone(), d.timestep_cond.clone())?; // [b, c, h, w]
+        let out = self.unet.forward(
+            input,
+            &[t as f32],
+            d.context.clone(),
+            d.timestep_cond.clone(),
+        )?; // [b, c, h, w]
         let pred = match d.cfg_scale {
             Some(g) => {
                 let uncond = out.clone().narrow(0, 0, 1);

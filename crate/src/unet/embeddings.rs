@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::Error;
 use crate::nn::Linear;
@@ -41,65 +41,30 @@ impl Timesteps {
             .collect()
     }
 
-    /// `[b]` float timesteps -> `[b, num_channels]`
-    pub fn forward(&self, timesteps: Tensor<1>) -> Tensor<2> {
-        let [b] = timesteps.dims();
-        let half = self.num_channels / 2;
-        let device = timesteps.device();
-        let freqs = Tensor::<1>::from_data(TensorData::new(self.frequencies(), [half]), &device);
-        let args = timesteps.reshape([b, 1]) * freqs.reshape([1, half]); // [b, half]
-        let (sin, cos) = sin_cos(args); // [b, half] each
-        let mut parts = if self.flip_sin_to_cos {
-            vec![cos, sin]
-        } else {
-            vec![sin, cos]
-        };
-        if self.num_channels % 2 == 1 {
-            // diffusers pads an odd width with one zero column.
-            parts.push(Tensor::zeros([b, 1], &device));
+    /// `b` timesteps (host values, as the scheduler gives them) -> `[b, num_channels]` on
+    /// `device`. Computed on the host: the arguments `t·f` in f32 as torch forms them, their
+    /// sin and cos in f64 rounded to f32, so one upload replaces some 30 small kernels, and
+    /// GPU sin / cos (2^-11 in Vulkan, implementation-defined in WebGPU, off by ~2e-4 on
+    /// SwiftShader) never meet arguments of up to ~1000 radians.
+    pub fn forward(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
+        let freqs = self.frequencies();
+        let mut values = Vec::with_capacity(timesteps.len() * self.num_channels);
+        for &t in timesteps {
+            let args = freqs.iter().map(|&f| f64::from(t * f));
+            let sin = args.clone().map(|a| a.sin() as f32);
+            let cos = args.map(|a| a.cos() as f32);
+            if self.flip_sin_to_cos {
+                values.extend(cos.chain(sin));
+            } else {
+                values.extend(sin.chain(cos));
+            }
+            if self.num_channels % 2 == 1 {
+                values.push(0.0); // diffusers pads an odd width with one zero column
+            }
         }
-        Tensor::cat(parts, 1) // [b, num_channels]
+        let shape = [timesteps.len(), self.num_channels];
+        Tensor::from_data(TensorData::new(values, shape), device)
     }
-}
-
-/// `(sin x, cos x)`, accurate to a few 1e-7 for `|x|` up to ~12 000, from additions and
-/// multiplications only.
-///
-/// Why not the backend's `sin` / `cos`: GPU sin / cos need only be accurate to 2^-11 (Vulkan)
-/// and are implementation-defined in WebGPU. Chromium's SwiftShader adapter is off by ~2e-4
-/// even for small arguments, which moved the SD 2 fixture's output by 1.6e-4 of its scale
-/// (the golden tolerance is 1e-4); and timestep arguments reach ~1000 radians. Here `x` is
-/// reduced to `[-π, π]` exactly (Cody–Waite: 2π split in three parts, the first two with 13
-/// significant bits so `k·C1` and `k·C2` are exact for `|k| < 2^11`), then Taylor
-/// polynomials to degree 17 / 18 (truncation below 3e-8 on `[-π, π]`) give sin and cos.
-pub fn sin_cos<const D: usize>(x: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
-    const INV_TWO_PI: f32 = 0.159_154_94;
-    const C1: f32 = 6.283_203_125; // 6434 / 1024
-    const C2: f32 = -1.781_806_349_754_333_5e-5; // 13 significant bits
-    const C3: f32 = 2.430_837_8e-10; // 2π - C1 - C2, rounded
-    let k = x.clone().mul_scalar(INV_TWO_PI).round(); // whole turns
-    // Left to right: each subtraction is exact or rounds only a small value.
-    let r = x - k.clone().mul_scalar(C1) - k.clone().mul_scalar(C2) - k.mul_scalar(C3); // in [-π, π]
-    let u = r.clone().square();
-    // Horner in u = r²: sin r = r·Σ (-u)^i/(2i+1)!, cos r = Σ (-u)^i/(2i)!.
-    let horner = |coefficients: &[f64]| {
-        let (last, rest) = coefficients.split_last().unwrap();
-        rest.iter()
-            .rev()
-            .fold(u.clone().mul_scalar(*last), |acc, c| {
-                (acc.add_scalar(*c)).mul(u.clone())
-            })
-    };
-    let fact = |n: u32| (1..=n).map(f64::from).product::<f64>();
-    let sin_coeffs: Vec<f64> = (1..=8)
-        .map(|i| (-1f64).powi(i) / fact(2 * i as u32 + 1))
-        .collect();
-    let cos_coeffs: Vec<f64> = (1..=9)
-        .map(|i| (-1f64).powi(i) / fact(2 * i as u32))
-        .collect();
-    let sin = r.clone() + r * horner(&sin_coeffs); // r·(1 + u·(…))
-    let cos = horner(&cos_coeffs).add_scalar(1.0); // 1 + u·(…)
-    (sin, cos)
 }
 
 /// diffusers' `TimestepEmbedding` with `act_fn = "silu"` and no post activation:
@@ -151,38 +116,38 @@ impl TimestepEmbedding {
 mod tests {
     use super::*;
 
-    /// Against f64 sin / cos of the same f32 arguments, over the timestep range, on the CPU
-    /// and natively on the GPU.
-    fn check_sin_cos(device: &burn::tensor::Device) {
-        let x: Vec<f32> = (0..4001)
-            .map(|i| (i as f32 - 2000.0) * 0.5003)
-            .chain([0.0, 3.1415927, -3.1415927, 999.0, 1e-3])
-            .collect();
-        let n = x.len();
-        let (sin, cos) = sin_cos(Tensor::<1>::from_data(
-            TensorData::new(x.clone(), [n]),
-            device,
-        ));
-        let sin = pollster::block_on(crate::read_f32(sin)).unwrap();
-        let cos = pollster::block_on(crate::read_f32(cos)).unwrap();
-        let mut worst = 0f64;
-        for i in 0..n {
-            let a = x[i] as f64;
-            worst = worst
-                .max((sin[i] as f64 - a.sin()).abs())
-                .max((cos[i] as f64 - a.cos()).abs());
+    /// `[sin, cos]` (or flipped) of the f32 arguments, to f32 rounding, with the zero column
+    /// of an odd width, for timesteps across the schedule's range.
+    #[test]
+    fn embedding_is_sin_and_cos_of_the_arguments() {
+        let device = crate::device::cpu();
+        for (channels, flip) in [(8, false), (9, true)] {
+            let proj = Timesteps::new(channels, flip, 1.0);
+            let timesteps = [0.0, 1.0, 499.5, 999.0];
+            let got = proj.forward(&timesteps, &device);
+            assert_eq!(got.dims(), [4, channels]);
+            let got = pollster::block_on(crate::read_f32(got)).unwrap();
+            let freqs = proj.frequencies();
+            for (row, &t) in timesteps.iter().enumerate() {
+                let row = &got[row * channels..][..channels];
+                for (i, &f) in freqs.iter().enumerate() {
+                    let a = f64::from(t * f);
+                    let (first, second) = if flip {
+                        (a.cos(), a.sin())
+                    } else {
+                        (a.sin(), a.cos())
+                    };
+                    assert!((f64::from(row[i]) - first).abs() < 1e-7, "t {t}, i {i}");
+                    assert!(
+                        (f64::from(row[freqs.len() + i]) - second).abs() < 1e-7,
+                        "t {t}, i {i}"
+                    );
+                }
+                if channels % 2 == 1 {
+                    assert_eq!(row[channels - 1], 0.0);
+                }
+            }
         }
-        assert!(worst < 1e-6, "sin_cos max error {worst:e}");
-    }
-
-    #[test]
-    fn sin_cos_is_accurate_on_cpu() {
-        check_sin_cos(&crate::device::cpu());
-    }
-
-    #[test]
-    fn sin_cos_is_accurate_on_wgpu() {
-        check_sin_cos(&pollster::block_on(crate::device::gpu()).unwrap());
     }
 
     /// The frequencies follow diffusers: `exp(-ln(10000)·i / (half - shift))`.

@@ -157,8 +157,8 @@ impl UNet2DConditionModel {
         Ok(())
     }
 
-    /// Predicts the noise (or v) for `sample: [b, in_channels, h, w]` at `timestep: [b]`
-    /// (or `[1]`, broadcast as diffusers does) given `encoder_hidden_states: [b, 77, cross_dim]`
+    /// Predicts the noise (or v) for `sample: [b, in_channels, h, w]` at `timestep` (`b`
+    /// host values, or one, broadcast as diffusers does) given `encoder_hidden_states: [b, 77, cross_dim]`
     /// and, for LCM models, `timestep_cond: [b, time_cond_proj_dim]` -> `[b, out_channels, h, w]`.
     ///
     /// Inputs that do not fit this model (channels, a latent size failing
@@ -167,7 +167,7 @@ impl UNet2DConditionModel {
     pub fn forward(
         &self,
         sample: Tensor<4>,
-        timestep: Tensor<1>,
+        timestep: &[f32],
         encoder_hidden_states: Tensor<3>,
         timestep_cond: Option<Tensor<2>>,
     ) -> Result<Tensor<4>, Error> {
@@ -177,16 +177,15 @@ impl UNet2DConditionModel {
             h,
             w,
             b,
-            timestep.dims()[0],
+            timestep.len(),
             encoder_hidden_states.dims(),
             timestep_cond.as_ref().map(|t| t.dims()),
         )?;
-        let timestep = if timestep.dims()[0] == 1 && b > 1 {
-            timestep.expand([b])
-        } else {
-            timestep
-        }; // [b]
-        let t_emb = self.time_proj.forward(timestep); // [b, c0]
+        let timestep = match timestep {
+            [t] => vec![*t; b],
+            all => all.to_vec(),
+        }; // b values
+        let t_emb = self.time_proj.forward(&timestep, &sample.device()); // [b, c0]
         let temb = self.time_embedding.forward(t_emb, timestep_cond); // [b, 4·c0]
         // Every resnet projects silu(temb): computed once here, not once per resnet.
         let temb = silu(temb); // [b, 4·c0]
