@@ -39,6 +39,17 @@ fn matmul_weight(w: &Param<Tensor<2>>) -> Tensor<2> {
     }
 }
 
+/// Quantized row blocks of a weight, expanded to f32 and stacked back into one `[rows, cols]`
+/// matrix for the call (no copy where there is one block).
+fn expanded(blocks: &[Param<Tensor<2>>]) -> Tensor<2> {
+    let mut blocks: Vec<Tensor<2>> = blocks.iter().map(|w| w.val().dequantize()).collect();
+    if blocks.len() == 1 {
+        blocks.pop().expect("one block")
+    } else {
+        Tensor::cat(blocks, 0)
+    }
+}
+
 impl Linear {
     pub fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self, Error> {
         let mut blocks = vb.matrix_blocks("weight", &[d_out, d_in])?;
@@ -83,13 +94,7 @@ impl Linear {
             // as for convs.
             let weight = match &self.weight {
                 Some(w) => w.val().transpose(),
-                None => Tensor::cat(
-                    self.quantized
-                        .iter()
-                        .map(|w| w.val().dequantize())
-                        .collect(),
-                    0,
-                ),
+                None => expanded(&self.quantized),
             };
             return kernels::linear(x, weight, bias, residual);
         }
@@ -170,17 +175,7 @@ impl Conv2d {
         if let Some(w) = &self.weight {
             return w.val();
         }
-        let mut blocks: Vec<Tensor<2>> = self
-            .quantized
-            .iter()
-            .map(|w| w.val().dequantize())
-            .collect();
-        let w = if blocks.len() == 1 {
-            blocks.pop().expect("one block")
-        } else {
-            Tensor::cat(blocks, 0)
-        };
-        w.reshape([self.c_out, self.c_in, self.kernel, self.kernel])
+        expanded(&self.quantized).reshape([self.c_out, self.c_in, self.kernel, self.kernel])
     }
 
     /// `[b, c_in, h, w] -> [b, c_out, h', w']`

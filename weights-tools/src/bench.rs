@@ -270,9 +270,9 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         // The UNet's inputs, made once: seeded noise as the sample and as the context (the
         // text encoder's output has its shape; values do not change the time, and a profile
         // of this phase then holds the UNet's kernels alone).
-        let d = model.text_encoder_config.hidden_size;
+        let (n, d) = (tokens as usize, model.text_encoder_config.hidden_size);
         let context = Tensor::<3>::from_data(
-            TensorData::new(noise.normal(2, batch * 77 * d), [batch, 77, d]),
+            TensorData::new(noise.normal(2, batch * n * d), [batch, n, d]),
             &device,
         ); // [b, 77, d]
         let c_in = model.unet.in_channels();
@@ -303,12 +303,12 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         None
     };
 
-    let c = model.latent_channels();
-    let latents = Tensor::<4>::from_data(
-        TensorData::new(noise.normal(1, c * h * w), [1, c, h, w]),
-        &device,
-    );
     let vae = if run(BenchPhase::Vae) {
+        let c = model.latent_channels();
+        let latents = Tensor::<4>::from_data(
+            TensorData::new(noise.normal(1, c * h * w), [1, c, h, w]),
+            &device,
+        );
         eprintln!("VAE decoder ...");
         let vae_flops = flops::vae_decode(&model.vae_config, 1, h as u64, w as u64);
         Some(measure(

@@ -206,9 +206,7 @@ fn conv2d_on_cube(
         );
     }
     if split {
-        let len = n * c_out;
-        let dim = CubeDim::new_1d(256);
-        let count = burn_cubecl::cubecl::calculate_cube_count_elemwise(&client, len, dim);
+        let (count, dim) = elementwise_grid(&client, n * c_out);
         conv::conv2d_split_sum::launch(
             &client,
             count,
@@ -416,9 +414,7 @@ pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let x = cube(x);
     let out = empty_like(&x, shape.to_vec());
     let client = x.client.clone();
-    let len = shape.iter().product::<usize>();
-    let dim = CubeDim::new_1d(256);
-    let count = burn_cubecl::cubecl::calculate_cube_count_elemwise(&client, len, dim);
+    let (count, dim) = elementwise_grid(&client, shape.iter().product());
     norm::geglu_kernel::launch(
         &client,
         count,
@@ -529,6 +525,16 @@ mod tests {
             }
         }
     }
+}
+
+/// One unit per value of a `len`-value output, in workgroups of 256.
+fn elementwise_grid(
+    client: &burn_cubecl::cubecl::client::Client,
+    len: usize,
+) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(256);
+    let count = burn_cubecl::cubecl::calculate_cube_count_elemwise(client, len, dim);
+    (count, dim)
 }
 
 /// One workgroup per row: a 1-D grid, 2-D past WebGPU's 65 535 workgroups per dimension
