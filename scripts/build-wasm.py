@@ -5,7 +5,10 @@ wasm-pack compiles and runs wasm-bindgen; wasm-opt then shrinks the module. wasm
 (minutes on a 30 MB module), so it is skipped when its input has not changed since the last
 build.
 
-    build-wasm.py                   the page's package, www/pkg
+    build-wasm.py                   the page's package, www/pkg: also the npm package
+                                    `sd-webgpu` (`npm pack www/pkg`), with crate/js's
+                                    modules and a package.json made from crate/js's
+                                    and the workspace Cargo.toml
     build-wasm.py --tests [ARGS]    `cargo test` for wasm32 (the browser tests, through
                                     wasm-bindgen-test-runner in headless Chromium), ARGS
                                     passed on: e.g. `--no-run`, `--test pipeline`
@@ -14,6 +17,7 @@ Both use the same cargo profile and target directory, so the tests reuse every d
 the package's build compiled (burn's stack for wasm32 is built once, not twice).
 """
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +59,29 @@ def run_tests(build: dict, args: list[str]) -> int:
     }
     print("[build-wasm]", " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.run(cmd, cwd=ROOT / build["crate"], env=env).returncode
+
+
+def write_npm_package(out_dir: Path) -> None:
+    """Adds the package's own files (those of crate/js/package.json's "files" found in
+    crate/js: the rest of crate/js is bound by wasm-bindgen and lands in snippets/), the
+    licences and package.json to the wasm-bindgen output."""
+    js = ROOT / "crate" / "js"
+    package = json.loads((js / "package.json").read_text())
+    for name in package["files"]:
+        if (js / name).is_file():
+            shutil.copy2(js / name, out_dir / name)
+    for name in ["LICENSE-MIT", "LICENSE-APACHE"]:
+        shutil.copy2(ROOT / name, out_dir / name)
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]
+    crate = tomllib.loads((ROOT / "crate" / "Cargo.toml").read_text())["package"]
+    package["version"] = cargo["version"]
+    package["license"] = cargo["license"]
+    package["repository"]["url"] = "git+" + cargo["repository"] + ".git"
+    package["description"] = crate["description"]
+    missing = [f for f in package["files"] if not f.endswith("/") and not (out_dir / f).exists()]
+    if missing:
+        raise SystemExit(f"[build-wasm] package.json lists files the build did not make: {missing}")
+    (out_dir / "package.json").write_text(json.dumps(package, indent=2) + "\n")
 
 
 def main() -> int:
@@ -100,6 +127,7 @@ def main() -> int:
     digest = sha256(source) + " " + " ".join(opt.get("args", [])) + f" enabled={opt.get('enabled', True)}"
     if dest.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         print(f"[build-wasm] {dest.relative_to(ROOT)} is up to date", file=sys.stderr)
+        write_npm_package(out_dir)
         return 0
     stamp.unlink(missing_ok=True)
     if opt.get("enabled", True):
@@ -114,6 +142,7 @@ def main() -> int:
     stamp.write_text(digest + "\n")
     size = dest.stat().st_size
     print(f"[build-wasm] {dest.relative_to(ROOT)}: {size / 1e6:.1f} MB", file=sys.stderr)
+    write_npm_package(out_dir)
     return 0
 
 

@@ -54,6 +54,6 @@ fi
 
 # --- npm: wasm-opt (binaryen) and playwright-core, pinned in package-lock.json -----------
 if ! npm ls --silent >/dev/null 2>&1; then
-  say "installing npm packages (binaryen, playwright-core)"
+  say "installing npm packages (binaryen, playwright-core, vite, typescript)"
   npm ci --silent --no-audit --no-fund
 fi

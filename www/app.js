@@ -1,8 +1,9 @@
 // The page: model loading, text to image, image to image and inpainting, the gallery.
-// All the model's work runs in worker.js (through engine.js), so the page stays responsive.
-import { Engine } from "./engine.js";
+// All the model's work runs in the npm package's worker (createGenerator({ worker: true }),
+// from www/pkg, which scripts/build-wasm.py builds), so the page stays responsive.
+import { createGenerator } from "./pkg/index.js";
+import { encodePng } from "./pkg/png.js";
 import { MaskEditor, coverImage } from "./mask.js";
-import { encodePng } from "./png.js";
 
 const $ = (id) => document.getElementById(id);
 const DEFAULT_MODEL = "models/shapes";
@@ -76,8 +77,8 @@ function webgpuMissing(detail) {
 
 // ---- the engine ------------------------------------------------------------------------
 
-const engine = new Engine({ onCrash: engineCrashed });
-window.sdWebgpu = { engine }; // for the console (and the tests)
+let engine = null; // the package's generator, on the engine chosen in "Your GPU"
+window.sdWebgpu = { get engine() { return engine; } }; // for the console (and the tests)
 
 function engineCrashed(error) {
   model.loaded = false;
@@ -113,12 +114,17 @@ async function startEngine() {
   gpuStatus.textContent = "Starting the engine…";
   delete gpuStatus.dataset.state;
   try {
-    const { kind, adapter, reason } = await engine.request("start", { backend: choice });
+    await engine?.unload(); // the engine chosen before, and its model's GPU memory
+    engine = null;
+    engine = await createGenerator({ worker: true, backend: choice, onCrash: engineCrashed });
+    const { kind, adapter, reason } = engine.backend;
     engineKind = kind;
     const why = reason === "asked for" ? "chosen below" : reason;
     gpuStatus.textContent =
       kind === "webgpu" ? `WebGPU on ${adapter} (${why}).` : `CPU engine, WebAssembly (${why}).`;
     gpuStatus.dataset.state = "ready";
+    // The engine's scheduler list; a failure shows when the engine is asked next.
+    await fillSchedulers().catch((e) => console.warn("no scheduler list:", e.message));
     return true;
   } catch (e) {
     engineKind = null;
@@ -161,9 +167,9 @@ function mib(bytes) {
 async function checkGpu() {
   let info;
   try {
-    info = await engine.request("adapter");
+    info = await engine.call("adapterInfo");
   } catch (e) {
-    const why = e.code === "no-webgpu-worker" ? "this browser offers WebGPU to pages but not to Web Workers" : e.message;
+    const why = navigator.gpu ? "this browser offers WebGPU to pages but not to Web Workers" : e.message;
     $("gpu-note").textContent = `No WebGPU here (${why}): images are made on the CPU. ${NO_WEBGPU_ADVICE}`;
     $("gpu-note").hidden = false;
     $("adapter").hidden = true;
@@ -185,7 +191,7 @@ async function checkGpu() {
   }
   showField("selfCheck", "running…");
   try {
-    const err = await engine.request("selfCheck");
+    const err = await engine.call("gpuSelfCheck");
     const ok = err < 1e-3;
     showField("selfCheck", ok ? `ok (max error ${err.toExponential(1)})` : `WRONG (max error ${err})`);
     if (!ok) {
@@ -213,14 +219,30 @@ const model = {
  * names as values. "Model's own" stays first.
  */
 async function fillSchedulers() {
-  const list = await engine.request("schedulers");
   const select = $("scheduler");
+  if (select.options.length > 1) return; // filled by an engine started before
+  const list = await engine.call("schedulers");
   for (const { name, a1111Name, className } of list) {
     const option = document.createElement("option");
     option.value = name;
     option.textContent = a1111Name;
     option.title = `${className} (${name})`;
     select.append(option);
+  }
+}
+
+/**
+ * What the page shows of a model before loading it, from its manifest (the network's, else
+ * the stored copy: the engine's fetchManifest): its quantization, bytes and the optional page
+ * defaults. `null` when there is none; the load then says why.
+ */
+async function manifestSummary(url) {
+  try {
+    const m = JSON.parse(await engine.call("fetchManifest", url));
+    const bytes = [...m.files, ...m.chunks].reduce((sum, f) => sum + f.size, 0);
+    return { quantization: m.quantization, bytes, defaults: m.defaults };
+  } catch (_) {
+    return null;
   }
 }
 
@@ -317,10 +339,10 @@ async function loadModel(url = chosenModelUrl()) {
   $("model-status").textContent = `Loading ${modelLabel(key)}…`;
   const counter = { started: performance.now(), fresh: 0, last: 0 };
   try {
-    const manifest = await engine.request("manifest", { url: key });
-    const info = await engine.request("load", { url: key, backend: backendChoice() }, {
+    const manifest = await manifestSummary(key);
+    const info = await engine.load(key, {
       signal: model.loading.signal,
-      onEvent: (p) => {
+      onProgress: (p) => {
         if (p.phase === "download") showDownload(p, counter);
         if (p.phase === "build") $("download-text").textContent = "Preparing the model…";
       },
@@ -355,7 +377,7 @@ async function loadModel(url = chosenModelUrl()) {
 async function refreshCached() {
   let models = [];
   try {
-    models = await engine.request("cachedModels");
+    models = await engine.call("cachedModels");
   } catch (_) {
     // storage unavailable (private window): nothing stored
   }
@@ -384,7 +406,7 @@ async function refreshCached() {
       del.setAttribute("aria-label", `Delete ${modelLabel(m.url)} from this browser`);
       del.addEventListener("click", async () => {
         del.disabled = true;
-        await engine.request("deleteCachedModel", { url: m.url });
+        await engine.call("deleteCachedModel", m.url);
         refreshCached();
       });
       li.append(name, " ", meta, " ", load, " ", del);
@@ -430,7 +452,7 @@ function countTokens() {
     for (const [field, out] of [["prompt", "prompt-tokens"], ["negative", "negative-tokens"]]) {
       let n = null;
       try {
-        n = await engine.request("countTokens", { text: $(field).value });
+        if (model.loaded) n = await engine.countTokens($(field).value);
       } catch (_) {
         // no model yet
       }
@@ -639,9 +661,10 @@ async function generate() {
       if (mask) options.mask = { width: mask.width, height: mask.height, data: mask.data };
       const started = performance.now();
       $("progress-text").textContent = `Image ${i + 1} of ${s.batch}: encoding the prompt…`;
-      const result = await engine.request("generate", { mode, options }, {
+      const result = await engine[mode]({
+        ...options,
         signal,
-        onEvent: ({ step, total, preview }) => {
+        onStep: ({ step, total, preview }) => {
           const elapsed = (performance.now() - started) / 1000;
           const perStep = elapsed / step;
           $("progress-bar").value = (i + step / total) / s.batch;
@@ -851,21 +874,19 @@ async function main() {
   updateButtons();
   countTokens();
   registerServiceWorker();
+  selectModelUrl(modelKey(DEFAULT_MODEL));
+  if (!(await startEngine())) {
+    $("model-status").textContent = "The engine did not start: see “Your GPU” below.";
+    return;
+  }
   refreshCached();
-  const started = startEngine();
-  // The engine's scheduler list (no GPU needed); a failure shows when the engine is asked next.
-  await fillSchedulers().catch((e) => console.warn("no scheduler list:", e.message));
   // Start with the last model used if it is stored here, else the built-in one.
   const last = localStorage.getItem("sd-webgpu:model");
-  const stored = last ? (await engine.request("cachedModels").catch(() => [])).some((m) => m.url === last) : false;
+  const stored = last ? (await engine.call("cachedModels").catch(() => [])).some((m) => m.url === last) : false;
   const start = stored ? last : modelKey(DEFAULT_MODEL);
   selectModelUrl(start);
-  if (await started) {
-    checkGpu();
-    loadModel(start);
-  } else {
-    $("model-status").textContent = "The engine did not start: see “Your GPU” below.";
-  }
+  checkGpu();
+  loadModel(start);
 }
 
 main().catch((e) => {

@@ -1,6 +1,6 @@
 // Service worker: keeps the page and the wasm engine in the Cache API so that, once loaded,
 // the page reloads and works without a network. Model weights are not kept here: the engine
-// stores them in IndexedDB by sha256 (crate/js/chunk_cache.js), so chunk and tokenizer files
+// stores them in IndexedDB by sha256 (crate/js/storage.js), so chunk and tokenizer files
 // pass straight through.
 //
 // Strategy: network first (a rebuilt page or engine is picked up on the next reload), the
@@ -16,11 +16,14 @@ const SHELL = [
   "index.html",
   "style.css",
   "app.js",
-  "engine.js",
-  "worker.js",
   "mask.js",
-  "png.js",
   "icon.svg",
+  // The npm package (crate/js and the wasm-bindgen output).
+  "pkg/index.js",
+  "pkg/local.js",
+  "pkg/engine.js",
+  "pkg/worker.js",
+  "pkg/png.js",
   "pkg/sd_webgpu.js",
   "pkg/sd_webgpu_bg.wasm",
 ];

@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod flops;
 pub mod format;
+pub mod hub;
 mod json;
 pub mod kernels;
 pub mod model;

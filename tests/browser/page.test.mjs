@@ -424,7 +424,7 @@ describe("with the built-in model", () => {
     );
     // Text beyond Latin-1 goes in an iTXt chunk, UTF-8, uncompressed.
     const itxt = new Uint8Array(
-      await page.evaluate(async () => Array.from((await import("./png.js")).textChunk("parameters", "ein Hund 🐕, 犬"))),
+      await page.evaluate(async () => Array.from((await import("./pkg/png.js")).textChunk("parameters", "ein Hund 🐕, 犬"))),
     );
     const [chunk] = pngChunks(new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, ...itxt]));
     assert.equal(chunk.type, "iTXt");
@@ -710,8 +710,10 @@ describe("with the built-in model", () => {
     await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
       timeout: GENERATION_MS,
     });
-    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
-    await page.evaluate(() => window.sdWebgpu.engine.request("loseDeviceForTesting"));
+    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would (the
+    // package's worker has no test requests: the test reaches the wasm module there itself).
+    const worker = page.workers().at(-1);
+    await worker.evaluate(async () => (await import("./sd_webgpu.js")).Generator.loseDeviceForTesting());
     await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
     const alert = page.locator("#alert");
     assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);

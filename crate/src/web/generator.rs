@@ -31,7 +31,7 @@ use super::options::{function, image_object, params};
 use crate::device::{BackendChoice, BackendKind};
 use crate::model::StableDiffusion;
 use crate::pipeline::{Progress, now_ms};
-use crate::{Device, Error, device};
+use crate::{Device, Error, device, hub};
 
 /// Which engine runs the models, the adapter's name (`None` where the browser offered
 /// none, or it was not asked: `backend: "cpu"`), and why that engine.
@@ -243,18 +243,20 @@ impl Generator {
         Ok(())
     }
 
-    /// Downloads the converted model at `model_url` (a folder with `manifest.json`, made by
-    /// `sd-weights convert`) and streams it onto the GPU. Options: `onProgress({ phase,
+    /// Downloads the converted model `model` (the URL of a folder with `manifest.json`, made
+    /// by `sd-weights convert`, or `hf:user/repo[@revision][/folder]` on the Hugging Face
+    /// Hub: see `crate::hub`) and streams it onto the GPU. Options: `onProgress({ phase,
     /// loaded, total, chunk })`, `signal` (an `AbortSignal`). Replaces any model loaded
     /// before once the new one is complete.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn load(
         &self,
-        model_url: String,
+        model: String,
         #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: JsValue,
     ) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
+            let source = hub::resolve(&model)?;
             {
                 let mut s = state.borrow_mut();
                 if s.busy {
@@ -268,17 +270,35 @@ impl Generator {
             let started = now_ms();
             let result = async {
                 let device = current_device(&state).await?;
-                super::load::load(&model_url, &options, &device).await
+                super::load::load(&source.url, &options, &device).await
             }
             .await;
             let mut s = state.borrow_mut();
             s.busy = false;
             s.model = Some(Rc::new(result?));
             s.load_ms = now_ms() - started;
-            s.model_name = model_name(&model_url);
-            s.model_url = Some(model_url);
+            s.model_name = source.name;
+            s.model_url = Some(source.url);
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// Drops the loaded model and gives its GPU memory back (burn's memory pool is cleaned
+    /// up); `load` or `loadFiles` works afterwards. Errors: `bad-input` while a generation
+    /// or load runs.
+    pub fn unload(&self) -> Result<(), JsValue> {
+        let mut state = self.state.borrow_mut();
+        if state.busy {
+            return Err(Error::BadInput(
+                "busy: wait for the running generation or load to finish (or abort it)".into(),
+            )
+            .into());
+        }
+        state.model = None;
+        state.model_url = None;
+        state.model_name = None;
+        state.device.memory_cleanup();
+        Ok(())
     }
 
     /// The models stored in this browser: `[{ url, bytes, stored }]` (`stored`: ms since
@@ -445,16 +465,6 @@ async fn recover(state: &Rc<RefCell<State>>) -> Result<(Rc<StableDiffusion>, f64
         .clone()
         .ok_or_else(|| Error::BadInput("no model loaded: call load or loadFiles first".into()))?;
     Ok((model, s.load_ms))
-}
-
-/// A model's name from its URL: the last part of its path (`models/shapes/` → `shapes`), as
-/// a model folder's name is the CLI's.
-fn model_name(url: &str) -> Option<String> {
-    url.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .filter(|name| !name.is_empty())
-        .map(str::to_string)
 }
 
 async fn generate(

@@ -2,16 +2,16 @@
 //! [`crate::format`]) fetched file by file and streamed onto the GPU chunk by chunk
 //! ([`StreamingLoader`]), so the wasm heap holds one chunk at a time.
 //!
-//! Uses the global `fetch` (window or worker). Every file is kept in IndexedDB by its sha256
-//! (`crate/js/chunk_cache.js`): a model loads a second time with only its manifest fetched,
-//! and with no network at all from the stored manifest. Before downloading, the space
-//! needed is checked against `navigator.storage.estimate()` (and persistent storage is
-//! requested). Progress events: `{ phase: "download", loaded, total, chunk, cached }` after
-//! each file (bytes, all files together), then `{ phase: "build" }`.
+//! Fetching and storage are `crate/js/storage.js`'s (the one owner of the IndexedDB schema);
+//! this module decides what to fetch and checks every file's sha256 before it is stored.
+//! Every file is kept by its sha256: a model loads a second time with only its manifest
+//! fetched, and with no network at all from the stored manifest. Before downloading, the
+//! space needed is checked against `navigator.storage.estimate()` (and persistent storage is
+//! requested). Progress events: `{ phase: "download", loaded, total, chunk, cached }` while
+//! each file arrives and after it (bytes, all files together), then `{ phase: "build" }`.
 
-use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use super::get;
 use crate::format::stream::StreamingLoader;
@@ -19,16 +19,26 @@ use crate::format::{MANIFEST, Manifest};
 use crate::model::StableDiffusion;
 use crate::{Device, Error};
 
-#[wasm_bindgen(module = "/js/chunk_cache.js")]
+#[wasm_bindgen(module = "/js/storage.js")]
 extern "C" {
+    #[wasm_bindgen(catch)]
+    async fn download(
+        url: &str,
+        signal: &JsValue,
+        on_bytes: &Closure<dyn FnMut(f64)>,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = manifestText, catch)]
+    async fn manifest_text(
+        model_url: &str,
+        manifest_url: &str,
+        signal: &JsValue,
+    ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cacheGet, catch)]
     async fn cache_get(sha256: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cacheHas, catch)]
     async fn cache_has(sha256: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cachePut, catch)]
     async fn cache_put(sha256: &str, bytes: &Uint8Array) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheGetModel, catch)]
-    async fn cache_get_model(url: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = cachePutModel, catch)]
     async fn cache_put_model(
         url: &str,
@@ -49,36 +59,14 @@ fn join(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path)
 }
 
-/// Fetches `url` (with `signal`) and returns its bytes; HTTP errors and network failures are
-/// [`Error::Io`] naming the URL.
-async fn fetch_bytes(url: &str, signal: &JsValue) -> Result<Vec<u8>, JsValue> {
-    let global = js_sys::global();
-    let fetch: Function = get(&global, "fetch")
-        .dyn_into()
-        .map_err(|_| Error::Io("this browser has no fetch()".into()))?;
-    let init = Object::new();
-    if !signal.is_undefined() && !signal.is_null() {
-        Reflect::set(&init, &"signal".into(), signal)?;
-    }
-    let response = JsFuture::from(Promise::from(fetch.call2(&global, &url.into(), &init)?))
-        .await
-        .map_err(|e| network_error(url, e))?;
-    let ok = get(&response, "ok").as_bool().unwrap_or(false);
-    if !ok {
-        let status = get(&response, "status").as_f64().unwrap_or(0.0);
-        return Err(Error::Io(format!("{url}: the server answered HTTP {status}; check the model URL (a folder with {MANIFEST})")).into());
-    }
-    let array_buffer: Function = get(&response, "arrayBuffer").dyn_into()?;
-    let buffer = JsFuture::from(Promise::from(array_buffer.call0(&response)?))
-        .await
-        .map_err(|e| network_error(url, e))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
-}
-
-/// A failed fetch: an abort stays an `AbortError`; anything else becomes an `io` error.
+/// A failed fetch: an abort stays an `AbortError`; an HTTP error or anything else becomes
+/// an `io` error.
 fn network_error(url: &str, e: JsValue) -> JsValue {
     if get(&e, "name").as_string().as_deref() == Some("AbortError") {
         return e;
+    }
+    if let Some(status) = get(&e, "status").as_f64() {
+        return Error::Io(format!("{url}: the server answered HTTP {status}; check the model URL (a folder with {MANIFEST})")).into();
     }
     let why = get(&e, "message")
         .as_string()
@@ -105,18 +93,36 @@ fn quota_error(message: String) -> JsValue {
 }
 
 /// The bytes of one file of the model: from IndexedDB when stored, else downloaded (and
-/// stored once the loader has checked them, see `load`). Returns whether it came cached.
+/// stored once the loader has checked them, see `load`), with `on_bytes(received)` as they
+/// arrive. Returns whether it came cached.
 async fn file_bytes(
     url: &str,
     path: &str,
     sha256: &str,
     signal: &JsValue,
+    on_bytes: &Closure<dyn FnMut(f64)>,
 ) -> Result<(Vec<u8>, bool), JsValue> {
     let cached = cache_get(sha256).await.unwrap_or(JsValue::UNDEFINED);
     if let Some(bytes) = cached.dyn_ref::<Uint8Array>() {
         return Ok((bytes.to_vec(), true));
     }
-    Ok((fetch_bytes(&join(url, path), signal).await?, false))
+    let url = join(url, path);
+    let bytes = download(&url, signal, on_bytes)
+        .await
+        .map_err(|e| network_error(&url, e))?;
+    Ok((Uint8Array::new(&bytes).to_vec(), false))
+}
+
+/// The text of the manifest of the model at `url` (a folder URL without a trailing slash):
+/// from the network, else the copy stored with the model. Errors: `io` naming the URL when
+/// neither has it; an abort stays an `AbortError`.
+pub async fn fetch_manifest(url: &str, signal: &JsValue) -> Result<String, JsValue> {
+    let manifest_url = join(url, MANIFEST);
+    let text = manifest_text(url, &manifest_url, signal)
+        .await
+        .map_err(|e| network_error(&manifest_url, e))?;
+    text.as_string()
+        .ok_or_else(|| Error::BadWeights(format!("{MANIFEST} is not text")).into())
 }
 
 /// Downloads and builds the model at `url`.
@@ -128,22 +134,7 @@ pub async fn load(
     let on_progress = super::options::function(options, "onProgress")?;
     let signal = get(options, "signal");
     let url = url.trim_end_matches('/');
-
-    // The manifest from the network, or the stored one when offline.
-    let text = match fetch_bytes(&join(url, MANIFEST), &signal).await {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map_err(|_| Error::BadWeights(format!("{MANIFEST} is not UTF-8 text")))?,
-        Err(e) if get(&e, "name").as_string().as_deref() == Some("AbortError") => return Err(e),
-        Err(e) => match get(
-            &cache_get_model(url).await.unwrap_or(JsValue::UNDEFINED),
-            "manifest",
-        )
-        .as_string()
-        {
-            Some(text) => text,
-            None => return Err(e),
-        },
-    };
+    let text = fetch_manifest(url, &signal).await?;
     let manifest = Manifest::from_json(&text)?;
     let entries: Vec<_> = manifest
         .files
@@ -180,7 +171,22 @@ pub async fn load(
     let mut loader = StreamingLoader::new(manifest.clone(), device)?;
     let file_count = manifest.files.len();
     for (i, entry) in entries.iter().enumerate() {
-        let (bytes, cached) = file_bytes(url, &entry.path, &entry.sha256, &signal).await?;
+        // Progress inside the file while it downloads.
+        let (progress_fn, before, path) = (on_progress.clone(), loaded, entry.path.clone());
+        let on_bytes = Closure::<dyn FnMut(f64)>::new(move |received: f64| {
+            let _ = progress(
+                &progress_fn,
+                &[
+                    ("phase", "download".into()),
+                    ("loaded", (before as f64 + received).into()),
+                    ("total", (total as f64).into()),
+                    ("chunk", path.as_str().into()),
+                    ("cached", false.into()),
+                ],
+            );
+        });
+        let (bytes, cached) =
+            file_bytes(url, &entry.path, &entry.sha256, &signal, &on_bytes).await?;
         loaded += bytes.len() as u64;
         let stored = if cached {
             None

@@ -113,6 +113,17 @@ pub(crate) fn describe(adapter: &JsValue) -> AdapterDescription {
     }
 }
 
+/// The text of a converted model's `manifest.json` (its files, sizes, quantization and
+/// configs), for a page to show a model before loading it: from the network, else the copy
+/// stored in this browser with the model. `model`: a folder URL or `hf:user/repo[@revision]
+/// [/folder]` (see `crate::hub`). Rejects with code `"io"` when neither has it,
+/// `"bad-input"` for a malformed id.
+#[wasm_bindgen(js_name = fetchManifest)]
+pub async fn fetch_manifest(model: String) -> Result<String, JsValue> {
+    let source = crate::hub::resolve(&model)?;
+    load::fetch_manifest(&source.url, &JsValue::UNDEFINED).await
+}
+
 /// What the browser's WebGPU adapter is and can do: `{ name, vendor, architecture,
 /// description, isFallbackAdapter, shaderF16, limits: {...} }`.
 ///

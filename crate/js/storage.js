@@ -1,9 +1,14 @@
-// IndexedDB storage for downloaded models, used by Generator.load (crate/src/web/load.rs).
+// Downloading and storage of converted models: the one module that fetches model files and
+// owns the IndexedDB schema. Rust (crate/src/web/load.rs) decides what to fetch and checks
+// every file's sha256 before it is stored; the page and the worker ask through the engine
+// (`fetchManifest`, `Generator.cachedModels`, `Generator.deleteCachedModel`).
 //
-// Store "blobs": file contents keyed by their sha256 (so a chunk shared by two models is
-// stored once, and a damaged entry is caught by the loader's hash check). Store "models":
-// per model URL, its manifest text and the sha256 of every file it needs. A model is usable
-// offline once all its blobs are stored.
+// Database "sd-webgpu", version 1:
+// - store "blobs": file contents keyed by their sha256 (so a chunk shared by two models is
+//   stored once, and a damaged entry is caught by the loader's hash check);
+// - store "models": per model URL, { url, manifest (its text), shas (every file it needs),
+//   bytes, stored (ms since the epoch) }. A model is usable offline once all its blobs are
+//   stored.
 
 const DB_NAME = "sd-webgpu";
 const DB_VERSION = 1;
@@ -63,7 +68,7 @@ export async function cachePut(sha256, bytes) {
   }
 }
 
-export async function cacheGetModel(url) {
+async function cacheGetModel(url) {
   const s = await store("models", "readonly");
   return s ? await request(s.get(url)) : undefined;
 }
@@ -116,4 +121,57 @@ export async function storageFree() {
   }
   const { quota, usage } = await storage.estimate();
   return quota === undefined ? undefined : quota - (usage || 0);
+}
+
+/**
+ * The bytes of `url` (a Uint8Array), read as they arrive: `onBytes(n)` after each piece, with
+ * the bytes received so far, so a 100 MB chunk shows progress while it downloads.
+ * Network failures and aborts reject with fetch's own error (an abort keeps its name
+ * "AbortError"); an HTTP error rejects with an Error carrying `status`.
+ */
+export async function download(url, signal, onBytes) {
+  const response = await fetch(url, signal ? { signal } : {});
+  if (!response.ok) {
+    const e = new Error(`HTTP ${response.status}`);
+    e.status = response.status;
+    throw e;
+  }
+  if (!response.body) return new Uint8Array(await response.arrayBuffer());
+  const length = Number(response.headers.get("content-length")) || 0;
+  const reader = response.body.getReader();
+  const pieces = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    pieces.push(value);
+    received += value.length;
+    onBytes?.(received);
+  }
+  if (pieces.length === 1 && (!length || length === received)) return pieces[0];
+  const out = new Uint8Array(received);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
+
+/**
+ * The text of the manifest of the model at `url` (fetched from `manifestUrl`): from the
+ * network, else (offline, or the server gone) the copy stored with the model. Without either
+ * it rejects with the network's error, as `download` does.
+ */
+export async function manifestText(url, manifestUrl, signal) {
+  let networkError;
+  try {
+    return new TextDecoder().decode(await download(manifestUrl, signal));
+  } catch (e) {
+    if (e?.name === "AbortError") throw e;
+    networkError = e;
+  }
+  const stored = await cacheGetModel(url).catch(() => undefined);
+  if (stored?.manifest) return stored.manifest;
+  throw networkError;
 }

@@ -1,4 +1,5 @@
-// PNG files with the generation parameters embedded, as AUTOMATIC1111's web UI writes them:
+// PNG files with the generation parameters embedded, as AUTOMATIC1111's web UI writes them
+// (and reads them back: readParameters):
 // a text chunk with the keyword "parameters", which image viewers and model sites read back.
 // The text itself comes from the engine (each generated image's `parameters`, made by the
 // crate as `sd-weights generate` makes it); this module only writes it into the file.
@@ -82,4 +83,54 @@ export async function encodePng(imageData, parameters) {
   const blob = await canvas.convertToBlob({ type: "image/png" });
   const png = new Uint8Array(await blob.arrayBuffer());
   return parameters ? withText(png, "parameters", parameters) : png;
+}
+
+/**
+ * The AUTOMATIC1111 `parameters` text of a PNG file (a Blob, an ArrayBuffer or bytes), from
+ * its tEXt or uncompressed iTXt chunk; `null` when it has none. Rejects on a file that is not
+ * a PNG.
+ */
+export async function readParameters(file) {
+  const bytes =
+    file instanceof Uint8Array ? file : new Uint8Array(file instanceof ArrayBuffer ? file : await file.arrayBuffer());
+  for (let i = 0; i < 8; i++) {
+    if (bytes[i] !== SIGNATURE[i]) throw new Error("not a PNG file");
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const latin1 = (a, b) => {
+    let text = "";
+    for (let i = a; i < b; i++) text += String.fromCharCode(bytes[i]);
+    return text;
+  };
+  for (let at = 8; at + 12 <= bytes.length; ) {
+    const length = view.getUint32(at);
+    const type = latin1(at + 4, at + 8);
+    const data = bytes.subarray(at + 8, at + 8 + length);
+    const zero = data.indexOf(0);
+    if (zero > 0 && latin1(at + 8, at + 8 + zero) === "parameters") {
+      if (type === "tEXt") return latin1(at + 8 + zero + 1, at + 8 + length);
+      // iTXt: compression flag and method, then language tag and translated keyword (each
+      // ended by 0), then the UTF-8 text; a compressed one is skipped.
+      if (type === "iTXt" && data[zero + 1] === 0) {
+        let start = zero + 3;
+        start = data.indexOf(0, start) + 1;
+        start = data.indexOf(0, start) + 1;
+        return new TextDecoder().decode(data.subarray(start));
+      }
+    }
+    if (type === "IEND") break;
+    at += 12 + length;
+  }
+  return null;
+}
+
+/** Gives a generated image (`{ width, height, data, parameters, … }`) `toBlob({ parameters })`:
+ *  a PNG Blob, with the `parameters` text chunk when `parameters` is true. */
+export function withToBlob(image) {
+  image.toBlob = async ({ parameters = false } = {}) => {
+    const data = new Uint8ClampedArray(image.data.buffer, image.data.byteOffset, image.data.length);
+    const png = await encodePng(new ImageData(data, image.width, image.height), parameters ? image.parameters : null);
+    return new Blob([png], { type: "image/png" });
+  };
+  return image;
 }

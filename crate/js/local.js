@@ -1,0 +1,64 @@
+// The engine on this thread: the wasm package (`Generator`, made by wasm-bindgen into
+// ./sd_webgpu.js), loaded once, with the methods createGenerator's generators share (the
+// worker's, engine.js, has the same). worker.js runs it in a Web Worker; it imports nothing
+// that starts a worker.
+import init, { Generator } from "./sd_webgpu.js";
+import * as wasm from "./sd_webgpu.js";
+import { withToBlob } from "./png.js";
+
+let ready = null;
+
+/** Loads the engine's WebAssembly on this thread, once; later calls wait for the same load. */
+export function initEngine(input) {
+  ready ??= init(input ? { module_or_path: input } : undefined);
+  return ready;
+}
+
+/** The functions of the engine that need no model, by name: what `gen.call(name)` and the
+ *  worker may run. */
+export const ENGINE_FUNCTIONS = [
+  "schedulers", // Generator.schedulers()
+  "cachedModels",
+  "deleteCachedModel",
+  "fetchManifest",
+  "modelInfoFromManifest",
+  "adapterInfo",
+  "gpuSelfCheck",
+];
+
+/** Runs engine function `name` (one of ENGINE_FUNCTIONS) on this thread. */
+export async function callEngine(name, ...args) {
+  if (!ENGINE_FUNCTIONS.includes(name)) {
+    const e = new Error(`unknown engine function ${name}: one of ${ENGINE_FUNCTIONS.join(", ")}`);
+    e.code = "bad-input";
+    throw e;
+  }
+  await initEngine();
+  const f = Generator[name] ?? wasm[name];
+  return await f(...args);
+}
+
+/** The engine on this thread: a `Generator` with the same methods as the worker's. */
+export class LocalEngine {
+  constructor(generator) {
+    this.generator = generator;
+  }
+  get backend() { return this.generator?.backend ?? null; }
+  get modelInfo() { return this.generator?.modelInfo ?? null; }
+  get loaded() { return this.generator?.loaded ?? false; }
+  async load(model, options) {
+    await this.generator.load(model, options ?? {});
+    return this.modelInfo;
+  }
+  async loadFiles(files) {
+    this.generator.loadFiles(files);
+    return this.modelInfo;
+  }
+  async generate(options) { return withToBlob(await this.generator.generate(options)); }
+  async img2img(options) { return withToBlob(await this.generator.img2img(options)); }
+  async inpaint(options) { return withToBlob(await this.generator.inpaint(options)); }
+  async countTokens(text) { return this.generator.countTokens(text); }
+  async unload() { this.generator.unload(); }
+  call(name, ...args) { return callEngine(name, ...args); }
+}
+

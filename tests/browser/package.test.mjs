@@ -1,0 +1,99 @@
+// The npm package as a web developer gets it: `npm pack www/pkg` (built by the run command's
+// scripts/build-wasm.py), installed from the tarball into scratch copies of examples/plain-html
+// (no bundler, an import map) and examples/vite (built with the Vite that scripts/setup.sh
+// installs), each served on 127.0.0.1 and generating an image in headless Chromium through
+// createGenerator({ worker: true }) with the built-in model. No network: npm installs the
+// tarball offline.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { launch } from "./chromium.mjs";
+import { serve } from "./serve.mjs";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const MODEL = join(ROOT, "www", "models", "shapes");
+const work = mkdtempSync(join(tmpdir(), "sd-webgpu-package-"));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function run(cmd, args, cwd) {
+  const r = spawnSync(cmd, args, { cwd, encoding: "utf8" });
+  assert.equal(r.status, 0, `${cmd} ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+// `npm pack`: the tarball and the files in it.
+const [packed] = JSON.parse(run("npm", ["pack", join(ROOT, "www", "pkg"), "--json", "--pack-destination", work], ROOT));
+const tarball = join(work, packed.filename);
+
+test("npm pack makes sd-webgpu with its modules, types, wasm and licences, and nothing else", () => {
+  const manifest = JSON.parse(readFileSync(join(ROOT, "www", "pkg", "package.json"), "utf8"));
+  assert.equal(packed.name, "sd-webgpu");
+  assert.equal(manifest.type, "module");
+  assert.deepEqual(Object.keys(manifest.exports), [".", "./worker", "./png", "./package.json"]);
+  for (const key of ["license", "repository", "keywords", "description"]) assert.ok(manifest[key], `package.json has ${key}`);
+  const files = packed.files.map((f) => f.path).sort();
+  const expected = [...manifest.files.filter((f) => !f.endsWith("/")), "package.json"].sort();
+  assert.deepEqual(files.filter((f) => !f.startsWith("snippets/")), expected);
+  assert.ok(files.some((f) => /^snippets\/.*\/storage\.js$/.test(f)), `the engine's storage module is packed: ${files}`);
+});
+
+/** Opens `url`, waits for the model, generates, and returns what the example shows. */
+async function generateIn(url) {
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(url);
+    await page.waitForFunction(() => /^Ready|did not load/.test(document.getElementById("status").textContent), null, { timeout: 120_000 });
+    const ready = await page.locator("#status").textContent();
+    assert.match(ready, /^Ready: cpu engine/, `the model loaded (page errors: ${errors})`);
+    await page.click("#generate");
+    await page.waitForFunction(() => /^Done|^Failed/.test(document.getElementById("status").textContent), null, { timeout: 120_000 });
+    assert.match(await page.locator("#status").textContent(), /^Done in \d+ ms/);
+    return {
+      parameters: await page.locator("#parameters").textContent(),
+      width: await page.evaluate(() => document.getElementById("image").naturalWidth),
+    };
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The built-in model's image, as the examples make it: its PNG carries the A1111 text. */
+function assertImage({ parameters, width }) {
+  assert.equal(width, 64, "the built-in model's 64×64 image is shown");
+  assert.match(parameters, /\nSteps: \d+, Sampler: [^,]+, CFG scale: [\d.]+, Seed: 1, Size: 64x64/);
+}
+
+test("the plain-HTML example installs the tarball and generates through createGenerator", { timeout: 300_000 }, async () => {
+  const dir = join(work, "plain-html");
+  cpSync(join(ROOT, "examples", "plain-html"), dir, { recursive: true });
+  run("npm", ["install", "--offline", "--no-audit", "--no-fund", tarball], dir);
+  cpSync(MODEL, join(dir, "models", "shapes"), { recursive: true });
+  const server = await serve({ "/": dir });
+  try {
+    assertImage(await generateIn(`http://127.0.0.1:${server.address().port}/index.html`));
+  } finally {
+    server.close();
+  }
+});
+
+test("the Vite example builds with the tarball installed and generates through createGenerator", { timeout: 300_000 }, async () => {
+  const dir = join(work, "vite");
+  cpSync(join(ROOT, "examples", "vite"), dir, { recursive: true });
+  // The tarball, offline; Vite is the one scripts/setup.sh installed (not downloaded here).
+  run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--omit=dev", tarball], dir);
+  cpSync(MODEL, join(dir, "public", "models", "shapes"), { recursive: true });
+  run(process.execPath, [join(ROOT, "node_modules", "vite", "bin", "vite.js"), "build", "--logLevel", "warn"], dir);
+  const server = await serve({ "/": join(dir, "dist") });
+  try {
+    assertImage(await generateIn(`http://127.0.0.1:${server.address().port}/index.html`));
+  } finally {
+    server.close();
+  }
+});
