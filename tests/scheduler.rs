@@ -12,7 +12,7 @@
 //! - cos, linear: DDPM-like cosine and linear schedules with DDPM's other defaults.
 //!
 //! tables.json adds timesteps / sigmas for many step counts, and which counts diffusers
-//! cannot run. Where we depart from diffusers on purpose (README: "Schedulers": "trailing"
+//! cannot run. Where we depart from diffusers on purpose (docs/schedulers.md: "trailing"
 //! spacing's extra step at timestep −1, timesteps past the training ones) the table test
 //! checks our documented behaviour instead; DDIM's step to the next timestep of the schedule
 //! departs only for "linspace" / "trailing" spacing, which no golden trajectory uses (see
@@ -271,8 +271,8 @@ golden_cases!(
     linear_pndm,
 );
 
-/// Our version of a table entry where we depart from diffusers 0.42 on purpose (README:
-/// "Schedulers"), or `None` where we agree: `Some(None)` when we refuse what diffusers runs.
+/// Our version of a table entry where we depart from diffusers 0.42 on purpose
+/// (docs/schedulers.md), or `None` where we agree: `Some(None)` when we refuse what diffusers runs.
 /// - "trailing" spacing where diffusers has n + 1 timesteps, the last −1: we run the n
 ///   asked for, diffusers' first n (the entry without that timestep and its σ);
 /// - a timestep past the 1000 training ones ("leading" with steps_offset 1 at 1000 steps,

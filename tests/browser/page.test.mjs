@@ -7,8 +7,8 @@
 // inpainting and image to image are the native CLI's for the same settings
 // (tests/fixtures/page/, made by tests/fixtures/make_page_fixtures.sh).
 //
-// Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the README's copies
-// in docs/screenshots/ are refreshed too (after the built-in model changes, say). SwiftShader is
+// Screenshots land in target/test-artifacts/; with UPDATE_SCREENSHOTS=1 the copies in
+// docs/screenshots/ (shown by README.md and docs/page.md) are refreshed too (after the built-in model changes, say). SwiftShader is
 // slow: generations on WebGPU here are 64×64 with a few steps.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -83,13 +83,13 @@ function startRunCommand() {
   });
 }
 
-// The screenshots the README shows.
-const README_SCREENSHOTS = ["page-generate", "page-inpaint", "page-progress", "page-narrow"];
+// The screenshots the docs show (README.md and docs/page.md).
+const DOC_SCREENSHOTS = ["page-generate", "page-inpaint", "page-progress", "page-narrow"];
 
 async function screenshot(page, name, options = {}) {
   const path = join(ARTIFACTS, `${name}.png`);
   await page.screenshot({ path, ...options });
-  if (process.env.UPDATE_SCREENSHOTS && README_SCREENSHOTS.includes(name)) {
+  if (process.env.UPDATE_SCREENSHOTS && DOC_SCREENSHOTS.includes(name)) {
     mkdirSync(DOCS, { recursive: true });
     copyFileSync(path, join(DOCS, `${name}.png`));
   }

@@ -148,7 +148,7 @@ fn f32_convert_gives_back_identical_tensors() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The error bounds quoted in the README: per quantized tensor, relative RMS error under 1%
+/// The error bounds quoted in docs/format.md: per quantized tensor, relative RMS error under 1%
 /// at q8 and 12% at q4; f16 tensors are exact (the fixtures are f16).
 #[test]
 fn quantized_convert_stays_within_bounds() {

@@ -40,7 +40,7 @@ import shapes  # noqa: E402
 REPO = HERE.parent.parent
 TOKENIZER = REPO / "tests/fixtures/sd15-tiny/tokenizer"
 
-# Sampling defaults recorded with the model (scheduler config's "_sd_webgpu_defaults" and README).
+# Sampling defaults recorded with the model (scheduler config's "_sd_webgpu_defaults" and docs/builtin-model.md).
 DEFAULT_SCHEDULER = "EulerDiscreteScheduler"
 DEFAULT_STEPS = 20
 # Guidance 3: of 3, 4, 5, 6 and 7.5 (eval_shapes.py, seeds 0-1 and 2-3) the text-to-image

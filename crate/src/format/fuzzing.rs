@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets in `crate/fuzz/` (`cargo +nightly fuzz run manifest`, see
-//! the README), shared with a deterministic stand-in that runs in every `cargo test`: tens of
+//! docs/testing.md), shared with a deterministic stand-in that runs in every `cargo test`: tens of
 //! thousands of seeded mutations of valid inputs, each of which must give a value or an error,
 //! never a panic, a huge allocation or a hang.
 //!

@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(q8_decode(&q8_encode(&zeros).unwrap(), 32).unwrap(), zeros);
     }
 
-    /// The error bounds quoted in the README, on N(0, 0.02) weights.
+    /// The error bounds quoted in docs/format.md, on N(0, 0.02) weights.
     #[test]
     fn gaussian_error_bounds() {
         let v = gaussian(1 << 16, 0.02, 7);

@@ -59,7 +59,7 @@ impl Ddim {
     /// τ_(i−1) (Song et al. 2021, §4.2), as CompVis's DDIMSampler does. diffusers steps back
     /// by N // steps whatever the spacing, which is the next timestep only for "leading":
     /// with "linspace" 10 steps go 999 → 899 though the next step runs at 888, with
-    /// "trailing" 6 steps 999 → 833 though the next runs at 832 (README: "Schedulers").
+    /// "trailing" 6 steps 999 → 833 though the next runs at 832 (docs/schedulers.md).
     pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let timesteps = self.schedule.spaced_timesteps(steps, true);
         self.schedule.check_in_range(&timesteps, steps)?;

@@ -1,6 +1,6 @@
 //! Noise schedulers, equal to diffusers' (0.42): DDIM, PNDM, Euler, Euler ancestral,
 //! DPM-Solver++ 2M (with and without Karras sigmas) and LCM. Where we depart on purpose
-//! (README: "Schedulers"): N steps are always N timesteps, each a training timestep
+//! (docs/schedulers.md): N steps are always N timesteps, each a training timestep
 //! ("trailing" spacing's extra step at timestep −1 is dropped, schedules that would pass the
 //! last training timestep are refused), and DDIM steps to the next timestep of its schedule.
 //!

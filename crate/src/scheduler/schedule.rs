@@ -252,7 +252,7 @@ impl Schedule {
 /// cut to `n` values. For some `n` (61, 103, 121, … of 1000) NumPy's arange has an extra
 /// value near 0, which becomes timestep −1: diffusers then runs n + 1 steps, the last at
 /// ᾱ[−1] = ᾱ[N − 1] (DDIM, PNDM) or at σ clamped to the smallest (Euler, DPM-Solver). We run
-/// the n steps asked for, the same timesteps as diffusers' first n (README: "Schedulers").
+/// the n steps asked for, the same timesteps as diffusers' first n (docs/schedulers.md).
 pub fn trailing(last: f64, num_train_timesteps: usize, steps: usize) -> Vec<f64> {
     let ratio = num_train_timesteps as f64 / steps as f64;
     np_arange(last, 0.0, -ratio)
