@@ -198,7 +198,7 @@ async fn generate_matches_diffusers_with_progress() {
     // The A1111 parameters text; a model from loadFiles has no name, so no `Model:` field.
     assert_eq!(
         text(&result, "parameters"),
-        "a red cube on a table\nNegative prompt: \n\
+        "a red cube on a table\n\
              Steps: 4, Sampler: Euler a, CFG scale: 7.5, Seed: 11, Size: 32x32"
     );
     assert_eq!(calls.length(), 4);
@@ -542,7 +542,7 @@ async fn load_streams_a_converted_model() {
     // The parameters name the model by its URL's last part.
     assert_eq!(
         text(&result, "parameters"),
-        "a red cube on a table\nNegative prompt: \n\
+        "a red cube on a table\n\
              Steps: 3, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 32x32, Model: sd15"
     );
     // What the loaded model is (ModelInfo), the same as from its manifest before loading.

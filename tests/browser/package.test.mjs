@@ -7,7 +7,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
@@ -77,7 +77,32 @@ test("the plain-HTML example installs the tarball and generates through createGe
   cpSync(MODEL, join(dir, "models", "shapes"), { recursive: true });
   const server = await serve({ "/": dir });
   try {
-    assertImage(await generateIn(`http://127.0.0.1:${server.address().port}/index.html`));
+    const origin = `http://127.0.0.1:${server.address().port}`;
+    assertImage(await generateIn(`${origin}/index.html`));
+    // The same API on the page's own thread (worker: false), then unload.
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${origin}/index.html?model=hf:no-such-user/no-such-repo@bad/../x`);
+      await page.waitForFunction(() => /did not load/.test(document.getElementById("status").textContent));
+      assert.match(await page.locator("#status").textContent(), /the folder must be a plain path.*\(bad-input\)/);
+      const r = await page.evaluate(async () => {
+        const { createGenerator } = await import("sd-webgpu");
+        const { readParameters } = await import("sd-webgpu/png");
+        const gen = await createGenerator({ model: "models/shapes", backend: "cpu" });
+        const image = await gen.generate({ prompt: "a red circle", steps: 2, seed: 7 });
+        const text = await readParameters(await image.toBlob({ parameters: true }));
+        const without = await readParameters(await image.toBlob());
+        await gen.unload();
+        const after = await gen.generate({ prompt: "a red circle" }).catch((e) => e.code);
+        return { text, without, loaded: gen.loaded, after, kind: gen.backend.kind };
+      });
+      assert.match(r.text, /^a red circle\nSteps: 2, .*Seed: 7, Size: 64x64/);
+      assert.equal(r.without, null, "toBlob() without parameters writes none");
+      assert.deepEqual([r.kind, r.loaded, r.after], ["cpu", false, "bad-input"], "unload drops the model");
+    } finally {
+      await browser.close();
+    }
   } finally {
     server.close();
   }
@@ -90,6 +115,7 @@ test("the Vite example builds with the tarball installed and generates through c
   run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--omit=dev", tarball], dir);
   cpSync(MODEL, join(dir, "public", "models", "shapes"), { recursive: true });
   run(process.execPath, [join(ROOT, "node_modules", "vite", "bin", "vite.js"), "build", "--logLevel", "warn"], dir);
+  typeCheck(dir);
   const server = await serve({ "/": join(dir, "dist") });
   try {
     assertImage(await generateIn(`http://127.0.0.1:${server.address().port}/index.html`));
@@ -97,3 +123,25 @@ test("the Vite example builds with the tarball installed and generates through c
     server.close();
   }
 });
+
+/** The package's .d.ts files, as a TypeScript user compiles against them (strict): the calls of
+ *  the README's example type-check, and a wrong scheduler name does not. */
+function typeCheck(dir) {
+  writeFileSync(
+    join(dir, "check.ts"),
+    `import { createGenerator, type Image, type ModelInfo, type SdGenerator } from "sd-webgpu";
+import { readParameters } from "sd-webgpu/png";
+const gen: SdGenerator = await createGenerator({ model: "hf:user/repo", worker: true, backend: "auto", onProgress: (p) => p.loaded });
+const info: ModelInfo | null = gen.modelInfo;
+const image: Image = await gen.generate({ prompt: "a fox", steps: 2, seed: 1, scheduler: "euler-a" });
+const text: string | null = await readParameters(await image.toBlob({ parameters: true }));
+// @ts-expect-error: not a scheduler
+await gen.generate({ prompt: "a fox", scheduler: "euler-b" });
+await gen.unload();
+export { info, text };
+`,
+  );
+  const tsc = join(ROOT, "node_modules", "typescript", "bin", "tsc");
+  run(process.execPath, [tsc, "--noEmit", "--strict", "--target", "esnext", "--module", "esnext", "--moduleResolution", "bundler",
+    "--lib", "esnext,dom", "--skipLibCheck", "false", "check.ts"], dir);
+}

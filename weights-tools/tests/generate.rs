@@ -433,7 +433,7 @@ fn each_tiny_model_writes_a_png_with_parameters() {
         );
         let text = parameters(&out);
         assert!(
-            text.starts_with(&format!("{prompt}\nNegative prompt: \nSteps: 2, ")),
+            text.starts_with(&format!("{prompt}\nSteps: 2, ")),
             "{model}: {text}"
         );
         assert!(text.ends_with(want), "{model}: {text}");
@@ -713,7 +713,7 @@ fn built_in_model_uses_its_own_defaults() {
     );
     assert_eq!(
         parameters(&out),
-        "a red circle on a blue background\nNegative prompt: \nSteps: 20, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 64x64, Model: shapes"
+        "a red circle on a blue background\nSteps: 20, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 64x64, Model: shapes"
     );
     let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()))
         .read_info()

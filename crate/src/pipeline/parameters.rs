@@ -18,7 +18,7 @@ impl GenerateParams {
     /// ```
     ///
     /// A1111's layout (`modules/processing.py`, `create_infotext`): the prompt, the negative
-    /// prompt, then `Name: value` fields. Ours: `Denoising strength` for image to image and
+    /// prompt (its line left out when empty, as A1111 does), then `Name: value` fields. Ours: `Denoising strength` for image to image and
     /// inpainting, `Clip skip` when not 1 and `Eta` when not 0, after the others. Sampler
     /// names as A1111 writes them ([`SchedulerKind::a1111_name`]); numbers in their shortest
     /// form (`7.5`, `3`).
@@ -42,12 +42,11 @@ impl GenerateParams {
         if self.eta != 0.0 {
             fields.push(format!("Eta: {}", self.eta));
         }
-        format!(
-            "{}\nNegative prompt: {}\n{}",
-            self.prompt,
-            self.negative_prompt,
-            fields.join(", ")
-        )
+        let negative = match self.negative_prompt.as_str() {
+            "" => String::new(),
+            text => format!("\nNegative prompt: {text}"),
+        };
+        format!("{}{negative}\n{}", self.prompt, fields.join(", "))
     }
 }
 
@@ -74,7 +73,7 @@ mod tests {
              Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: shapes"
         );
         // Whole numbers without a fraction; image to image adds the strength; clip skip and
-        // eta when set; no model name, no field.
+        // eta when set; no model name, no field; no negative prompt, no line.
         let p = GenerateParams {
             guidance_scale: 3.0,
             negative_prompt: String::new(),
@@ -90,7 +89,7 @@ mod tests {
         };
         assert_eq!(
             p.a1111_parameters(SchedulerKind::DpmPp2mKarras, None),
-            "a red circle\nNegative prompt: \n\
+            "a red circle\n\
              Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 3, Seed: 42, Size: 64x64, \
              Denoising strength: 0.6, Clip skip: 2, Eta: 0.5"
         );
