@@ -15,7 +15,16 @@ const SHELL = [
   "./",
   "index.html",
   "style.css",
+  // The page's modules (app.js imports the others).
   "app.js",
+  "ui.js",
+  "state.js",
+  "gpu.js",
+  "model.js",
+  "tokens.js",
+  "source.js",
+  "generate.js",
+  "gallery.js",
   "mask.js",
   "icon.svg",
   // The npm package (crate/js and the wasm-bindgen output).
