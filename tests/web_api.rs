@@ -50,11 +50,45 @@ fn options(prompt: &str) -> Object {
     o
 }
 
-/// A generator on `backend` ("auto", "webgpu" or "cpu").
+/// A generator on `backend` ("auto", "webgpu" or "cpu"). Every GPUDevice it requests is kept
+/// (see [`keep_gpu_devices`]).
 async fn create(backend: &str) -> Generator {
+    keep_gpu_devices();
     let o = Object::new();
     set(&o, "backend", backend);
     Generator::create(o.into()).await.unwrap()
+}
+
+/// Keeps every GPUDevice requested from now on in `globalThis.gpuDevices`, by wrapping
+/// `GPUAdapter.prototype.requestDevice`, so a test can raise errors on the engine's real device
+/// or destroy it as a driver reset would: the crate itself has no test hooks.
+fn keep_gpu_devices() {
+    Function::new_no_args(
+        "if (typeof GPUAdapter === 'undefined' || globalThis.gpuDevices) return; \
+         const request = GPUAdapter.prototype.requestDevice; globalThis.gpuDevices = []; \
+         GPUAdapter.prototype.requestDevice = async function (...args) { \
+           const device = await request.apply(this, args); globalThis.gpuDevices.push(device); return device; };",
+    )
+    .call0(&JsValue::NULL)
+    .unwrap();
+}
+
+/// The engine's current GPUDevice (the last one requested).
+fn gpu_device() -> JsValue {
+    let device = Function::new_no_args("return globalThis.gpuDevices?.at(-1);")
+        .call0(&JsValue::NULL)
+        .unwrap();
+    assert!(device.is_object(), "no GPUDevice was requested");
+    device
+}
+
+/// Destroys the engine's GPUDevice, as a driver reset would.
+fn lose_gpu_device() {
+    let destroy: Function = Reflect::get(&gpu_device(), &"destroy".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    destroy.call0(&gpu_device()).unwrap();
 }
 
 async fn settle(p: Promise) -> Result<JsValue, JsValue> {
@@ -391,7 +425,7 @@ async fn abort_bad_options_and_busy() {
 async fn load_files_model_is_given_again_after_a_lost_device() {
     let generator = create("webgpu").await;
     generator.load_files(model_object!("sd15-tiny")).unwrap();
-    Generator::lose_device_for_testing();
+    lose_gpu_device();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
     JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap()))
         .await
@@ -610,7 +644,7 @@ async fn load_streams_a_converted_model() {
     // The GPU device is lost (as in a driver reset): the next call makes a new device and
     // loads the model again from where it came from: the manifest from the network (to see
     // whether the model changed), every other file from IndexedDB.
-    Generator::lose_device_for_testing();
+    lose_gpu_device();
     let tick = Function::new_no_args("return new Promise((resolve) => setTimeout(resolve, 100));");
     JsFuture::from(Promise::from(tick.call0(&JsValue::NULL).unwrap()))
         .await
@@ -695,7 +729,7 @@ async fn load_streams_a_converted_model() {
         "if (p.step === 1) device.dispatchEvent(new GPUUncapturedErrorEvent('uncapturederror', \
          { error: new GPUOutOfMemoryError('test') })); return true;",
     )
-    .bind1(&JsValue::NULL, &Generator::gpu_device_for_testing());
+    .bind1(&JsValue::NULL, &gpu_device());
     set(&o, "onStep", raise);
     let err = settle(generator.generate(o.clone().into()))
         .await

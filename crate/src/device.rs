@@ -323,36 +323,6 @@ async fn sleep_ms(ms: i32) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-#[cfg(target_arch = "wasm32")]
-thread_local! {
-    /// The current wgpu device, for [`lose_gpu_for_testing`].
-    static CURRENT: std::cell::RefCell<Option<wgpu::Device>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The current WebGPU device (a `GPUDevice`), for tests that raise errors on it as the
-/// browser would.
-#[cfg(target_arch = "wasm32")]
-pub fn webgpu_device_for_testing() -> wasm_bindgen::JsValue {
-    CURRENT
-        .with(|c| {
-            c.borrow()
-                .as_ref()
-                .and_then(|d| d.as_webgpu())
-                .map(|d| d.clone().into())
-        })
-        .unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
-}
-
-/// Destroys the current GPU device, as a driver reset would: for testing recovery.
-#[cfg(target_arch = "wasm32")]
-pub fn lose_gpu_for_testing() {
-    CURRENT.with(|c| {
-        if let Some(device) = c.borrow().as_ref() {
-            device.destroy();
-        }
-    });
-}
-
 async fn request_setup(lost: FailureFlag) -> Result<WgpuSetup, String> {
     let backend = graphics_api();
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
@@ -391,8 +361,6 @@ async fn request_setup(lost: FailureFlag) -> Result<WgpuSetup, String> {
     device.set_device_lost_callback(move |reason, message| {
         set_once(&lost, Error::DeviceLost(format!("{reason:?}: {message}")))
     });
-    #[cfg(target_arch = "wasm32")]
-    CURRENT.with(|c| *c.borrow_mut() = Some(device.clone()));
     Ok(WgpuSetup {
         instance,
         adapter,

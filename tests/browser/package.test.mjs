@@ -39,6 +39,9 @@ test("npm pack makes sd-webgpu with its modules, types, wasm and licences, and n
   const expected = [...manifest.files.filter((f) => !f.endsWith("/")), "package.json"].sort();
   assert.deepEqual(files.filter((f) => !f.startsWith("snippets/")), expected);
   assert.ok(files.some((f) => /^snippets\/.*\/storage\.js$/.test(f)), `the engine's storage module is packed: ${files}`);
+  // Nothing test-only: no hooks in the engine's exports (tests reach the GPU device themselves).
+  const types = readFileSync(join(ROOT, "www", "pkg", "sd_webgpu.d.ts"), "utf8");
+  assert.doesNotMatch(types, /ForTesting|forTesting/);
 });
 
 /** Opens `url`, waits for the model, generates, and returns what the example shows. */

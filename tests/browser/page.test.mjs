@@ -692,6 +692,16 @@ describe("with the built-in model", () => {
   });
 
   test("a GPU device lost mid-generation: says so, and the next generation loads the model again", { timeout: 2 * GENERATION_MS }, async () => {
+    // The engine's worker script, served with a line before it that keeps the GPUDevices the
+    // worker makes, so the test can destroy the real one as a driver reset would (the package
+    // has no test hooks). The service worker is bypassed for it: context.route sees its fetches.
+    await context.route("**/pkg/worker.js", async (route) => {
+      const response = await route.fetch();
+      const keep =
+        "const requestDevice = GPUAdapter.prototype.requestDevice; self.gpuDevices = [];" +
+        "GPUAdapter.prototype.requestDevice = async function (...a) { const d = await requestDevice.apply(this, a); self.gpuDevices.push(d); return d; };\n";
+      await route.fulfill({ response, body: keep + (await response.text()) });
+    });
     // On WebGPU, chosen in "Your GPU": the model loads again on it (from this browser's storage).
     await page.locator("#gpu-details summary").click();
     await page.selectOption("#backend", "webgpu");
@@ -710,10 +720,11 @@ describe("with the built-in model", () => {
     await page.waitForFunction(() => /step \d+ \/ 20/.test(document.querySelector("#progress-text").textContent), null, {
       timeout: GENERATION_MS,
     });
-    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would (the
-    // package's worker has no test requests: the test reaches the wasm module there itself).
+    // The real GPUDevice is destroyed in the engine's worker, as a driver reset would.
     const worker = page.workers().at(-1);
-    await worker.evaluate(async () => (await import("./sd_webgpu.js")).Generator.loseDeviceForTesting());
+    assert.equal(await worker.evaluate(() => self.gpuDevices.length), 1, "the engine's worker made one GPU device");
+    await worker.evaluate(() => self.gpuDevices[0].destroy());
+    await context.unroute("**/pkg/worker.js");
     await page.waitForFunction(() => document.body.dataset.busy === "no", null, { timeout: GENERATION_MS });
     const alert = page.locator("#alert");
     assert.ok(await alert.isVisible(), `an alert says what happened (status: ${await page.locator("#create-status").textContent()})`);

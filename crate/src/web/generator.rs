@@ -315,20 +315,6 @@ impl Generator {
         super::load::cache_delete_model(url.trim_end_matches('/')).await
     }
 
-    /// Destroys the GPU device, as a driver reset would (for tests of the recovery).
-    #[doc(hidden)]
-    #[wasm_bindgen(js_name = loseDeviceForTesting)]
-    pub fn lose_device_for_testing() {
-        device::lose_gpu_for_testing();
-    }
-
-    /// The WebGPU device (`GPUDevice`), for tests that raise errors on it as a GPU would.
-    #[doc(hidden)]
-    #[wasm_bindgen(js_name = gpuDeviceForTesting)]
-    pub fn gpu_device_for_testing() -> JsValue {
-        device::webgpu_device_for_testing()
-    }
-
     /// Whether a model is loaded.
     #[wasm_bindgen(getter)]
     pub fn loaded(&self) -> bool {
