@@ -227,6 +227,16 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.bad(field, value, &format!("one of {want}")))
     }
 
+    /// `clip_sample` (with this class's default) and, when set, `clip_sample_range`: the
+    /// bound x₀ is clamped to, or `None` for no clipping (DDIM, LCM).
+    pub fn clip_sample(&self, default: bool) -> Result<Option<f64>, Error> {
+        if self.flag("clip_sample", default)? {
+            Ok(Some(self.finite("clip_sample_range", 1.0)?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// A field that must be `null` or absent (`trained_betas`, `variance_type`).
     pub fn require_null(&self, field: &str) -> Result<(), Error> {
         match self.config.get(field) {

@@ -5,8 +5,8 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
+use super::sampler::{Sampler, lin};
 use super::schedule::{DDPM_DEFAULTS, PredictionType, Schedule};
-use super::{add_noise_alpha, lin};
 use crate::Error;
 
 #[derive(Clone, Debug)]
@@ -30,16 +30,8 @@ impl Ddim {
         fields.require_flag("thresholding", false, false)?;
         fields.require_flag("rescale_betas_zero_snr", false, false)?;
         // DDIM's default clips x₀, so a config without the field (SD 1.x's PNDM one) clips.
-        let clip = if fields.flag("clip_sample", true)? {
-            Some(fields.finite("clip_sample_range", 1.0)?)
-        } else {
-            None
-        };
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let clip = fields.clip_sample(true)?;
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(&fields, true)?;
         Ok(Ddim {
             schedule,
             clip,
@@ -49,8 +41,10 @@ impl Ddim {
             alphas: Vec::new(),
         })
     }
+}
 
-    pub fn schedule(&self) -> &Schedule {
+impl Sampler for Ddim {
+    fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
@@ -60,7 +54,7 @@ impl Ddim {
     /// by N // steps whatever the spacing, which is the next timestep only for "leading":
     /// with "linspace" 10 steps go 999 → 899 though the next step runs at 888, with
     /// "trailing" 6 steps 999 → 833 though the next runs at 832 (docs/schedulers.md).
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let timesteps = self.schedule.spaced_timesteps(steps, true);
         self.schedule.check_in_range(&timesteps, steps)?;
         let alphas = timesteps
@@ -79,21 +73,17 @@ impl Ddim {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    pub fn needs_noise(&self, _step_index: usize) -> bool {
+    fn needs_noise(&self, _step_index: usize) -> bool {
         self.eta > 0.0
     }
 
     /// x₀ and ε from the model output, then
     /// `x_prev = √ᾱ_prev·x₀ + √(1 − ᾱ_prev − σ²)·ε + σ·noise` with σ = η·√(posterior variance).
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -104,10 +94,11 @@ impl Ddim {
         let beta = 1.0 - alpha;
         let (sa, sb) = (alpha.sqrt(), beta.sqrt());
         // Each as (coefficient of sample, coefficient of model_output).
-        let (x0, eps) = match self.schedule.prediction_type {
-            PredictionType::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
-            PredictionType::Sample => ((0.0, 1.0), (1.0 / sb, -sa / sb)),
-            PredictionType::VPrediction => ((sa, -sb), (sb, sa)),
+        let x0 = self.x0_at_alpha(alpha);
+        let eps = match self.schedule.prediction_type {
+            PredictionType::Epsilon => (0.0, 1.0),
+            PredictionType::Sample => (1.0 / sb, -sa / sb),
+            PredictionType::VPrediction => (sb, sa),
         };
         let variance = ((1.0 - alpha_prev) / beta) * (1.0 - alpha / alpha_prev);
         let std_dev = self.eta * variance.sqrt();
@@ -135,22 +126,6 @@ impl Ddim {
             _ => prev,
         })
     }
-
-    pub fn add_noise(
-        &self,
-        original: Tensor<4>,
-        noise: Tensor<4>,
-        step_index: usize,
-    ) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(
-            &self.schedule,
-            original,
-            noise,
-            self.timesteps[step_index] as i64,
-        )
-    }
-
-    pub fn reset(&mut self) {}
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -12,11 +12,11 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
+use super::sampler::{Sampler, Sequence, lin};
 use super::schedule::{
     BetaSchedule, DDPM_DEFAULTS, Defaults, PredictionType, Schedule, TimestepSpacing,
     check_first_timestep_unique, karras_sigmas, np_interp, np_linspace, sigma_to_t, trailing,
 };
-use super::{Sequence, lin};
 use crate::Error;
 
 const DEFAULTS: Defaults = Defaults {
@@ -101,10 +101,6 @@ impl DpmSolver {
         })
     }
 
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-
     /// The last training timestep the schedule may start from: all of them unless
     /// `lambda_min_clipped` cuts the noisiest ones (λ below it), as torch.searchsorted on
     /// the float32 λ table.
@@ -119,8 +115,14 @@ impl DpmSolver {
             .count();
         self.schedule.num_train_timesteps - clipped
     }
+}
 
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+impl Sampler for DpmSolver {
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let s = &self.schedule;
         let last = self.last_timestep();
         // n + 1 points, dropping the final 0, for "linspace" and "leading".
@@ -198,23 +200,15 @@ impl DpmSolver {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    pub fn needs_noise(&self, _step_index: usize) -> bool {
-        false
-    }
-
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -265,7 +259,7 @@ impl DpmSolver {
     }
 
     /// α·x + σ·noise at σ = sigmas[step_index], with α = 1/√(σ² + 1) (float32 as torch).
-    pub fn add_noise(
+    fn add_noise(
         &self,
         original: Tensor<4>,
         noise: Tensor<4>,
@@ -276,7 +270,7 @@ impl DpmSolver {
         Ok(lin(original, alpha as f64, noise, (sigma * alpha) as f64)) // [b, c, h, w]
     }
 
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.prev_x0 = None;
         self.lower_order_nums = 0;
         self.sequence = Sequence::default();

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
-use super::lin;
+use super::sampler::{Sampler, lin};
 use super::schedule::{
     DDPM_DEFAULTS, Defaults, Schedule, check_first_timestep_unique, karras_sigmas, sigma_to_t,
 };
@@ -56,12 +56,14 @@ impl Euler {
             init_noise_sigma,
         })
     }
+}
 
-    pub fn schedule(&self) -> &Schedule {
+impl Sampler for Euler {
+    fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let mut timesteps = self.schedule.float_timesteps(steps);
         let mut sigmas = self.schedule.interp_sigmas(&timesteps);
         if self.use_karras_sigmas {
@@ -89,29 +91,25 @@ impl Euler {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
+    fn init_noise_sigma(&self) -> f64 {
         self.init_noise_sigma
     }
 
     /// The UNet sees the sample at unit variance: x / √(σ² + 1).
-    pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
+    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
         scale_by_sigma(sample, self.sigmas[step_index])
     }
 
-    pub fn needs_noise(&self, _step_index: usize) -> bool {
-        false
-    }
-
     /// `x_next = x + (x − x₀)/σ · (σ_next − σ)`, with x₀ predicted from the model output.
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -119,13 +117,13 @@ impl Euler {
         _noise: Option<Tensor<4>>,
     ) -> Result<Tensor<4>, Error> {
         let sigma = self.sigmas[step_index] as f64;
-        let (cs, cm) = x0_coefficients(&self.schedule, sigma);
+        let (cs, cm) = self.x0_at_sigma(sigma);
         let r = (self.sigmas[step_index + 1] as f64 - sigma) / sigma;
         Ok(lin(sample, 1.0 + r - r * cs, model_output, -r * cm)) // [b, c, h, w]
     }
 
     /// x + σ·noise.
-    pub fn add_noise(
+    fn add_noise(
         &self,
         original: Tensor<4>,
         noise: Tensor<4>,
@@ -133,24 +131,9 @@ impl Euler {
     ) -> Result<Tensor<4>, Error> {
         Ok(original + noise.mul_scalar(self.sigmas[step_index])) // [b, c, h, w]
     }
-
-    pub fn reset(&mut self) {}
 }
 
 /// x / √(σ² + 1), the scalar in float32 as torch computes it.
 pub(crate) fn scale_by_sigma(sample: Tensor<4>, sigma: f32) -> Tensor<4> {
     sample.div_scalar((sigma * sigma + 1.0).sqrt()) // [b, c, h, w]
-}
-
-/// x₀ = cs·x + cm·model_output for the Euler-type schedulers at noise level σ.
-pub(crate) fn x0_coefficients(schedule: &Schedule, sigma: f64) -> (f64, f64) {
-    use super::PredictionType::*;
-    match schedule.prediction_type {
-        Epsilon => (1.0, -sigma),
-        VPrediction => (
-            1.0 / (sigma * sigma + 1.0),
-            -sigma / (sigma * sigma + 1.0).sqrt(),
-        ),
-        Sample => (0.0, 1.0),
-    }
 }

@@ -6,8 +6,8 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
-use super::euler::{EULER_DEFAULTS, scale_by_sigma, x0_coefficients};
-use super::lin;
+use super::euler::{EULER_DEFAULTS, scale_by_sigma};
+use super::sampler::{Sampler, lin};
 use super::schedule::{Defaults, PredictionType, Schedule, check_first_timestep_unique};
 use crate::Error;
 
@@ -38,12 +38,14 @@ impl EulerAncestral {
             init_noise_sigma,
         })
     }
+}
 
-    pub fn schedule(&self) -> &Schedule {
+impl Sampler for EulerAncestral {
+    fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let timesteps = self.schedule.float_timesteps(steps);
         let sigmas: Vec<f32> = self
             .schedule
@@ -60,28 +62,28 @@ impl EulerAncestral {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
+    fn sigmas(&self) -> Option<&[f32]> {
+        Some(&self.sigmas)
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
+    fn init_noise_sigma(&self) -> f64 {
         self.init_noise_sigma
     }
 
-    pub fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
+    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Tensor<4> {
         scale_by_sigma(sample, self.sigmas[step_index])
     }
 
     /// Noise is added with weight σ_up, which is 0 where σ_next is 0 (the last step).
-    pub fn needs_noise(&self, step_index: usize) -> bool {
+    fn needs_noise(&self, step_index: usize) -> bool {
         self.sigmas.get(step_index + 1).is_some_and(|&s| s > 0.0)
     }
 
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -94,7 +96,7 @@ impl EulerAncestral {
         let (s2, t2) = (sigma_from * sigma_from, sigma_to * sigma_to);
         let sigma_up = (t2 * (s2 - t2) / s2).sqrt();
         let sigma_down = (t2 - sigma_up * sigma_up).sqrt();
-        let (cs, cm) = x0_coefficients(&self.schedule, sigma_from as f64);
+        let (cs, cm) = self.x0_at_sigma(sigma_from as f64);
         let r = (sigma_down - sigma_from) as f64 / sigma_from as f64;
         let prev = lin(sample, 1.0 + r - r * cs, model_output, -r * cm); // [b, c, h, w]
         Ok(match noise {
@@ -103,7 +105,8 @@ impl EulerAncestral {
         })
     }
 
-    pub fn add_noise(
+    /// x + σ·noise, as Euler.
+    fn add_noise(
         &self,
         original: Tensor<4>,
         noise: Tensor<4>,
@@ -111,6 +114,4 @@ impl EulerAncestral {
     ) -> Result<Tensor<4>, Error> {
         Ok(original + noise.mul_scalar(self.sigmas[step_index])) // [b, c, h, w]
     }
-
-    pub fn reset(&mut self) {}
 }

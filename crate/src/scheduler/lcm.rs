@@ -10,10 +10,10 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
+use super::sampler::{Sampler, lin};
 use super::schedule::{
-    DDPM_DEFAULTS, Defaults, PredictionType, Schedule, check_first_timestep_unique, np_linspace,
+    DDPM_DEFAULTS, Defaults, Schedule, check_first_timestep_unique, np_linspace,
 };
-use super::{add_noise_alpha, lin};
 use crate::Error;
 
 /// LCM's defaults are SD's schedule, not DDPM's.
@@ -50,16 +50,8 @@ impl Lcm {
                 "scheduler: original_inference_steps = {original_inference_steps} is not supported by LCMScheduler (1 to num_train_timesteps)"
             )));
         }
-        let clip = if fields.flag("clip_sample", false)? {
-            Some(fields.finite("clip_sample_range", 1.0)?)
-        } else {
-            None
-        };
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", true)? {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let clip = fields.clip_sample(false)?;
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(&fields, true)?;
         Ok(Lcm {
             original_inference_steps,
             timestep_scaling: fields.finite("timestep_scaling", 10.0)?,
@@ -69,12 +61,14 @@ impl Lcm {
             timesteps: Vec::new(),
         })
     }
+}
 
-    pub fn schedule(&self) -> &Schedule {
+impl Sampler for Lcm {
+    fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         let original = self.original_inference_steps;
         if steps > original {
             return Err(Error::BadInput(format!(
@@ -94,21 +88,17 @@ impl Lcm {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    pub fn needs_noise(&self, step_index: usize) -> bool {
+    fn needs_noise(&self, step_index: usize) -> bool {
         step_index + 1 < self.timesteps.len()
     }
 
     /// denoised = c_out·x₀ + c_skip·x; then √ᾱ_prev·denoised + √(1 − ᾱ_prev)·noise, except
     /// on the last step, which returns denoised.
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -121,21 +111,15 @@ impl Lcm {
             .get(step_index + 1)
             .map_or(timestep, |&t| t as i64);
         let alpha = self.schedule.alpha_cumprod(timestep)? as f64;
-        let alpha_prev = if prev_timestep >= 0 {
-            self.schedule.alpha_cumprod(prev_timestep)?
-        } else {
-            self.final_alpha_cumprod
-        } as f64;
-        let (sa, sb) = (alpha.sqrt(), (1.0 - alpha).sqrt());
+        let alpha_prev = self
+            .schedule
+            .alpha_cumprod_or_final(prev_timestep, self.final_alpha_cumprod)?
+            as f64;
         // Boundary-condition scalings at the scaled timestep.
         let scaled = timestep as f64 * self.timestep_scaling;
         let c_skip = SIGMA_DATA * SIGMA_DATA / (scaled * scaled + SIGMA_DATA * SIGMA_DATA);
         let c_out = scaled / (scaled * scaled + SIGMA_DATA * SIGMA_DATA).sqrt();
-        let (cs, cm) = match self.schedule.prediction_type {
-            PredictionType::Epsilon => (1.0 / sa, -sb / sa),
-            PredictionType::Sample => (0.0, 1.0),
-            PredictionType::VPrediction => (sa, -sb),
-        };
+        let (cs, cm) = self.x0_at_alpha(alpha);
         let denoised = match self.clip {
             Some(range) => {
                 let x0 = lin(sample.clone(), cs, model_output, cm).clamp(-range, range); // [b, c, h, w]
@@ -153,20 +137,4 @@ impl Lcm {
             _ => denoised,
         })
     }
-
-    pub fn add_noise(
-        &self,
-        original: Tensor<4>,
-        noise: Tensor<4>,
-        step_index: usize,
-    ) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(
-            &self.schedule,
-            original,
-            noise,
-            self.timesteps[step_index] as i64,
-        )
-    }
-
-    pub fn reset(&mut self) {}
 }

@@ -16,9 +16,11 @@
 //! is used ([`SchedulerKind::of_model`]).
 //!
 //! Files: `config.rs` (the config and the from_config merge), `schedule.rs` (betas,
-//! ᾱ, sigmas, spacing and the NumPy/torch arithmetic), and one file per scheduler: `ddim.rs`,
-//! `pndm.rs`, `euler.rs`, `euler_ancestral.rs`, `dpm_solver.rs`, `lcm.rs`. Only
-//! [`Scheduler`] is public: it checks indices, shapes and noise before a scheduler's step.
+//! ᾱ, sigmas, spacing and the NumPy/torch arithmetic), `sampler.rs` (the trait each
+//! scheduler implements, whose provided methods hold the arithmetic they share), and one file
+//! per scheduler: `ddim.rs`, `pndm.rs`, `euler.rs`, `euler_ancestral.rs`, `dpm_solver.rs`,
+//! `lcm.rs`. Only [`Scheduler`] is public: it checks indices, shapes and noise before a
+//! scheduler's step.
 //!
 //! Shapes in comments: b batch, c channels, h height, w width of the latents.
 
@@ -29,6 +31,7 @@ mod euler;
 mod euler_ancestral;
 mod lcm;
 mod pndm;
+mod sampler;
 pub mod schedule;
 
 use std::fmt;
@@ -40,6 +43,7 @@ pub use config::SchedulerConfig;
 pub use schedule::{BetaSchedule, PredictionType, Schedule, TimestepSpacing};
 
 use crate::Error;
+use sampler::Sampler;
 
 /// The schedulers: the one list of them, with each one's name (what users pick it by, in the
 /// CLI and the JS API), the name AUTOMATIC1111 writes for it and the diffusers class it
@@ -183,6 +187,8 @@ pub struct Scheduler {
     inner: Inner,
 }
 
+/// The scheduler inside: an enum rather than a `Box<dyn Sampler>`, so that a [`Scheduler`]
+/// stays `Clone` and DDIM's η can be set on it.
 #[derive(Clone, Debug)]
 enum Inner {
     Ddim(ddim::Ddim),
@@ -193,18 +199,28 @@ enum Inner {
     Lcm(lcm::Lcm),
 }
 
-/// Calls the same method on whichever scheduler is inside.
-macro_rules! each {
-    ($inner:expr, $s:ident => $call:expr) => {
-        match $inner {
-            Inner::Ddim($s) => $call,
-            Inner::Pndm($s) => $call,
-            Inner::Euler($s) => $call,
-            Inner::EulerAncestral($s) => $call,
-            Inner::DpmSolver($s) => $call,
-            Inner::Lcm($s) => $call,
+impl Inner {
+    fn sampler(&self) -> &dyn Sampler {
+        match self {
+            Inner::Ddim(s) => s,
+            Inner::Pndm(s) => s,
+            Inner::Euler(s) => s,
+            Inner::EulerAncestral(s) => s,
+            Inner::DpmSolver(s) => s,
+            Inner::Lcm(s) => s,
         }
-    };
+    }
+
+    fn sampler_mut(&mut self) -> &mut dyn Sampler {
+        match self {
+            Inner::Ddim(s) => s,
+            Inner::Pndm(s) => s,
+            Inner::Euler(s) => s,
+            Inner::EulerAncestral(s) => s,
+            Inner::DpmSolver(s) => s,
+            Inner::Lcm(s) => s,
+        }
+    }
 }
 
 impl Scheduler {
@@ -242,7 +258,7 @@ impl Scheduler {
 
     /// The training schedule and the shared fields as this scheduler read them.
     pub fn schedule(&self) -> &Schedule {
-        each!(&self.inner, s => s.schedule())
+        self.inner.sampler().schedule()
     }
 
     /// What the UNet predicts, per the config.
@@ -270,7 +286,7 @@ impl Scheduler {
     /// counts diffusers itself cannot run with this config (each scheduler says which).
     pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         self.schedule().check_steps(steps)?;
-        each!(&mut self.inner, s => s.set_timesteps(steps))
+        self.inner.sampler_mut().set_timesteps(steps)
     }
 
     /// The UNet's timestep for each step index (integers except for Euler-type schedules).
@@ -278,23 +294,18 @@ impl Scheduler {
     /// diffusers: one more with `skip_prk_steps` (PLMS's first step calls the UNet twice,
     /// so the second timestep comes twice), more without (its Runge-Kutta warm-up).
     pub fn timesteps(&self) -> &[f64] {
-        each!(&self.inner, s => s.timesteps())
+        self.inner.sampler().timesteps()
     }
 
     /// The noise levels σ (one more than the timesteps, ending at 0) of the sigma-based
     /// schedulers (Euler, Euler ancestral, DPM-Solver); `None` for the others.
     pub fn sigmas(&self) -> Option<&[f32]> {
-        match &self.inner {
-            Inner::Euler(s) => Some(s.sigmas()),
-            Inner::EulerAncestral(s) => Some(s.sigmas()),
-            Inner::DpmSolver(s) => Some(s.sigmas()),
-            _ => None,
-        }
+        self.inner.sampler().sigmas()
     }
 
     /// The standard deviation of the initial noise: multiply unit Gaussian latents by it.
     pub fn init_noise_sigma(&self) -> f64 {
-        each!(&self.inner, s => s.init_noise_sigma())
+        self.inner.sampler().init_noise_sigma()
     }
 
     /// The UNet input for step `step_index`: Euler-type schedulers divide by √(σ² + 1), the
@@ -305,17 +316,13 @@ impl Scheduler {
         step_index: usize,
     ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
-        match &self.inner {
-            Inner::Euler(s) => Ok(s.scale_model_input(sample, step_index)),
-            Inner::EulerAncestral(s) => Ok(s.scale_model_input(sample, step_index)),
-            _ => Ok(sample),
-        }
+        Ok(self.inner.sampler().scale_model_input(sample, step_index))
     }
 
     /// Whether [`Self::step`] at `step_index` uses noise (DDIM with η > 0, Euler ancestral
     /// except where σ reaches 0, LCM except on its last step).
     pub fn needs_noise(&self, step_index: usize) -> bool {
-        each!(&self.inner, s => s.needs_noise(step_index))
+        self.inner.sampler().needs_noise(step_index)
     }
 
     /// One denoising step from `sample` (`[b, c, h, w]`) given the UNet's output for it,
@@ -343,7 +350,9 @@ impl Scheduler {
         } else {
             None
         };
-        each!(&mut self.inner, s => s.step(model_output, step_index, sample, noise))
+        self.inner
+            .sampler_mut()
+            .step(model_output, step_index, sample, noise)
     }
 
     /// `original` noised to the level of step `step_index`, for img2img and inpainting
@@ -357,7 +366,7 @@ impl Scheduler {
     ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
         same_shape("noise", &noise, &original)?;
-        each!(&self.inner, s => s.add_noise(original, noise, step_index))
+        self.inner.sampler().add_noise(original, noise, step_index)
     }
 
     /// The estimate of the clean sample x₀ implied by `model_output` at step `step_index`,
@@ -371,49 +380,18 @@ impl Scheduler {
     ) -> Result<Tensor<4>, Error> {
         check_index(step_index, self.timesteps().len())?;
         same_shape("model_output", &model_output, &sample)?;
-        if let Some(sigmas) = self.sigmas() {
-            let (cs, cm) = euler::x0_coefficients(self.schedule(), sigmas[step_index] as f64);
-            return Ok(lin(sample, cs, model_output, cm));
-        }
-        let t = self.timesteps()[step_index].round() as i64;
-        let alpha = self.schedule().alpha_cumprod(t.clamp(0, i64::MAX))? as f64;
-        let (a, b) = (alpha.sqrt(), (1.0 - alpha).sqrt());
-        Ok(match self.prediction_type() {
-            PredictionType::Epsilon => lin(sample, 1.0 / a, model_output, -b / a),
-            PredictionType::VPrediction => lin(sample, a, model_output, -b),
-            PredictionType::Sample => model_output,
-        })
+        self.inner
+            .sampler()
+            .pred_original(model_output, step_index, sample)
     }
 
     /// Forgets multistep state, to sample again with the same timesteps.
     pub fn reset(&mut self) {
-        each!(&mut self.inner, s => s.reset())
+        self.inner.sampler_mut().reset()
     }
 }
 
-/// `x·a + y·b` with host scalars: every update here is a short sum of such terms.
-pub(crate) fn lin(x: Tensor<4>, a: f64, y: Tensor<4>, b: f64) -> Tensor<4> {
-    x.mul_scalar(a as f32) + y.mul_scalar(b as f32) // [b, c, h, w]
-}
-
-/// √ᾱ·original + √(1 − ᾱ)·noise, the forward process of the ᾱ-based schedulers (DDIM,
-/// PNDM, LCM); the scalars are float32, as torch computes them.
-pub(crate) fn add_noise_alpha(
-    schedule: &Schedule,
-    original: Tensor<4>,
-    noise: Tensor<4>,
-    timestep: i64,
-) -> Result<Tensor<4>, Error> {
-    let alpha = schedule.alpha_cumprod(timestep)?;
-    Ok(lin(
-        original,
-        alpha.sqrt() as f64,
-        noise,
-        (1.0 - alpha).sqrt() as f64,
-    )) // [b, c, h, w]
-}
-
-pub(crate) fn check_index(step_index: usize, len: usize) -> Result<(), Error> {
+fn check_index(step_index: usize, len: usize) -> Result<(), Error> {
     if len == 0 {
         return Err(Error::BadInput(
             "the scheduler has no timesteps: call set_timesteps first".into(),
@@ -436,27 +414,6 @@ fn same_shape(what: &str, t: &Tensor<4>, sample: &Tensor<4>) -> Result<(), Error
         )));
     }
     Ok(())
-}
-
-/// The step-order bookkeeping of the multistep schedulers: the first step may be any index,
-/// each later one must follow the previous.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Sequence {
-    next: Option<usize>,
-}
-
-impl Sequence {
-    pub fn enter(&mut self, step_index: usize, what: &str) -> Result<(), Error> {
-        match self.next {
-            Some(next) if next != step_index => Err(Error::BadInput(format!(
-                "{what} steps must be consecutive: expected step {next}, got {step_index} (call reset to start over)"
-            ))),
-            _ => {
-                self.next = Some(step_index + 1);
-                Ok(())
-            }
-        }
-    }
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -11,8 +11,8 @@ use burn::tensor::Tensor;
 
 use super::SchedulerKind;
 use super::config::{Fields, SchedulerConfig};
+use super::sampler::{Sampler, Sequence, lin};
 use super::schedule::{DDPM_DEFAULTS, Defaults, PredictionType, Schedule};
-use super::{Sequence, add_noise_alpha, lin};
 use crate::Error;
 
 const DEFAULTS: Defaults = Defaults {
@@ -43,11 +43,7 @@ impl Pndm {
         let fields = Fields::new(config, SchedulerKind::Pndm.class_name());
         let schedule = Schedule::read(&fields, &DEFAULTS)?;
         let skip_prk_steps = fields.flag("skip_prk_steps", false)?;
-        let final_alpha_cumprod = if fields.flag("set_alpha_to_one", false)? {
-            1.0
-        } else {
-            schedule.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = schedule.final_alpha_cumprod(&fields, false)?;
         Ok(Pndm {
             schedule,
             skip_prk_steps,
@@ -62,12 +58,14 @@ impl Pndm {
             sequence: Sequence::default(),
         })
     }
+}
 
-    pub fn schedule(&self) -> &Schedule {
+impl Sampler for Pndm {
+    fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    pub fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
+    fn set_timesteps(&mut self, steps: usize) -> Result<(), Error> {
         // PNDM's own `_timesteps` ascend: the DDIM-style spacing, reversed.
         let spaced = self.schedule.spaced_timesteps(steps, true);
         self.schedule.check_in_range(&spaced, steps)?;
@@ -116,19 +114,11 @@ impl Pndm {
         Ok(())
     }
 
-    pub fn timesteps(&self) -> &[f64] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    pub fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    pub fn needs_noise(&self, _step_index: usize) -> bool {
-        false
-    }
-
-    pub fn step(
+    fn step(
         &mut self,
         model_output: Tensor<4>,
         step_index: usize,
@@ -144,6 +134,16 @@ impl Pndm {
         }
     }
 
+    fn reset(&mut self) {
+        self.counter = 0;
+        self.ets.clear();
+        self.cur_sample = None;
+        self.cur_model_output = None;
+        self.sequence = Sequence::default();
+    }
+}
+
+impl Pndm {
     /// One of four Runge-Kutta evaluations: the first three step from the saved sample with
     /// the raw output, the fourth with the weighted sum (1/6, 1/3, 1/3, 1/6).
     fn step_prk(
@@ -238,11 +238,10 @@ impl Pndm {
         model_output: Tensor<4>,
     ) -> Result<Tensor<4>, Error> {
         let alpha = self.schedule.alpha_cumprod(timestep)? as f64;
-        let alpha_prev = if prev_timestep >= 0 {
-            self.schedule.alpha_cumprod(prev_timestep)?
-        } else {
-            self.final_alpha_cumprod
-        } as f64;
+        let alpha_prev = self
+            .schedule
+            .alpha_cumprod_or_final(prev_timestep, self.final_alpha_cumprod)?
+            as f64;
         let (beta, beta_prev) = (1.0 - alpha, 1.0 - alpha_prev);
         let sample_coeff = (alpha_prev / alpha).sqrt();
         let denom = alpha * beta_prev.sqrt() + (alpha * beta * alpha_prev).sqrt();
@@ -253,27 +252,5 @@ impl Pndm {
             _ => (sample_coeff, -k),
         };
         Ok(lin(sample, cs, model_output, cm)) // [b, c, h, w]
-    }
-
-    pub fn add_noise(
-        &self,
-        original: Tensor<4>,
-        noise: Tensor<4>,
-        step_index: usize,
-    ) -> Result<Tensor<4>, Error> {
-        add_noise_alpha(
-            &self.schedule,
-            original,
-            noise,
-            self.timesteps[step_index] as i64,
-        )
-    }
-
-    pub fn reset(&mut self) {
-        self.counter = 0;
-        self.ets.clear();
-        self.cur_sample = None;
-        self.cur_model_output = None;
-        self.sequence = Sequence::default();
     }
 }

@@ -179,6 +179,33 @@ impl Schedule {
         }
     }
 
+    /// ᾱ "before" timestep 0, where the last step of DDIM, PNDM and LCM goes: 1 when the
+    /// config's `set_alpha_to_one` (absent: the class's default, given) is true, else ᾱ₀.
+    pub(crate) fn final_alpha_cumprod(
+        &self,
+        fields: &Fields,
+        set_alpha_to_one: bool,
+    ) -> Result<f32, Error> {
+        Ok(if fields.flag("set_alpha_to_one", set_alpha_to_one)? {
+            1.0
+        } else {
+            self.alphas_cumprod[0]
+        })
+    }
+
+    /// ᾱ at `t`, or `final_alpha_cumprod` for a step past timestep 0 (`t` < 0).
+    pub(crate) fn alpha_cumprod_or_final(
+        &self,
+        t: i64,
+        final_alpha_cumprod: f32,
+    ) -> Result<f32, Error> {
+        if t >= 0 {
+            self.alpha_cumprod(t)
+        } else {
+            Ok(final_alpha_cumprod)
+        }
+    }
+
     /// Checks that every timestep the UNet will see is a training timestep, 0 to N − 1.
     /// "leading" spacing with `steps_offset` 1 passes the end (1000 steps of 1000 reach
     /// timestep 1000): diffusers then fails (DDIM, PNDM) or clamps σ and runs the UNet at
