@@ -35,8 +35,8 @@
 //! connection's size: `sd15_nolcm_euler_cfg_40x24` (text to image, Euler, CFG 7.5, negative)
 //! and `inpaint9_ddim_cfg_40x24` (9-channel inpainting, DDIM, CFG 7.5).
 //!
-//! The models are compiled in and loaded through `StableDiffusion::from_files`, as in the
-//! browser.
+//! The models are compiled in and loaded from memory through `StableDiffusion::load`, as in
+//! the browser.
 //!
 //! [`Noise`]: sd_webgpu::pipeline::Noise
 
@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 
 use common::npy;
 use sd_webgpu::Device;
-use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 use sd_webgpu::pipeline::{GenerateParams, Image, Mask};
 use sd_webgpu::scheduler::SchedulerKind;
 use serde_json::Value;
@@ -98,7 +98,7 @@ fn load_variant(model: &str, no_lcm: bool, device: &Device) -> Result<StableDiff
         json["time_cond_proj_dim"] = Value::Null;
         *config = json.to_string().into_bytes();
     }
-    StableDiffusion::from_files(&files, device).map_err(|e| e.to_string())
+    StableDiffusion::load(&files, device, LoadOptions::default()).map_err(|e| e.to_string())
 }
 
 /// The latents and image fixture of a case, by file name.
@@ -609,10 +609,10 @@ mod native {
     }
 
     #[test]
-    fn load_dir_reads_the_fixture_folder() {
+    fn load_reads_the_fixture_folder() {
+        let dir = fixtures().join("sd15-tiny");
         let model =
-            StableDiffusion::load_dir(&fixtures().join("sd15-tiny"), &sd_webgpu::device::cpu())
-                .unwrap();
+            StableDiffusion::load(&dir, &sd_webgpu::device::cpu(), LoadOptions::default()).unwrap();
         assert_eq!(
             model.pipeline_class.as_deref(),
             Some("StableDiffusionPipeline")
@@ -622,11 +622,11 @@ mod native {
 
     #[test]
     fn missing_files_are_named() {
-        let err =
-            StableDiffusion::load_dir(&fixtures().join("no-such-model"), &sd_webgpu::device::cpu())
-                .err()
-                .unwrap()
-                .to_string();
+        let dir = fixtures().join("no-such-model");
+        let err = StableDiffusion::load(&dir, &sd_webgpu::device::cpu(), LoadOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("no-such-model") && err.contains("model_index.json"),
             "{err}"
@@ -638,10 +638,11 @@ mod native {
         ] {
             let mut files = sd15_files();
             files.remove(missing);
-            let err = StableDiffusion::from_files(&files, &sd_webgpu::device::cpu())
-                .err()
-                .unwrap()
-                .to_string();
+            let err =
+                StableDiffusion::load(&files, &sd_webgpu::device::cpu(), LoadOptions::default())
+                    .err()
+                    .unwrap()
+                    .to_string();
             assert!(
                 err.contains(missing) && err.contains("must contain"),
                 "{missing}: {err}"

@@ -37,7 +37,7 @@
 use sd_webgpu::Device;
 use sd_webgpu::format::Manifest;
 use sd_webgpu::format::stream::StreamingLoader;
-use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 use sd_webgpu::pipeline::{GenerateParams, Image, Mask};
 
 macro_rules! shapes_file {
@@ -90,7 +90,8 @@ fn load(device: &Device) -> Result<StableDiffusion, String> {
     for (i, chunk) in chunks.iter().enumerate() {
         loader.add_chunk(i, chunk).map_err(|e| e.to_string())?;
     }
-    loader.finish().map_err(|e| e.to_string())
+    let files = loader.finish().map_err(|e| e.to_string())?;
+    StableDiffusion::load(&files, device, LoadOptions::default()).map_err(|e| e.to_string())
 }
 
 const SHAPES: [&str; 3] = ["circle", "square", "triangle"];
@@ -424,13 +425,13 @@ mod prompt_following {
     }
 }
 
-/// Natively the converted folder loads through `StableDiffusion::load_dir` too, and gives the
-/// streamed model's image.
+/// Natively the converted folder loads through `StableDiffusion::load` from its path too, and
+/// gives the streamed model's image.
 #[test]
-fn load_dir_gives_the_streamed_image() {
+fn loading_the_folder_gives_the_streamed_image() {
     let device = sd_webgpu::device::cpu();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../www/models/shapes");
-    let from_dir = StableDiffusion::load_dir(&dir, &device).unwrap();
+    let from_dir = StableDiffusion::load(&dir, &device, LoadOptions::default()).unwrap();
     let streamed = load(&device).unwrap();
     let params = GenerateParams {
         prompt: "a red circle on a blue background".into(),

@@ -16,7 +16,7 @@ mod common;
 
 use sd_webgpu::Device;
 use sd_webgpu::format::{self, ALIGN, Dtype, FileEntry, Manifest, stream::StreamingLoader};
-use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 use sd_webgpu::pipeline::{GenerateParams, Image};
 
 /// The converted fixture: manifest, its other files, its chunks.
@@ -105,7 +105,8 @@ fn load(
     for (i, chunk) in chunks.iter().enumerate() {
         load.add_chunk(i, chunk).unwrap();
     }
-    load.finish().unwrap()
+    let files = load.finish().unwrap();
+    StableDiffusion::load(&files, device, LoadOptions::default()).unwrap()
 }
 
 /// Device bytes of the weights: quantized tensors at 8 or 4 bits plus a scale per 32 values

@@ -8,6 +8,7 @@ pub mod clip;
 pub mod compare;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod flops;
 pub mod format;
 pub mod hub;

@@ -12,10 +12,11 @@
 //! scheduler/      scheduler_config.json
 //! ```
 //!
-//! `*.fp16.safetensors` weights are accepted where the plain file is absent. Files come
-//! through a [`ModelFiles`] source, so the same loader reads a folder natively
-//! ([`StableDiffusion::load_dir`]) or files already in memory ([`StableDiffusion::from_files`],
-//! for the browser).
+//! `*.fp16.safetensors` weights are accepted where the plain file is absent. One entry,
+//! [`StableDiffusion::load`], reads a folder natively ([`ModelSource::Dir`]: a diffusers
+//! folder, or a converted model streamed chunk by chunk as the browser does) or any other
+//! [`ModelFiles`] ([`ModelSource::Files`]: files in memory, a converted model the browser
+//! streamed, see [`crate::format::stream`]).
 //!
 //! What a model is (native size, size step, own scheduler, inpainting, defaults, ...) is
 //! worked out from its configs in [`crate::model_info`] ([`StableDiffusion::info`]).
@@ -24,18 +25,20 @@
 //! diffusers' phases, each a method: `encode_text`, `prepare_latents`, `denoise_step`,
 //! `decode_latents`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::module::Module;
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::files::DirFiles;
+use crate::files::ModelFiles;
 use crate::safetensors::SafeTensors;
 use crate::scheduler::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
-use crate::weights::{VarBuilder, WeightSource};
+use crate::weights::VarBuilder;
 use crate::{Device, Error};
 
 /// What a model folder must hold, for error messages.
@@ -43,51 +46,47 @@ pub const FOLDER_LAYOUT: &str = "a diffusers Stable Diffusion folder must contai
 tokenizer/ (vocab.json + merges.txt, or tokenizer.json), text_encoder/ (config.json + model.safetensors), \
 unet/ and vae/ (config.json + diffusion_pytorch_model.safetensors each) and scheduler/scheduler_config.json";
 
-/// Where a model's files come from, by their path relative to the model folder
-/// (`"unet/config.json"`).
-pub trait ModelFiles {
-    /// The file's bytes, or `None` when it does not exist.
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error>;
+/// Where a model comes from, for [`StableDiffusion::load`].
+pub enum ModelSource<'a> {
+    /// A folder on disk: a diffusers folder, or a converted model directory (one with a
+    /// `manifest.json`, see [`crate::format`]), which loads chunk by chunk as the browser
+    /// loads it, each chunk checked against its sha256.
+    #[cfg(not(target_arch = "wasm32"))]
+    Dir(&'a std::path::Path),
+    /// Files from any other source, by their path in the model folder: files in memory, a
+    /// converted model's [`crate::format::stream::StreamedFiles`] (weights already on the
+    /// device) or [`crate::format::source::ConvertedModel`] (read on the CPU).
+    Files(&'a dyn ModelFiles),
+}
 
-    /// For messages: where `path` is (a full path natively).
-    fn describe(&self, path: &str) -> String {
-        path.to_string()
-    }
-
-    /// The weights of `component` (`text_encoder`, `unet`, `vae`) when they come from another
-    /// source than the component's safetensors file (a converted model, see
-    /// [`crate::format`]); `None`, the default, reads the safetensors file.
-    fn weights(&self, component: &str) -> Result<Option<Arc<dyn WeightSource>>, Error> {
-        let _ = component;
-        Ok(None)
+#[cfg(not(target_arch = "wasm32"))]
+impl<'a> From<&'a std::path::Path> for ModelSource<'a> {
+    fn from(dir: &'a std::path::Path) -> Self {
+        ModelSource::Dir(dir)
     }
 }
 
-/// Files held in memory, by relative path.
-impl ModelFiles for BTreeMap<String, Vec<u8>> {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.get(path).cloned())
+#[cfg(not(target_arch = "wasm32"))]
+impl<'a> From<&'a std::path::PathBuf> for ModelSource<'a> {
+    fn from(dir: &'a std::path::PathBuf) -> Self {
+        ModelSource::Dir(dir)
     }
 }
 
-/// A folder on disk.
-#[cfg(not(target_arch = "wasm32"))]
-pub struct DirFiles(pub std::path::PathBuf);
-
-#[cfg(not(target_arch = "wasm32"))]
-impl ModelFiles for DirFiles {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
-        let full = self.0.join(path);
-        match std::fs::read(&full) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io(format!("cannot read {}: {e}", full.display()))),
-        }
+impl<'a, F: ModelFiles> From<&'a F> for ModelSource<'a> {
+    fn from(files: &'a F) -> Self {
+        ModelSource::Files(files)
     }
+}
 
-    fn describe(&self, path: &str) -> String {
-        self.0.join(path).display().to_string()
-    }
+/// How [`StableDiffusion::load`] loads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// A converted folder's q8 / q4 weights expanded to f32 on upload even where the device
+    /// could keep them quantized: faster layers, 4–8× the memory. Off by default (the
+    /// streaming loader's choice, [`crate::format::stream::StreamingLoader::keep_quantized`]);
+    /// other sources have made their choice already and ignore it.
+    pub expand_quantized: bool,
 }
 
 /// A loaded checkpoint. The networks live on `device`; generation is in [`crate::pipeline`].
@@ -202,26 +201,41 @@ impl StableDiffusion {
         count.0
     }
 
-    /// Loads a diffusers model folder, or a converted model directory (one with a
-    /// `manifest.json`, see [`crate::format`]) chunk by chunk as the browser does, q8 / q4
-    /// weights staying quantized on GPUs, onto `device`.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        if !dir.is_dir() {
-            return Err(Error::Io(format!(
-                "model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}",
-                dir.display()
-            )));
+    /// Loads a model from `source` onto `device`: a folder (`&Path`, `&PathBuf`) or any
+    /// [`ModelFiles`] (`&files`), see [`ModelSource`]. Every config and the tokenizer are
+    /// read and checked before any weights. Errors name the file at fault: [`Error::Io`] for
+    /// a missing or unreadable one (with what a model folder must hold), [`Error::BadConfig`]
+    /// and [`Error::BadWeights`] for contents we cannot use.
+    pub fn load<'a>(
+        source: impl Into<ModelSource<'a>>,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self, Error> {
+        match source.into() {
+            #[cfg(not(target_arch = "wasm32"))]
+            ModelSource::Dir(dir) => {
+                if !dir.is_dir() {
+                    return Err(Error::Io(format!(
+                        "model folder {} does not exist or is not a folder: {FOLDER_LAYOUT}",
+                        dir.display()
+                    )));
+                }
+                if crate::format::source::ConvertedModel::is_converted(dir) {
+                    let keep_quantized = !options.expand_quantized;
+                    let files = crate::format::stream::load_dir(dir, device, keep_quantized)?;
+                    return Self::from_files(&files, device);
+                }
+                Self::from_files(&DirFiles(dir.to_path_buf()), device)
+            }
+            ModelSource::Files(files) => {
+                let _ = options; // for converted folders only: other sources have chosen
+                Self::from_files(files, device)
+            }
         }
-        if crate::format::source::ConvertedModel::is_converted(dir) {
-            return crate::format::stream::load_dir(dir, device, true);
-        }
-        Self::from_files(&DirFiles(dir.to_path_buf()), device)
     }
 
-    /// Loads a model from its files (paths relative to the model folder, see [`ModelFiles`]).
-    /// Every file is checked to be present before any weights are read.
-    pub fn from_files(files: &dyn ModelFiles, device: &Device) -> Result<Self, Error> {
+    /// Builds the model from its files (paths relative to the model folder).
+    fn from_files(files: &dyn ModelFiles, device: &Device) -> Result<Self, Error> {
         // Configs first: cheap, and a missing one is reported before reading big weights.
         let index = text(files, "model_index.json")?;
         let index: serde_json::Value = serde_json::from_str(&index).map_err(|e| {

@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 
 use crate::Error;
+use crate::files::ModelFiles;
 use crate::format::Manifest;
-use crate::model::{ModelFiles, StableDiffusion};
+use crate::model::StableDiffusion;
 use crate::pipeline::GenerateParams;
 use crate::scheduler::{SchedulerConfig, SchedulerKind};
 use crate::unet::UNet2DConditionConfig;
@@ -271,7 +272,7 @@ mod tests {
     }
 
     fn folder(path: &str) -> ModelInfo {
-        let files = crate::model::DirFiles(root().join(path));
+        let files = crate::files::DirFiles(root().join(path));
         ModelInfo::from_files(&files).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 

@@ -215,7 +215,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         Backend::Wgpu => (true, pollster::block_on(device::gpu())?),
     };
     eprintln!("loading {} ...", args.model.display());
-    let model = StableDiffusion::load_dir(&args.model, &device)?;
+    let model = StableDiffusion::load(&args.model, &device, Default::default())?;
     device
         .sync()
         .map_err(|e| Error::Gpu(format!("the GPU failed: {e:?}")))?;

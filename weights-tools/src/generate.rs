@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
-use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 use sd_webgpu::pipeline::{GenerateParams, Image, Mask, Progress};
 use sd_webgpu::scheduler::{SchedulerKind, TimestepSpacing};
 use sd_webgpu::{Error, device, npy};
@@ -165,13 +165,10 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
         Backend::Wgpu => pollster::block_on(device::gpu())?,
     };
     let started = Instant::now();
-    let model = if args.expand_weights
-        && sd_webgpu::format::source::ConvertedModel::is_converted(&args.model)
-    {
-        sd_webgpu::format::stream::load_dir(&args.model, &device, false)?
-    } else {
-        StableDiffusion::load_dir(&args.model, &device)?
+    let options = LoadOptions {
+        expand_quantized: args.expand_weights,
     };
+    let model = StableDiffusion::load(&args.model, &device, options)?;
     sync(&device)?;
     eprintln!(
         "loaded in {:.1} s; weights take {:.1} MB on the device",

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use sd_webgpu::format::source::ConvertedModel;
 use sd_webgpu::format::{Dtype, quant::relative_rms_error};
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 use sd_webgpu::safetensors::SafeTensors;
 use sd_webgpu::weights::WeightSource;
 
@@ -602,7 +603,6 @@ fn a_killed_convert_never_leaves_a_valid_looking_output() {
 #[test]
 fn streaming_load_equals_the_cpu_reader() {
     use sd_webgpu::format::{Manifest, source::ConvertedModel, stream::StreamingLoader};
-    use sd_webgpu::model::StableDiffusion;
     use sd_webgpu::pipeline::GenerateParams;
 
     let dir = scratch("stream");
@@ -646,9 +646,10 @@ fn streaming_load_equals_the_cpu_reader() {
     )
     .unwrap();
     let streamed = load.finish().unwrap();
+    let streamed = StableDiffusion::load(&streamed, &device, LoadOptions::default()).unwrap();
 
-    let reference =
-        StableDiffusion::from_files(&ConvertedModel::open(&converted).unwrap(), &device).unwrap();
+    let reference = ConvertedModel::open(&converted).unwrap();
+    let reference = StableDiffusion::load(&reference, &device, LoadOptions::default()).unwrap();
     let params = GenerateParams {
         prompt: "a lighthouse".into(),
         steps: 2,
@@ -688,7 +689,7 @@ fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 
 /// The error of loading `dir` natively, which must name every one of `want`.
 fn load_error(dir: &Path, want: &[&str]) -> String {
-    let err = sd_webgpu::model::StableDiffusion::load_dir(dir, &sd_webgpu::device::cpu())
+    let err = StableDiffusion::load(dir, &sd_webgpu::device::cpu(), LoadOptions::default())
         .err()
         .expect("loading fails")
         .to_string();
@@ -698,7 +699,7 @@ fn load_error(dir: &Path, want: &[&str]) -> String {
     err
 }
 
-/// A converted model that is damaged or lies, loaded natively (`load_dir`, the CPU reader):
+/// A converted model that is damaged or lies, loaded natively (`StableDiffusion::load` from its path):
 /// each case is a clear error naming the chunk or tensor and saying what to do.
 #[test]
 fn broken_converted_models_are_clear_errors() {
@@ -746,7 +747,7 @@ fn broken_converted_models_are_clear_errors() {
     std::fs::remove_file(&vocab).unwrap();
     load_error(&model, &["tokenizer/vocab.json", "download or convert"]);
     std::fs::write(&vocab, &vocab_bytes).unwrap();
-    sd_webgpu::model::StableDiffusion::load_dir(&model, &sd_webgpu::device::cpu()).unwrap();
+    StableDiffusion::load(&model, &sd_webgpu::device::cpu(), LoadOptions::default()).unwrap();
 
     // A newer format whose manifest this version cannot even parse.
     edit_manifest(&model, |m| {
@@ -947,13 +948,14 @@ fn streaming_loader_refuses_bad_input() {
         &["aligned range"],
     );
 
-    // A tensor missing or of the wrong shape: named by finish(), when the model is built.
+    // A tensor missing or of the wrong shape: named when the model is built.
     let build = |m: Manifest| {
         let mut load = start(&m);
         for (i, bytes) in chunks.iter().enumerate() {
             load.add_chunk(i, bytes).unwrap();
         }
-        load.finish()
+        let files = load.finish().unwrap();
+        StableDiffusion::load(&files, &device, LoadOptions::default())
             .err()
             .expect("the model cannot be built")
             .to_string()

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use sd_webgpu::format::source::ConvertedModel;
 use sd_webgpu::format::{Dtype, MAX_TENSOR_BYTES};
+use sd_webgpu::model::{LoadOptions, StableDiffusion};
 
 /// Counts the bytes this test process has allocated, and the peak.
 struct Counting;
@@ -117,7 +118,7 @@ fn sd15_fits_the_size_budgets() {
     let device = pollster::block_on(sd_webgpu::device::gpu()).unwrap();
     let (base, t) = (CURRENT.load(Ordering::Relaxed), Instant::now());
     PEAK.store(base, Ordering::Relaxed);
-    let model = sd_webgpu::format::stream::load_dir(&q8, &device, true).unwrap();
+    let model = StableDiffusion::load(&q8, &device, LoadOptions::default()).unwrap();
     device.sync().unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - base;
     let on_gpu = model.weight_bytes();

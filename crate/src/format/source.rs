@@ -1,5 +1,5 @@
-//! A converted model directory on disk, read on the CPU: its files and configs for
-//! [`crate::model::StableDiffusion`], and its weights as a [`WeightSource`] that dequantizes
+//! A converted model directory on disk, read on the CPU: its files and configs as
+//! [`ModelFiles`], and its weights as a [`WeightSource`] that dequantizes
 //! to f32. This is the reference the browser's streaming loader is checked against.
 //!
 //! Opening checks the manifest and that every chunk file has its listed size. A chunk's
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{MANIFEST, MAX_MANIFEST_BYTES, Manifest, TensorEntry, hex, read_tensor, sha256_hex};
 use crate::Error;
-use crate::model::ModelFiles;
+use crate::files::ModelFiles;
 use crate::weights::WeightSource;
 
 /// A converted model directory (see [`crate::format`]).

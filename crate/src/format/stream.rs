@@ -1,13 +1,14 @@
 //! Loading a converted model chunk by chunk, weights going to the device as each chunk
 //! arrives: the host holds one chunk and one decoded tensor part at a time, never the
 //! model. This is how the browser loads (chunks come from the network or IndexedDB, in any
-//! order); natively the tests feed it from a directory.
+//! order); natively `StableDiffusion::load` feeds it from a directory.
 //!
 //! ```text
 //! let mut load = StreamingLoader::new(manifest, &device)?;
 //! load.add_file("tokenizer/vocab.json", bytes)?;   // each of manifest.files
 //! load.add_chunk(i, &chunk_bytes)?;                // each of manifest.chunks, any order
-//! let model = load.finish()?;
+//! let files = load.finish()?;                      // the model's files, weights on the device
+//! let model = StableDiffusion::load(&files, &device, LoadOptions::default())?;
 //! ```
 //!
 //! Each tensor part is uploaded in blocks of whole rows, each at most [`BLOCK_BYTES`] once
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::{Tensor, TensorData};
 
 use super::{Manifest, sha256_hex};
-use crate::model::{ModelFiles, StableDiffusion};
+use crate::files::ModelFiles;
 use crate::weights::WeightSource;
 use crate::{Device, Error};
 
@@ -47,7 +48,8 @@ struct DeviceTensor {
     parts: Vec<Option<Vec<Tensor<2>>>>,
 }
 
-/// Builds a [`StableDiffusion`] from a converted model's manifest, files and chunks.
+/// Takes a converted model's manifest, files and chunks, uploading the weights as they
+/// come, and gives the model's files ([`StreamedFiles`]) to build it from.
 pub struct StreamingLoader {
     manifest: Manifest,
     device: Device,
@@ -283,8 +285,10 @@ impl StreamingLoader {
         chunks.chain(files).collect()
     }
 
-    /// Builds the model once every chunk and file is in.
-    pub fn finish(self) -> Result<StableDiffusion, Error> {
+    /// The model's files and its weights on the device, once every chunk and file is in
+    /// (else an error naming what is missing). Whether each tensor is there with its shape
+    /// is checked when the model is built from them.
+    pub fn finish(self) -> Result<StreamedFiles, Error> {
         let missing = self.missing();
         if !missing.is_empty() {
             return Err(Error::BadInput(format!(
@@ -292,7 +296,6 @@ impl StreamingLoader {
                 missing.join(", ")
             )));
         }
-        let device = self.device.clone();
         let mut components: HashMap<String, HashMap<String, DeviceTensor>> = HashMap::new();
         for (full, tensor) in self.tensors {
             let (component, name) = full.split_once('/').expect("full names are component/name");
@@ -301,12 +304,11 @@ impl StreamingLoader {
                 .or_default()
                 .insert(name.to_string(), tensor);
         }
-        let files = Streamed {
+        Ok(StreamedFiles {
             manifest: self.manifest,
             files: self.files,
             components: Mutex::new(components),
-        };
-        StableDiffusion::from_files(&files, &device)
+        })
     }
 }
 
@@ -314,11 +316,11 @@ impl StreamingLoader {
 /// each checked against its sha256, weights kept quantized as [`StreamingLoader`] keeps them
 /// by default unless `keep_quantized` is false. The host holds one chunk at a time.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn load_dir(
+pub(crate) fn load_dir(
     dir: &std::path::Path,
     device: &Device,
     keep_quantized: bool,
-) -> Result<StableDiffusion, Error> {
+) -> Result<StreamedFiles, Error> {
     let model = super::source::ConvertedModel::open(dir)?; // validates the manifest, checks chunk sizes
     let manifest = model.manifest().clone();
     let read = |path: &str| {
@@ -343,14 +345,16 @@ pub fn load_dir(
     load.finish()
 }
 
-/// The loaded model's files and weights, as [`StableDiffusion::from_files`] reads them.
-struct Streamed {
+/// A streamed model's files, its configs from the manifest and its weights already on the
+/// device, as `StableDiffusion::load` reads them ([`ModelFiles`]). Each component's weights
+/// can be taken once: building the model moves them out.
+pub struct StreamedFiles {
     manifest: Manifest,
     files: BTreeMap<String, Vec<u8>>,
     components: Mutex<HashMap<String, HashMap<String, DeviceTensor>>>,
 }
 
-impl ModelFiles for Streamed {
+impl ModelFiles for StreamedFiles {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
         if let Some(config) = self.manifest.configs.get(path) {
             return Ok(Some(

@@ -235,7 +235,7 @@ impl Generator {
             return Err(failure.with_advice("call Generator.create() again").into());
         }
         let started = now_ms();
-        let model = StableDiffusion::from_files(&map, &state.device)?;
+        let model = StableDiffusion::load(&map, &state.device, Default::default())?;
         state.model = Some(Rc::new(model));
         state.load_ms = now_ms() - started;
         state.model_url = None;

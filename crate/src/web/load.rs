@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use super::get;
 use crate::format::stream::StreamingLoader;
 use crate::format::{MANIFEST, Manifest};
-use crate::model::StableDiffusion;
+use crate::model::{LoadOptions, StableDiffusion};
 use crate::{Device, Error};
 
 #[wasm_bindgen(module = "/js/storage.js")]
@@ -220,5 +220,10 @@ pub async fn load(
         .collect();
     cache_put_model(url, &text, shas, total as f64).await?;
     progress(&on_progress, &[("phase", "build".into())])?;
-    Ok(loader.finish()?)
+    let files = loader.finish()?;
+    Ok(StableDiffusion::load(
+        &files,
+        device,
+        LoadOptions::default(),
+    )?)
 }
