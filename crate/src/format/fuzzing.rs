@@ -6,6 +6,9 @@
 //! Each target parses bytes the way a loader does, then checks what the loaders rely on a
 //! successful parse to mean (a part inside its chunk, a tensor inside the file, ...): a
 //! failed `assert!` here is a bug in the parser's checks.
+//!
+//! Built only for this crate's tests and with the feature `fuzzing`, which `crate/fuzz`
+//! turns on: no other build carries it.
 
 use super::stream::StreamingLoader;
 use super::{

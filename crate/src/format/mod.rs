@@ -23,7 +23,8 @@
 //! writes into a temporary directory and renames it at the end).
 
 mod dtype;
-#[cfg(not(target_arch = "wasm32"))]
+// The fuzz targets' bodies: for crate/fuzz (feature `fuzzing`) and this crate's tests only.
+#[cfg(all(not(target_arch = "wasm32"), any(test, feature = "fuzzing")))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod manifest;
