@@ -10,7 +10,9 @@
 // (scripts/build-wasm.py) and Debian's Chromium (tests/browser/chromium.mjs). For each engine:
 // the load, one generation that compiles what it needs (GPU kernels), then `runs` more whose
 // median per phase is reported: text encoder, one denoising step (the UNet with guidance and
-// the scheduler), VAE decode, the whole generation. Not part of the tests: timings on shared
+// the scheduler), VAE decode, the whole generation, and the wasm heap (a wasm memory never
+// shrinks: its size at the end is the peak; with the CPU engine it holds the weights and
+// every activation). Not part of the tests: timings on shared
 // machines are figures to compare within one run, not to assert.
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -64,11 +66,13 @@ try {
     const r = await page.evaluate(
       async ({ backend, runs, numbers }) => {
         const { default: init, Generator } = await import("/pkg/sd_webgpu.js");
-        await init();
+        const wasm = await init();
+        const heapStart = wasm.memory.buffer.byteLength;
         const gen = await Generator.create({ backend });
         const started = performance.now();
         await gen.load(`${location.origin}/model/`, {});
         const loadMs = performance.now() - started;
+        const heapLoaded = wasm.memory.buffer.byteLength;
         const options = { prompt: "a red circle on a blue background", seed: 1, ...numbers };
         const first = (await gen.generate(options)).timings;
         const timed = [];
@@ -89,6 +93,7 @@ try {
           stepMs: median("stepMs"),
           vaeMs: median("vaeMs"),
           totalMs: median("totalMs"),
+          heapMiB: { start: heapStart / 2 ** 20, loaded: heapLoaded / 2 ** 20, peak: wasm.memory.buffer.byteLength / 2 ** 20 },
         };
         gen.free();
         return result;
@@ -107,12 +112,12 @@ if (args.json) {
 } else {
   const ms = (v) => v.toFixed(v < 100 ? 1 : 0).padStart(8);
   console.log(`model ${model}, Chromium ${results[0]?.chromium}, median of ${runs} after one that compiles`);
-  console.log("engine  adapter                     size    steps  load ms  first ms  text ms  step ms   VAE ms  total ms");
+  console.log("engine  adapter                     size    steps  load ms  first ms  text ms  step ms   VAE ms  total ms  heap MiB (loaded, peak)");
   for (const r of results) {
     const adapter = (r.engine.adapter ?? "-").slice(0, 26).padEnd(26);
     console.log(
       `${r.engine.kind.padEnd(7)} ${adapter} ${r.size.padEnd(7)} ${String(r.steps).padStart(5)} ${ms(r.loadMs)} ${ms(r.first)} ` +
-        `${ms(r.textMs)} ${ms(r.stepMs)} ${ms(r.vaeMs)} ${ms(r.totalMs)}`,
+        `${ms(r.textMs)} ${ms(r.stepMs)} ${ms(r.vaeMs)} ${ms(r.totalMs)}  ${r.heapMiB.loaded.toFixed(0)}, ${r.heapMiB.peak.toFixed(0)}`,
     );
   }
   const [a, b] = results;

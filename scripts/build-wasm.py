@@ -91,6 +91,9 @@ def main() -> int:
         return run_tests(build, sys.argv[2:])
     out_dir = ROOT / build["out_dir"]
     staging = TARGET_DIR / "wasm-pkg"
+    # wasm-pack adds to its output folder without clearing it: a JS module the crate no longer
+    # binds would stay in snippets/ and ship in the package.
+    shutil.rmtree(staging, ignore_errors=True)
 
     cmd = [
         "wasm-pack", "build", str(ROOT / build["crate"]),

@@ -8,6 +8,7 @@
 // storage: no download). A worker that cannot even start is not restarted in a loop: only a
 // request starts one.
 
+import { absoluteModel } from "./local.js";
 import { withToBlob } from "./png.js";
 
 export class EngineCrashed extends Error {
@@ -105,8 +106,14 @@ export class WorkerEngine {
     const id = this.nextId++;
     const worker = this.worker;
     return new Promise((resolve, reject) => {
+      try {
+        worker.postMessage({ id, type, ...args });
+      } catch (e) {
+        // Not cloneable (a function, say): a bad-input error, nothing left pending.
+        reject(Object.assign(new Error(`${type}: ${e.message}`), { code: "bad-input" }));
+        return;
+      }
       this.pending.set(id, { resolve, reject, onEvent });
-      worker.postMessage({ id, type, ...args });
       signal?.addEventListener("abort", () => worker.postMessage({ type: "cancel", target: id }), { once: true });
     });
   }
@@ -119,8 +126,7 @@ export class WorkerEngine {
 
   async load(model, { onProgress, signal } = {}) {
     if (!this.worker) this.model = null; // a fresh worker: no need to load the old model first
-    // A relative URL is relative to the page, not to the worker's script.
-    if (typeof model === "string" && !model.startsWith("hf:")) model = new URL(model, globalThis.document?.baseURI ?? location.href).href;
+    model = absoluteModel(model); // relative to the page, not to the worker's script
     const info = await this.request("load", { model }, {
       signal,
       onEvent: (p) => onProgress?.({ phase: p.phase, loaded: p.loaded, total: p.total, chunk: p.chunk, cached: p.cached }),
@@ -149,6 +155,13 @@ export class WorkerEngine {
   }
 
   async image(mode, { onStep, signal, ...options } = {}) {
+    // Images and masks go as their pixels: a generated image's toBlob cannot be posted.
+    for (const key of ["image", "mask"]) {
+      const picture = options[key];
+      if (picture && typeof picture === "object") {
+        options[key] = { width: picture.width, height: picture.height, data: picture.data };
+      }
+    }
     const controller = new AbortController();
     signal?.addEventListener("abort", () => controller.abort(), { once: true });
     if (signal?.aborted) controller.abort();

@@ -5,9 +5,21 @@ import type {
   LoadProgress, ModelInfo,
 } from "./sd_webgpu.js";
 
+/** The wasm class beneath createGenerator: call `await initEngine()` before using it directly. */
 export { Generator } from "./sd_webgpu.js";
 export type * from "./sd_webgpu.js";
 export { readParameters } from "./png.js";
+
+/** The `code` of an error the engine rejects with (docs/browser-api.md, "Errors"); "crashed":
+ *  the engine's worker stopped. An aborted call rejects with name "AbortError", code "cancelled". */
+export type ErrorCode =
+  | "no-webgpu" | "gpu" | "device-lost" | "out-of-memory" | "bad-input" | "bad-config"
+  | "bad-weights" | "tokenizer" | "io" | "quota" | "cancelled" | "crashed";
+
+/** An error from the engine: `catch (e) { if ((e as EngineError).code === "quota") … }`. */
+export interface EngineError extends Error {
+  code: ErrorCode;
+}
 
 /** A generated image, with `toBlob`: a PNG, with the AUTOMATIC1111 `parameters` text when asked. */
 export interface Image extends GeneratedImage {
@@ -42,7 +54,7 @@ export interface SdGenerator {
 export interface CreateGeneratorOptions extends CreateOptions {
   /** Loaded before `createGenerator` resolves. */
   model?: string;
-  /** Run the engine in a Web Worker (the page never freezes). Default false. */
+  /** Run the engine in a Web Worker (the page never freezes). Default false: this thread. */
   worker?: boolean;
   onProgress?: (e: LoadProgress) => void;
   signal?: AbortSignal;

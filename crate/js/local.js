@@ -26,6 +26,14 @@ export const ENGINE_FUNCTIONS = [
   "gpuSelfCheck",
 ];
 
+/** A model id as the engine gets it: a relative URL made absolute against the page (so a model
+ *  is stored under one key, whichever thread loads it); `hf:` ids and absolute URLs as they
+ *  are. */
+export function absoluteModel(model) {
+  if (typeof model !== "string" || model.startsWith("hf:")) return model;
+  return new URL(model, globalThis.document?.baseURI ?? globalThis.location?.href).href;
+}
+
 /** Runs engine function `name` (one of ENGINE_FUNCTIONS) on this thread. */
 export async function callEngine(name, ...args) {
   if (!ENGINE_FUNCTIONS.includes(name)) {
@@ -47,7 +55,7 @@ export class LocalEngine {
   get modelInfo() { return this.generator?.modelInfo ?? null; }
   get loaded() { return this.generator?.loaded ?? false; }
   async load(model, options) {
-    await this.generator.load(model, options ?? {});
+    await this.generator.load(absoluteModel(model), options ?? {});
     return this.modelInfo;
   }
   async loadFiles(files) {

@@ -61,10 +61,14 @@ export function textChunk(keyword, text) {
 
 const SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10];
 
+function notPng() {
+  return Object.assign(new Error("not a PNG file"), { code: "bad-input" });
+}
+
 /** `png` (bytes of a PNG file) with a `keyword` text chunk inserted after IHDR. */
 export function withText(png, keyword, text) {
   for (let i = 0; i < 8; i++) {
-    if (png[i] !== SIGNATURE[i]) throw new Error("not a PNG file");
+    if (png[i] !== SIGNATURE[i]) throw notPng();
   }
   const ihdrLength = new DataView(png.buffer, png.byteOffset).getUint32(8);
   const afterIhdr = 8 + 12 + ihdrLength;
@@ -94,7 +98,7 @@ export async function readParameters(file) {
   const bytes =
     file instanceof Uint8Array ? file : new Uint8Array(file instanceof ArrayBuffer ? file : await file.arrayBuffer());
   for (let i = 0; i < 8; i++) {
-    if (bytes[i] !== SIGNATURE[i]) throw new Error("not a PNG file");
+    if (bytes[i] !== SIGNATURE[i]) throw notPng();
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const latin1 = (a, b) => {

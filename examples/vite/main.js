@@ -26,7 +26,9 @@ try {
       const image = await gen.generate({
         prompt: $("prompt").value,
         seed: 1,
-        onStep: ({ step, total }) => ($("status").textContent = `Step ${step} of ${total}`),
+        onStep: ({ step, total }) => {
+          $("status").textContent = `Step ${step} of ${total}`;
+        },
       });
       const png = await image.toBlob({ parameters: true });
       $("image").src = URL.createObjectURL(png);

@@ -38,7 +38,9 @@ test("npm pack makes sd-webgpu with its modules, types, wasm and licences, and n
   const files = packed.files.map((f) => f.path).sort();
   const expected = [...manifest.files.filter((f) => !f.endsWith("/")), "package.json"].sort();
   assert.deepEqual(files.filter((f) => !f.startsWith("snippets/")), expected);
-  assert.ok(files.some((f) => /^snippets\/.*\/storage\.js$/.test(f)), `the engine's storage module is packed: ${files}`);
+  // snippets/: the crate's JS modules that wasm-bindgen binds (crate/js/storage.js), no other.
+  const snippets = files.filter((f) => f.startsWith("snippets/"));
+  assert.deepEqual(snippets.map((f) => f.split("/").at(-1)), ["storage.js"], `the snippets packed: ${snippets}`);
   // Nothing test-only: no hooks in the engine's exports (tests reach the GPU device themselves).
   const types = readFileSync(join(ROOT, "www", "pkg", "sd_webgpu.d.ts"), "utf8");
   assert.doesNotMatch(types, /ForTesting|forTesting/);
@@ -98,8 +100,16 @@ test("the plain-HTML example installs the tarball and generates through createGe
         const without = await readParameters(await image.toBlob());
         await gen.unload();
         const after = await gen.generate({ prompt: "a red circle" }).catch((e) => e.code);
-        return { text, without, loaded: gen.loaded, after, kind: gen.backend.kind };
+        // In a worker: a generated image goes back in as img2img's image; the model the page
+        // loaded from the same relative URL is one stored model, under its absolute URL.
+        const worker = await createGenerator({ model: "models/shapes", worker: true });
+        const again = await worker.img2img({ prompt: "a blue square", image, steps: 2, seed: 7, strength: 0.6 });
+        const stored = (await worker.call("cachedModels")).map((m) => m.url);
+        await worker.unload();
+        return { text, without, loaded: gen.loaded, after, kind: gen.backend.kind, again: again.width, stored };
       });
+      assert.equal(r.again, 64, "img2img in the worker took the generated image");
+      assert.deepEqual(r.stored, [`${origin}/models/shapes`], "one stored model, by its absolute URL");
       assert.match(r.text, /^a red circle\nSteps: 2, .*Seed: 7, Size: 64x64/);
       assert.equal(r.without, null, "toBlob() without parameters writes none");
       assert.deepEqual([r.kind, r.loaded, r.after], ["cpu", false, "bad-input"], "unload drops the model");

@@ -108,7 +108,7 @@ export interface GenerateOptions {
   clipSkip?: number;                // 1
   eta?: number;                     // 0 (DDIM's η)
   previewEvery?: number;            // 0: no previews
-  onStep?: (e: StepEvent) => boolean | void; // return false to stop
+  onStep?: (e: StepEvent) => unknown; // return false to stop (any other value goes on)
   signal?: AbortSignal;             // aborted: rejects with an AbortError
 }
 
