@@ -6,7 +6,7 @@
 import { createGenerator } from "./pkg/index.js";
 import { $, setState, showAlert, hideAlert, NO_WEBGPU_ADVICE, webgpuMissing } from "./ui.js";
 import { state, model, updateButtons } from "./state.js";
-import { fillSchedulers, loadModel } from "./model.js";
+import { fillSchedulers, loadModel, refreshCached, startingModel } from "./model.js";
 
 // ---- the engine ------------------------------------------------------------------------
 
@@ -79,7 +79,9 @@ async function switchBackend(choice) {
   updateButtons();
   if (!(await startEngine())) return;
   checkGpu();
+  // The model it had, or (the first engine never started) the one the page starts with.
   if (model.key) loadModel(model.key);
+  else loadModel(await startingModel());
 }
 
 function showField(field, text) {

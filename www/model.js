@@ -8,7 +8,8 @@ import { setMode } from "./source.js";
 export const DEFAULT_MODEL = "models/shapes";
 const LAST_MODEL_KEY = "sd-webgpu:model"; // the last model loaded, started with next time
 
-/** Absolute model URL without a trailing slash: the key the engine stores models under. */
+/** A model id as the page keeps it: an absolute URL without a trailing slash, or an hf: id
+ *  (the engine's resolveModel gives the URL it is stored under). */
 export function modelKey(url) {
   return new URL(url.trim().replace(/\/+$/, "") + "/", location.href).href.replace(/\/+$/, "");
 }
@@ -127,6 +128,10 @@ function loadError(e, retry) {
 
 export async function loadModel(url = chosenModelUrl()) {
   if (model.loading || state.running) return;
+  if (!state.engine) {
+    $("model-status").textContent = "The engine did not start: see “Your GPU” below.";
+    return;
+  }
   let key;
   try {
     key = modelKey(url);
@@ -254,8 +259,15 @@ function showModelUrl() {
 /** The model to start with: the last one used if it is stored here, else the built-in one. */
 export async function startingModel() {
   const last = localStorage.getItem(LAST_MODEL_KEY);
-  const stored = last ? (await state.engine.call("cachedModels").catch(() => [])).some((m) => m.url === last) : false;
-  return stored ? last : modelKey(DEFAULT_MODEL);
+  if (!last) return modelKey(DEFAULT_MODEL);
+  try {
+    // Stored under the URL the engine resolves it to (an hf: id's is the Hub's).
+    const { url } = await state.engine.call("resolveModel", last);
+    const stored = (await state.engine.call("cachedModels")).some((m) => m.url === url);
+    return stored ? last : modelKey(DEFAULT_MODEL);
+  } catch (_) {
+    return modelKey(DEFAULT_MODEL);
+  }
 }
 
 export function wireModel() {

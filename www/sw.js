@@ -9,8 +9,9 @@
 
 const CACHE = "sd-webgpu-v1";
 
-// The app shell. The engine's JS snippets (pkg/snippets/<crate>-<hash>/...) have hashed
-// names: they are read from the import lines of pkg/sd_webgpu.js at install time.
+// The app shell: the page's own files here; the npm package's modules and wasm (pkg/) are
+// read at install time from its package.json ("files"), and its JS snippets
+// (pkg/snippets/<crate>-<hash>/..., hashed names) from the import lines of pkg/sd_webgpu.js.
 const SHELL = [
   "./",
   "index.html",
@@ -27,15 +28,14 @@ const SHELL = [
   "gallery.js",
   "mask.js",
   "icon.svg",
-  // The npm package (crate/js and the wasm-bindgen output).
-  "pkg/index.js",
-  "pkg/local.js",
-  "pkg/engine.js",
-  "pkg/worker.js",
-  "pkg/png.js",
-  "pkg/sd_webgpu.js",
-  "pkg/sd_webgpu_bg.wasm",
 ];
+
+/** The package's modules and wasm: what its package.json ships, less types and texts. */
+async function packageFiles() {
+  const response = await fetch("pkg/package.json", { cache: "no-cache" });
+  const { files } = await response.json();
+  return files.filter((f) => /\.(js|wasm)$/.test(f)).map((f) => `pkg/${f}`);
+}
 
 async function snippets() {
   const response = await fetch("pkg/sd_webgpu.js", { cache: "no-cache" });
@@ -47,7 +47,7 @@ self.addEventListener("install", (event) => {
   event.waitUntil(
     (async () => {
       const cache = await caches.open(CACHE);
-      const files = [...SHELL, ...(await snippets())];
+      const files = [...SHELL, ...(await packageFiles()), ...(await snippets())];
       await cache.addAll(files.map((f) => new Request(f, { cache: "no-cache" })));
       await self.skipWaiting();
     })(),

@@ -1,14 +1,15 @@
 // The engine in a Web Worker (./worker.js), seen from the page: the same methods as on this
-// thread (index.js's LocalEngine), each a request to the worker. Callbacks stay here
+// thread (local.js's LocalEngine), each a request to the worker. Callbacks stay here
 // (progress and step events come back as messages); a `signal` aborts in the worker.
 //
 // A crashed engine (a Rust panic, or an error that ends the wasm instance) fails the requests
-// in flight with code "crashed", calls `onCrash`, and the next request starts a fresh worker
-// on the same backend, with the model loaded again from where it came from (this browser's
-// storage: no download). A worker that cannot even start is not restarted in a loop: only a
-// request starts one.
+// in flight with code "crashed" and calls `onCrash`; the next request starts a fresh worker
+// on the same backend, and the next one that needs the model (generate, img2img, inpaint,
+// countTokens) first loads it again from where it came from (this browser's storage, if it
+// was stored: no download). A model given as files must be given again. A worker that cannot
+// even start is not restarted in a loop: only a request starts one.
 
-import { absoluteModel } from "./local.js";
+import { absoluteModel, modelArgs } from "./local.js";
 import { withToBlob } from "./png.js";
 
 export class EngineCrashed extends Error {
@@ -19,26 +20,34 @@ export class EngineCrashed extends Error {
   }
 }
 
+/** The error of a request that `unload()` (or `onStep` returning false, or a signal) ended. */
+function abortError(message) {
+  return Object.assign(new Error(message), { name: "AbortError", code: "cancelled" });
+}
+
 export class WorkerEngine {
   constructor({ backend = "auto", onCrash } = {}) {
     this.options = { backend };
     this.onCrash = onCrash;
     this.nextId = 1;
-    this.pending = new Map(); // id → { resolve, reject, onEvent }
+    this.pending = new Map(); // id → { resolve, reject, onEvent, done }
     this.worker = null;
-    this.starting = null; // the start of the current worker (create, and the model again)
+    this.starting = null; // the start of the current worker: Generator.create there
     this.backend = null;
     this.modelInfo = null;
-    this.model = null; // what to load again after a crash: a model id, or "files"
+    this.model = null; // where the model came from (a URL), "files", or null
+    this.reload = false; // the current worker lacks the model it should have (after a crash)
+    this.unloads = 0; // how many times unload() ran: a call made before one is ended by it
   }
 
   get loaded() {
     return this.modelInfo !== null;
   }
 
-  /** Starts the worker and its Generator (and the model it had, after a crash), once. */
+  /** Starts the worker and its Generator, once per worker. */
   start() {
-    this.starting ??= (async () => {
+    if (this.starting) return this.starting;
+    const starting = (async () => {
       this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
       this.worker.onmessage = ({ data }) => this.receive(data);
       this.worker.onerror = (e) => {
@@ -47,28 +56,45 @@ export class WorkerEngine {
       };
       this.worker.onmessageerror = () => this.crash("a message from the engine could not be read");
       this.backend = await this.send("create", { options: this.options });
-      if (typeof this.model === "string") this.modelInfo = await this.send("load", { model: this.model });
     })().catch((e) => {
-      this.stop(); // the next request tries again
+      if (this.starting === starting) this.stop(); // the next request tries again
       throw e;
     });
-    return this.starting;
+    this.starting = starting;
+    return starting;
+  }
+
+  /** The worker (with the model loaded again if a crash took it, for calls that need it);
+   *  rejects with an AbortError when unload() ran meanwhile. */
+  async ready({ model = false } = {}) {
+    const unloads = this.unloads;
+    await this.start();
+    if (model && this.reload) {
+      this.reload = false;
+      this.modelInfo = await this.send("load", { model: this.model });
+    }
+    if (unloads !== this.unloads) throw abortError("the engine was unloaded");
   }
 
   /** Fails every request in flight and drops the worker; the next request starts a fresh one. */
   crash(why) {
     const error = new EngineCrashed(why);
-    for (const { reject } of this.pending.values()) reject(error);
-    this.pending.clear();
-    this.stop();
+    this.stop(error);
     if (this.model === "files") {
       this.model = null;
       this.modelInfo = null;
     }
+    this.reload = typeof this.model === "string";
     this.onCrash?.(error);
   }
 
-  stop() {
+  /** Ends the worker; requests in flight reject with `error`. */
+  stop(error = abortError("the engine was unloaded")) {
+    for (const request of this.pending.values()) {
+      request.done();
+      request.reject(error);
+    }
+    this.pending.clear();
     if (this.worker) {
       this.worker.onmessage = this.worker.onerror = this.worker.onmessageerror = null;
       this.worker.terminate();
@@ -89,6 +115,7 @@ export class WorkerEngine {
       return;
     }
     this.pending.delete(data.id);
+    request.done();
     if (data.ok) {
       request.resolve(data.result);
     } else {
@@ -113,31 +140,37 @@ export class WorkerEngine {
         reject(Object.assign(new Error(`${type}: ${e.message}`), { code: "bad-input" }));
         return;
       }
-      this.pending.set(id, { resolve, reject, onEvent });
-      signal?.addEventListener("abort", () => worker.postMessage({ type: "cancel", target: id }), { once: true });
+      const cancel = () => worker.postMessage({ type: "cancel", target: id });
+      const done = () => signal?.removeEventListener("abort", cancel);
+      this.pending.set(id, { resolve, reject, onEvent, done });
+      if (signal?.aborted) cancel();
+      else signal?.addEventListener("abort", cancel, { once: true });
     });
-  }
-
-  /** A request, once the worker (started again if need be) is ready. */
-  async request(type, args, events) {
-    await this.start();
-    return this.send(type, args, events);
   }
 
   async load(model, { onProgress, signal } = {}) {
-    if (!this.worker) this.model = null; // a fresh worker: no need to load the old model first
     model = absoluteModel(model); // relative to the page, not to the worker's script
-    const info = await this.request("load", { model }, {
-      signal,
-      onEvent: (p) => onProgress?.({ phase: p.phase, loaded: p.loaded, total: p.total, chunk: p.chunk, cached: p.cached }),
-    });
-    this.model = model;
-    this.modelInfo = info;
-    return info;
+    await this.ready();
+    const hadModel = !this.reload && this.modelInfo !== null;
+    this.reload = false; // the model loaded now replaces the one a crash took
+    try {
+      this.modelInfo = await this.send("load", { model }, {
+        signal,
+        onEvent: (p) => onProgress?.({ phase: p.phase, loaded: p.loaded, total: p.total, chunk: p.chunk, cached: p.cached }),
+      });
+      this.model = model;
+      return this.modelInfo;
+    } catch (e) {
+      // The engine keeps the model it had until a new one is complete; a fresh worker has none.
+      if (!hadModel) this.model = this.modelInfo = null;
+      throw e;
+    }
   }
 
   async loadFiles(files) {
-    this.modelInfo = await this.request("loadFiles", { files });
+    await this.ready();
+    this.reload = false;
+    this.modelInfo = await this.send("loadFiles", { files });
     this.model = "files";
     return this.modelInfo;
   }
@@ -163,32 +196,50 @@ export class WorkerEngine {
       }
     }
     const controller = new AbortController();
-    signal?.addEventListener("abort", () => controller.abort(), { once: true });
-    if (signal?.aborted) controller.abort();
-    const image = await this.request("generate", { mode, options }, {
-      signal: controller.signal,
-      // `onStep` returning false stops the run, as on this thread.
-      onEvent: ({ step, total, preview }) => {
-        if (onStep?.({ step, total, preview }) === false) controller.abort();
-      },
-    });
-    return withToBlob(image);
+    const forward = () => controller.abort();
+    if (signal?.aborted) forward();
+    else signal?.addEventListener("abort", forward, { once: true });
+    let stepError = null;
+    try {
+      await this.ready({ model: true });
+      const image = await this.send("generate", { mode, options }, {
+        signal: controller.signal,
+        // `onStep` returning false stops the run, and one that throws ends it with its error,
+        // as on this thread.
+        onEvent: ({ step, total, preview }) => {
+          try {
+            if (onStep?.({ step, total, preview }) === false) controller.abort();
+          } catch (e) {
+            stepError = e;
+            controller.abort();
+          }
+        },
+      });
+      return withToBlob(image);
+    } catch (e) {
+      throw stepError ?? e;
+    } finally {
+      signal?.removeEventListener("abort", forward);
+    }
   }
 
-  countTokens(text) {
-    return this.request("countTokens", { text });
+  async countTokens(text) {
+    await this.ready({ model: true });
+    return this.send("countTokens", { text });
   }
 
-  /** Ends the worker: its GPU memory and its WebAssembly heap are given back. The next call
-   *  starts a fresh worker, without a model. */
+  /** Ends the worker: its GPU memory and its WebAssembly heap are given back, and requests in
+   *  flight reject with an AbortError. The next call starts a fresh worker, without a model. */
   async unload() {
+    this.unloads++;
     this.stop();
-    this.model = null;
-    this.modelInfo = null;
+    this.model = this.modelInfo = null;
+    this.reload = false;
   }
 
-  /** Runs engine function `name` (index.js's ENGINE_FUNCTIONS) in the worker. */
-  call(name, ...args) {
-    return this.request("call", { name, args });
+  /** Runs engine function `name` (local.js's ENGINE_FUNCTIONS) in the worker. */
+  async call(name, ...args) {
+    await this.ready();
+    return this.send("call", { name, args: modelArgs(name, args) });
   }
 }

@@ -28,7 +28,7 @@ export interface Image extends GeneratedImage {
 
 /** Engine functions that need no model: `gen.call(name, ...args)` runs one where the engine is. */
 export type EngineFunction =
-  | "schedulers" | "cachedModels" | "deleteCachedModel" | "fetchManifest"
+  | "schedulers" | "cachedModels" | "deleteCachedModel" | "fetchManifest" | "resolveModel"
   | "modelInfoFromManifest" | "adapterInfo" | "gpuSelfCheck";
 export const ENGINE_FUNCTIONS: EngineFunction[];
 
@@ -58,7 +58,8 @@ export interface CreateGeneratorOptions extends CreateOptions {
   worker?: boolean;
   onProgress?: (e: LoadProgress) => void;
   signal?: AbortSignal;
-  /** Worker only: the engine stopped; the next call starts a fresh one (the model loaded again). */
+  /** Worker only: the engine stopped; the next call starts a fresh one, and the model is loaded
+   *  again (from its URL) before it is next needed; a `loadFiles` model must be given again. */
   onCrash?: (error: EngineCrashed) => void;
 }
 

@@ -26,7 +26,8 @@ export { readParameters } from "./png.js";
  * `worker` (true: run in a Web Worker, so the page never freezes; false: this thread),
  * `backend` ("auto", "webgpu", "cpu": see Generator.create), `onProgress` (load events),
  * `signal` (aborts the load), `onCrash(error)` (worker only: the engine stopped and the next
- * call starts a fresh one, the model loaded again from this browser's storage).
+ * call starts a fresh one, and the model is loaded again from where it came from before it is
+ * next needed; engine.js says how).
  */
 export async function createGenerator({ model, worker = false, backend = "auto", onProgress, signal, onCrash } = {}) {
   let gen;
@@ -37,6 +38,15 @@ export async function createGenerator({ model, worker = false, backend = "auto",
     await initEngine();
     gen = new LocalEngine(await Generator.create({ backend }));
   }
-  if (model !== undefined) await gen.load(model, { onProgress, signal });
+  if (model !== undefined) {
+    try {
+      await gen.load(model, { onProgress, signal });
+    } catch (e) {
+      // No engine left running that the caller cannot reach.
+      await gen.unload();
+      if (gen instanceof LocalEngine) gen.generator.free();
+      throw e;
+    }
+  }
   return gen;
 }

@@ -21,6 +21,7 @@ export const ENGINE_FUNCTIONS = [
   "cachedModels",
   "deleteCachedModel",
   "fetchManifest",
+  "resolveModel",
   "modelInfoFromManifest",
   "adapterInfo",
   "gpuSelfCheck",
@@ -30,8 +31,16 @@ export const ENGINE_FUNCTIONS = [
  *  is stored under one key, whichever thread loads it); `hf:` ids and absolute URLs as they
  *  are. */
 export function absoluteModel(model) {
-  if (typeof model !== "string" || model.startsWith("hf:")) return model;
+  if (typeof model !== "string" || model.trim() === "" || model.startsWith("hf:")) return model;
   return new URL(model, globalThis.document?.baseURI ?? globalThis.location?.href).href;
+}
+
+/** `args` of engine function `name` with a model id among them made absolute (see
+ *  absoluteModel): "fetchManifest", "deleteCachedModel" and "resolveModel" take the ids
+ *  `load` takes. */
+export function modelArgs(name, args) {
+  const takesModel = ["fetchManifest", "deleteCachedModel", "resolveModel"].includes(name);
+  return takesModel ? [absoluteModel(args[0]), ...args.slice(1)] : args;
 }
 
 /** Runs engine function `name` (one of ENGINE_FUNCTIONS) on this thread. */
@@ -67,6 +76,6 @@ export class LocalEngine {
   async inpaint(options) { return withToBlob(await this.generator.inpaint(options)); }
   async countTokens(text) { return this.generator.countTokens(text); }
   async unload() { this.generator.unload(); }
-  call(name, ...args) { return callEngine(name, ...args); }
+  call(name, ...args) { return callEngine(name, ...modelArgs(name, args)); }
 }
 

@@ -4,8 +4,9 @@
 //! A model id is a URL (absolute, or relative to the page), or `hf:user/repo[@revision][/folder]`
 //! for a model uploaded to the Hugging Face Hub, which resolves to the Hub's file URLs
 //! (`https://huggingface.co/{user}/{repo}/resolve/{revision}/{folder}`, as `huggingface_hub`'s
-//! `hf_hub_url` builds them; `revision` defaults to `main`). The Hub serves files with CORS
-//! headers, so any page can load from it.
+//! `hf_hub_url` builds them; `revision` defaults to `main`; a revision with a `/`, such as
+//! `refs/pr/1`, is written encoded, `refs%2Fpr%2F1`, as `hf_hub_url` sends it). The Hub serves
+//! files with CORS headers, so any page can load from it.
 
 use crate::Error;
 
@@ -55,12 +56,18 @@ pub fn resolve(id: &str) -> Result<ModelSource, Error> {
             "user and repository names take letters, digits, '-', '_' and '.'",
         ));
     }
-    if revision.is_empty() || revision.contains(['/', '?', '#', ' ']) {
+    // The first '/' after the repository starts the folder, so a revision's own '/' comes
+    // encoded (%2F), as hf_hub_url sends it.
+    let revision_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '%');
+    if revision.is_empty() || !revision.chars().all(revision_char) {
         return Err(bad(
-            "the revision must be a branch, tag or commit without '/', '?', '#' or spaces",
+            "the revision is a branch, tag or commit of letters, digits, '-', '_', '.' \
+             (a '/' in it written %2F)",
         ));
     }
-    let plain = |p: &str| !p.is_empty() && p != "." && p != ".." && !p.contains(['?', '#']);
+    // No '%' or backslash either: a URL parser would turn %2e%2e into "..", a backslash into '/'.
+    let plain =
+        |p: &str| !p.is_empty() && p != "." && p != ".." && !p.contains(['?', '#', '%', '\\']);
     if !folder.is_empty() && !folder.split('/').all(plain) {
         return Err(bad("the folder must be a plain path inside the repository"));
     }
@@ -144,6 +151,18 @@ mod tests {
             source("hf:user/repo/models/q4/").0,
             "https://huggingface.co/user/repo/resolve/main/models/q4"
         );
+        // A revision with a '/' comes encoded; the first '/' after the repository is a folder.
+        assert_eq!(
+            source("hf:user/repo@refs%2Fpr%2F1/q8"),
+            (
+                "https://huggingface.co/user/repo/resolve/refs%2Fpr%2F1/q8".into(),
+                Some("q8".into())
+            )
+        );
+        assert_eq!(
+            source("hf:user/repo@feature/x").0,
+            "https://huggingface.co/user/repo/resolve/feature/x"
+        );
     }
 
     #[test]
@@ -158,6 +177,9 @@ mod tests {
             "hf:user/repo@",
             "hf:user/repo/../x",
             "hf:user/repo//x",
+            "hf:user/repo@a?b",
+            "hf:user/repo/%2e%2e/%2e%2e/evil",
+            "hf:user/repo/a\\..\\b",
         ] {
             let e = resolve(id).unwrap_err().to_string();
             assert!(

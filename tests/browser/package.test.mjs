@@ -41,6 +41,16 @@ test("npm pack makes sd-webgpu with its modules, types, wasm and licences, and n
   // snippets/: the crate's JS modules that wasm-bindgen binds (crate/js/storage.js), no other.
   const snippets = files.filter((f) => f.startsWith("snippets/"));
   assert.deepEqual(snippets.map((f) => f.split("/").at(-1)), ["storage.js"], `the snippets packed: ${snippets}`);
+  // One list of engine functions and of error codes: the types say what the code does.
+  const dts = readFileSync(join(ROOT, "www", "pkg", "index.d.ts"), "utf8");
+  const union = (name) => [...dts.match(new RegExp(`type ${name} =([^;]*);`))[1].matchAll(/"([^"]+)"/g)].map((m) => m[1]).sort();
+  const local = readFileSync(join(ROOT, "www", "pkg", "local.js"), "utf8");
+  const listed = [...local.match(/ENGINE_FUNCTIONS = \[([^\]]*)\]/)[1].matchAll(/"([^"]+)"/g)].map((m) => m[1]).sort();
+  assert.deepEqual(union("EngineFunction"), listed, "EngineFunction is ENGINE_FUNCTIONS");
+  const rust = readFileSync(join(ROOT, "crate", "src", "web", "mod.rs"), "utf8");
+  const codes = [...rust.matchAll(/Error::\w+(?:\(_\))? => "([a-z-]+)"/g)].map((m) => m[1]);
+  assert.ok(codes.length >= 10, `the Rust error codes were found: ${codes}`);
+  assert.deepEqual(union("ErrorCode"), [...codes, "quota", "crashed"].sort(), "ErrorCode is the engine's codes");
   // Nothing test-only: no hooks in the engine's exports (tests reach the GPU device themselves).
   const types = readFileSync(join(ROOT, "www", "pkg", "sd_webgpu.d.ts"), "utf8");
   assert.doesNotMatch(types, /ForTesting|forTesting/);
@@ -105,11 +115,32 @@ test("the plain-HTML example installs the tarball and generates through createGe
         const worker = await createGenerator({ model: "models/shapes", worker: true });
         const again = await worker.img2img({ prompt: "a blue square", image, steps: 2, seed: 7, strength: 0.6 });
         const stored = (await worker.call("cachedModels")).map((m) => m.url);
+        const resolved = await worker.call("resolveModel", "models/shapes");
+        // An onStep that throws ends the run with its error, as on the page's thread.
+        const thrown = await worker
+          .generate({ prompt: "a red circle", steps: 3, onStep: () => { throw new Error("stop here"); } })
+          .catch((e) => e.message);
+        // unload() while a generation runs: it rejects with an AbortError, nothing hangs.
+        const running = worker.generate({ prompt: "a red circle", steps: 20 });
         await worker.unload();
-        return { text, without, loaded: gen.loaded, after, kind: gen.backend.kind, again: again.width, stored };
+        const unloaded = await running.then(() => "resolved", (e) => `${e.name} ${e.code}`);
+        // An aborted load rejects with code "cancelled", and leaves no engine running.
+        const aborted = await createGenerator({ model: "models/shapes", worker: true, signal: AbortSignal.abort() })
+          .then(() => "resolved", (e) => `${e.name} ${e.code}`);
+        const deleted = await gen.call("deleteCachedModel", "models/shapes");
+        const left = await gen.call("cachedModels");
+        return {
+          text, without, loaded: gen.loaded, after, kind: gen.backend.kind, again: again.width, stored, resolved,
+          thrown, unloaded, aborted, deleted, left: left.length,
+        };
       });
       assert.equal(r.again, 64, "img2img in the worker took the generated image");
       assert.deepEqual(r.stored, [`${origin}/models/shapes`], "one stored model, by its absolute URL");
+      assert.deepEqual(r.resolved, { url: `${origin}/models/shapes`, name: "shapes" });
+      assert.equal(r.thrown, "stop here");
+      assert.equal(r.unloaded, "AbortError cancelled");
+      assert.equal(r.aborted, "AbortError cancelled");
+      assert.deepEqual([r.deleted, r.left], [true, 0], "a relative URL deletes the model stored under its absolute one");
       assert.match(r.text, /^a red circle\nSteps: 2, .*Seed: 7, Size: 64x64/);
       assert.equal(r.without, null, "toBlob() without parameters writes none");
       assert.deepEqual([r.kind, r.loaded, r.after], ["cpu", false, "bad-input"], "unload drops the model");

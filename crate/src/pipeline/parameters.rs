@@ -46,7 +46,10 @@ impl GenerateParams {
             "" => String::new(),
             text => format!("\nNegative prompt: {text}"),
         };
+        // A1111 strips the whole text (an empty prompt leaves no empty first line).
         format!("{}{negative}\n{}", self.prompt, fields.join(", "))
+            .trim()
+            .to_string()
     }
 }
 

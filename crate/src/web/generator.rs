@@ -25,9 +25,9 @@ use js_sys::{Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::get;
 use super::info::{model_info_object, schedulers_array};
 use super::options::{function, image_object, params};
+use super::{abort_error, get};
 use crate::device::{BackendChoice, BackendKind};
 use crate::model::StableDiffusion;
 use crate::pipeline::{Progress, now_ms};
@@ -308,11 +308,12 @@ impl Generator {
         super::load::cache_list_models().await
     }
 
-    /// Deletes a stored model (and the chunks no other stored model uses). Resolves to
-    /// whether it was stored.
+    /// Deletes a stored model (and the chunks no other stored model uses): `url` is an id as
+    /// `load` takes it. Resolves to whether it was stored.
     #[wasm_bindgen(js_name = deleteCachedModel, unchecked_return_type = "boolean")]
     pub async fn delete_cached_model(url: String) -> Result<JsValue, JsValue> {
-        super::load::cache_delete_model(url.trim_end_matches('/')).await
+        let source = hub::resolve(&url)?;
+        super::load::cache_delete_model(&source.url).await
     }
 
     /// Whether a model is loaded.
@@ -522,12 +523,4 @@ fn progress_object(p: &Progress) -> Result<JsValue, JsValue> {
     };
     Reflect::set(&o, &"preview".into(), &preview)?;
     Ok(o.into())
-}
-
-/// The rejection of a cancelled generation: an `Error` named `AbortError`, as `fetch` and
-/// other signal-taking APIs reject, with our `code`.
-fn abort_error() -> JsValue {
-    let e: JsValue = Error::Cancelled.into();
-    let _ = Reflect::set(&e, &"name".into(), &"AbortError".into());
-    e
 }

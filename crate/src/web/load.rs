@@ -13,7 +13,7 @@
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use super::get;
+use super::{abort_error, get};
 use crate::format::stream::StreamingLoader;
 use crate::format::{MANIFEST, Manifest};
 use crate::model::{LoadOptions, StableDiffusion};
@@ -59,11 +59,11 @@ fn join(base: &str, path: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), path)
 }
 
-/// A failed fetch: an abort stays an `AbortError`; an HTTP error or anything else becomes
-/// an `io` error.
+/// A failed fetch: an abort is the engine's `AbortError` (code "cancelled"); an HTTP error
+/// or anything else becomes an `io` error.
 fn network_error(url: &str, e: JsValue) -> JsValue {
     if get(&e, "name").as_string().as_deref() == Some("AbortError") {
-        return e;
+        return abort_error();
     }
     if let Some(status) = get(&e, "status").as_f64() {
         return Error::Io(format!("{url}: the server answered HTTP {status}; check the model URL (a folder with {MANIFEST})")).into();
@@ -110,7 +110,7 @@ async fn file_bytes(
     let bytes = download(&url, signal, on_bytes)
         .await
         .map_err(|e| network_error(&url, e))?;
-    Ok((Uint8Array::new(&bytes).to_vec(), false))
+    Ok((bytes.unchecked_into::<Uint8Array>().to_vec(), false))
 }
 
 /// The text of the manifest of the model at `url` (a folder URL without a trailing slash):

@@ -42,6 +42,14 @@ impl From<Error> for JsValue {
     }
 }
 
+/// The rejection of a cancelled call (a generation, a load): an `Error` named `AbortError`, as
+/// `fetch` and other signal-taking APIs reject, with our `code` "cancelled".
+pub(crate) fn abort_error() -> JsValue {
+    let e: JsValue = Error::Cancelled.into();
+    let _ = Reflect::set(&e, &"name".into(), &"AbortError".into());
+    e
+}
+
 pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }
@@ -111,6 +119,19 @@ pub(crate) fn describe(adapter: &JsValue) -> AdapterDescription {
         text,
         is_fallback: is_fallback(adapter).as_bool(),
     }
+}
+
+/// Where model id `model` is fetched from and stored under, as `load` resolves it (see
+/// `crate::hub`): `{ url, name }` (`name`: the A1111 `Model:` name, or `null`). Throws
+/// `bad-input` for a malformed id.
+#[wasm_bindgen(js_name = resolveModel, unchecked_return_type = "{ url: string; name: string | null }")]
+pub fn resolve_model(model: &str) -> Result<JsValue, JsValue> {
+    let source = crate::hub::resolve(model)?;
+    let out = Object::new();
+    Reflect::set(&out, &"url".into(), &source.url.into())?;
+    let name = source.name.map_or(JsValue::NULL, JsValue::from);
+    Reflect::set(&out, &"name".into(), &name)?;
+    Ok(out.into())
 }
 
 /// The text of a converted model's `manifest.json` (its files, sizes, quantization and
