@@ -50,8 +50,9 @@ struct State {
     load_ms: f64,
     /// Where the current model came from (`load`), to load it again after a lost device.
     model_url: Option<String>,
-    /// The current model's name for the A1111 parameters (`Model: ...`): the last part of
-    /// its URL (`models/shapes` → `shapes`); `None` for a model from `loadFiles`.
+    /// The current model's name for the A1111 parameters (`Model: ...`), from its id
+    /// ([`hub::ModelSource::name`]: `models/shapes` → `shapes`); `None` for a model from
+    /// `loadFiles`.
     model_name: Option<String>,
     busy: bool,
 }

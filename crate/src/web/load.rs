@@ -1,5 +1,5 @@
-//! `Generator.load(modelUrl, { onProgress, signal })`: a converted model (see
-//! [`crate::format`]) fetched file by file and streamed onto the GPU chunk by chunk
+//! `Generator.load(model, { onProgress, signal })`: a converted model (see
+//! [`crate::format`]; its id resolved to a folder URL by [`crate::hub`]) fetched file by file and streamed onto the GPU chunk by chunk
 //! ([`StreamingLoader`]), so the wasm heap holds one chunk at a time.
 //!
 //! Fetching and storage are `crate/js/storage.js`'s (the one owner of the IndexedDB schema);
