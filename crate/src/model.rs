@@ -22,7 +22,7 @@
 //! worked out from its configs in [`crate::model_info`] ([`StableDiffusion::info`]).
 //!
 //! Generating with it ([`StableDiffusion::generate`]) is in `pipeline/denoise.rs`, as
-//! diffusers' phases, each a method: `encode_text`, `prepare_latents`, `denoise_step`,
+//! diffusers' phases, each a method: `encode_prompt`, `prepare_latents`, `denoise_step`,
 //! `decode_latents`.
 
 use std::sync::Arc;

@@ -259,7 +259,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             args.steps,
             text_flops,
             &mut memory,
-            || model.encode_text(PROMPT, "", 1, cfg),
+            || model.encode_prompt(PROMPT, "", 1, cfg),
         )?)
     } else {
         None

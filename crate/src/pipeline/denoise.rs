@@ -37,7 +37,7 @@ struct Inpainting {
 
 impl StableDiffusion {
     /// The `[b, 77, hidden]` text embeddings of `prompt` on the model's device.
-    fn encode_prompt(&self, prompt: &str, clip_skip: usize) -> Result<Tensor<3>, Error> {
+    fn text_embeddings(&self, prompt: &str, clip_skip: usize) -> Result<Tensor<3>, Error> {
         let ids: Vec<i64> = self
             .tokenizer
             .encode(prompt)?
@@ -49,21 +49,22 @@ impl StableDiffusion {
         self.text_encoder.forward(ids, clip_skip)
     }
 
-    /// The UNet's text context as the pipeline makes it: with classifier-free guidance
-    /// (`cfg`) `[uncond, cond]`, `[2, 77, d]`, the negative prompt encoded at the last layer;
-    /// else the prompt's alone, `[1, 77, d]`. Queued on the device, not waited for.
-    pub fn encode_text(
+    /// The UNet's text context as the pipeline makes it (diffusers' `encode_prompt`): with
+    /// classifier-free guidance (`cfg`) `[uncond, cond]`, `[2, 77, d]`, the negative prompt
+    /// encoded at the last layer; else the prompt's alone, `[1, 77, d]`. Queued on the device,
+    /// not waited for.
+    pub fn encode_prompt(
         &self,
         prompt: &str,
         negative_prompt: &str,
         clip_skip: usize,
         cfg: bool,
     ) -> Result<Tensor<3>, Error> {
-        let cond = self.encode_prompt(prompt, clip_skip)?; // [1, 77, d]
+        let cond = self.text_embeddings(prompt, clip_skip)?; // [1, 77, d]
         if !cfg {
             return Ok(cond);
         }
-        let uncond = self.encode_prompt(negative_prompt, 1)?; // [1, 77, d]
+        let uncond = self.text_embeddings(negative_prompt, 1)?; // [1, 77, d]
         Ok(Tensor::cat(vec![uncond, cond], 0)) // [2, 77, d]
     }
 
@@ -119,7 +120,7 @@ impl StableDiffusion {
         let cfg = self.uses_cfg(g);
 
         // 2. The prompt.
-        let context = self.encode_text(
+        let context = self.encode_prompt(
             &params.prompt,
             &params.negative_prompt,
             params.clip_skip,
