@@ -160,21 +160,15 @@ fn stream_zero_chunks(mut manifest: Manifest) {
 
 /// A small valid manifest: every dtype, a tensor in parts, two chunks and a file.
 pub fn seed_manifest() -> Manifest {
-    let configs = [
-        "model_index.json",
-        "text_encoder/config.json",
-        "unet/config.json",
-        "vae/config.json",
-        "scheduler/scheduler_config.json",
-    ]
-    .into_iter()
-    .map(|p| {
-        (
-            p.to_string(),
-            serde_json::json!({"in_channels": 4, "sizes": [1, 2.5, null], "name": "x"}),
-        )
-    })
-    .collect();
+    let configs = super::manifest::REQUIRED_CONFIGS
+        .into_iter()
+        .map(|p| {
+            (
+                p.to_string(),
+                serde_json::json!({"in_channels": 4, "sizes": [1, 2.5, null], "name": "x"}),
+            )
+        })
+        .collect();
     let tensor = |component: &str,
                   name: &str,
                   shape: Vec<usize>,

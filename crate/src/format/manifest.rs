@@ -29,6 +29,14 @@ pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
 pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
 /// The model families this version loads ([`Manifest::family`]).
 pub const FAMILIES: [&str; 4] = ["sd1", "sd2", "sd1-inpaint", "sd2-inpaint"];
+/// The diffusers configs every manifest carries (`configs`), by their path in the folder.
+pub const REQUIRED_CONFIGS: [&str; 5] = [
+    "model_index.json",
+    "text_encoder/config.json",
+    "unet/config.json",
+    "vae/config.json",
+    "scheduler/scheduler_config.json",
+];
 /// The largest manifest read: SD 1.5's is about 0.5 MB.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// What to do about a manifest that lies.
@@ -349,13 +357,7 @@ impl Manifest {
                 }
             }
         }
-        for path in [
-            "model_index.json",
-            "text_encoder/config.json",
-            "unet/config.json",
-            "vae/config.json",
-            "scheduler/scheduler_config.json",
-        ] {
+        for path in REQUIRED_CONFIGS {
             if !self.configs.contains_key(path) {
                 return bad(format!("config {path} is missing"));
             }
@@ -403,16 +405,10 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Manifest {
-        let configs = [
-            "model_index.json",
-            "text_encoder/config.json",
-            "unet/config.json",
-            "vae/config.json",
-            "scheduler/scheduler_config.json",
-        ]
-        .into_iter()
-        .map(|p| (p.to_string(), serde_json::json!({})))
-        .collect();
+        let configs = REQUIRED_CONFIGS
+            .into_iter()
+            .map(|p| (p.to_string(), serde_json::json!({})))
+            .collect();
         Manifest {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
