@@ -9,7 +9,7 @@
 //! tokens; its `[b, 1, 4096, 4096]` f32 score matrix is 64 MiB per batch item — fine for one
 //! image, over the limit from two on (and softmax keeps more than one such buffer alive). The
 //! attention therefore runs through [`ops::sliced_attention`], which keeps each score slice
-//! within 64 MiB. The full-resolution layers are bigger still (`[1, 256, 512, 512]` is 256
+//! within 64 MiB (on the CPU, our kernel keeps no score matrix: [`kernels::flash_attention`]). The full-resolution layers are bigger still (`[1, 256, 512, 512]` is 256
 //! MiB): the encoder's down blocks and the decoder's up blocks run on horizontal strips
 //! ([`Strips`]) of at most [`STRIP_BYTES`] each, which gives the same result.
 
@@ -18,6 +18,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::kernels;
 use crate::nn::{Conv2d, GroupNorm, Linear};
 use crate::ops;
 use crate::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
@@ -289,12 +290,16 @@ impl VaeAttention {
             .forward(x.clone())
             .reshape([b, c, n])
             .swap_dims(1, 2); // [b, n, c]
-        let split = |t: Tensor<3>| t.reshape([b, n, heads, d]).swap_dims(1, 2); // [b, heads, n, d]
-        let q = split(self.to_q.forward(tokens.clone()));
-        let k = split(self.to_k.forward(tokens.clone()));
-        let v = split(self.to_v.forward(tokens));
-        let attended = ops::sliced_attention(q, k, v); // [b, heads, n, d]
-        let merged = attended.swap_dims(1, 2).reshape([b, n, c]); // [b, n, c]
+        let q = self.to_q.forward(tokens.clone()); // [b, n, c]
+        let k = self.to_k.forward(tokens.clone());
+        let v = self.to_v.forward(tokens);
+        let merged = if kernels::flash_attention_supported(&q, &k, heads) {
+            kernels::flash_attention(q, k, v, heads) // [b, n, c]
+        } else {
+            let split = |t: Tensor<3>| t.reshape([b, n, heads, d]).swap_dims(1, 2); // [b, heads, n, d]
+            let attended = ops::sliced_attention(split(q), split(k), split(v)); // [b, heads, n, d]
+            attended.swap_dims(1, 2).reshape([b, n, c]) // [b, n, c]
+        };
         let out = self
             .to_out
             .forward(merged)

@@ -7,11 +7,12 @@
 //!
 //! The functions here are the only entry points and are called the same way on every device:
 //! on a cubecl device (wgpu natively, WebGPU in the browser) with f32 tensors they launch our
-//! kernels; elsewhere (burn's CPU backend) they run the plain burn ops, so CPU results do not
-//! change. Kernels are written in cubecl (compiled to WGSL / SPIR-V by burn's runtime).
+//! kernels, written in cubecl (compiled to WGSL / SPIR-V by burn's runtime); on burn's CPU
+//! backend attention runs our CPU kernel ([`cpu`]), and the rest the plain burn ops.
 
 mod attention;
 mod conv;
+mod cpu;
 mod norm;
 
 use burn::backend::{Cube, DispatchDevice};
@@ -357,21 +358,28 @@ pub fn attention_probs(q: Tensor<4>, k: Tensor<4>, bias: Option<Tensor<4>>) -> T
     Tensor::from_primitive::<Cube>(out)
 }
 
-/// The largest head size [`flash_attention`] takes: its unit keeps the query and the output
-/// row in registers (2·d values).
+/// The largest head size [`flash_attention`] takes on a GPU: its unit keeps the query and
+/// the output row in registers (2·d values). The CPU kernel takes any.
 pub const FLASH_MAX_HEAD_DIM: usize = 128;
 
-/// Whether [`flash_attention`] runs for these tensors (a cubecl device, f32, head size at most
-/// [`FLASH_MAX_HEAD_DIM`]); callers use the sliced attention otherwise.
+/// Whether [`flash_attention`] runs for these tensors (f32 on a cubecl device with a head
+/// size at most [`FLASH_MAX_HEAD_DIM`], or f32 on burn's CPU backend); callers use the sliced
+/// attention otherwise.
 pub fn flash_attention_supported(q: &Tensor<3>, k: &Tensor<3>, heads: usize) -> bool {
     let d = q.dims()[2] / heads;
-    on_cube(q) && on_cube(k) && d <= FLASH_MAX_HEAD_DIM && q.dims()[2] % heads == 0
+    let whole_heads = q.dims()[2] % heads == 0;
+    let gpu = on_cube(q) && on_cube(k) && d <= FLASH_MAX_HEAD_DIM;
+    whole_heads && (gpu || (cpu::on_flex(q) && cpu::on_flex(k)))
 }
 
 /// Multi-head attention `softmax(q kᵀ / √d) v` per head, in one dispatch and without a score
 /// matrix: `q [b, n, heads·d]`, `k, v [b, m, heads·d]` → `[b, n, heads·d]` (heads split
-/// and merged as diffusers' `Attention` does). Only where [`flash_attention_supported`].
+/// and merged as diffusers' `Attention` does). Only where [`flash_attention_supported`]; on
+/// the CPU [`cpu::attention`].
 pub fn flash_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    if cpu::on_flex(&q) {
+        return cpu::attention(q, k, v, heads);
+    }
     let [b, n, width] = q.dims();
     let m = k.dims()[1];
     let d = width / heads;
