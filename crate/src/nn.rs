@@ -98,6 +98,12 @@ impl Linear {
             };
             return kernels::linear(x, weight, bias, residual);
         }
+        if let Some(w) = &self.weight
+            && kernels::linear_on_cpu(&x)
+        {
+            // Transposed back: `[out, in]`, the stored layout, which the kernel reads in place.
+            return kernels::linear(x, w.val().transpose(), bias, residual);
+        }
         let y = if let Some(w) = &self.weight {
             linear(x, w.val(), bias)
         } else if let [w] = self.quantized.as_slice() {

@@ -141,6 +141,208 @@ pub(crate) fn attention_in_blocks(
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(out, [b, n, width])))
 }
 
+/// `torch.nn.functional.linear`, then `+ residual`: `x [..., in]`, `weight [out, in]`,
+/// `bias [out]`, `residual [..., out]` → `[..., out]`. One gemm reading the weight in place
+/// (burn's path copies the transposed weight), bias and residual added as it writes. Tensors
+/// must be on the CPU backend ([`on_flex`]).
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
+    let mut shape = x.dims();
+    let [d_out, d_in] = weight.dims();
+    let tokens = shape[..D - 1].iter().product::<usize>();
+    shape[D - 1] = d_out;
+    let mut out = start_from(tokens, d_out, 1, bias, residual);
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    // SAFETY: gemm reads tokens×d_in of x and d_out×d_in of weight, and reads and writes
+    // tokens×d_out of out, at the strides given, all inside the slices.
+    unsafe {
+        // out[tokens, d_out] += x[tokens, d_in] · weightᵀ[d_in, d_out]
+        gemm::gemm(
+            tokens,
+            d_out,
+            d_in,
+            out.as_mut_ptr(),
+            1,
+            d_out as isize,
+            true,
+            values(&x).as_ptr(),
+            1,
+            d_in as isize,
+            values(&weight).as_ptr(),
+            d_in as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    from_values(out, shape)
+}
+
+/// Values of im2col's matrix per slice of output rows: 2 Mi f32 (8 MiB).
+const COLUMN_VALUES: usize = 2 << 20;
+
+/// `torch.nn.functional.conv2d` with a square kernel, equal padding, no dilation or groups,
+/// then `+ residual`: `x [b, c_in, h, w]`, `weight [c_out, c_in, k, k]`, `bias [c_out]`,
+/// `residual` the output's shape → `[b, c_out, (h + 2p − k) / s + 1, (w + 2p − k) / s + 1]`.
+/// im2col from NCHW in slices of output rows (at most [`COLUMN_VALUES`]) and one gemm per
+/// slice with the weight as it is stored, written straight into the NCHW output (flex copies
+/// input and weight to NHWC and scatters its result on every call); a 1×1 conv is one gemm
+/// on the input itself. Tensors must be on the CPU backend ([`on_flex`]).
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: usize,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let [c_out, _, k, _] = weight.dims();
+    let (ho, wo) = (
+        (h + 2 * padding - k) / stride + 1,
+        (w + 2 * padding - k) / stride + 1,
+    );
+    let spatial = ho * wo;
+    let depth = c_in * k * k; // im2col's rows: (channel, ky, kx), the weight's own order
+    let mut out = start_from(b, c_out, spatial, Some(bias), residual);
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    let (x, weight) = (values(&x), values(&weight));
+    // One gemm per slice: out[c_out, pixels] += weight[c_out, depth] · columns[depth, pixels].
+    let gemm_into = |out: &mut [f32], columns: &[f32], pixels: usize, column_stride: usize| {
+        // SAFETY: reads c_out×depth of weight and depth×pixels of columns, reads and writes
+        // c_out×pixels of out with rows `spatial` apart, all inside the slices.
+        unsafe {
+            gemm::gemm(
+                c_out,
+                pixels,
+                depth,
+                out.as_mut_ptr(),
+                1,
+                spatial as isize,
+                true,
+                weight.as_ptr(),
+                1,
+                depth as isize,
+                columns.as_ptr(),
+                1,
+                column_stride as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    let pointwise = k == 1 && stride == 1 && padding == 0;
+    let rows = (COLUMN_VALUES / (depth * wo).max(1)).clamp(1, ho);
+    let mut columns = match pointwise {
+        true => Vec::new(),
+        false => vec![0.0f32; depth * rows * wo],
+    };
+    for batch in 0..b {
+        let input = &x[batch * c_in * h * w..][..c_in * h * w];
+        let output = &mut out[batch * c_out * spatial..][..c_out * spatial];
+        if pointwise {
+            gemm_into(output, input, spatial, spatial);
+            continue;
+        }
+        for first in (0..ho).step_by(rows) {
+            let r = rows.min(ho - first);
+            let pixels = r * wo;
+            im2col(
+                input,
+                &mut columns[..depth * pixels],
+                [h, w],
+                [first, r, wo],
+                k,
+                stride,
+                padding,
+            );
+            gemm_into(&mut output[first * wo..], &columns, pixels, pixels);
+        }
+    }
+    from_values(out, vec![b, c_out, ho, wo])
+}
+
+/// im2col for output rows `first..first + rows` of one image: `columns[(c, ky, kx), pixel]`
+/// is the input under kernel tap (ky, kx) of that output pixel, 0 in the padding.
+fn im2col(
+    input: &[f32],
+    columns: &mut [f32],
+    [h, w]: [usize; 2],
+    [first, rows, wo]: [usize; 3],
+    k: usize,
+    stride: usize,
+    padding: usize,
+) {
+    let pixels = rows * wo;
+    for (tap, column) in columns.chunks_exact_mut(pixels).enumerate() {
+        let (c, ky, kx) = (tap / (k * k), tap / k % k, tap % k);
+        let plane = &input[c * h * w..][..h * w];
+        for (yy, line) in column.chunks_exact_mut(wo).enumerate() {
+            // Input row and column of output pixel (y, 0) under this tap, padding included.
+            let y = ((first + yy) * stride + ky) as isize - padding as isize;
+            if y < 0 || y >= h as isize {
+                line.fill(0.0);
+                continue;
+            }
+            let src = &plane[y as usize * w..][..w];
+            for (xx, value) in line.iter_mut().enumerate() {
+                let x = (xx * stride + kx) as isize - padding as isize;
+                *value = match x >= 0 && x < w as isize {
+                    true => src[x as usize],
+                    false => 0.0,
+                };
+            }
+        }
+    }
+}
+
+/// The output buffer of a layer with `channels` outputs of `inner` values for each of
+/// `outer` rows, holding `bias` (per channel) plus `residual`, for a gemm to add into.
+fn start_from<const D: usize>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+) -> Vec<f32> {
+    let mut out = match residual {
+        Some(r) => values(&contiguous(r)).to_vec(),
+        None => vec![0.0f32; outer * channels * inner],
+    };
+    if let Some(bias) = bias {
+        let bias = contiguous(bias);
+        let per_row = values(&bias)
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, inner));
+        for row in out.chunks_exact_mut(channels * inner) {
+            row.iter_mut()
+                .zip(per_row.clone())
+                .for_each(|(o, b)| *o += b);
+        }
+    }
+    out
+}
+
+/// A CPU tensor of `shape` holding `values` (moved, not copied).
+fn from_values<const D: usize>(
+    values: Vec<f32>,
+    shape: impl Into<burn::tensor::Shape>,
+) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
+}
+
 /// `row ← exp(row − max(row))`, returning the sum: softmax's numerator and denominator.
 fn exp_shifted(row: &mut [f32]) -> f32 {
     // Eight lanes, so the reductions vectorise (a single accumulator would be a serial chain).
@@ -204,6 +406,54 @@ mod tests {
         }
         assert!(worst < 3e-7, "relative error {worst}");
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+    }
+
+    /// The largest difference between two CPU tensors.
+    fn worst<const D: usize>(got: Tensor<D>, want: Tensor<D>) -> f32 {
+        assert_eq!(got.dims(), want.dims());
+        let got = got.into_data().to_vec::<f32>().unwrap();
+        let want = want.into_data().to_vec::<f32>().unwrap();
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
+
+    /// Against burn's `linear` (+ the residual): with and without bias and residual, rows of
+    /// tokens in a 3-d and a 2-d input, one token.
+    #[test]
+    fn linear_matches_burn() {
+        use burn::tensor::Distribution;
+        let device = crate::device::cpu();
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (tokens, d_in, d_out, bias, add) in [
+            (154, 96, 40, true, true),
+            (77, 64, 24, false, false),
+            (1, 1280, 56, true, false),
+            (9, 3, 5, false, true),
+        ] {
+            let x = Tensor::<3>::random([2, tokens, d_in], normal, &device);
+            let w = Tensor::<2>::random([d_out, d_in], normal, &device).mul_scalar(0.05);
+            let b = bias.then(|| Tensor::<1>::random([d_out], normal, &device));
+            let r = add.then(|| Tensor::<3>::random([2, tokens, d_out], normal, &device));
+            let want = burn::tensor::module::linear(x.clone(), w.clone().transpose(), b.clone());
+            let want = match r.clone() {
+                Some(r) => want + r,
+                None => want,
+            };
+            let case = format!("{tokens} × {d_in} → {d_out}, bias {bias}, residual {add}");
+            let off = worst(
+                linear(x.clone(), w.clone(), b.clone(), r.clone()),
+                want.clone(),
+            );
+            assert!(off < 1e-4, "{case}: off by {off}");
+            let flat = |t: Tensor<3>| {
+                let last = t.dims()[2];
+                t.reshape([2 * tokens, last])
+            };
+            let off = worst(linear(flat(x), w, b, r.map(flat)), flat(want));
+            assert!(off < 1e-4, "{case}, 2-d: off by {off}");
+        }
     }
 
     /// Blocks of query rows that do not divide the rows, one-row blocks, a single key, head

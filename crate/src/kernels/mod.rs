@@ -8,7 +8,8 @@
 //! The functions here are the only entry points and are called the same way on every device:
 //! on a cubecl device (wgpu natively, WebGPU in the browser) with f32 tensors they launch our
 //! kernels, written in cubecl (compiled to WGSL / SPIR-V by burn's runtime); on burn's CPU
-//! backend attention runs our CPU kernel ([`cpu`]), and the rest the plain burn ops.
+//! backend with f32 tensors convolution, linear layers and attention run our CPU kernels
+//! ([`cpu`]), and the rest the plain burn ops.
 
 mod attention;
 mod conv;
@@ -62,7 +63,7 @@ pub fn conv2d(
 }
 
 /// [`conv2d`], then `+ residual` (same shape as the output): a resnet's skip connection or a
-/// transformer's, added as the conv writes on a GPU.
+/// transformer's, added as the conv writes (on the CPU [`cpu::conv2d`]).
 pub fn conv2d_add(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -71,6 +72,11 @@ pub fn conv2d_add(
     padding: usize,
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
+    let on_cpu = |t: &Tensor<4>| cpu::on_flex(t);
+    if on_cpu(&x) && on_cpu(&weight) && cpu::on_flex(&bias) && residual.as_ref().is_none_or(on_cpu)
+    {
+        return cpu::conv2d(x, weight, bias, stride, padding, residual);
+    }
     let fused = residual.as_ref().is_none_or(on_cube);
     if !(fused && on_cube(&x) && on_cube(&weight) && on_cube(&bias)) {
         let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
@@ -90,17 +96,31 @@ pub fn linear_on_gpu<const D: usize>(x: &Tensor<D>) -> bool {
     on_cube(x) && !crate::device::is_software(&x.device())
 }
 
+/// Whether [`linear`] runs our CPU kernel for `x`: f32 on burn's CPU backend (the weight must
+/// be f32 too; quantized weights keep burn's matmul).
+pub fn linear_on_cpu<const D: usize>(x: &Tensor<D>) -> bool {
+    cpu::on_flex(x)
+}
+
 /// `torch.nn.functional.linear` with the weight in PyTorch's layout, then `+ residual`:
 /// `x [..., in]`, `weight [out, in]` (f32), `bias [out]`, `residual [..., out]` →
-/// `[..., out]`. Our conv kernel on `[tokens, in, 1, 1]`, planned for a GPU: bias and
-/// residual added as it writes, the input channels split across workgroups where tokens are
-/// few (the time embedding's 2 rows). Burn's ops where a tensor is not on a cubecl device.
+/// `[..., out]`. On a GPU our conv kernel on `[tokens, in, 1, 1]`: bias and residual added as
+/// it writes, the input channels split across workgroups where tokens are few (the time
+/// embedding's 2 rows). On the CPU [`cpu::linear`]. Burn's ops elsewhere (a quantized weight
+/// on the CPU, say).
 pub fn linear<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
     residual: Option<Tensor<D>>,
 ) -> Tensor<D> {
+    let on_cpu = cpu::on_flex(&x)
+        && cpu::on_flex(&weight)
+        && bias.as_ref().is_none_or(cpu::on_flex)
+        && residual.as_ref().is_none_or(cpu::on_flex);
+    if on_cpu {
+        return cpu::linear(x, weight, bias, residual);
+    }
     let ours = on_cube(&x)
         && on_cube(&weight)
         && bias.as_ref().is_none_or(on_cube)
@@ -367,7 +387,7 @@ pub const FLASH_MAX_HEAD_DIM: usize = 128;
 /// attention otherwise.
 pub fn flash_attention_supported(q: &Tensor<3>, k: &Tensor<3>, heads: usize) -> bool {
     let d = q.dims()[2] / heads;
-    let whole_heads = q.dims()[2] % heads == 0;
+    let whole_heads = q.dims()[2].is_multiple_of(heads);
     let gpu = on_cube(q) && on_cube(k) && d <= FLASH_MAX_HEAD_DIM;
     whole_heads && (gpu || (cpu::on_flex(q) && cpu::on_flex(k)))
 }
