@@ -343,6 +343,73 @@ fn from_values<const D: usize>(
     Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
+/// `torch.nn.GroupNorm` on `x [b, c, h, w]` with per-channel `weight` and `bias`, then SiLU
+/// when `then_silu`: two passes over each group (its mean, then its variance about the mean,
+/// as the reference's two-pass form), and one that writes `x·scale + shift` per channel with
+/// the SiLU folded in (burn's ops make ten passes). Tensors must be on the CPU backend
+/// ([`on_flex`]).
+pub fn group_norm(
+    x: Tensor<4>,
+    groups: usize,
+    eps: f64,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    then_silu: bool,
+) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+    let (weight, bias) = (values(&weight), values(&bias));
+    let mut out = values(&x).to_vec();
+    let per_group = c / groups * h * w;
+    for (i, group) in out.chunks_exact_mut(per_group).enumerate() {
+        let count = group.len() as f32;
+        let mean = sum(group) / count;
+        let var = sum_sq_about(group, mean) / count;
+        let rstd = 1.0 / (var + eps as f32).sqrt();
+        let first = i % groups * (c / groups);
+        for (j, plane) in group.chunks_exact_mut(h * w).enumerate() {
+            let scale = rstd * weight[first + j];
+            let shift = bias[first + j] - mean * scale;
+            match then_silu {
+                true => plane.iter_mut().for_each(|v| {
+                    let y = *v * scale + shift;
+                    *v = y / (1.0 + exp(-y));
+                }),
+                false => plane.iter_mut().for_each(|v| *v = *v * scale + shift),
+            }
+        }
+    }
+    from_values(out, [b, c, h, w])
+}
+
+/// The sum of `values`, in eight lanes so that it vectorises.
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, x)| *l += x);
+    }
+    chunks.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>()
+}
+
+/// `Σ (v − mean)²` over `values`, in eight lanes.
+fn sum_sq_about(values: &[f32], mean: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        lanes
+            .iter_mut()
+            .zip(c)
+            .for_each(|(l, x)| *l += (x - mean) * (x - mean));
+    }
+    let rest: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|x| (x - mean) * (x - mean))
+        .sum();
+    rest + lanes.iter().sum::<f32>()
+}
+
 /// `row ← exp(row − max(row))`, returning the sum: softmax's numerator and denominator.
 fn exp_shifted(row: &mut [f32]) -> f32 {
     // Eight lanes, so the reductions vectorise (a single accumulator would be a serial chain).
@@ -359,14 +426,7 @@ fn exp_shifted(row: &mut [f32]) -> f32 {
         .chain(&lanes)
         .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
     row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, x) in lanes.iter_mut().zip(c) {
-            *l += x;
-        }
-    }
-    chunks.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>()
+    sum(row)
 }
 
 /// `eˣ` to within 2 ulp for x ≤ 88 (0 below −87.3 is flushed to a tiny normal), branch-free

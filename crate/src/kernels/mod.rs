@@ -247,7 +247,7 @@ fn conv2d_on_cube(
 }
 
 /// `torch.nn.GroupNorm` on `x [b, c, h, w]` with per-channel `weight` and `bias`, followed by
-/// SiLU when `then_silu` (the order every resnet uses). One dispatch on a GPU.
+/// SiLU when `then_silu` (the order every resnet uses). One dispatch on a GPU; on the CPU [`cpu::group_norm`].
 pub fn group_norm(
     x: Tensor<4>,
     groups: usize,
@@ -256,6 +256,9 @@ pub fn group_norm(
     bias: Tensor<1>,
     then_silu: bool,
 ) -> Tensor<4> {
+    if cpu::on_flex(&x) && cpu::on_flex(&weight) && cpu::on_flex(&bias) {
+        return cpu::group_norm(x, groups, eps, weight, bias, then_silu);
+    }
     if !(on_cube(&x) && on_cube(&weight) && on_cube(&bias)) {
         let y = group_norm_reference(x, groups, eps, weight, bias);
         return if then_silu { silu(y) } else { y };
@@ -283,8 +286,8 @@ pub fn group_norm(
     Tensor::from_primitive::<Cube>(out)
 }
 
-/// GroupNorm in burn's ops, as `torch.nn.GroupNorm`: the CPU's path and the definition the
-/// kernel is tested against.
+/// GroupNorm in burn's ops, as `torch.nn.GroupNorm`: the definition the kernels are tested
+/// against.
 fn group_norm_reference(
     x: Tensor<4>,
     groups: usize,
