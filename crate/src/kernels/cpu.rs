@@ -382,6 +382,68 @@ pub fn group_norm(
     from_values(out, [b, c, h, w])
 }
 
+/// `torch.nn.LayerNorm` over the last axis of `x [..., dim]` with `weight`, `bias` `[dim]`:
+/// per row its mean, its variance about the mean, then `(x − mean)·rstd·weight + bias` (burn's
+/// ops make eight passes). Tensors must be on the CPU backend ([`on_flex`]).
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    let shape = x.dims();
+    let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+    let (weight, bias) = (values(&weight), values(&bias));
+    let mut out = values(&x).to_vec();
+    for row in out.chunks_exact_mut(shape[D - 1]) {
+        let count = row.len() as f32;
+        let mean = sum(row) / count;
+        let rstd = 1.0 / (sum_sq_about(row, mean) / count + eps as f32).sqrt();
+        row.iter_mut()
+            .zip(weight.iter().zip(bias))
+            .for_each(|(v, (w, b))| *v = (*v - mean) * rstd * w + b);
+    }
+    from_values(out, shape)
+}
+
+/// diffusers' GEGLU: `x [..., 2·inner]` (value, then gate) → `value · gelu(gate)`
+/// `[..., inner]`, the exact GELU `g/2·(1 + erf(g/√2))` with [`erf`]. One pass (burn's ops
+/// copy both halves first). Tensors must be on the CPU backend ([`on_flex`]).
+pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let mut shape = x.dims();
+    let inner = shape[D - 1] / 2;
+    shape[D - 1] = inner;
+    let x = contiguous(x);
+    let mut out = vec![0.0f32; shape.iter().product()];
+    for (o, row) in out
+        .chunks_exact_mut(inner)
+        .zip(values(&x).chunks_exact(2 * inner))
+    {
+        let (value, gate) = row.split_at(inner);
+        o.iter_mut()
+            .zip(value.iter().zip(gate))
+            .for_each(|(o, (v, g))| {
+                *o = v * 0.5 * g * (1.0 + erf(g * std::f32::consts::FRAC_1_SQRT_2))
+            });
+    }
+    from_values(out, shape)
+}
+
+/// erf(x) to within 10⁻⁶ in f32 (Abramowitz & Stegun 7.1.26: 1.5·10⁻⁷ in exact arithmetic), branch-free so that loops over it
+/// vectorise.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let p = 1.061_405_4;
+    let p = p * t - 1.453_152_1;
+    let p = p * t + 1.421_413_7;
+    let p = p * t - 0.284_496_73;
+    let p = p * t + 0.254_829_6;
+    let y = 1.0 - p * t * exp(-a * a);
+    y.copysign(x)
+}
+
 /// The sum of `values`, in eight lanes so that it vectorises.
 fn sum(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
@@ -466,6 +528,31 @@ mod tests {
         }
         assert!(worst < 3e-7, "relative error {worst}");
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+    }
+
+    /// erf from −6 to 6 in steps of 1/256 against a double-precision series.
+    #[test]
+    fn erf_is_close() {
+        // erf(x) = 2/√π Σ (−1)ⁿ x²ⁿ⁺¹ / (n! (2n+1)), summed until the terms vanish.
+        let series = |x: f64| {
+            let (mut term, mut total, mut n) = (x, 0.0, 0.0);
+            while term.abs() > 1e-17 || n < 10.0 {
+                total += term / (2.0 * n + 1.0);
+                n += 1.0;
+                term *= -x * x / n;
+                if n > 400.0 {
+                    break;
+                }
+            }
+            total * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        for i in -3 * 256..=3 * 256 {
+            let x = i as f64 / 256.0;
+            let off = (erf(x as f32) as f64 - series(x)).abs();
+            assert!(off < 1e-6, "erf({x}) off by {off}");
+        }
+        assert_eq!(erf(10.0), 1.0);
+        assert_eq!(erf(-10.0), -1.0);
     }
 
     /// The largest difference between two CPU tensors.

@@ -314,6 +314,9 @@ pub fn layer_norm<const D: usize>(
     bias: Tensor<1>,
     eps: f64,
 ) -> Tensor<D> {
+    if cpu::on_flex(&x) && cpu::on_flex(&weight) && cpu::on_flex(&bias) {
+        return cpu::layer_norm(x, weight, bias, eps);
+    }
     if !(on_cube(&x) && on_cube(&weight) && on_cube(&bias)) {
         let mean = x.clone().mean_dim(D - 1);
         let centered = x - mean;
@@ -436,6 +439,9 @@ pub fn flash_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -
 pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let mut shape = x.dims();
     let inner = shape[D - 1] / 2;
+    if cpu::on_flex(&x) {
+        return cpu::geglu(x);
+    }
     if !on_cube(&x) {
         let value = x.clone().narrow(D - 1, 0, inner);
         let gate = x.narrow(D - 1, inner, inner);
