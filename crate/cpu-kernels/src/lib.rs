@@ -243,6 +243,16 @@ fn im2col(
     }
 }
 
+/// `out[row, channel, i] += bias[channel]` for every row of `bias.len()` channels of `inner`
+/// values: the bias in the buffer a gemm then adds into.
+pub fn add_bias(out: &mut [f32], bias: &[f32], inner: usize) {
+    for row in out.chunks_exact_mut(bias.len() * inner) {
+        for (plane, b) in row.chunks_exact_mut(inner).zip(bias) {
+            plane.iter_mut().for_each(|o| *o += b);
+        }
+    }
+}
+
 /// `torch.nn.GroupNorm` in place on `x [b, c, spatial]` with per-channel `weight` and `bias`,
 /// then SiLU when `then_silu`: per group its mean, its variance about the mean (the two-pass
 /// form), then `x·scale + shift` per channel with the SiLU folded in.
@@ -361,8 +371,20 @@ fn exp_shifted(row: &mut [f32]) -> f32 {
         .iter()
         .chain(&lanes)
         .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    sum(row)
+    // exp and the sum in one pass, the sum in eight lanes.
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *x = exp(*x - max);
+            *l += *x;
+        }
+    }
+    let rest = chunks.into_remainder().iter_mut().fold(0.0, |total, x| {
+        *x = exp(*x - max);
+        total + *x
+    });
+    rest + lanes.iter().sum::<f32>()
 }
 
 /// `eˣ` to within 2 ulp for x ≤ 88 (0 below −87.3 is flushed to a tiny normal), branch-free

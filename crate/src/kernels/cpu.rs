@@ -51,13 +51,7 @@ fn start_from<const D: usize>(
         None => vec![0.0f32; outer * channels * inner],
     };
     if let Some(bias) = bias {
-        let bias = owned(bias);
-        let per_row = bias.iter().flat_map(|&b| std::iter::repeat_n(b, inner));
-        for row in out.chunks_exact_mut(channels * inner) {
-            row.iter_mut()
-                .zip(per_row.clone())
-                .for_each(|(o, b)| *o += b);
-        }
+        cpu::add_bias(&mut out, values(&contiguous(bias)), inner);
     }
     out
 }
