@@ -192,27 +192,25 @@ impl Converter {
                 bytes.len(),
             )));
         }
+        // Bytes per value: readable floats are 1, 2, 4 or 8.
+        let size = (t.dtype.bits() / 8).max(1);
         if self.received == 0 {
-            let size = (t.dtype.bits() / 8).max(1) as u64;
-            self.values = Vec::with_capacity((t.len / size) as usize);
+            self.values = Vec::with_capacity((t.len / size as u64) as usize);
         }
         self.received += bytes.len() as u64;
         // Values may straddle pieces: the bytes of a partial one wait in `carry`.
         let mut bytes = bytes;
-        let size = (t.dtype.bits() / 8).max(1);
         if !self.carry.is_empty() {
             let take = (size - self.carry.len()).min(bytes.len());
             self.carry.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.carry.len() == size {
-                let value = input::read_values(&self.carry, t, file)?;
-                self.values.extend(value);
+                input::read_values(&self.carry, t, file, &mut self.values)?;
                 self.carry.clear();
             }
         }
         let whole = bytes.len() / size * size;
-        self.values
-            .extend(input::read_values(&bytes[..whole], t, file)?);
+        input::read_values(&bytes[..whole], t, file, &mut self.values)?;
         self.carry.extend_from_slice(&bytes[whole..]);
         if self.received < t.len {
             return Ok(Vec::new());
@@ -220,6 +218,12 @@ impl Converter {
 
         let values = std::mem::take(&mut self.values);
         (self.received, self.next) = (0, self.next + 1);
+        if !self.carry.is_empty() {
+            return Err(Error::BadWeights(format!(
+                "{file}: tensor {}/{}: {} bytes are not a whole number of {}-byte values",
+                t.component, t.name, t.len, size
+            )));
+        }
         input::check_finite(&values, t, file)?;
         let (mut dtype, mut reason) = policy::choose(t.component, &t.name, &t.shape, self.want);
         if let Some((wider, why)) = policy::widen_for_range(dtype, &values) {

@@ -218,10 +218,19 @@ impl Input {
     }
 }
 
-/// Widens a whole number of tensor `t`'s stored values (`raw`, little-endian) to f32;
-/// `file` labels its file in the error for a dtype [`st::to_f32`] does not read.
-pub fn read_values(raw: &[u8], t: &InputTensor, file: &str) -> Result<Vec<f32>, Error> {
-    st::to_f32(t.dtype, raw).ok_or_else(|| st::unreadable(file, &t.name, t.dtype))
+/// Widens a whole number of tensor `t`'s stored values (`raw`, little-endian) to f32,
+/// appending them to `values`; `file` labels its file in the error for a dtype
+/// [`st::to_f32`] does not read.
+pub fn read_values(
+    raw: &[u8],
+    t: &InputTensor,
+    file: &str,
+    values: &mut Vec<f32>,
+) -> Result<(), Error> {
+    if !st::extend_f32(t.dtype, raw, values) {
+        return Err(st::unreadable(file, &t.name, t.dtype));
+    }
+    Ok(())
 }
 
 /// Refuses NaN and infinities in tensor `t`'s values: [`Error::BadWeights`] naming `file` and

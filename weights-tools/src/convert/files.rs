@@ -70,10 +70,11 @@ fn read_json(path: &Path) -> Result<Value, Error> {
         .map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", path.display())))
 }
 
-/// Configs and tokenizer files of a diffusers folder, by path (checked by the crate).
-pub fn folder_files(
-    dir: &Path,
-) -> Result<(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>), Error> {
+/// Configs by path, and tokenizer files by path.
+pub type FolderFiles = (BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>);
+
+/// Configs and tokenizer files of a diffusers folder (checked by the crate).
+pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
     let mut configs = BTreeMap::new();
     for path in REQUIRED_CONFIGS {
         let full = dir.join(path);
