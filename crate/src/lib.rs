@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod compare;
+pub mod convert;
 pub mod device;
 pub mod error;
 pub mod files;

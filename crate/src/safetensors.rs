@@ -278,31 +278,39 @@ fn parse_entry(entry: &Value, data_len: usize) -> Result<TensorInfo, String> {
 /// F64, which rounds to nearest (values beyond f32's range become infinite). Dtypes that are
 /// not [readable floats](Dtype::is_readable_float) give `None`.
 pub fn to_f32(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect(),
+    let mut out = Vec::new();
+    extend_f32(dtype, raw, &mut out).then_some(out)
+}
+
+/// [`to_f32`] appending to `out` (no copy through a temporary vector); `false`, with `out`
+/// unchanged, for a dtype that is not a readable float.
+pub fn extend_f32(dtype: Dtype, raw: &[u8], out: &mut Vec<f32>) -> bool {
+    match dtype {
+        Dtype::F32 => out.extend(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => out.extend(
+            raw.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            raw.chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::F64 => out.extend(
+            raw.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+        ),
         // E5M2 is the top byte of an f16 (same exponent, same infinities and NaNs).
-        Dtype::F8E5M2 => raw
-            .iter()
-            .map(|&b| half::f16::from_bits(u16::from(b) << 8).to_f32())
-            .collect(),
-        Dtype::F8E4M3 => raw.iter().map(|&b| f8_e4m3fn(b)).collect(),
-        _ => return None,
-    })
+        Dtype::F8E5M2 => out.extend(
+            raw.iter()
+                .map(|&b| half::f16::from_bits(u16::from(b) << 8).to_f32()),
+        ),
+        Dtype::F8E4M3 => out.extend(raw.iter().map(|&b| f8_e4m3fn(b))),
+        _ => return false,
+    }
+    true
 }
 
 /// torch's `float8_e4m3fn`: exponent bias 7, no infinities, NaN only at S.1111.111.

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use sd_webgpu::Error;
+use sd_webgpu::convert::{self, spec::parse_tensor_list};
 
 pub struct Spec {
     pub family: &'static str,
@@ -57,6 +58,14 @@ macro_rules! spec {
 
 pub const FAMILIES: [&str; 5] = ["sd15", "sd21", "turbo", "sd15-inpaint", "sd15-quarter"];
 
+/// The built-in spec a single file of `family` ([`convert::ldm::builtin_family`]) converts
+/// with.
+pub fn single_file_spec(family: &str) -> Result<convert::Spec, Error> {
+    spec(family)
+        .ok_or_else(|| Error::BadInput(format!("no built-in spec for {family}")))?
+        .parsed()
+}
+
 pub fn spec(family: &str) -> Option<Spec> {
     Some(match family {
         "sd15" => spec!("sd15", false),
@@ -80,7 +89,8 @@ const SD2_CONFIG: &[u8] =
     include_bytes!("../../tests/fixtures/sd2-tiny/tokenizer/tokenizer_config.json");
 
 impl Spec {
-    pub fn config_values(&self) -> BTreeMap<String, Value> {
+    #[cfg(test)]
+    pub fn config_values(&self) -> BTreeMap<String, serde_json::Value> {
         self.configs
             .iter()
             .map(|(path, text)| {
@@ -93,25 +103,18 @@ impl Spec {
     }
 
     /// `(component, name, shape)` of every tensor, in diffusers' order.
-    pub fn tensor_list(&self) -> Vec<(&'static str, &'static str, Vec<usize>)> {
-        self.tensors
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|line| {
-                let mut it = line.split(' ');
-                let (c, n, s) = (
-                    it.next().unwrap(),
-                    it.next().unwrap(),
-                    it.next().unwrap_or(""),
-                );
-                let shape = s
-                    .split(',')
-                    .filter(|d| !d.is_empty())
-                    .map(|d| d.parse().unwrap())
-                    .collect();
-                (c, n, shape)
-            })
-            .collect()
+    pub fn tensor_list(&self) -> Vec<(String, String, Vec<usize>)> {
+        parse_tensor_list(self.tensors).expect("built-in tensor lists parse")
+    }
+
+    /// The spec as the crate's converter takes it.
+    pub fn parsed(&self) -> Result<convert::Spec, Error> {
+        let configs = self
+            .configs
+            .iter()
+            .map(|(path, text)| (path.to_string(), text.to_string()))
+            .collect();
+        convert::Spec::parse(self.family, &configs, self.tensors, self.tokenizer())
     }
 
     /// The tokenizer files by path (`tokenizer/vocab.json`).
@@ -142,7 +145,9 @@ mod tests {
         for family in FAMILIES {
             let spec = spec(family).unwrap();
             let configs = spec.config_values();
-            crate::convert::input::check_configs(&configs, family).unwrap();
+            convert::input::check_configs(&configs, family).unwrap();
+            let parsed = spec.parsed().unwrap();
+            assert_eq!(parsed.configs, configs);
             let list = spec.tensor_list();
             assert!(list.len() > 1000, "{family}");
             let params: usize = list

@@ -178,8 +178,8 @@ fn write_all(spec: &specs::Spec, dir: &Path, seed: u64) -> Result<(), Error> {
     ] {
         let tensors: Vec<(&str, Vec<usize>)> = list
             .iter()
-            .filter(|(c, _, _)| *c == component)
-            .map(|(_, n, s)| (*n, s.clone()))
+            .filter(|(c, _, _)| c == component)
+            .map(|(_, n, s)| (n.as_str(), s.clone()))
             .collect();
         write_safetensors(
             &dir.join(component).join(file),

@@ -49,7 +49,7 @@ VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
 
 # The published scheduler configs, field for field (a missing field and a field set to a
 # default differ for from_config): tests/fixtures/single_file_configs/ holds them with their
-# sources, and weights-tools/src/convert/ldm.rs checks these against them.
+# sources, and weights-tools/src/convert/tests.rs checks these against them.
 SD15_PNDM = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
              "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
              "steps_offset": 1, "trained_betas": None}

@@ -36,6 +36,6 @@ pub mod stream;
 pub use dtype::{Dtype, decode, decode_rows, encode};
 pub use manifest::{
     ALIGN, COMPONENTS, DEFAULT_CHUNK_BYTES, FAMILIES, FORMAT_NAME, FORMAT_VERSION, FileEntry,
-    MANIFEST, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, Manifest, Part, TensorEntry,
-    hex, read_tensor, sha256_hex,
+    MANIFEST, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_TENSOR_BYTES, Manifest, Part,
+    REQUIRED_CONFIGS, TensorEntry, hex, read_tensor, sha256_hex,
 };

@@ -1,33 +1,26 @@
 //! `sd-weights convert`: a diffusers folder or a single-file checkpoint → the chunked format
 //! of [`sd_webgpu::format`].
 //!
-//! Tensors are streamed: read, encoded and written one at a time, so peak memory is about one
-//! tensor plus buffers, whatever the model size. Everything is written into a temporary
-//! directory beside the output, `manifest.json` last, and renamed into place at the end:
-//! an interrupted or failed convert never leaves a directory that looks like a model.
+//! The conversion itself is [`sd_webgpu::convert`]'s; this is its file-system driver: it reads
+//! headers and then each tensor's bytes as the converter asks (one tensor at a time, so peak
+//! memory is about one tensor plus one chunk, whatever the model size) and writes the chunks
+//! it hands back. Everything is written into a temporary directory beside the output,
+//! `manifest.json` last, and renamed into place at the end: an interrupted or failed convert
+//! never leaves a directory that looks like a model.
 
-pub mod encode;
-pub mod input;
-pub mod ldm;
-pub mod policy;
-pub mod writer;
+pub mod files;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use sd_webgpu::Error;
-use sd_webgpu::format::{
-    COMPONENTS, DEFAULT_CHUNK_BYTES, Dtype, FORMAT_NAME, FORMAT_VERSION, FileEntry, MANIFEST,
-    MAX_CHUNK_BYTES, MAX_TENSOR_BYTES, Manifest, Part, TensorEntry, sha256_hex,
-};
+use sd_webgpu::convert::{Chunk, Converter, Input, Range, input};
+use sd_webgpu::format::{DEFAULT_CHUNK_BYTES, Dtype, MANIFEST, MAX_CHUNK_BYTES, Manifest};
 
 use crate::progress::Progress;
-use encode::encode_parallel as encode;
-use input::{Input, InputTensor};
-use writer::ChunkWriter;
+use files::RangeReader;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 pub enum Quant {
@@ -88,20 +81,21 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
             DEFAULT_CHUNK_BYTES >> 20
         )));
     }
-    input::refuse_pickle(&args.input)?;
-    let input = if args.input.is_dir() {
+    input::refuse_pickle(&files::label(&args.input))?;
+    let (input, paths) = if args.input.is_dir() {
         if args.prediction_type.is_some() || args.config.is_some() {
             return Err(Error::BadInput(
                 "--prediction-type and --config apply to single-file checkpoints; a diffusers folder has its own configs".into(),
             ));
         }
-        input::diffusers_folder(&args.input)?
+        files::diffusers_folder(&args.input)?
     } else if args.input.is_file() {
-        ldm::single_file(
+        let input = files::single_file(
             &args.input,
             args.config.as_deref(),
             args.prediction_type.map(|p| p == Prediction::VPrediction),
-        )?
+        )?;
+        (input, vec![args.input.clone()])
     } else {
         return Err(Error::Io(format!(
             "{} does not exist: give a diffusers model folder or a .safetensors checkpoint",
@@ -137,7 +131,7 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
     for note in &input.notes {
         eprintln!("note: {note}");
     }
-    match write_model(&input, &tmp, args.quant.dtype(), args.chunk_mb << 20) {
+    match write_model(input, paths, &tmp, args.quant.dtype(), args.chunk_mb << 20) {
         Ok(manifest) => {
             std::fs::rename(&tmp, &args.output).map_err(|e| {
                 let _ = std::fs::remove_dir_all(&tmp);
@@ -164,193 +158,70 @@ pub fn run(args: ConvertArgs) -> Result<(), Error> {
     }
 }
 
-/// Writes chunks, tokenizer files and (last) the manifest into `dir`.
+/// The most bytes read at once.
+const PIECE_BYTES: u64 = 16 << 20;
+
+/// Converts `input` (its safetensors files at `paths`, in [`Input::files`]' order) and writes
+/// chunks, tokenizer files and (last) the manifest into `dir`.
 pub fn write_model(
-    input: &Input,
+    input: Input,
+    paths: Vec<PathBuf>,
     dir: &Path,
     want: Dtype,
     chunk_size: u64,
 ) -> Result<Manifest, Error> {
-    let mut order: Vec<&InputTensor> = input.tensors.iter().collect();
-    let rank = |c: &str| {
-        COMPONENTS
-            .iter()
-            .position(|x| *x == c)
-            .unwrap_or(COMPONENTS.len())
-    };
-    order.sort_by_key(|t| (rank(t.component), t.file, t.start));
-
-    let mut writer = ChunkWriter::new(dir, chunk_size);
-    let mut tensors = Vec::with_capacity(order.len());
-    let mut files: Vec<Option<File>> = input.files.iter().map(|_| None).collect();
-    let mut reasons: BTreeMap<(&'static str, Dtype), (usize, u64)> = BTreeMap::new();
-    let total: u64 = order.iter().map(|t| t.len).sum();
-    let mut progress = Progress::new("converting", total);
-    for t in order {
-        let values = input::read_values(&mut files, &input.files, t)?;
-        let (mut dtype, mut reason) = policy::choose(t.component, &t.name, &t.shape, want);
-        if let Some((wider, why)) = policy::widen_for_range(dtype, &values) {
-            (dtype, reason) = (wider, Some(why));
+    let mut converter = Converter::new(input, want, chunk_size)?;
+    let mut reader = RangeReader::new(paths);
+    let mut progress = Progress::new("converting", converter.total_bytes());
+    while let Some(range) = converter.next_range() {
+        // In pieces: memory holds a tensor's values, never also all its stored bytes.
+        let piece = Range {
+            len: range.len.min(PIECE_BYTES),
+            ..range
+        };
+        let bytes = reader.read(piece)?;
+        for chunk in converter.push(&bytes)? {
+            write_chunk(dir, &chunk)?;
         }
-        if let Some(reason) = reason {
-            let entry = reasons.entry((reason, dtype)).or_default();
-            entry.0 += 1;
-            entry.1 += t.shape.iter().product::<usize>() as u64;
-        }
-        tensors.push(store(&mut writer, t, dtype, &values, MAX_TENSOR_BYTES)?);
-        progress.advance(t.len);
+        progress.advance(piece.len);
     }
     progress.finish();
-    let chunks = writer.finish()?;
-    for ((reason, dtype), (count, values)) in &reasons {
-        eprintln!(
-            "{count} tensors ({:.2} M values) at {} instead of {}: {reason}",
-            *values as f64 / 1e6,
-            dtype.name(),
-            want.name()
-        );
+    let done = converter.finish()?;
+    for chunk in &done.chunks {
+        write_chunk(dir, chunk)?;
     }
-
-    let mut file_entries = Vec::new();
-    for (path, bytes) in &input.tokenizer {
+    for kept in &done.kept {
+        eprintln!("{kept}");
+    }
+    for (path, bytes) in &done.files {
         let full = dir.join(path);
-        std::fs::create_dir_all(full.parent().unwrap())
-            .map_err(|e| Error::Io(format!("cannot create {}: {e}", full.display())))?;
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Io(format!("cannot create {}: {e}", full.display())))?;
+        }
         std::fs::write(&full, bytes)
             .map_err(|e| Error::Io(format!("cannot write {}: {e}", full.display())))?;
-        file_entries.push(FileEntry {
-            path: path.clone(),
-            size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-        });
     }
-    let manifest = Manifest {
-        format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
-        family: input.family.clone(),
-        quantization: want,
-        chunk_size,
-        configs: input.configs.clone(),
-        files: file_entries,
-        chunks,
-        tensors,
-    };
-    manifest.validate()?;
     // Written beside and renamed: a run killed mid-write leaves no half manifest.
     let path = dir.join(MANIFEST);
     let partial = dir.join(format!("{MANIFEST}.partial"));
     let mut file = File::create(&partial)
         .map_err(|e| Error::Io(format!("cannot write {}: {e}", partial.display())))?;
-    file.write_all(manifest.to_json().as_bytes())
+    file.write_all(done.manifest.to_json().as_bytes())
         .and_then(|_| file.sync_all())
         .and_then(|_| std::fs::rename(&partial, &path))
         .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
-    Ok(manifest)
+    Ok(done.manifest)
 }
 
-/// Encodes one tensor (split along its first dimension when bigger than `max` bytes, which is
-/// [`MAX_TENSOR_BYTES`] but for tests) and writes it.
-fn store(
-    writer: &mut ChunkWriter,
-    t: &InputTensor,
-    dtype: Dtype,
-    values: &[f32],
-    max: u64,
-) -> Result<TensorEntry, Error> {
-    let rows = t.shape.first().copied().unwrap_or(1).max(1);
-    let inner = values.len() / rows;
-    let mut entry = TensorEntry {
-        component: t.component.to_string(),
-        name: t.name.clone(),
-        shape: t.shape.clone(),
-        dtype,
-        chunk: None,
-        offset: None,
-        length: None,
-        parts: None,
-    };
-    if dtype.stored_len(values.len()) as u64 <= max {
-        let bytes = encode(dtype, values)?;
-        let (chunk, offset) = writer.add(&bytes)?;
-        (entry.chunk, entry.offset, entry.length) =
-            (Some(chunk), Some(offset), Some(bytes.len() as u64));
-        return Ok(entry);
-    }
-    let mut per_part = rows;
-    while per_part > 1 && dtype.stored_len(per_part * inner) as u64 > max {
-        per_part = per_part.div_ceil(2);
-    }
-    if dtype.stored_len(per_part * inner) as u64 > max {
-        return Err(Error::BadWeights(format!(
-            "tensor {}/{}: one row of {inner} values is over the {max}-byte limit",
-            t.component, t.name
-        )));
-    }
-    let mut parts = Vec::new();
-    for start in (0..rows).step_by(per_part) {
-        let n = per_part.min(rows - start);
-        let bytes = encode(dtype, &values[start * inner..(start + n) * inner])?;
-        let (chunk, offset) = writer.add(&bytes)?;
-        parts.push(Part {
-            rows: n,
-            chunk,
-            offset,
-            length: bytes.len() as u64,
-        });
-    }
-    entry.parts = Some(parts);
-    Ok(entry)
+/// Writes one finished chunk, synced to disk before the manifest can name it.
+fn write_chunk(dir: &Path, chunk: &Chunk) -> Result<(), Error> {
+    let path = dir.join(&chunk.path);
+    let io = |e: std::io::Error| Error::Io(format!("cannot write {}: {e}", path.display()));
+    let mut file = File::create(&path).map_err(io)?;
+    file.write_all(&chunk.bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sd_webgpu::format::decode;
-
-    /// A tensor over the size limit is split along its first dimension; parts decode back.
-    #[test]
-    fn big_tensors_are_split() {
-        let dir = std::env::temp_dir().join(format!("sd-weights-split-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let values: Vec<f32> = (0..10 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
-        let t = InputTensor {
-            component: "unet",
-            name: "w".into(),
-            shape: vec![10, 64],
-            dtype: sd_webgpu::safetensors::Dtype::F32,
-            file: 0,
-            start: 0,
-            len: 0,
-        };
-        let mut writer = ChunkWriter::new(&dir, 1 << 20);
-        // 3 rows of q8 = 192 values = 204 bytes fit in 250; 4 rows do not.
-        let entry = store(&mut writer, &t, Dtype::Q8, &values, 250).unwrap();
-        let chunks = writer.finish().unwrap();
-        let parts = entry.parts.clone().unwrap();
-        assert_eq!(
-            parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
-            vec![3, 3, 3, 1]
-        );
-        let data = std::fs::read(dir.join(&chunks[0].path)).unwrap();
-        let mut back = Vec::new();
-        for p in &parts {
-            assert_eq!(p.offset % 16, 0);
-            back.extend(
-                decode(
-                    Dtype::Q8,
-                    &data[p.offset as usize..(p.offset + p.length) as usize],
-                    p.rows * 64,
-                )
-                .unwrap(),
-            );
-        }
-        assert!(sd_webgpu::format::quant::relative_rms_error(&values, &back) < 0.01);
-        let mut writer = ChunkWriter::new(&dir, 1 << 20);
-        assert!(
-            store(&mut writer, &t, Dtype::F32, &values, 100).is_err(),
-            "a row over the limit"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -1,11 +1,20 @@
 //! Encoding on every core: quantizing (q4's scale search especially) is the slow part of a
-//! convert, and blocks are independent.
+//! convert, and blocks are independent. WebAssembly has no threads: there [`encode_parallel`]
+//! is the plain [`encode`]. The bytes are the same either way.
 
-use sd_webgpu::Error;
-use sd_webgpu::format::quant::BLOCK;
-use sd_webgpu::format::{Dtype, encode};
+use crate::Error;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::format::quant::BLOCK;
+use crate::format::{Dtype, encode};
+
+/// [`encode`] on one thread (WebAssembly).
+#[cfg(target_arch = "wasm32")]
+pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
+    encode(dtype, values)
+}
 
 /// [`encode`], split across threads for big quantized tensors; the bytes are identical.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -46,7 +55,7 @@ pub fn encode_parallel(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, Error> {
     Ok(codes)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

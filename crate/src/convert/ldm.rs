@@ -20,14 +20,13 @@
 //! model (tests/fixtures/single_file_configs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
-use sd_webgpu::Error;
-use sd_webgpu::safetensors::{Header, TensorInfo};
 use serde_json::Value;
 
 use super::input::{self, Input};
-use crate::specs;
+use super::spec::Spec;
+use crate::Error;
+use crate::safetensors::{Header, TensorInfo};
 
 const UNET: &str = "model.diffusion_model.";
 const VAE: &str = "first_stage_model.";
@@ -314,31 +313,33 @@ pub fn map(
     Ok((mapped, dropped))
 }
 
-/// A single-file checkpoint as a convert [`Input`].
-pub fn single_file(
-    path: &Path,
-    config: Option<&Path>,
-    v_prediction: Option<bool>,
-) -> Result<Input, Error> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    if ext.as_deref() != Some("safetensors") {
-        return Err(Error::BadInput(format!(
-            "{}: expected a diffusers folder or a .safetensors checkpoint",
-            path.display()
-        )));
-    }
-    let header = input::read_header(path)?;
-    let bad = |why: String| Error::BadWeights(format!("{}: {why}", path.display()));
+/// The configs a single file converts with.
+pub enum Configs {
+    /// The built-in ones: the [`Spec`] of the family [`builtin_family`] names.
+    Builtin(Spec),
+    /// A diffusers folder's configs and tokenizer files by path (`--config`), checked by
+    /// [`input::check_folder_files`]; the string names the folder.
+    Folder(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>, String),
+}
+
+/// What a single file's header says it is: SD 2 (OpenCLIP text encoder), inpainting (9 UNet
+/// input channels), its cross-attention width and input channels.
+struct Kind {
+    sd2: bool,
+    inpaint: bool,
+    context: usize,
+    in_channels: usize,
+}
+
+fn kind(name: &str, header: &Header) -> Result<Kind, Error> {
+    let bad = |why: &str| Error::BadWeights(format!("{name}: {why}"));
     if header
         .tensors
         .keys()
         .any(|k| k.starts_with("conditioner.embedders"))
     {
         return Err(bad(
-            "this is an SDXL checkpoint; only SD 1.x and 2.x are supported".into(),
+            "this is an SDXL checkpoint; only SD 1.x and 2.x are supported",
         ));
     }
     let unet_tensor = |n: &str| header.tensors.get(&format!("{UNET}{n}"));
@@ -348,27 +349,82 @@ pub fn single_file(
     ) else {
         return Err(bad(
             "not a Stable Diffusion 1.x / 2.x single-file checkpoint (no model.diffusion_model.input_blocks tensors); \
-             give a diffusers folder instead"
-                .into(),
+             give a diffusers folder instead",
         ));
     };
-    let context = to_k.shape.get(1).copied().unwrap_or(0);
     let in_channels = conv_in.shape.get(1).copied().unwrap_or(0);
-    let sd2 = header.tensors.keys().any(|k| k.starts_with(OPEN_CLIP));
-    let inpaint = in_channels == 9;
+    Ok(Kind {
+        sd2: header.tensors.keys().any(|k| k.starts_with(OPEN_CLIP)),
+        inpaint: in_channels == 9,
+        context: to_k.shape.get(1).copied().unwrap_or(0),
+        in_channels,
+    })
+}
+
+/// One config to edit. The five are there (checked by `check_folder_files` or
+/// [`Spec::parse`]): this only keeps a missing one from being a panic.
+fn config<'a>(
+    configs: &'a mut BTreeMap<String, Value>,
+    path: &str,
+) -> Result<&'a mut Value, Error> {
+    configs
+        .get_mut(path)
+        .ok_or_else(|| Error::BadConfig(format!("{path} is missing")))
+}
+
+/// The built-in spec a single-file checkpoint (its parsed header; `name` labels the file)
+/// converts with: `sd15`, `sd15-inpaint` or `sd21`
+/// ([`SINGLE_FILE_FAMILIES`](super::spec::SINGLE_FILE_FAMILIES)). The caller
+/// gets that [`Spec`] and passes it to [`single_file`]. [`Error::BadWeights`] for an SDXL
+/// checkpoint or one that is not SD 1.x / 2.x.
+pub fn builtin_family(name: &str, header: &Header) -> Result<&'static str, Error> {
+    let kind = kind(name, header)?;
+    Ok(match (kind.sd2, kind.inpaint) {
+        (false, false) => "sd15",
+        (false, true) => "sd15-inpaint",
+        (true, _) => "sd21",
+    })
+}
+
+/// A single-file checkpoint as a convert [`Input`], from its parsed header (`name` labels the
+/// file in messages), the configs to convert it with, and the prediction type
+/// (`Some(true)`: v_prediction; `None`: v_prediction for SD 2.x text to image, else epsilon).
+///
+/// Errors ([`Error::BadWeights`] naming the file): SDXL or not SD 1.x / 2.x, tensors the
+/// architecture does not have or of another shape, a component missing; a built-in spec of
+/// another family than [`builtin_family`]'s is [`Error::BadInput`].
+pub fn single_file(
+    name: &str,
+    header: &Header,
+    configs: Configs,
+    v_prediction: Option<bool>,
+) -> Result<Input, Error> {
+    let bad = |why: String| Error::BadWeights(format!("{name}: {why}"));
+    let Kind {
+        sd2,
+        inpaint,
+        context,
+        in_channels,
+    } = kind(name, header)?;
+    let unet_tensor = |n: &str| header.tensors.get(&format!("{UNET}{n}"));
     let mut notes = Vec::new();
 
-    let (mut configs, tokenizer) = match config {
-        Some(dir) => input::folder_files(dir)?,
-        None => {
-            let family = match (sd2, inpaint) {
-                (false, false) => "sd15",
-                (false, true) => "sd15-inpaint",
-                (true, _) => "sd21",
-            };
-            let spec = specs::spec(family).unwrap();
-            let mut configs = spec.config_values();
-            let unet = configs.get_mut("unet/config.json").unwrap();
+    let builtin = matches!(configs, Configs::Builtin(_));
+    let (mut configs, tokenizer, spec) = match configs {
+        Configs::Folder(configs, tokenizer, what) => {
+            input::check_folder_files(&configs, &tokenizer, &what)?;
+            (configs, tokenizer, None)
+        }
+        Configs::Builtin(mut spec) => {
+            let family = builtin_family(name, header)?;
+            if spec.family != family {
+                return Err(Error::BadInput(format!(
+                    "{name}: is an {family} checkpoint, but the built-in {} spec was given",
+                    spec.family
+                )));
+            }
+            let mut configs = std::mem::take(&mut spec.configs);
+            let unet = config(&mut configs, "unet/config.json")?;
             unet["in_channels"] = in_channels.into();
             unet["cross_attention_dim"] = context.into();
             let linear =
@@ -378,13 +434,14 @@ pub fn single_file(
                 "using the built-in {} configs (cross-attention width {context}, {in_channels} input channels)",
                 if sd2 { "SD 2.1" } else { "SD 1.5" }
             ));
-            (configs, spec.tokenizer())
+            let tokenizer = std::mem::take(&mut spec.tokenizer);
+            (configs, tokenizer, Some(spec))
         }
     };
     let v_pred = v_prediction.unwrap_or(sd2 && !inpaint);
-    if v_prediction.is_some() || config.is_none() {
+    if v_prediction.is_some() || builtin {
         let prediction = if v_pred { "v_prediction" } else { "epsilon" };
-        let scheduler = configs.get_mut("scheduler/scheduler_config.json").unwrap();
+        let scheduler = config(&mut configs, "scheduler/scheduler_config.json")?;
         // Written only where it changes the config (absent is epsilon for every scheduler),
         // so the built-in configs stay field for field those diffusers loads.
         if scheduler["prediction_type"].as_str().unwrap_or("epsilon") != prediction {
@@ -396,28 +453,28 @@ pub fn single_file(
                  set --prediction-type if images come out wrong"
             ));
         }
-        if config.is_none() && sd2 && !v_pred {
+        if builtin && sd2 && !v_pred {
             // The 512-pixel SD 2 base models.
-            configs.get_mut("unet/config.json").unwrap()["sample_size"] = 64.into();
-            configs.get_mut("vae/config.json").unwrap()["sample_size"] = 512.into();
+            config(&mut configs, "unet/config.json")?["sample_size"] = 64.into();
+            config(&mut configs, "vae/config.json")?["sample_size"] = 512.into();
             if !inpaint {
                 // stabilityai/stable-diffusion-2-1-base's scheduler: 2-1's with PNDM (and
                 // epsilon, set above) instead of DDIM; tests/fixtures/single_file_configs.
                 let pndm = "PNDMScheduler";
-                configs.get_mut("scheduler/scheduler_config.json").unwrap()["_class_name"] =
+                config(&mut configs, "scheduler/scheduler_config.json")?["_class_name"] =
                     pndm.into();
-                configs.get_mut("model_index.json").unwrap()["scheduler"] =
+                config(&mut configs, "model_index.json")?["scheduler"] =
                     serde_json::json!(["diffusers", pndm]);
             }
         }
     }
-    input::check_configs(&configs, &path.display().to_string())?;
+    input::check_configs(&configs, name)?;
     let text_layers = configs["text_encoder/config.json"]["num_hidden_layers"]
         .as_u64()
         .unwrap_or(0) as usize;
     let (mapped, dropped) =
-        map(&header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
-            let hint = if config.is_none() {
+        map(header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
+            let hint = if builtin {
                 ", or one whose architecture differs from the built-in SD 1.5 / 2.1 configs (give a diffusers folder of \
                  the same architecture with --config)"
             } else {
@@ -438,8 +495,8 @@ pub fn single_file(
         notes,
     };
     let by_name: BTreeMap<String, Vec<Mapped>> = mapped.into_iter().collect();
-    input.add_file(path, &header, |name, _| {
-        by_name.get(name).cloned().unwrap_or_default()
+    input.add_file(name, header, |tensor, _| {
+        by_name.get(tensor).cloned().unwrap_or_default()
     })?;
     input.check_unique()?;
     for component in ["text_encoder", "unet", "vae"] {
@@ -449,32 +506,25 @@ pub fn single_file(
             )));
         }
     }
-    if config.is_none() {
-        check_against_spec(&input, sd2, inpaint).map_err(bad)?;
+    if let Some(spec) = spec {
+        check_against_spec(&input, &spec, sd2 && inpaint).map_err(bad)?;
     }
     Ok(input)
 }
 
-/// With the built-in configs, the mapped tensors must be exactly diffusers' list.
-fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), String> {
-    let spec = specs::spec(if sd2 {
-        "sd21"
-    } else if inpaint {
-        "sd15-inpaint"
-    } else {
-        "sd15"
-    })
-    .unwrap();
+/// With the built-in configs, the mapped tensors must be exactly diffusers' list (an SD 2
+/// inpainting checkpoint: SD 2.1's, with 9 UNet input channels).
+fn check_against_spec(input: &Input, spec: &Spec, sd2_inpaint: bool) -> Result<(), String> {
     let mut want: BTreeSet<(String, Vec<usize>)> = spec
-        .tensor_list()
-        .into_iter()
-        .map(|(c, n, s)| (format!("{c}/{n}"), s))
+        .tensors
+        .iter()
+        .map(|(c, n, s)| (format!("{c}/{n}"), s.clone()))
         .collect();
-    if inpaint && sd2 {
+    if sd2_inpaint {
         want = want
             .into_iter()
             .map(|(n, mut s)| {
-                if n == "unet/conv_in.weight" {
+                if n == "unet/conv_in.weight" && s.len() > 1 {
                     s[1] = 9;
                 }
                 (n, s)
@@ -505,229 +555,6 @@ fn check_against_spec(input: &Input, sd2: bool, inpaint: bool) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A sparse safetensors file with the full-size LDM tensor list of a real checkpoint
-    /// (made by tests/fixtures/ldm/make_ldm_fixtures.py and checked there with diffusers'
-    /// converters): no data is read, only names and shapes are mapped.
-    fn sparse_checkpoint(list: &str, path: &Path) {
-        let mut header = serde_json::Map::new();
-        let mut offset = 0usize;
-        for line in list.lines() {
-            let mut it = line.split(' ');
-            let (name, dtype, shape) = (
-                it.next().unwrap(),
-                it.next().unwrap(),
-                it.next().unwrap_or(""),
-            );
-            let shape: Vec<usize> = shape
-                .split(',')
-                .filter(|d| !d.is_empty())
-                .map(|d| d.parse().unwrap())
-                .collect();
-            let bytes = shape.iter().product::<usize>() * if dtype == "I64" { 8 } else { 2 };
-            header.insert(name.into(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
-            offset += bytes;
-        }
-        let json = serde_json::to_string(&header).unwrap();
-        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-        bytes.extend_from_slice(json.as_bytes());
-        let file = std::fs::File::create(path).unwrap();
-        std::io::Write::write_all(&mut &file, &bytes).unwrap();
-        file.set_len((bytes.len() + offset) as u64).unwrap();
-    }
-
-    /// The prediction type a converted model's scheduler config gives (absent: epsilon).
-    fn prediction_type(input: &Input) -> &str {
-        input.configs["scheduler/scheduler_config.json"]["prediction_type"]
-            .as_str()
-            .unwrap_or("epsilon")
-    }
-
-    #[test]
-    fn full_size_checkpoints_map_to_diffusers_names_and_shapes() {
-        let dir = std::env::temp_dir().join(format!("sd-weights-ldm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cases = [
-            (
-                "sd15",
-                include_str!("../../synth/sd15/ldm_tensors.txt"),
-                "sd1",
-                "epsilon",
-            ),
-            (
-                "sd21",
-                include_str!("../../synth/sd21/ldm_tensors.txt"),
-                "sd2",
-                "v_prediction",
-            ),
-            (
-                "sd15-inpaint",
-                include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"),
-                "sd1-inpaint",
-                "epsilon",
-            ),
-        ];
-        for (family, list, want_family, prediction) in cases {
-            let path = dir.join(format!("{family}.safetensors"));
-            sparse_checkpoint(list, &path);
-            // single_file checks the mapped names and shapes against diffusers' list itself.
-            let input = single_file(&path, None, None).unwrap_or_else(|e| panic!("{family}: {e}"));
-            assert_eq!(input.family, want_family);
-            let spec = specs::spec(family).unwrap();
-            assert_eq!(input.tensors.len(), spec.tensor_list().len(), "{family}");
-            assert_eq!(prediction_type(&input), prediction, "{family}");
-            assert_eq!(
-                input.configs["unet/config.json"],
-                spec.config_values()["unet/config.json"],
-                "{family}"
-            );
-            assert!(input.tokenizer.contains_key("tokenizer/vocab.json"));
-            // The q/k/v split of OpenCLIP's in_proj: three consecutive thirds.
-            if family == "sd21" {
-                let q = input
-                    .tensors
-                    .iter()
-                    .find(|t| t.name == "text_model.encoder.layers.0.self_attn.q_proj.weight")
-                    .unwrap();
-                let k = input
-                    .tensors
-                    .iter()
-                    .find(|t| t.name == "text_model.encoder.layers.0.self_attn.k_proj.weight")
-                    .unwrap();
-                assert_eq!(
-                    (q.shape.clone(), k.start - q.start, q.len),
-                    (vec![1024, 1024], 1024 * 1024 * 2, 1024 * 1024 * 2)
-                );
-            }
-            let input = single_file(&path, None, Some(family != "sd21")).unwrap();
-            let want = if family == "sd21" {
-                "epsilon"
-            } else {
-                "v_prediction"
-            };
-            assert_eq!(prediction_type(&input), want);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// A config's fields as diffusers reads them: all but the private `_…` ones (versions,
-    /// `_sd_webgpu_defaults`), except `_class_name`, which picks the model's own scheduler.
-    fn read_fields(config: &Value) -> BTreeMap<String, Value> {
-        let fields = config.as_object().expect("a JSON object");
-        fields
-            .iter()
-            .filter(|(k, _)| !k.starts_with('_') || *k == "_class_name")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Every field where `ours` and `reference` differ, one line each.
-    fn differences(
-        ours: &BTreeMap<String, Value>,
-        reference: &BTreeMap<String, Value>,
-    ) -> Vec<String> {
-        let keys: BTreeSet<&String> = ours.keys().chain(reference.keys()).collect();
-        let show = |v: Option<&Value>| v.map_or("absent".to_string(), Value::to_string);
-        keys.into_iter()
-            .filter(|k| ours.get(*k) != reference.get(*k))
-            .map(|k| {
-                format!(
-                    "{k}: ours {}, diffusers {}",
-                    show(ours.get(k)),
-                    show(reference.get(k))
-                )
-            })
-            .collect()
-    }
-
-    /// Issue 16: the configs a single file converts with are, field for field, those diffusers'
-    /// single-file loader gives it (tests/fixtures/single_file_configs, with their sources):
-    /// SD 1.5's lacked clip_sample false, so DDIM clipped x₀ to [-1, 1] at every step, and
-    /// carried a timestep_spacing the published one does not have. The same for the Turbo
-    /// spec, which `synth` uses.
-    #[test]
-    fn built_in_configs_are_those_diffusers_loads_for_single_files() {
-        let dir =
-            std::env::temp_dir().join(format!("sd-weights-ldm-configs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let reference = |name: &str| -> Value {
-            let text = match name {
-                "sd15" => include_str!("../../../tests/fixtures/single_file_configs/sd15.json"),
-                "sd21-v" => include_str!("../../../tests/fixtures/single_file_configs/sd21-v.json"),
-                "sd21-base" => {
-                    include_str!("../../../tests/fixtures/single_file_configs/sd21-base.json")
-                }
-                "sd15-inpaint" => {
-                    include_str!("../../../tests/fixtures/single_file_configs/sd15-inpaint.json")
-                }
-                "turbo" => include_str!("../../../tests/fixtures/single_file_configs/turbo.json"),
-                _ => unreachable!(),
-            };
-            serde_json::from_str(text).unwrap()
-        };
-        // (LDM tensor list, --prediction-type, reference): an SD 2.x checkpoint is the 768-v
-        // model unless --prediction-type epsilon marks it as a 512-pixel base model.
-        let cases = [
-            (
-                "sd15",
-                include_str!("../../synth/sd15/ldm_tensors.txt"),
-                None,
-                "sd15",
-            ),
-            (
-                "sd15-inpaint",
-                include_str!("../../synth/sd15-inpaint/ldm_tensors.txt"),
-                None,
-                "sd15-inpaint",
-            ),
-            (
-                "sd21",
-                include_str!("../../synth/sd21/ldm_tensors.txt"),
-                None,
-                "sd21-v",
-            ),
-            (
-                "sd21",
-                include_str!("../../synth/sd21/ldm_tensors.txt"),
-                Some(false),
-                "sd21-base",
-            ),
-        ];
-        let mut failures = Vec::new();
-        let mut compare = |what: &str, configs: &BTreeMap<String, Value>, reference: &Value| {
-            for path in ["scheduler/scheduler_config.json", "model_index.json"] {
-                let mut ours = read_fields(&configs[path]);
-                let want = read_fields(&reference[path]);
-                if path == "model_index.json" {
-                    // Only the pipeline and the five components we ship.
-                    ours.retain(|k, _| want.contains_key(k));
-                }
-                failures.extend(
-                    differences(&ours, &want)
-                        .into_iter()
-                        .map(|d| format!("{what} {path}: {d}")),
-                );
-            }
-        };
-        for (family, list, v_prediction, name) in cases {
-            let path = dir.join(format!("{family}.safetensors"));
-            sparse_checkpoint(list, &path);
-            let input =
-                single_file(&path, None, v_prediction).unwrap_or_else(|e| panic!("{name}: {e}"));
-            compare(name, &input.configs, &reference(name));
-        }
-        compare(
-            "turbo",
-            &specs::spec("turbo").unwrap().config_values(),
-            &reference("turbo"),
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            failures.is_empty(),
-            "built-in configs differ from diffusers':\n{}",
-            failures.join("\n")
-        );
-    }
 
     #[test]
     fn names() {
@@ -781,7 +608,7 @@ mod tests {
     /// A crafted checkpoint whose fused q/k/v weight is a scalar is an error, not a panic.
     #[test]
     fn lying_shapes_are_errors() {
-        use sd_webgpu::safetensors::Dtype;
+        use crate::safetensors::Dtype;
         let info = TensorInfo {
             dtype: Dtype::F16,
             shape: vec![],

@@ -1,7 +1,7 @@
 //! Which precision each tensor is stored at, and why.
 
-use sd_webgpu::format::Dtype;
-use sd_webgpu::format::quant::BLOCK;
+use crate::format::Dtype;
+use crate::format::quant::BLOCK;
 
 /// Tensors with fewer values stay f16: quantizing them saves almost nothing.
 pub const SMALL: usize = 4096;
