@@ -183,43 +183,6 @@ mod tests {
             .fold(0.0f32, f32::max)
     }
 
-    /// Against burn's `linear` (+ the residual): with and without bias and residual, rows of
-    /// tokens in a 3-d and a 2-d input, one token.
-    #[test]
-    fn linear_matches_burn() {
-        use burn::tensor::Distribution;
-        let device = crate::device::cpu();
-        let normal = Distribution::Normal(0.0, 1.0);
-        for (tokens, d_in, d_out, bias, add) in [
-            (154, 96, 40, true, true),
-            (77, 64, 24, false, false),
-            (1, 1280, 56, true, false),
-            (9, 3, 5, false, true),
-        ] {
-            let x = Tensor::<3>::random([2, tokens, d_in], normal, &device);
-            let w = Tensor::<2>::random([d_out, d_in], normal, &device).mul_scalar(0.05);
-            let b = bias.then(|| Tensor::<1>::random([d_out], normal, &device));
-            let r = add.then(|| Tensor::<3>::random([2, tokens, d_out], normal, &device));
-            let want = burn::tensor::module::linear(x.clone(), w.clone().transpose(), b.clone());
-            let want = match r.clone() {
-                Some(r) => want + r,
-                None => want,
-            };
-            let case = format!("{tokens} × {d_in} → {d_out}, bias {bias}, residual {add}");
-            let off = worst(
-                linear(x.clone(), w.clone(), b.clone(), r.clone()),
-                want.clone(),
-            );
-            assert!(off < 1e-4, "{case}: off by {off}");
-            let flat = |t: Tensor<3>| {
-                let last = t.dims()[2];
-                t.reshape([2 * tokens, last])
-            };
-            let off = worst(linear(flat(x), w, b, r.map(flat)), flat(want));
-            assert!(off < 1e-4, "{case}, 2-d: off by {off}");
-        }
-    }
-
     /// Blocks of query rows that do not divide the rows, one-row blocks, a single key, head
     /// sizes past the GPU kernel's limit (160, the VAE's 512): equal to burn's attention.
     #[test]

@@ -479,9 +479,10 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// [`linear`] (the GPU plan: lavapipe's own would take burn's matmul) against burn's
-    /// `linear` on the CPU: tokens × in → out with and without bias and residual, and the
-    /// time embedding's 2 rows, whose 1280 inputs are split across workgroups.
+    /// [`linear`] on the GPU (the GPU plan: lavapipe's own would take burn's matmul) and on the
+    /// CPU (our CPU kernel) against burn's `linear` on the CPU: tokens × in → out with and
+    /// without bias and residual, and the time embedding's 2 rows, whose 1280 inputs are split
+    /// across workgroups on a GPU.
     #[test]
     fn linear_matches_the_cpu() {
         let gpu = pollster::block_on(crate::device::gpu()).expect("a GPU device (lavapipe)");
@@ -498,17 +499,19 @@ mod tests {
             let residual = Tensor::<3>::random([1, tokens, d_out], normal, &cpu);
             let bias = with_bias.then_some(bias);
             let want = burn::tensor::module::linear(x.clone(), w.clone().transpose(), bias.clone());
-            let on_gpu = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &gpu);
-            let wg = Tensor::<2>::from_data(w.to_data(), &gpu);
-            let bg = bias.map(|b| Tensor::<1>::from_data(b.to_data(), &gpu));
-            let got = linear(on_gpu(&x), wg.clone(), bg.clone(), None);
-            let got_add = linear(on_gpu(&x), wg, bg, Some(on_gpu(&residual)));
-            let case = format!("{tokens} × {d_in} → {d_out}, bias {with_bias}");
-            assert!(worst(got, &want) < 1e-3, "{case}");
-            assert!(
-                worst(got_add, &(want + residual)) < 1e-3,
-                "{case}, residual"
-            );
+            let summed = want.clone() + residual.clone();
+            for device in [&gpu, &cpu] {
+                let to = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), device);
+                let wd = Tensor::<2>::from_data(w.to_data(), device);
+                let bd = bias
+                    .clone()
+                    .map(|b| Tensor::<1>::from_data(b.to_data(), device));
+                let got = linear(to(&x), wd.clone(), bd.clone(), None);
+                let got_add = linear(to(&x), wd, bd, Some(to(&residual)));
+                let case = format!("{device:?}: {tokens} × {d_in} → {d_out}, bias {with_bias}");
+                assert!(worst(got, &want) < 1e-3, "{case}");
+                assert!(worst(got_add, &summed) < 1e-3, "{case}, residual");
+            }
         }
     }
 
