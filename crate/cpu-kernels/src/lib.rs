@@ -17,6 +17,9 @@
 //!
 //! Measured in `docs/benchmarks.md` (issue 19).
 
+#[cfg(target_arch = "wasm32")]
+mod sgemm128;
+
 /// Scores kept per block of query rows: 64 Ki f32 (256 KiB), inside a core's L2.
 const SCORE_BLOCK: usize = 64 * 1024;
 
@@ -36,7 +39,21 @@ unsafe fn gemm(
     (rhs, rhs_col, rhs_row): (*const f32, usize, usize),
     beta: f32,
 ) {
+    // In the browser our own SIMD128 kernel (sgemm128.rs); natively gemm's, which picks AVX.
+    #[cfg(target_arch = "wasm32")]
     // SAFETY: the caller's promise.
+    unsafe {
+        return sgemm128::sgemm(
+            [r, n, k],
+            (out, out_row),
+            accumulate,
+            (lhs, lhs_row),
+            (rhs, rhs_col, rhs_row),
+            beta,
+        );
+    }
+    // SAFETY: the caller's promise.
+    #[allow(unreachable_code)]
     unsafe {
         gemm::gemm(
             r,
