@@ -9,9 +9,10 @@
 //! tokens; its `[b, 1, 4096, 4096]` f32 score matrix is 64 MiB per batch item — fine for one
 //! image, over the limit from two on (and softmax keeps more than one such buffer alive). The
 //! attention therefore runs through [`ops::sliced_attention`], which keeps each score slice
-//! within 64 MiB (on the CPU, our kernel keeps no score matrix: [`kernels::flash_attention`]). The full-resolution layers are bigger still (`[1, 256, 512, 512]` is 256
-//! MiB): the encoder's down blocks and the decoder's up blocks run on horizontal strips
-//! ([`Strips`]) of at most [`STRIP_BYTES`] each, which gives the same result.
+//! within 64 MiB (on the CPU, our kernel keeps no score matrix: [`kernels::flash_attention`]).
+//! The full-resolution layers are bigger still (`[1, 256, 512, 512]` is 256 MiB): the
+//! encoder's down blocks and the decoder's up blocks run on horizontal strips ([`Strips`]) of
+//! at most [`STRIP_BYTES`] each, which gives the same result.
 
 use burn::module::Module;
 use burn::tensor::Tensor;

@@ -26,11 +26,17 @@ const SCORE_BLOCK: usize = 64 * 1024;
 /// Values of im2col's matrix per slice of output rows: 2 Mi f32 (8 MiB).
 const COLUMN_VALUES: usize = 2 << 20;
 
-/// `out[r, n] (+)= beta · lhs[r, k] · rhs[k, n]` on strided f32 matrices, one thread.
+// `gemm(..)`: `out[r, n] (+)= beta · lhs[r, k] · rhs[k, n]` on strided f32 matrices, one
+// thread. In the browser our own SIMD128 kernel; natively the gemm crate's, which picks AVX.
+#[cfg(target_arch = "wasm32")]
+use sgemm128::sgemm as gemm;
+
+/// `out[r, n] = (accumulate ? out : 0) + beta · lhs[r, k] · rhs[k, n]` through the gemm crate
+/// (the contract of `sgemm128::sgemm`, the browser's kernel).
 ///
 /// # Safety
 /// Every element addressed through the pointers and strides must lie inside its buffer.
-#[allow(clippy::too_many_arguments)]
+#[cfg(not(target_arch = "wasm32"))]
 unsafe fn gemm(
     [r, n, k]: [usize; 3],
     (out, out_row): (*mut f32, usize),
@@ -39,21 +45,7 @@ unsafe fn gemm(
     (rhs, rhs_col, rhs_row): (*const f32, usize, usize),
     beta: f32,
 ) {
-    // In the browser our own SIMD128 kernel (sgemm128.rs); natively gemm's, which picks AVX.
-    #[cfg(target_arch = "wasm32")]
     // SAFETY: the caller's promise.
-    unsafe {
-        return sgemm128::sgemm(
-            [r, n, k],
-            (out, out_row),
-            accumulate,
-            (lhs, lhs_row),
-            (rhs, rhs_col, rhs_row),
-            beta,
-        );
-    }
-    // SAFETY: the caller's promise.
-    #[allow(unreachable_code)]
     unsafe {
         gemm::gemm(
             r,
@@ -330,8 +322,8 @@ pub fn geglu(x: &[f32], inner: usize) -> Vec<f32> {
     out
 }
 
-/// erf(x) to within 10⁻⁶ in f32 (Abramowitz & Stegun 7.1.26: 1.5·10⁻⁷ in exact arithmetic), branch-free so that loops over it
-/// vectorise.
+/// erf(x) to within 10⁻⁶ in f32 (Abramowitz & Stegun 7.1.26: 1.5·10⁻⁷ in exact
+/// arithmetic), branch-free so that loops over it vectorise.
 #[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();

@@ -17,7 +17,6 @@ const K_BLOCK: usize = 256;
 ///
 /// # Safety
 /// Every element addressed through the pointers and strides must lie inside its buffer.
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm(
     [r, n, k]: [usize; 3],
     (out, out_row): (*mut f32, usize),

@@ -146,6 +146,22 @@ fn drive(
     chunks
 }
 
+/// Every chunk and the manifest's JSON of a convert driven a whole range at a time.
+fn convert_whole(
+    files: &[(&'static str, &'static str, Vec<u8>)],
+    dtype: Dtype,
+    chunk_size: u64,
+) -> (Vec<Chunk>, String) {
+    let mut converter = Converter::new(input(files), dtype, chunk_size).unwrap();
+    let mut chunks: Vec<Chunk> = drive(files, &mut converter)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    let done = converter.finish().unwrap();
+    chunks.extend(done.chunks);
+    (chunks, done.manifest.to_json())
+}
+
 /// The push API gives, tensor by tensor, the plain sequential encoding of each tensor's
 /// values at the dtype the policy picks, packed at aligned offsets with zeros between; each
 /// chunk is handed out as soon as the next tensor does not fit, with its sha256.
@@ -280,16 +296,7 @@ fn push_api_gives_the_sequential_encoding() {
 #[test]
 fn converting_twice_gives_the_same_bytes() {
     let files = model();
-    let run = || {
-        let mut converter = Converter::new(input(&files), Dtype::Q4, 1 << 20).unwrap();
-        let mut chunks: Vec<Chunk> = drive(&files, &mut converter)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        let done = converter.finish().unwrap();
-        chunks.extend(done.chunks);
-        (chunks, done.manifest.to_json())
-    };
+    let run = || convert_whole(&files, Dtype::Q4, 1 << 20);
     assert_eq!(run(), run());
 }
 
@@ -298,16 +305,7 @@ fn converting_twice_gives_the_same_bytes() {
 #[test]
 fn pushing_in_pieces_gives_the_same_bytes() {
     let files = model();
-    let whole = {
-        let mut converter = Converter::new(input(&files), Dtype::Q8, 32 << 10).unwrap();
-        let mut chunks: Vec<Chunk> = drive(&files, &mut converter)
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        let done = converter.finish().unwrap();
-        chunks.extend(done.chunks);
-        (chunks, done.manifest.to_json())
-    };
+    let whole = convert_whole(&files, Dtype::Q8, 32 << 10);
     for piece in [1, 3, 1000] {
         let mut converter = Converter::new(input(&files), Dtype::Q8, 32 << 10).unwrap();
         let mut chunks = Vec::new();

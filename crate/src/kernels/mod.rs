@@ -72,9 +72,11 @@ pub fn conv2d_add(
     padding: usize,
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
-    let on_cpu = |t: &Tensor<4>| cpu::on_flex(t);
-    if on_cpu(&x) && on_cpu(&weight) && cpu::on_flex(&bias) && residual.as_ref().is_none_or(on_cpu)
-    {
+    let on_cpu = cpu::on_flex(&x)
+        && cpu::on_flex(&weight)
+        && cpu::on_flex(&bias)
+        && residual.as_ref().is_none_or(cpu::on_flex);
+    if on_cpu {
         return cpu::conv2d(x, weight, bias, stride, padding, residual);
     }
     let fused = residual.as_ref().is_none_or(on_cube);
@@ -247,7 +249,8 @@ fn conv2d_on_cube(
 }
 
 /// `torch.nn.GroupNorm` on `x [b, c, h, w]` with per-channel `weight` and `bias`, followed by
-/// SiLU when `then_silu` (the order every resnet uses). One dispatch on a GPU; on the CPU [`cpu::group_norm`].
+/// SiLU when `then_silu` (the order every resnet uses). One dispatch on a GPU; on the CPU
+/// [`cpu::group_norm`].
 pub fn group_norm(
     x: Tensor<4>,
     groups: usize,
@@ -466,7 +469,7 @@ pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Distribution, TensorData};
 
     /// The largest difference between `got` on the GPU and `want` on the CPU.
     fn worst<const D: usize>(got: Tensor<D>, want: &Tensor<D>) -> f32 {
@@ -512,6 +515,45 @@ mod tests {
                 assert!(worst(got, &want) < 1e-3, "{case}");
                 assert!(worst(got_add, &summed) < 1e-3, "{case}, residual");
             }
+        }
+    }
+
+    /// The CPU attention kernel with blocks of query rows that do not divide the rows,
+    /// one-row blocks, a single key, head sizes past the GPU kernel's limit (160, the VAE's
+    /// 512) against burn's attention (`ops::attention`).
+    #[test]
+    fn cpu_attention_matches_burn() {
+        let cpu = crate::device::cpu();
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (b, n, m, heads, d, rows) in [
+            (2, 37, 77, 4, 10, 8),
+            (1, 9, 1, 2, 160, 1),
+            (2, 20, 20, 1, 512, 7),
+            (1, 64, 40, 8, 40, 64),
+        ] {
+            let [q, k, v] = [n, m, m].map(|t| Tensor::<3>::random([b, t, heads * d], normal, &cpu));
+            let split = |x: Tensor<3>, t| x.reshape([b, t, heads, d]).swap_dims(1, 2);
+            let want = crate::ops::attention(
+                split(q.clone(), n),
+                split(k.clone(), m),
+                split(v.clone(), m),
+            )
+            .swap_dims(1, 2)
+            .reshape([b, n, heads * d]);
+            let values = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+            let got = sd_cpu_kernels::attention_in_blocks(
+                &values(q),
+                &values(k),
+                &values(v),
+                [b, n, m, heads],
+                rows,
+            );
+            let got = Tensor::<3>::from_data(TensorData::new(got, [b, n, heads * d]), &cpu);
+            let off = worst(got, &want);
+            assert!(
+                off < 1e-5,
+                "{b}×{n}×{m}, {heads} heads of {d}: off by {off}"
+            );
         }
     }
 
