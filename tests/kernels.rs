@@ -146,7 +146,7 @@ async fn group_norm(device: &Device) -> Result<(), String> {
 }
 
 /// LayerNorm over 320 (a transformer block's width) with an offset mean, and GEGLU on a
-/// `[.., 2·160]` projection, each against burn's ops on the CPU (the path the goldens check).
+/// `[.., 2·160]` projection with and without its bias, each against burn's ops on the CPU (the path the goldens check).
 async fn layer_norm_and_geglu(device: &Device) -> Result<(), String> {
     let cpu = sd_webgpu::device::cpu();
     let (shape, dim) = ([2, 77, 320], 320);
@@ -169,14 +169,20 @@ async fn layer_norm_and_geglu(device: &Device) -> Result<(), String> {
     let want = read_f32(norm(&cpu)).await.map_err(|e| e.to_string())?;
     check_close("layer_norm", &got, &want, TOL)?;
 
+    // GEGLU alone, then with the projection's bias (added by the kernel on a GPU).
     let shape = [2, 61, 320];
     let x = rng.uniform(2 * 61 * 320, 3.0);
-    let got = kernels::geglu(tensor(&x, shape, device));
-    let got = read_f32(got).await.map_err(|e| e.to_string())?;
-    let want = read_f32(kernels::geglu(tensor(&x, shape, &cpu)))
-        .await
-        .map_err(|e| e.to_string())?;
-    check_close("geglu", &got, &want, TOL)
+    let bias = rng.uniform(320, 1.0);
+    for with_bias in [false, true] {
+        let geglu = |d: &Device| {
+            let bias = with_bias.then(|| tensor(&bias, [320], d));
+            kernels::geglu(tensor(&x, shape, d), bias)
+        };
+        let got = read_f32(geglu(device)).await.map_err(|e| e.to_string())?;
+        let want = read_f32(geglu(&cpu)).await.map_err(|e| e.to_string())?;
+        check_close(&format!("geglu, bias {with_bias}"), &got, &want, TOL)?;
+    }
+    Ok(())
 }
 
 async fn attention_case(

@@ -89,42 +89,75 @@ impl Linear {
         residual: Option<Tensor<D>>,
     ) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
-        if kernels::linear_on_gpu(&x) {
-            // Our kernel reads f32 `[out, in]`: quantized blocks are expanded for the call,
-            // as for convs.
-            let weight = match &self.weight {
-                Some(w) => w.val().transpose(),
-                None => expanded(&self.quantized),
-            };
+        if let Some(weight) = self.kernel_weight(&x) {
             return kernels::linear(x, weight, bias, residual);
         }
-        if let Some(w) = &self.weight
-            && kernels::linear_on_cpu(&x)
-        {
-            // Transposed back: `[out, in]`, the stored layout, which the kernel reads in place.
-            return kernels::linear(x, w.val().transpose(), bias, residual);
+        let y = self.matmul(x);
+        match (bias, residual) {
+            (Some(b), Some(r)) => kernels::add_bias_and(y, b, D - 1, r),
+            (Some(b), None) => y + b.unsqueeze(),
+            (None, Some(r)) => y + r,
+            (None, None) => y,
         }
-        let y = if let Some(w) = &self.weight {
-            linear(x, w.val(), bias)
-        } else if let [w] = self.quantized.as_slice() {
-            linear(x, matmul_weight(w), bias)
-        } else {
-            // Row blocks of the weight give column blocks of the output.
-            let parts = self
-                .quantized
-                .iter()
-                .map(|w| linear(x.clone(), matmul_weight(w), None))
-                .collect();
-            let y = Tensor::cat(parts, D - 1);
-            match bias {
-                Some(b) => y + b.unsqueeze(),
-                None => y,
-            }
+    }
+
+    /// `map + forward(x)`, the layer's `[b, out]` output broadcast over `map [b, out, h, w]`
+    /// (a ResNet's time embedding), bias and broadcast add in one pass.
+    pub fn forward_add_to_map(&self, x: Tensor<2>, map: Tensor<4>) -> Tensor<4> {
+        let b = x.dims()[0];
+        let y = match self.kernel_weight(&x) {
+            Some(weight) => kernels::linear(x, weight, None, None),
+            None => self.matmul(x),
         };
-        match residual {
-            Some(r) => y + r,
-            None => y,
+        let y = y.reshape([b, self.d_out, 1, 1]);
+        match self.bias.as_ref().map(Param::val) {
+            Some(bias) => kernels::add_bias_and(map, bias, 1, y),
+            None => map + y,
         }
+    }
+
+    /// diffusers' GEGLU on this layer's output (`[..., in] -> [..., out / 2]`): the bias goes
+    /// to the GEGLU kernel where burn's matmul, which has none, multiplies (one dispatch less).
+    pub fn forward_geglu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(Param::val);
+        match self.kernel_weight(&x) {
+            Some(weight) => kernels::geglu(kernels::linear(x, weight, bias, None), None),
+            None => kernels::geglu(self.matmul(x), bias),
+        }
+    }
+
+    /// The `[out, in]` f32 weight for [`kernels::linear`] where our kernels take `x`: on a
+    /// hardware GPU (quantized blocks expanded for the call, as for convs) and, for f32
+    /// weights, on the CPU; `None` where burn's matmul does.
+    fn kernel_weight<const D: usize>(&self, x: &Tensor<D>) -> Option<Tensor<2>> {
+        if kernels::linear_on_gpu(x) {
+            return Some(match &self.weight {
+                Some(w) => w.val().transpose(),
+                None => expanded(&self.quantized),
+            });
+        }
+        match &self.weight {
+            // Transposed back: `[out, in]`, the stored layout, which the kernel reads in place.
+            Some(w) if kernels::linear_on_cpu(x) => Some(w.val().transpose()),
+            _ => None,
+        }
+    }
+
+    /// `x · weightᵀ` (`[..., in] -> [..., out]`, no bias) on burn's matmul.
+    fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if let Some(w) = &self.weight {
+            return linear(x, w.val(), None);
+        }
+        if let [w] = self.quantized.as_slice() {
+            return linear(x, matmul_weight(w), None);
+        }
+        // Row blocks of the weight give column blocks of the output.
+        let parts = self
+            .quantized
+            .iter()
+            .map(|w| linear(x.clone(), matmul_weight(w), None))
+            .collect();
+        Tensor::cat(parts, D - 1)
     }
 }
 

@@ -74,9 +74,7 @@ impl ResnetBlock2D {
         let h = self.norm1.forward_silu(x.clone()); // [b, c_in, h, w]
         let mut h = self.conv1.forward(h); // [b, c_out, h, w]
         if let (Some(proj), Some(temb_silu)) = (&self.time_emb_proj, temb_silu) {
-            let t = proj.forward(temb_silu); // [b, c_out]
-            let [b, c] = t.dims();
-            h = h + t.reshape([b, c, 1, 1]); // broadcast over h, w
+            h = proj.forward_add_to_map(temb_silu, h); // + [b, c_out] over h, w
         }
         let h = self.norm2.forward_silu(h); // [b, c_out, h, w]
         let shortcut = match &self.conv_shortcut {

@@ -437,21 +437,73 @@ pub fn flash_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -
     Tensor::from_primitive::<Cube>(out)
 }
 
-/// diffusers' GEGLU: `x [..., 2·inner]` (value, then gate) → `value · gelu(gate)`
-/// `[..., inner]`, with the exact GELU. One dispatch on a GPU.
-pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+/// `x + bias + other` in one pass: `bias [c]` along `x`'s dim `channel` (of size c), `other`
+/// of `x`'s shape, or of `x`'s shape with every dim after `channel` of size 1 (one value per
+/// channel, as the time embedding a ResNet adds to its feature map) → `x`'s shape. One
+/// dispatch on a GPU where burn's ops take two: the bias of burn's matmul (which has none)
+/// and the add after it, on software adapters (issue 17's dispatch count).
+pub fn add_bias_and<const D: usize>(
+    x: Tensor<D>,
+    bias: Tensor<1>,
+    channel: usize,
+    other: Tensor<D>,
+) -> Tensor<D> {
+    let shape = x.dims();
+    let inner: usize = shape[channel + 1..].iter().product();
+    let per_channel = other.dims()[channel + 1..].iter().all(|&d| d == 1);
+    if !(on_cube(&x) && on_cube(&bias) && on_cube(&other)) {
+        let mut along = [1; D];
+        along[channel] = shape[channel];
+        let bias = bias.reshape(along);
+        // A per-channel `other` takes the bias first: one pass over `x`, not two.
+        return match per_channel {
+            true => x + (other + bias),
+            false => x + other + bias,
+        };
+    }
+    let (x, bias, other) = (cube(x), cube(bias), cube(other));
+    let out = empty_like(&x, shape.to_vec());
+    let client = x.client.clone();
+    let (count, dim) = elementwise_grid(&client, shape.iter().product());
+    norm::add_bias_and_kernel::launch(
+        &client,
+        count,
+        dim,
+        x.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        other.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        inner,
+        shape[channel],
+        if per_channel { inner } else { 1 },
+    );
+    Tensor::from_primitive::<Cube>(out)
+}
+
+/// diffusers' GEGLU: `x [..., 2·inner]` (value, then gate), plus `bias [2·inner]` when given
+/// (a projection's bias that burn's matmul left out) → `value · gelu(gate)` `[..., inner]`,
+/// with the exact GELU. One dispatch on a GPU, the bias included.
+pub fn geglu<const D: usize>(x: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
     let mut shape = x.dims();
     let inner = shape[D - 1] / 2;
-    if cpu::on_flex(&x) {
-        return cpu::geglu(x);
-    }
-    if !on_cube(&x) {
+    let fused = bias.as_ref().is_none_or(on_cube);
+    if !(on_cube(&x) && fused) {
+        let x = match bias {
+            Some(b) => x + b.unsqueeze(),
+            None => x,
+        };
+        if cpu::on_flex(&x) {
+            return cpu::geglu(x);
+        }
         let value = x.clone().narrow(D - 1, 0, inner);
         let gate = x.narrow(D - 1, inner, inner);
         return value * gelu(gate);
     }
     shape[D - 1] = inner;
     let x = cube(x);
+    let with_bias = bias.is_some();
+    // Without a bias the kernel's bias argument is the input, never read.
+    let bias = bias.map_or_else(|| x.clone(), cube);
     let out = empty_like(&x, shape.to_vec());
     let client = x.client.clone();
     let (count, dim) = elementwise_grid(&client, shape.iter().product());
@@ -460,8 +512,10 @@ pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         count,
         dim,
         x.into_tensor_arg(),
+        bias.into_tensor_arg(),
         out.clone().into_tensor_arg(),
         inner,
+        with_bias,
     );
     Tensor::from_primitive::<Cube>(out)
 }
@@ -515,6 +569,35 @@ mod tests {
                 assert!(worst(got, &want) < 1e-3, "{case}");
                 assert!(worst(got_add, &summed) < 1e-3, "{case}, residual");
             }
+        }
+    }
+
+    /// [`add_bias_and`] on the GPU and the CPU against burn's broadcasting adds: a residual of
+    /// the input's shape (a linear layer's), and one value per channel over a map (a ResNet's
+    /// time embedding), with an odd map size.
+    #[test]
+    fn add_bias_and_matches_burn() {
+        let gpu = pollster::block_on(crate::device::gpu()).expect("a GPU device (lavapipe)");
+        let cpu = crate::device::cpu();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<3>::random([2, 77, 24], normal, &cpu);
+        let bias = Tensor::<1>::random([24], normal, &cpu);
+        let residual = Tensor::<3>::random([2, 77, 24], normal, &cpu);
+        let want = x.clone() + residual.clone() + bias.clone().reshape([1, 1, 24]);
+        let map = Tensor::<4>::random([2, 12, 5, 7], normal, &cpu);
+        let (map_bias, temb) = (
+            Tensor::<1>::random([12], normal, &cpu),
+            Tensor::<4>::random([2, 12, 1, 1], normal, &cpu),
+        );
+        let want_map = map.clone() + temb.clone() + map_bias.clone().reshape([1, 12, 1, 1]);
+        for device in [&gpu, &cpu] {
+            let to3 = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), device);
+            let to4 = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), device);
+            let to1 = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), device);
+            let got = add_bias_and(to3(&x), to1(&bias), 2, to3(&residual));
+            assert!(worst(got, &want) < 1e-6, "{device:?}: residual");
+            let got = add_bias_and(to4(&map), to1(&map_bias), 1, to4(&temb));
+            assert!(worst(got, &want_map) < 1e-6, "{device:?}: per channel");
         }
     }
 

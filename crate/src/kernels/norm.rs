@@ -139,19 +139,50 @@ pub fn softmax_kernel(
     }
 }
 
-/// diffusers' GEGLU after its projection: `input [rows, 2·inner]` (value, then gate) →
+/// diffusers' GEGLU after its projection: `input [rows, 2·inner]` (value, then gate), plus
+/// `bias [2·inner]` when `with_bias` (the projection's, where burn's matmul left it out) →
 /// `output [rows, inner]` = `value · gelu(gate)`, with the exact (erf) GELU. One unit per
 /// output value.
 #[cube(launch)]
-pub fn geglu_kernel(input: &Tensor<f32>, output: &mut Tensor<f32>, inner: usize) {
+pub fn geglu_kernel(
+    input: &Tensor<f32>,
+    bias: &Tensor<f32>,
+    output: &mut Tensor<f32>,
+    inner: usize,
+    #[comptime] with_bias: bool,
+) {
     let i = ABSOLUTE_POS;
     if i >= output.len() {
         terminate!();
     }
     let row = i / inner;
-    let value = input[i + row * inner]; // row · 2·inner + (i - row · inner)
-    let gate = input[i + (row + 1) * inner];
+    let mut value = input[i + row * inner]; // row · 2·inner + (i - row · inner)
+    let mut gate = input[i + (row + 1) * inner];
+    if with_bias {
+        value += bias[i - row * inner];
+        gate += bias[i - row * inner + inner];
+    }
     output[i] = value * gate * 0.5 * (1.0 + Erf::erf(gate * 0.707_106_77));
+}
+
+/// `output[i] = input[i] + bias[(i / inner) % channels] + other[i / other_div]`: a bias along
+/// one dim of `input` plus a tensor of its shape (`other_div` 1) or one value per channel
+/// (`other_div` = `inner`). One unit per value.
+#[cube(launch)]
+pub fn add_bias_and_kernel(
+    input: &Tensor<f32>,
+    bias: &Tensor<f32>,
+    other: &Tensor<f32>,
+    output: &mut Tensor<f32>,
+    inner: usize,
+    channels: usize,
+    other_div: usize,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= output.len() {
+        terminate!();
+    }
+    output[i] = input[i] + bias[(i / inner) % channels] + other[i / other_div];
 }
 
 /// `input [b, c, h, w]` → `output` of the same shape, normalised over each of `groups` groups

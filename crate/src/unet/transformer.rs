@@ -111,9 +111,9 @@ impl FeedForward {
 
     /// `[b, n, dim] -> [b, n, dim]`, `+ residual` when given (added as `net.2` writes).
     pub fn forward(&self, x: Tensor<3>, residual: Option<Tensor<3>>) -> Tensor<3> {
-        let projected = self.proj.forward(x); // [b, n, 2·inner]
-        // chunk(2, dim=-1): the first half is the value, the second the gate.
-        self.out.forward_add(kernels::geglu(projected), residual) // [b, n, inner] -> [b, n, dim]
+        // proj to [b, n, 2·inner], chunk(2, dim=-1): the value, then the gate.
+        let h = self.proj.forward_geglu(x); // [b, n, inner]
+        self.out.forward_add(h, residual) // [b, n, inner] -> [b, n, dim]
     }
 }
 
