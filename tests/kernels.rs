@@ -212,12 +212,17 @@ async fn attention(device: &Device) -> Result<(), String> {
 }
 
 /// Flash attention in the projections' `[b, tokens, heads·d]` layout against the plain
-/// attention on the CPU: SD 1.5's head sizes 40 and 80, query counts that leave the last
-/// workgroup ragged, 77-token cross-attention. On devices without the kernel it checks that
+/// attention on the CPU: SD 1.5's head sizes 40 and 80 and the quarter model's 10, query
+/// counts that leave the last workgroup ragged, 77-token cross-attention, 5 keys. On devices
+/// without the kernel it checks that
 /// `flash_attention_supported` says so.
 async fn flash_attention(device: &Device) -> Result<(), String> {
     let cpu = sd_webgpu::device::cpu();
-    for (seed, [b, n, m, heads, d]) in [(12, [2, 100, 100, 8, 40]), (13, [2, 70, 77, 4, 80])] {
+    for (seed, [b, n, m, heads, d]) in [
+        (12, [2, 100, 100, 8, 40]),
+        (13, [2, 70, 77, 4, 80]),
+        (14, [1, 33, 5, 2, 10]),
+    ] {
         let mut rng = Rng::new(seed);
         let q = rng.uniform(b * n * heads * d, 1.5);
         let k = rng.uniform(b * m * heads * d, 1.5);
