@@ -61,6 +61,22 @@ def run_tests(build: dict, args: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT / build["crate"], env=env).returncode
 
 
+def write_specs(out_dir: Path) -> None:
+    """The built-in configs and tokenizer a single-file checkpoint converts with, into specs/,
+    where importFile fetches them (crate/js/import.js): the repository's own files, as
+    weights-tools/synth/single-file-specs.json names them (sd-weights embeds the same ones),
+    and that list as specs/index.json."""
+    listing = json.loads((ROOT / "weights-tools" / "synth" / "single-file-specs.json").read_text())
+    specs = out_dir / "specs"
+    shutil.rmtree(specs, ignore_errors=True)
+    index = {family: files for family, files in listing.items() if not family.startswith("_")}
+    for files in index.values():
+        for path in files.values():
+            (specs / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / path, specs / path)
+    (specs / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+
+
 def write_npm_package(out_dir: Path) -> None:
     """Adds the package's own files (those of crate/js/package.json's "files" found in
     crate/js: the rest of crate/js is bound by wasm-bindgen and lands in snippets/), the
@@ -72,6 +88,7 @@ def write_npm_package(out_dir: Path) -> None:
             shutil.copy2(js / name, out_dir / name)
     for name in ["LICENSE-MIT", "LICENSE-APACHE"]:
         shutil.copy2(ROOT / name, out_dir / name)
+    write_specs(out_dir)
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]
     crate = tomllib.loads((ROOT / "crate" / "Cargo.toml").read_text())["package"]
     package["version"] = cargo["version"]

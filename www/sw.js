@@ -63,8 +63,11 @@ self.addEventListener("activate", (event) => {
   );
 });
 
-// Weights: IndexedDB keeps them; caching them here too would store every model twice.
+// Weights: IndexedDB keeps them; caching them here too would store every model twice. The
+// package's specs/ (the built-in configs and tokenizer an imported single file converts with,
+// fetched on the first such import) are kept: importing works offline after that.
 function isWeights(url) {
+  if (url.pathname.includes("/pkg/specs/")) return false;
   return /\/chunk-\d+\.bin$/.test(url.pathname) || /\/tokenizer\/[^/]+$/.test(url.pathname);
 }
 

@@ -5,6 +5,7 @@
 import init, { Generator } from "./sd_webgpu.js";
 import * as wasm from "./sd_webgpu.js";
 import { withToBlob } from "./png.js";
+import { importFiles } from "./import.js";
 
 let ready = null;
 
@@ -66,6 +67,10 @@ export class LocalEngine {
   async load(model, options) {
     await this.generator.load(absoluteModel(model), options ?? {});
     return this.modelInfo;
+  }
+  async importFile(files, options) {
+    await initEngine();
+    return importFiles(files, options);
   }
   async loadFiles(files) {
     this.generator.loadFiles(files);

@@ -2,11 +2,13 @@
 //! a GPU self-check, and the [`Generator`] that loads a model and generates images.
 
 mod generator;
+mod import;
 mod info;
 mod load;
 mod options;
 
 pub use generator::Generator;
+pub use import::import_model;
 pub use info::model_info_from_manifest;
 
 use js_sys::{Object, Promise, Reflect};

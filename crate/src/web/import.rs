@@ -1,0 +1,514 @@
+//! `importModel`: a model from the user's own files (a single-file SD 1.x / 2.x `.safetensors`
+//! checkpoint, or a diffusers folder) converted in the browser by [`crate::convert`], the code
+//! `sd-weights convert` runs, and stored in IndexedDB as `local:NAME`, which `load` takes
+//! like a downloaded model.
+//!
+//! `crate/js/import.js` calls it with the files' paths and sizes and a `read` function (a
+//! `Blob.slice` each time: no file is ever read whole, and nothing goes over the network); the
+//! built-in configs a single file needs come from its `spec` function. This is the file
+//! side of `weights-tools/src/convert`, in the browser: read what the converter asks for,
+//! store what it hands back (through `crate/js/storage.js`, as `load` stores), and on any
+//! error or abort delete what was stored, so no half model stays behind.
+
+use std::collections::BTreeMap;
+
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use super::get;
+use super::load::{cache_drop_unlisted, cache_put, cache_put_model, stored_manifest};
+use super::options::{function, text};
+use crate::convert::ldm::{self, Configs};
+use crate::convert::{Converter, Input, Spec, header_len, input};
+use crate::format::{DEFAULT_CHUNK_BYTES, Dtype, MAX_CHUNK_BYTES, REQUIRED_CONFIGS};
+use crate::pipeline::now_ms;
+use crate::safetensors::{self as st, Header};
+use crate::{Error, hub};
+
+/// The options `importModel` takes.
+const OPTIONS: [&str; 7] = [
+    "quantization",
+    "predictionType",
+    "name",
+    "chunkMb",
+    "onProgress",
+    "onNote",
+    "signal",
+];
+
+/// The most bytes read from a file at once: the wasm heap holds one piece besides a tensor.
+const PIECE_BYTES: u64 = 8 << 20;
+
+/// The biggest config or tokenizer file read whole (CLIP's vocab.json is 1 MB).
+const MAX_SMALL_FILE: u64 = 64 << 20;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** Sent to `onProgress` while a model is imported: bytes of the input's tensors read so far and
+ *  in all, the speed so far, and the seconds left at that speed (`null` until known). */
+export interface ImportProgress { bytesRead: number; totalBytes: number; bytesPerSecond: number; secondsLeft: number | null; }
+
+/** Options of an import (`importFile`). `quantization`: the stored precision (default "f16", as
+ *  `sd-weights convert`); `predictionType`: a single file's (default: v_prediction for SD 2.x
+ *  768 checkpoints, else epsilon); `name`: the model's name (its key is "local:" + name, made
+ *  unique); `chunkMb`: chunk size, 1 to 256 MiB (32); `onNote`: things to know (assumptions
+ *  made, tensors skipped); `signal`: aborts, and nothing stays stored. */
+export interface ImportOptions {
+  quantization?: "f32" | "f16" | "q8" | "q4";
+  predictionType?: "epsilon" | "v_prediction";
+  name?: string;
+  chunkMb?: number;
+  onProgress?: (e: ImportProgress) => void;
+  onNote?: (note: string) => void;
+  signal?: AbortSignal;
+}
+
+/** What `importModel` reads: the files (paths inside the folder; a single file's name),
+ *  optionally the files of a diffusers folder whose configs a single file converts with,
+ *  `read(list, index, start, length)` (bytes of one of them) and `spec(family)` (the built-in
+ *  configs of "sd15", "sd15-inpaint" or "sd21", by path). crate/js/import.js makes it. */
+export interface ImportSource {
+  files: { path: string; size: number }[];
+  config: { path: string; size: number }[] | null;
+  read(list: "files" | "config", index: number, start: number, length: number): Promise<Uint8Array>;
+  spec(family: string): Promise<Record<string, Uint8Array>>;
+}
+"#;
+
+/// Converts and stores a model from the user's files (see the module docs and
+/// `ImportSource`, `ImportOptions`); resolves to its key, `local:NAME`, for `load`.
+///
+/// Rejects with the converter's errors (codes `bad-input`, `bad-weights`, `bad-config`,
+/// `tokenizer`, `io`: the messages `sd-weights convert` gives), `quota` when the storage is
+/// full, an `AbortError` when `signal` aborts. Whatever it stored by then is deleted.
+#[wasm_bindgen(js_name = importModel)]
+pub async fn import_model(
+    #[wasm_bindgen(unchecked_param_type = "ImportSource")] source: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "ImportOptions")] options: JsValue,
+) -> Result<String, JsValue> {
+    check_options(&options)?;
+    let source = Source::new(&source)?;
+    let want = match text(&options, "quantization")? {
+        Some(q) => Dtype::parse(&q)?,
+        None => Dtype::F16,
+    };
+    let v_prediction = match text(&options, "predictionType")?.as_deref() {
+        None => None,
+        Some("epsilon") => Some(false),
+        Some("v_prediction") => Some(true),
+        Some(other) => {
+            return Err(Error::BadInput(format!(
+                "predictionType {other:?}: use \"epsilon\" or \"v_prediction\""
+            ))
+            .into());
+        }
+    };
+    let chunk_size = chunk_size(&options)?;
+    let on_note = function(&options, "onNote")?;
+
+    let input = source.input(v_prediction).await?;
+    for note in &input.notes {
+        if let Some(f) = &on_note {
+            f.call1(&JsValue::NULL, &note.as_str().into())?;
+        }
+    }
+    let name = match text(&options, "name")? {
+        Some(n) if !n.trim().is_empty() => n.trim().to_string(),
+        _ => source.default_name(),
+    };
+    let key = unused_key(&name).await?;
+    let mut stored = Vec::new();
+    let result = convert(
+        &source,
+        input,
+        want,
+        chunk_size,
+        &key,
+        &options,
+        &mut stored,
+    )
+    .await;
+    if result.is_err() && !stored.is_empty() {
+        // Nothing half-written stays: the chunks no stored model lists are deleted.
+        let shas: Array = stored.iter().map(|s| JsValue::from(s.as_str())).collect();
+        let _ = cache_drop_unlisted(shas).await;
+    }
+    result?;
+    Ok(key)
+}
+
+fn check_options(options: &JsValue) -> Result<(), Error> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(());
+    }
+    if !options.is_object() {
+        return Err(Error::BadInput("import: pass an options object".into()));
+    }
+    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !OPTIONS.contains(&key.as_str()) {
+            return Err(Error::BadInput(format!(
+                "unknown import option \"{key}\"; the options are: {}, config",
+                OPTIONS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn chunk_size(options: &JsValue) -> Result<u64, Error> {
+    let v = get(options, "chunkMb");
+    if v.is_undefined() || v.is_null() {
+        return Ok(DEFAULT_CHUNK_BYTES);
+    }
+    let max = MAX_CHUNK_BYTES >> 20;
+    match v.as_f64() {
+        Some(mb) if mb.fract() == 0.0 && (1.0..=max as f64).contains(&mb) => Ok((mb as u64) << 20),
+        _ => Err(Error::BadInput(format!(
+            "chunkMb: must be a whole number from 1 to {max} (default {})",
+            DEFAULT_CHUNK_BYTES >> 20
+        ))),
+    }
+}
+
+fn signal_aborted(signal: &JsValue) -> bool {
+    get(signal, "aborted").as_bool().unwrap_or(false)
+}
+
+/// `local:NAME`, or `local:NAME-2`, `-3`, ... when that is stored already.
+async fn unused_key(name: &str) -> Result<String, JsValue> {
+    let mut key = format!("{}{name}", hub::LOCAL);
+    let mut n = 1;
+    while stored_manifest(&key).await?.is_string() {
+        n += 1;
+        key = format!("{}{name}-{n}", hub::LOCAL);
+    }
+    Ok(key)
+}
+
+/// The user's files, as import.js describes them.
+struct Source {
+    files: Vec<(String, u64)>,
+    config: Option<Vec<(String, u64)>>,
+    read: Function,
+    spec: Function,
+}
+
+fn file_list(list: &JsValue, what: &str) -> Result<Vec<(String, u64)>, Error> {
+    let bad = || Error::BadInput(format!("import: {what} must be a list of {{ path, size }}"));
+    let list = list.dyn_ref::<Array>().ok_or_else(bad)?;
+    list.iter()
+        .map(|f| {
+            let path = get(&f, "path").as_string().ok_or_else(bad)?;
+            let size = get(&f, "size")
+                .as_f64()
+                .filter(|s| *s >= 0.0)
+                .ok_or_else(bad)?;
+            Ok((path, size as u64))
+        })
+        .collect()
+}
+
+impl Source {
+    fn new(source: &JsValue) -> Result<Source, JsValue> {
+        let files = file_list(&get(source, "files"), "files")?;
+        if files.is_empty() {
+            return Err(Error::BadInput(
+                "no files given: a .safetensors checkpoint, or the files of a diffusers folder"
+                    .into(),
+            )
+            .into());
+        }
+        let config = get(source, "config");
+        let config = if config.is_undefined() || config.is_null() {
+            None
+        } else {
+            Some(file_list(&config, "config")?)
+        };
+        let function = |key: &str| {
+            get(source, key).dyn_into::<Function>().map_err(|_| {
+                Error::BadInput(format!("import: the source's {key} must be a function"))
+            })
+        };
+        let (read, spec) = (function("read")?, function("spec")?);
+        Ok(Source {
+            files,
+            config,
+            read,
+            spec,
+        })
+    }
+
+    /// One file given, at the top: a single-file checkpoint; else a diffusers folder.
+    fn is_single_file(&self) -> bool {
+        self.files.len() == 1 && !self.files[0].0.contains('/')
+    }
+
+    /// The name a model gets when the caller gives none: the checkpoint's file name without
+    /// its extension, or "imported" for a folder (import.js passes the folder's own name).
+    fn default_name(&self) -> String {
+        if self.is_single_file() {
+            let name = &self.files[0].0;
+            return name
+                .rsplit_once('.')
+                .map_or(name.as_str(), |(stem, _)| stem)
+                .to_string();
+        }
+        "imported".into()
+    }
+
+    fn list(&self, list: &str) -> &[(String, u64)] {
+        match (list, &self.config) {
+            ("config", Some(config)) => config,
+            _ => &self.files,
+        }
+    }
+
+    /// `len` bytes of file `index` of `list` ("files" or "config") from `start`.
+    async fn read(
+        &self,
+        list: &str,
+        index: usize,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, JsValue> {
+        let path = &self.list(list)[index].0;
+        let args = Array::of4(
+            &list.into(),
+            &(index as f64).into(),
+            &(start as f64).into(),
+            &(len as f64).into(),
+        );
+        let bytes = match self.read.apply(&JsValue::NULL, &args) {
+            Ok(p) => JsFuture::from(Promise::from(p)).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            let why = get(&e, "message")
+                .as_string()
+                .unwrap_or_else(|| format!("{e:?}"));
+            JsValue::from(Error::Io(format!("cannot read {path}: {why}")))
+        })?;
+        let bytes = bytes.dyn_into::<Uint8Array>()?;
+        if bytes.length() as u64 != len {
+            return Err(Error::Io(format!(
+                "cannot read {path}: {len} bytes asked from byte {start}, {} came (was the file changed?)",
+                bytes.length()
+            ))
+            .into());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// A safetensors file's parsed header, reading only the header.
+    async fn header(&self, list: &str, index: usize) -> Result<Header, JsValue> {
+        let (path, size) = &self.list(list)[index];
+        let first = self.read(list, index, 0, 8.min(*size)).await?;
+        let len = header_len(&first, *size, path)?;
+        let bytes = self.read(list, index, 0, 8 + len).await?;
+        Ok(st::parse_header(&bytes, *size, path)?)
+    }
+
+    /// A diffusers folder's configs and tokenizer files, from `list`.
+    async fn folder_files(
+        &self,
+        list: &str,
+        what: &str,
+    ) -> Result<
+        (
+            BTreeMap<String, serde_json::Value>,
+            BTreeMap<String, Vec<u8>>,
+        ),
+        JsValue,
+    > {
+        let files = self.list(list);
+        let mut read = BTreeMap::new();
+        let wanted = REQUIRED_CONFIGS.iter().map(|p| p.to_string()).chain(
+            input::TOKENIZER_FILES
+                .iter()
+                .map(|n| format!("tokenizer/{n}")),
+        );
+        for path in wanted {
+            let Some(index) = files.iter().position(|(p, _)| *p == path) else {
+                continue;
+            };
+            let size = files[index].1;
+            if size > MAX_SMALL_FILE {
+                return Err(Error::BadInput(format!(
+                    "{what}/{path}: {size} bytes, too big for a config or tokenizer file"
+                ))
+                .into());
+            }
+            read.insert(path, self.read(list, index, 0, size).await?);
+        }
+        Ok(input::folder_files(|p| Ok(read.remove(p)), what)?)
+    }
+
+    /// What to convert: the single file or the folder, checked and planned by the crate.
+    async fn input(&self, v_prediction: Option<bool>) -> Result<Input, JsValue> {
+        if self.is_single_file() {
+            return self.single_file(v_prediction).await;
+        }
+        if v_prediction.is_some() || self.config.is_some() {
+            return Err(Error::BadInput(
+                "a prediction type and configs apply to single-file checkpoints; a diffusers folder has its own configs"
+                    .into(),
+            )
+            .into());
+        }
+        let what = "the folder";
+        let (configs, tokenizer) = self.folder_files("files", what).await?;
+        let mut input = Input::diffusers(configs, tokenizer, what)?;
+        for (component, _) in input::WEIGHT_FILES {
+            let path =
+                input::weights_path(component, |p| self.files.iter().any(|(f, _)| f == p), what)?;
+            let index = self
+                .files
+                .iter()
+                .position(|(f, _)| *f == path)
+                .ok_or_else(|| Error::Io(format!("{path} is missing")))?;
+            let header = self.header("files", index).await?;
+            input.add_diffusers_weights(component, &path, &header)?;
+        }
+        input.check_unique()?;
+        Ok(input)
+    }
+
+    async fn single_file(&self, v_prediction: Option<bool>) -> Result<Input, JsValue> {
+        let name = &self.files[0].0;
+        input::refuse_pickle(name)?;
+        input::expect_safetensors(name)?;
+        let header = self.header("files", 0).await?;
+        let family = ldm::builtin_family(name, &header)?;
+        let configs = match &self.config {
+            Some(_) => {
+                let what = "the config folder";
+                let (configs, tokenizer) = self.folder_files("config", what).await?;
+                Configs::Folder(configs, tokenizer, what.into())
+            }
+            None => Configs::Builtin(self.builtin_spec(family).await?),
+        };
+        Ok(ldm::single_file(name, &header, configs, v_prediction)?)
+    }
+
+    /// The built-in spec of `family`, from the files `spec(family)` gives: its configs,
+    /// `tensors.txt` and `tokenizer/*`.
+    async fn builtin_spec(&self, family: &str) -> Result<Spec, JsValue> {
+        let files = self
+            .spec
+            .call1(&JsValue::NULL, &family.into())
+            .map(Promise::from)?;
+        let files = JsFuture::from(files).await.map_err(|e| {
+            let why = get(&e, "message")
+                .as_string()
+                .unwrap_or_else(|| format!("{e:?}"));
+            JsValue::from(Error::Io(format!(
+                "the built-in {family} configs could not be fetched ({why}); connect once, or give the configs of a diffusers folder"
+            )))
+        })?;
+        let mut configs = BTreeMap::new();
+        let mut tokenizer = BTreeMap::new();
+        let mut tensors = String::new();
+        for entry in Object::entries(files.unchecked_ref::<Object>()).iter() {
+            let path = Reflect::get(&entry, &0.into())?
+                .as_string()
+                .unwrap_or_default();
+            let bytes = Reflect::get(&entry, &1.into())?
+                .dyn_into::<Uint8Array>()?
+                .to_vec();
+            let as_text = |bytes: Vec<u8>| {
+                String::from_utf8(bytes).map_err(|_| {
+                    Error::BadConfig(format!("built-in {family} spec, {path}: not UTF-8"))
+                })
+            };
+            if path == "tensors.txt" {
+                tensors = as_text(bytes)?;
+            } else if path.starts_with("tokenizer/") {
+                tokenizer.insert(path, bytes);
+            } else {
+                configs.insert(path.clone(), as_text(bytes)?);
+            }
+        }
+        Ok(Spec::parse(family, &configs, &tensors, tokenizer)?)
+    }
+}
+
+/// Converts `input` and stores it under `key`; every blob stored goes into `stored` (for the
+/// caller to delete on failure).
+async fn convert(
+    source: &Source,
+    input: Input,
+    want: Dtype,
+    chunk_size: u64,
+    key: &str,
+    options: &JsValue,
+    stored: &mut Vec<String>,
+) -> Result<(), JsValue> {
+    let on_progress = function(options, "onProgress")?;
+    let signal = get(options, "signal");
+    let mut converter = Converter::new(input, want, chunk_size)?;
+    let total = converter.total_bytes();
+    let (started, mut read) = (now_ms(), 0u64);
+    while let Some(range) = converter.next_range() {
+        if signal_aborted(&signal) {
+            return Err(super::abort_error());
+        }
+        let len = range.len.min(PIECE_BYTES);
+        let bytes = source.read("files", range.file, range.start, len).await?;
+        let chunks = converter.push(&bytes)?;
+        drop(bytes);
+        for chunk in chunks {
+            store(&chunk.sha256, &chunk.bytes, stored).await?;
+        }
+        read += len;
+        if let Some(f) = &on_progress {
+            f.call1(&JsValue::NULL, &progress(read, total, now_ms() - started)?)?;
+        }
+    }
+    if signal_aborted(&signal) {
+        return Err(super::abort_error());
+    }
+    let done = converter.finish()?;
+    for chunk in &done.chunks {
+        store(&chunk.sha256, &chunk.bytes, stored).await?;
+    }
+    // The tokenizer files, in the manifest's order.
+    for ((_, bytes), entry) in done.files.iter().zip(&done.manifest.files) {
+        store(&entry.sha256, bytes, stored).await?;
+    }
+    let entries = done.manifest.files.iter().chain(&done.manifest.chunks);
+    let shas: Array = entries
+        .clone()
+        .map(|e| JsValue::from(e.sha256.as_str()))
+        .collect();
+    let bytes: u64 = entries.map(|e| e.size).sum();
+    // Listed last: until now nothing names the stored chunks.
+    cache_put_model(key, &done.manifest.to_json(), shas, bytes as f64).await?;
+    Ok(())
+}
+
+async fn store(sha256: &str, bytes: &[u8], stored: &mut Vec<String>) -> Result<(), JsValue> {
+    stored.push(sha256.to_string());
+    cache_put(sha256, &Uint8Array::from(bytes)).await?;
+    Ok(())
+}
+
+fn progress(read: u64, total: u64, ms: f64) -> Result<JsValue, JsValue> {
+    let per_second = if ms > 0.0 {
+        read as f64 / ms * 1000.0
+    } else {
+        0.0
+    };
+    let left = if per_second > 0.0 {
+        JsValue::from((total - read) as f64 / per_second)
+    } else {
+        JsValue::NULL
+    };
+    let o = Object::new();
+    Reflect::set(&o, &"bytesRead".into(), &(read as f64).into())?;
+    Reflect::set(&o, &"totalBytes".into(), &(total as f64).into())?;
+    Reflect::set(&o, &"bytesPerSecond".into(), &per_second.into())?;
+    Reflect::set(&o, &"secondsLeft".into(), &left)?;
+    Ok(o.into())
+}
