@@ -3,8 +3,8 @@
 // `sd-weights convert`) and stored in this browser as "local:NAME", which `load` takes.
 // Files are read one range at a time (Blob.slice), never whole, and never leave the machine.
 // The built-in configs a single file needs are fetched only then, from this package's own
-// specs/ folder (scripts/build-wasm.py puts them there).
-import { importModel } from "./sd_webgpu.js";
+// specs/ folder (scripts/build-wasm.py puts them there). The converter is a wasm module of
+// its own (sd_webgpu_import, wasm-pack.toml), loaded on the first import only.
 
 const SPECS = new URL("./specs/", import.meta.url);
 
@@ -58,7 +58,7 @@ async function builtinSpec(family) {
  * `input`: see filesOf. Options: those of the engine's `importModel` (quantization,
  * predictionType, name, chunkMb, onProgress, onNote, signal) and `config`: a diffusers
  * folder's files (as `input`) whose configs and tokenizer a single file converts with,
- * instead of the built-in SD 1.5 / 2.1 ones. Call after the engine is initialised.
+ * instead of the built-in SD 1.5 / 2.1 ones.
  */
 export async function importFiles(input, { config, ...options } = {}) {
   const { folder, files } = filesOf(input);
@@ -72,5 +72,7 @@ export async function importFiles(input, { config, ...options } = {}) {
       new Uint8Array(await lists[list][index].blob.slice(start, start + length).arrayBuffer()),
     spec: builtinSpec,
   };
+  const { default: init, importModel } = await import("./sd_webgpu_import.js");
+  await init();
   return importModel(source, { ...options, name: options.name ?? folder ?? undefined });
 }

@@ -69,7 +69,6 @@ export class LocalEngine {
     return this.modelInfo;
   }
   async importFile(files, options) {
-    await initEngine();
     return importFiles(files, options);
   }
   async loadFiles(files) {

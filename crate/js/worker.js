@@ -39,7 +39,6 @@ const handlers = {
   // A model from the user's files (import.js): its key. Files come as File objects, which
   // reach the worker without being read.
   async importFile({ files, options }, id, signal) {
-    await initEngine();
     return importFiles(files, {
       ...options,
       signal,

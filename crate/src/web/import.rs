@@ -17,8 +17,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use super::get;
-use super::load::{cache_drop_unlisted, cache_put, cache_put_model, stored_manifest};
 use super::options::{function, text};
+use super::storage::{cache_drop_unlisted, cache_put, cache_put_model, stored_manifest};
 use crate::convert::ldm::{self, Configs};
 use crate::convert::{Converter, Input, Spec, header_len, input};
 use crate::format::{DEFAULT_CHUNK_BYTES, Dtype, MAX_CHUNK_BYTES, REQUIRED_CONFIGS};
@@ -107,7 +107,7 @@ pub async fn import_model(
     let chunk_size = chunk_size(&options)?;
     let on_note = function(&options, "onNote")?;
 
-    let input = source.input(v_prediction).await?;
+    let (input, file_index) = source.input(v_prediction).await?;
     for note in &input.notes {
         if let Some(f) = &on_note {
             f.call1(&JsValue::NULL, &note.as_str().into())?;
@@ -122,6 +122,7 @@ pub async fn import_model(
     let result = convert(
         &source,
         input,
+        &file_index,
         want,
         chunk_size,
         &key,
@@ -345,10 +346,11 @@ impl Source {
         Ok(input::folder_files(|p| Ok(read.remove(p)), what)?)
     }
 
-    /// What to convert: the single file or the folder, checked and planned by the crate.
-    async fn input(&self, v_prediction: Option<bool>) -> Result<Input, JsValue> {
+    /// What to convert: the single file or the folder, checked and planned by the crate,
+    /// with the index in `files` of each of the input's safetensors files.
+    async fn input(&self, v_prediction: Option<bool>) -> Result<(Input, Vec<usize>), JsValue> {
         if self.is_single_file() {
-            return self.single_file(v_prediction).await;
+            return Ok((self.single_file(v_prediction).await?, vec![0]));
         }
         if v_prediction.is_some() || self.config.is_some() {
             return Err(Error::BadInput(
@@ -360,6 +362,7 @@ impl Source {
         let what = "the folder";
         let (configs, tokenizer) = self.folder_files("files", what).await?;
         let mut input = Input::diffusers(configs, tokenizer, what)?;
+        let mut indices = Vec::new();
         for (component, _) in input::WEIGHT_FILES {
             let path =
                 input::weights_path(component, |p| self.files.iter().any(|(f, _)| f == p), what)?;
@@ -370,9 +373,10 @@ impl Source {
                 .ok_or_else(|| Error::Io(format!("{path} is missing")))?;
             let header = self.header("files", index).await?;
             input.add_diffusers_weights(component, &path, &header)?;
+            indices.push(index);
         }
         input.check_unique()?;
-        Ok(input)
+        Ok((input, indices))
     }
 
     async fn single_file(&self, v_prediction: Option<bool>) -> Result<Input, JsValue> {
@@ -436,9 +440,11 @@ impl Source {
 
 /// Converts `input` and stores it under `key`; every blob stored goes into `stored` (for the
 /// caller to delete on failure).
+#[allow(clippy::too_many_arguments)]
 async fn convert(
     source: &Source,
     input: Input,
+    file_index: &[usize],
     want: Dtype,
     chunk_size: u64,
     key: &str,
@@ -455,7 +461,9 @@ async fn convert(
             return Err(super::abort_error());
         }
         let len = range.len.min(PIECE_BYTES);
-        let bytes = source.read("files", range.file, range.start, len).await?;
+        let bytes = source
+            .read("files", file_index[range.file], range.start, len)
+            .await?;
         let chunks = converter.push(&bytes)?;
         drop(bytes);
         for chunk in chunks {

@@ -13,50 +13,15 @@
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
+use super::storage::{
+    cache_get, cache_has, cache_put, cache_put_model, download, manifest_text, storage_free,
+    stored_manifest,
+};
 use super::{abort_error, get};
 use crate::format::stream::StreamingLoader;
 use crate::format::{MANIFEST, Manifest};
 use crate::model::{LoadOptions, StableDiffusion};
 use crate::{Device, Error};
-
-#[wasm_bindgen(module = "/js/storage.js")]
-extern "C" {
-    #[wasm_bindgen(catch)]
-    async fn download(
-        url: &str,
-        signal: &JsValue,
-        on_bytes: &Closure<dyn FnMut(f64)>,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = manifestText, catch)]
-    async fn manifest_text(
-        model_url: &str,
-        manifest_url: &str,
-        signal: &JsValue,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = storedManifest, catch)]
-    pub(crate) async fn stored_manifest(url: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheGet, catch)]
-    async fn cache_get(sha256: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheHas, catch)]
-    async fn cache_has(sha256: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cachePut, catch)]
-    pub(crate) async fn cache_put(sha256: &str, bytes: &Uint8Array) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cachePutModel, catch)]
-    pub(crate) async fn cache_put_model(
-        url: &str,
-        manifest: &str,
-        shas: Array,
-        bytes: f64,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheListModels, catch)]
-    pub(crate) async fn cache_list_models() -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheDeleteModel, catch)]
-    pub(crate) async fn cache_delete_model(url: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheDropUnlisted, catch)]
-    pub(crate) async fn cache_drop_unlisted(shas: Array) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = storageFree, catch)]
-    async fn storage_free() -> Result<JsValue, JsValue>;
-}
 
 /// `base/path`, with exactly one slash between.
 fn join(base: &str, path: &str) -> String {
