@@ -30,11 +30,13 @@ const SHELL = [
   "icon.svg",
 ];
 
-/** The package's modules and wasm: what its package.json ships, less types and texts. */
+/** The package's modules and wasm: what its package.json ships, less types and texts, and
+ *  less the importer's module (sd_webgpu_import, 0.9 MB gzipped), which only an import of the
+ *  visitor's own model loads: it is kept when first fetched, like the built-in configs. */
 async function packageFiles() {
   const response = await fetch("pkg/package.json", { cache: "no-cache" });
   const { files } = await response.json();
-  return files.filter((f) => /\.(js|wasm)$/.test(f)).map((f) => `pkg/${f}`);
+  return files.filter((f) => /\.(js|wasm)$/.test(f) && !f.startsWith("sd_webgpu_import")).map((f) => `pkg/${f}`);
 }
 
 async function snippets() {
