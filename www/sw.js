@@ -22,6 +22,7 @@ const SHELL = [
   "state.js",
   "gpu.js",
   "model.js",
+  "import.js",
   "tokens.js",
   "source.js",
   "generate.js",

@@ -258,9 +258,14 @@ test("a cancelled import of a full-size SD 1.5 file leaves nothing stored, fetch
 
   // The next import works.
   await page.setInputFiles("#folder", join(FIXTURES, "sd15-tiny"));
-  const next = await importFrom("folder", { quantization: "q8", name: "after-cancel" });
-  assert.equal(next.key, "local:after-cancel");
+  const next = await importFrom("folder", { quantization: "q8", name: "after cancel" });
+  assert.equal(next.key, "local:after cancel");
   assert.ok(JSON.parse(next.manifest).chunks.length >= 1);
+  // Its key is taken as it is (no URL escaping), offline: nothing is fetched.
+  const start2 = requests.length;
+  const info = await page.evaluate((key) => gen.load(key), next.key);
+  assert.equal(info.family, "sd1");
+  assert.deepEqual(requests.slice(start2).map((r) => r.url()), [], "loading an imported model fetches nothing");
 });
 
 test("bad files give the CLI's errors, without its flags, and store nothing", { timeout: 60_000 }, async () => {
