@@ -8,12 +8,13 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, ftruncateSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { dirname, join, relative } from "node:path";
 import { launch } from "./chromium.mjs";
 import { serve } from "./serve.mjs";
+import { fullSizeSd15, writeSafetensors } from "./safetensors.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FIXTURES = join(ROOT, "tests", "fixtures");
@@ -44,37 +45,6 @@ function nativeConvert(input, out, args) {
 }
 
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
-
-/** A safetensors file of `tensors` ([name, dtype, shape, bytes]) with `extra` zero bytes
- *  announced but not written (a sparse file). */
-function writeSafetensors(path, tensors, sparseTail = 0) {
-  const header = {};
-  let offset = 0;
-  for (const [name, dtype, shape, bytes] of tensors) {
-    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  const fd = openSync(path, "w");
-  writeSync(fd, Buffer.concat([len, json]));
-  ftruncateSync(fd, 8 + json.length + offset + sparseTail);
-  closeSync(fd);
-}
-
-/** A full-size SD 1.5 single file (the LDM names and shapes of a real one), all zeros and
- *  sparse: 2.1 GB announced, nothing written but the header. */
-function fullSizeSd15(path) {
-  const list = readFileSync(join(ROOT, "weights-tools", "synth", "sd15", "ldm_tensors.txt"), "utf8");
-  const tensors = list.trim().split("\n").map((line) => {
-    const [name, dtype, shape = ""] = line.split(" ");
-    const dims = shape.split(",").filter(Boolean).map(Number);
-    const size = { F16: 2, F32: 4, I64: 8 }[dtype];
-    return [name, dtype, dims, dims.reduce((a, b) => a * b, 1) * size];
-  });
-  writeSafetensors(path, tensors);
-}
 
 before(async () => {
   run("cargo", ["build", "--release", "--locked", "--workspace", "-q"]);

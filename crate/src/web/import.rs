@@ -52,8 +52,9 @@ export interface ImportProgress { bytesRead: number; totalBytes: number; bytesPe
 /** Options of an import (`importFile`). `quantization`: the stored precision (default "f16", as
  *  `sd-weights convert`); `predictionType`: a single file's (default: v_prediction for SD 2.x
  *  768 checkpoints, else epsilon); `name`: the model's name (its key is "local:" + name, made
- *  unique); `chunkMb`: chunk size, 1 to 256 MiB (32); `onNote`: things to know (assumptions
- *  made, tensors skipped); `signal`: aborts, and nothing stays stored. */
+ *  unique); `chunkMb`: chunk size, 1 to 256 MiB (32); `onNote`: what `sd-weights convert`
+ *  prints beside its progress (assumptions made, tensors skipped or kept wider than asked);
+ *  `signal`: aborts, and nothing stays stored. */
 export interface ImportOptions {
   quantization?: "f32" | "f16" | "q8" | "q4";
   predictionType?: "epsilon" | "v_prediction";
@@ -107,7 +108,11 @@ pub async fn import_model(
     let chunk_size = chunk_size(&options)?;
     let on_note = function(&options, "onNote")?;
 
+    let signal = get(&options, "signal");
     let (input, file_index) = source.input(v_prediction).await?;
+    if signal_aborted(&signal) {
+        return Err(super::abort_error());
+    }
     for note in &input.notes {
         if let Some(f) = &on_note {
             f.call1(&JsValue::NULL, &note.as_str().into())?;
@@ -478,6 +483,12 @@ async fn convert(
         return Err(super::abort_error());
     }
     let done = converter.finish()?;
+    // What `sd-weights convert` prints after converting: tensors kept wider than asked.
+    if let Some(f) = function(options, "onNote")? {
+        for kept in &done.kept {
+            f.call1(&JsValue::NULL, &kept.to_string().into())?;
+        }
+    }
     for chunk in &done.chunks {
         store(&chunk.sha256, &chunk.bytes, stored).await?;
     }
