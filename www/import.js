@@ -61,6 +61,7 @@ async function start() {
   $("import-bar").removeAttribute("value");
   $("import-text").textContent = "Reading the model's headers…";
   $("import-status").textContent = "";
+  $("import-notes").replaceChildren();
   const notes = [];
   try {
     const key = await state.engine.importFile(chosen, {
@@ -71,7 +72,9 @@ async function start() {
       onNote: (note) => notes.push(note),
       signal: importing.signal,
     });
-    $("import-status").textContent = `Imported as ${key}.${notes.length ? ` Notes: ${notes.join("; ")}.` : ""}`;
+    $("import-status").textContent = `Imported as ${key}.`;
+    // What the converter says, as sd-weights convert prints it: assumptions, tensors kept wider.
+    $("import-notes").replaceChildren(...notes.map((note) => Object.assign(document.createElement("li"), { textContent: note })));
     refreshCached();
     if (!model.loading && !state.running) {
       selectModelUrl(key);
