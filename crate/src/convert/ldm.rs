@@ -321,8 +321,8 @@ pub fn map(
 pub enum Configs {
     /// The built-in ones: the [`Spec`] of the family [`builtin_family`] names.
     Builtin(Spec),
-    /// A diffusers folder's configs and tokenizer files by path (`sd-weights convert --config`), checked by
-    /// [`input::check_folder_files`]; the string names the folder.
+    /// A diffusers folder's configs and tokenizer files by path (`sd-weights convert
+    /// --config`), checked by [`input::check_folder_files`]; the string names the folder.
     Folder(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>, String),
 }
 
