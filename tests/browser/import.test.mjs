@@ -47,7 +47,8 @@ function nativeConvert(input, out, args) {
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
 before(async () => {
-  run("cargo", ["build", "--release", "--locked", "--workspace", "-q"]);
+  // sd-weights, as the native tests built it (the same flags: nothing to do after them).
+  run("cargo", ["build", "--release", "--locked", "--workspace", "--bins", "-q"]);
   server = await serve({ "/pkg/": join(ROOT, "www", "pkg") });
   origin = `http://127.0.0.1:${server.address().port}`;
   browser = await launch();
