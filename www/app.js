@@ -4,6 +4,7 @@
 //   state.js     the shared state (engine, model, running batch, mode) and the buttons
 //   gpu.js       the engine and the "Your GPU" panel
 //   model.js     loading models, their defaults, the stored models
+//   import.js    importing the visitor's own model from their files
 //   tokens.js    the prompts' token counters
 //   source.js    the tabs and the source image with its mask (mask.js)
 //   generate.js  generation, its progress and preview
@@ -17,6 +18,7 @@ import { DEFAULT_MODEL, modelKey, selectModelUrl, loadModel, refreshCached, star
 import { countTokens, wireTokens } from "./tokens.js";
 import { setMode, wireSource } from "./source.js";
 import { wireGenerate } from "./generate.js";
+import { wireImport } from "./import.js";
 
 window.sdWebgpu = { get engine() { return state.engine; } }; // for the console (and the tests)
 
@@ -35,6 +37,7 @@ async function main() {
   wireTokens();
   wireSource();
   wireGenerate();
+  wireImport();
   setMode("generate");
   updateButtons();
   countTokens();

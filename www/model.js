@@ -8,9 +8,12 @@ import { setMode } from "./source.js";
 export const DEFAULT_MODEL = "models/shapes";
 const LAST_MODEL_KEY = "sd-webgpu:model"; // the last model loaded, started with next time
 
-/** A model id as the page keeps it: an absolute URL without a trailing slash, or an hf: id
- *  (the engine's resolveModel gives the URL it is stored under). */
+/** A model id as the page keeps it: an absolute URL without a trailing slash, an hf: id
+ *  (the engine's resolveModel gives the URL it is stored under), or an imported model's
+ *  local: id. */
 export function modelKey(url) {
+  // An imported model's id (local:NAME) is its key as it is: a URL parser would escape it.
+  if (url.trim().startsWith("local:")) return url.trim();
   return new URL(url.trim().replace(/\/+$/, "") + "/", location.href).href.replace(/\/+$/, "");
 }
 

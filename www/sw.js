@@ -22,6 +22,7 @@ const SHELL = [
   "state.js",
   "gpu.js",
   "model.js",
+  "import.js",
   "tokens.js",
   "source.js",
   "generate.js",
@@ -30,11 +31,13 @@ const SHELL = [
   "icon.svg",
 ];
 
-/** The package's modules and wasm: what its package.json ships, less types and texts. */
+/** The package's modules and wasm: what its package.json ships, less types and texts, and
+ *  less the importer's module (sd_webgpu_import, 0.9 MB gzipped), which only an import of the
+ *  visitor's own model loads: it is kept when first fetched, like the built-in configs. */
 async function packageFiles() {
   const response = await fetch("pkg/package.json", { cache: "no-cache" });
   const { files } = await response.json();
-  return files.filter((f) => /\.(js|wasm)$/.test(f)).map((f) => `pkg/${f}`);
+  return files.filter((f) => /\.(js|wasm)$/.test(f) && !f.startsWith("sd_webgpu_import")).map((f) => `pkg/${f}`);
 }
 
 async function snippets() {
@@ -63,8 +66,11 @@ self.addEventListener("activate", (event) => {
   );
 });
 
-// Weights: IndexedDB keeps them; caching them here too would store every model twice.
+// Weights: IndexedDB keeps them; caching them here too would store every model twice. The
+// package's specs/ (the built-in configs and tokenizer an imported single file converts with,
+// fetched on the first such import) are kept: importing works offline after that.
 function isWeights(url) {
+  if (url.pathname.includes("/pkg/specs/")) return false;
   return /\/chunk-\d+\.bin$/.test(url.pathname) || /\/tokenizer\/[^/]+$/.test(url.pathname);
 }
 

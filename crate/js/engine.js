@@ -167,6 +167,18 @@ export class WorkerEngine {
     }
   }
 
+  /** Converts and stores a model from the user's files (import.js): its key, for `load`. */
+  async importFile(files, { onProgress, onNote, signal, ...options } = {}) {
+    await this.ready();
+    return this.send("importFile", { files, options }, {
+      signal,
+      onEvent: (e) => {
+        if (e.event === "note") onNote?.(e.note);
+        else onProgress?.({ bytesRead: e.bytesRead, totalBytes: e.totalBytes, bytesPerSecond: e.bytesPerSecond, secondsLeft: e.secondsLeft });
+      },
+    });
+  }
+
   async loadFiles(files) {
     await this.ready();
     this.reload = false;

@@ -4,10 +4,12 @@ import type {
   BackendInfo, CreateOptions, GenerateOptions, GeneratedImage, Img2ImgOptions, InpaintOptions,
   LoadProgress, ModelInfo,
 } from "./sd_webgpu.js";
+import type { ImportOptions } from "./sd_webgpu_import.js";
 
 /** The wasm class beneath createGenerator: call `await initEngine()` before using it directly. */
 export { Generator } from "./sd_webgpu.js";
 export type * from "./sd_webgpu.js";
+export type { ImportOptions, ImportProgress } from "./sd_webgpu_import.js";
 export { readParameters } from "./png.js";
 
 /** The `code` of an error the engine rejects with (docs/browser-api.md, "Errors"); "crashed":
@@ -42,6 +44,14 @@ export interface SdGenerator {
   /** A converted model's folder URL, or "hf:user/repo[@revision][/folder]". */
   load(model: string, options?: { onProgress?: (e: LoadProgress) => void; signal?: AbortSignal }): Promise<ModelInfo>;
   loadFiles(files: Record<string, Uint8Array> | Map<string, Uint8Array>): Promise<ModelInfo>;
+  /** Converts a model from the user's own files, in this browser (nothing is uploaded), and
+   *  stores it: resolves to its key ("local:NAME"), which `load` takes like a URL, offline too.
+   *  `files`: a single-file SD 1.x / 2.x `.safetensors` File, or a diffusers folder's Files
+   *  (from `<input type="file" webkitdirectory>`: paths from `webkitRelativePath`), or a
+   *  `{ "unet/config.json": Blob, ... }` record. Errors: `EngineError`s with the messages of
+   *  `sd-weights convert` (pickles refused, SDXL and unknown architectures named, damaged
+   *  files named with the tensor); aborted: an AbortError, and nothing stays stored. */
+  importFile(files: ImportFiles, options?: ImportFileOptions): Promise<string>;
   generate(options: GenerateOptions): Promise<Image>;
   img2img(options: Img2ImgOptions): Promise<Image>;
   inpaint(options: InpaintOptions): Promise<Image>;
@@ -49,6 +59,17 @@ export interface SdGenerator {
   /** Frees the model's GPU memory (in a worker: ends the worker, heap and all). */
   unload(): Promise<void>;
   call(name: EngineFunction, ...args: unknown[]): Promise<any>;
+}
+
+/** What `importFile` takes: a File, a folder's Files, or Blobs by path inside the folder. */
+export type ImportFiles = Blob | File[] | FileList | Record<string, Blob>;
+
+/** Options of `importFile`: the engine's (quantization, predictionType, name, chunkMb,
+ *  onProgress, onNote, signal), and `config`: a diffusers folder's files whose configs and
+ *  tokenizer a single file converts with, instead of the built-in SD 1.5 / 2.1 ones (for a
+ *  checkpoint of another architecture: `sd-weights convert --config`). */
+export interface ImportFileOptions extends ImportOptions {
+  config?: ImportFiles;
 }
 
 export interface CreateGeneratorOptions extends CreateOptions {

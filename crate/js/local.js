@@ -5,6 +5,7 @@
 import init, { Generator } from "./sd_webgpu.js";
 import * as wasm from "./sd_webgpu.js";
 import { withToBlob } from "./png.js";
+import { importFiles } from "./import.js";
 
 let ready = null;
 
@@ -28,10 +29,10 @@ export const ENGINE_FUNCTIONS = [
 ];
 
 /** A model id as the engine gets it: a relative URL made absolute against the page (so a model
- *  is stored under one key, whichever thread loads it); `hf:` ids and absolute URLs as they
- *  are. */
+ *  is stored under one key, whichever thread loads it); `hf:` ids, imported models' `local:`
+ *  ids and absolute URLs as they are. */
 export function absoluteModel(model) {
-  if (typeof model !== "string" || model.trim() === "" || model.startsWith("hf:")) return model;
+  if (typeof model !== "string" || model.trim() === "" || /^(hf|local):/.test(model.trim())) return model;
   return new URL(model, globalThis.document?.baseURI ?? globalThis.location?.href).href;
 }
 
@@ -66,6 +67,9 @@ export class LocalEngine {
   async load(model, options) {
     await this.generator.load(absoluteModel(model), options ?? {});
     return this.modelInfo;
+  }
+  async importFile(files, options) {
+    return importFiles(files, options);
   }
   async loadFiles(files) {
     this.generator.loadFiles(files);

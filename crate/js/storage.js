@@ -1,14 +1,15 @@
 // Downloading and storage of converted models: the one module that fetches model files and
 // owns the IndexedDB schema. Rust (crate/src/web/load.rs) decides what to fetch and checks
 // every file's sha256 before it is stored; the page and the worker ask through the engine
-// (`fetchManifest`, `Generator.cachedModels`, `Generator.deleteCachedModel`).
+// (`fetchManifest`, `Generator.cachedModels`, `Generator.deleteCachedModel`). An import
+// (crate/src/web/import.rs) stores here too: its chunks as they are made, its model entry last.
 //
 // Database "sd-webgpu", version 1:
 // - store "blobs": file contents keyed by their sha256 (so a chunk shared by two models is
 //   stored once, and a damaged entry is caught by the loader's hash check);
-// - store "models": per model URL, { url, manifest (its text), shas (every file it needs),
-//   bytes, stored (ms since the epoch) }. A model is usable offline once all its blobs are
-//   stored.
+// - store "models": per model URL (`local:NAME` for an imported one), { url, manifest (its
+//   text), shas (every file it needs), bytes, stored (ms since the epoch) }. A model is usable
+//   offline once all its blobs are stored.
 
 const DB_NAME = "sd-webgpu";
 const DB_VERSION = 1;
@@ -73,6 +74,11 @@ async function cacheGetModel(url) {
   return s ? await request(s.get(url)) : undefined;
 }
 
+// The manifest text stored with model `url`, or undefined.
+export async function storedManifest(url) {
+  return (await cacheGetModel(url).catch(() => undefined))?.manifest;
+}
+
 export async function cachePutModel(url, manifestText, shas, bytes) {
   const s = await store("models", "readwrite");
   if (s) await request(s.put({ url, manifest: manifestText, shas, bytes, stored: Date.now() }, url));
@@ -103,6 +109,21 @@ export async function cacheDeleteModel(url) {
     tx.onerror = () => reject(tx.error);
   });
   return true;
+}
+
+// Deletes the blobs of `shas` that no stored model needs: what an import that failed or was
+// cancelled had stored before its model was listed.
+export async function cacheDropUnlisted(shas) {
+  const models = await store("models", "readonly");
+  if (!models) return;
+  const keep = new Set((await request(models.getAll())).flatMap((m) => m.shas));
+  const d = await db();
+  const tx = d.transaction("blobs", "readwrite");
+  for (const sha of shas) if (!keep.has(sha)) tx.objectStore("blobs").delete(sha);
+  await new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onerror = () => reject(tx.error);
+  });
 }
 
 // Bytes free for this origin (undefined when the browser does not say), after asking for
@@ -171,7 +192,7 @@ export async function manifestText(url, manifestUrl, signal) {
     if (e?.name === "AbortError") throw e;
     networkError = e;
   }
-  const stored = await cacheGetModel(url).catch(() => undefined);
-  if (stored?.manifest) return stored.manifest;
+  const stored = await storedManifest(url);
+  if (stored) return stored;
   throw networkError;
 }

@@ -3,11 +3,13 @@
 //
 // Requests { id, type, ...args }; answers { id, ok: true, result } or { id, ok: false,
 // error: { message, code, name } }; events on the way: { id, event: "progress", ... } while
-// a model loads, { id, event: "step", step, total, preview } while an image is made.
+// a model loads or is imported, { id, event: "note", note } from an import, { id, event:
+// "step", step, total, preview } while an image is made.
 // { type: "cancel", target } aborts request `target`. { event: "crashed", message } says the
 // wasm instance died outside a request.
 import { Generator } from "./sd_webgpu.js";
 import { callEngine, initEngine } from "./local.js";
+import { importFiles } from "./import.js";
 
 let generator = null;
 const controllers = new Map(); // request id → AbortController
@@ -32,6 +34,17 @@ const handlers = {
       onProgress: (p) => postMessage({ id, event: "progress", ...p }),
     });
     return generator.modelInfo;
+  },
+
+  // A model from the user's files (import.js): its key. Files come as File objects, which
+  // reach the worker without being read.
+  async importFile({ files, options }, id, signal) {
+    return importFiles(files, {
+      ...options,
+      signal,
+      onProgress: (p) => postMessage({ id, event: "progress", ...p }),
+      onNote: (note) => postMessage({ id, event: "note", note }),
+    });
   },
 
   async loadFiles({ files }) {

@@ -6,9 +6,19 @@
 //! (`https://huggingface.co/{user}/{repo}/resolve/{revision}/{folder}`, as `huggingface_hub`'s
 //! `hf_hub_url` builds them; `revision` defaults to `main`; a revision with a `/`, such as
 //! `refs/pr/1`, is written encoded, `refs%2Fpr%2F1`, as `hf_hub_url` sends it). The Hub serves
-//! files with CORS headers, so any page can load from it.
+//! files with CORS headers, so any page can load from it. `local:NAME` is a model imported into
+//! this browser's storage from the user's own files ([`LOCAL`]).
 
 use crate::Error;
+
+/// The prefix of a model imported into this browser from the user's files (`local:NAME`, see
+/// `importFile`): it lives only in this browser's storage and is never fetched.
+pub const LOCAL: &str = "local:";
+
+/// Whether a resolved model URL names an imported model ([`LOCAL`]).
+pub fn is_local(url: &str) -> bool {
+    url.starts_with(LOCAL)
+}
 
 /// The Hub's address for file downloads.
 const HF_ENDPOINT: &str = "https://huggingface.co";
@@ -34,6 +44,17 @@ pub fn resolve(id: &str) -> Result<ModelSource, Error> {
         return Err(Error::BadInput(format!(
             "the model is empty: give the URL of a converted model's folder or {HF_FORM}"
         )));
+    }
+    if let Some(name) = id.strip_prefix(LOCAL) {
+        if name.trim().is_empty() {
+            return Err(Error::BadInput(format!(
+                "model \"{id}\": an imported model's id is {LOCAL}NAME"
+            )));
+        }
+        return Ok(ModelSource {
+            url: id.to_string(),
+            name: Some(name.to_string()),
+        });
     }
     let Some(hub) = id.strip_prefix("hf:") else {
         let url = id.trim_end_matches('/').to_string();
@@ -129,6 +150,17 @@ mod tests {
             )
         );
         assert_eq!(source("https://example.com/").1, None);
+    }
+
+    #[test]
+    fn imported_models_keep_their_name() {
+        assert_eq!(
+            source("local:my model.v2"),
+            ("local:my model.v2".into(), Some("my model.v2".into()))
+        );
+        assert!(is_local(&resolve(" local:x ").unwrap().url));
+        assert!(!is_local(&resolve("models/local:x").unwrap().url));
+        assert!(resolve("local: ").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 // downloaded, checked, stored in IndexedDB and uploaded to the GPU. A wasm memory never
 // shrinks, so its size after the load is the peak. Budget: 256 MiB.
 //
-// A few minutes: synth + convert on the CPU, then the load; ~4 GB of temporary disk.
+// A few minutes: synth + convert on the CPU, then the load; ~4 GB of temporary disk. Then the
+// importer's heap while it converts a full-size SD 1.5 single file (importFile): about 40 s.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -14,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { launch } from "./chromium.mjs";
 import { serve } from "./serve.mjs";
+import { fullSizeSd15 } from "./safetensors.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const HEAP_BUDGET = 256 * 2 ** 20;
@@ -72,6 +74,43 @@ test("streaming SD 1.5 q8 in the browser keeps the wasm heap near its measured 1
     assert.ok(r.end >= r.peakDuring, "a wasm memory never shrinks");
     assert.ok(r.end < HEAP_BUDGET, `the wasm heap grew to ${mib(r.end)} MiB, over the ${mib(HEAP_BUDGET)} MiB budget`);
     assert.ok(r.end < HEAP_BOUND, `the wasm heap grew to ${mib(r.end)} MiB (measured 142 MiB before; bound ${mib(HEAP_BOUND)} MiB)`);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
+
+// importFile converts in the browser (its own wasm module, sd_webgpu_import): a full-size
+// SD 1.5 single file (zeros, sparse on disk: only its header is written) read from a File a
+// range at a time, converted at q8 and stored in IndexedDB. The peak is the biggest tensor's
+// values and their encoding (the 49408×768 token embedding) beside a chunk: 230 MiB measured.
+test("importing a full-size SD 1.5 single file keeps the importer's wasm heap under 256 MiB", { timeout: 10 * 60_000 }, async () => {
+  const file = join(work, "sd15.safetensors");
+  fullSizeSd15(file);
+  const server = await serve({ "/pkg/": join(ROOT, "www", "pkg") });
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await page.setContent('<input id="file" type="file">');
+    await page.setInputFiles("#file", file);
+    const r = await page.evaluate(async () => {
+      const { importFiles } = await import("/pkg/import.js");
+      const { default: init } = await import("/pkg/sd_webgpu_import.js");
+      const wasm = await init();
+      const t = performance.now();
+      let last = null;
+      const key = await importFiles(document.getElementById("file").files[0], { quantization: "q8", onProgress: (p) => (last = p) });
+      return { key, seconds: (performance.now() - t) / 1000, end: wasm.memory.buffer.byteLength, last };
+    });
+    const mib = (b) => (b / 2 ** 20).toFixed(1);
+    console.log(
+      `SD 1.5 single file (${(r.last.totalBytes / 1e9).toFixed(2)} GB) imported at q8 in ${r.seconds.toFixed(0)} s ` +
+        `(${(r.last.bytesPerSecond / 1e6).toFixed(0)} MB/s): the importer's wasm memory ${mib(r.end)} MiB (the peak)`,
+    );
+    assert.equal(r.key, "local:sd15");
+    assert.equal(r.last.bytesRead, r.last.totalBytes);
+    assert.ok(r.end < HEAP_BUDGET, `the importer's wasm heap grew to ${mib(r.end)} MiB, over the ${mib(HEAP_BUDGET)} MiB budget`);
   } finally {
     await browser.close();
     server.close();

@@ -37,7 +37,12 @@ test("npm pack makes sd-webgpu with its modules, types, wasm and licences, and n
   for (const key of ["license", "repository", "keywords", "description"]) assert.ok(manifest[key], `package.json has ${key}`);
   const files = packed.files.map((f) => f.path).sort();
   const expected = [...manifest.files.filter((f) => !f.endsWith("/")), "package.json"].sort();
-  assert.deepEqual(files.filter((f) => !f.startsWith("snippets/")), expected);
+  assert.deepEqual(files.filter((f) => !f.startsWith("snippets/") && !f.startsWith("specs/")), expected);
+  // specs/: the built-in configs importFile fetches for a single file, as specs/index.json lists them.
+  const specs = JSON.parse(readFileSync(join(ROOT, "www", "pkg", "specs", "index.json"), "utf8"));
+  assert.deepEqual(Object.keys(specs).sort(), ["sd15", "sd15-inpaint", "sd21"]);
+  const specFiles = new Set(Object.values(specs).flatMap((f) => Object.values(f)).map((f) => `specs/${f}`));
+  assert.deepEqual(files.filter((f) => f.startsWith("specs/") && f !== "specs/index.json"), [...specFiles].sort());
   // snippets/: the crate's JS modules that wasm-bindgen binds (crate/js/storage.js), no other.
   const snippets = files.filter((f) => f.startsWith("snippets/"));
   assert.deepEqual(snippets.map((f) => f.split("/").at(-1)), ["storage.js"], `the snippets packed: ${snippets}`);

@@ -318,6 +318,35 @@ test("a model bigger than the free storage is refused before downloading, saying
   await context.close();
 });
 
+test("imports a diffusers folder from this computer, lists it and loads it", { timeout: 300_000 }, async () => {
+  const context = await browser.newContext();
+  const requests = [];
+  context.on("request", (r) => requests.push(r));
+  const page = await context.newPage();
+  await page.goto(url);
+  await waitForModel(page);
+  await page.locator("#import summary").click();
+  await page.setInputFiles("#import-folder", join(ROOT, "tests", "fixtures", "sd15-tiny"));
+  assert.match(await page.locator("#import-chosen").textContent(), /^Folder sd15-tiny: \d+ files$/);
+  await page.selectOption("#import-quant", "q4");
+  await page.fill("#import-name", "my model");
+  const before = requests.length;
+  await page.click("#import-start");
+  await page.waitForFunction(() => /^Imported|^Not imported/.test(document.querySelector("#import-status").textContent), null, { timeout: 120_000 });
+  assert.match(await page.locator("#import-status").textContent(), /^Imported as local:my model\./);
+  // Converted here: nothing but the page's own files (the converter's module) was fetched.
+  const origin = new URL(url).origin;
+  const made = requests.slice(before).map((r) => r.url()).filter((u) => !u.startsWith(origin));
+  assert.deepEqual(made, [], "requests to other origins during the import");
+  assert.ok(requests.slice(before).every((r) => r.method() === "GET"), "only GETs");
+  // Then it loads by itself and is listed with the stored models.
+  await page.waitForFunction(() => /^Loaded local:my model \(sd1, q4/.test(document.querySelector("#model-status").textContent), null, { timeout: 120_000 });
+  await page.locator("#cached summary").click();
+  await page.waitForFunction(() => [...document.querySelectorAll("#cached-list li")].some((li) => li.textContent.includes("local:my model")));
+  await screenshot(page, "page-import");
+  await context.close();
+});
+
 describe("with the built-in model", () => {
   let context;
   let page;

@@ -140,6 +140,43 @@ impl Spec {
 mod tests {
     use super::*;
 
+    /// The page fetches a single file's spec from the files weights-tools/synth/single-file-specs.json
+    /// names (scripts/build-wasm.py ships them): exactly the files embedded here, byte for byte.
+    #[test]
+    fn the_pages_spec_files_are_the_ones_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../synth/single-file-specs.json")).unwrap();
+        for family in convert::spec::SINGLE_FILE_FAMILIES {
+            let spec = spec(family).unwrap();
+            let mut embedded: BTreeMap<String, Vec<u8>> = spec.tokenizer();
+            for (path, text) in spec.configs {
+                embedded.insert(path.to_string(), text.as_bytes().to_vec());
+            }
+            embedded.insert("tensors.txt".into(), spec.tensors.as_bytes().to_vec());
+            let listed: BTreeMap<String, Vec<u8>> = list[family]
+                .as_object()
+                .unwrap_or_else(|| panic!("{family} is not listed"))
+                .iter()
+                .map(|(path, file)| {
+                    let file = root.join(file.as_str().unwrap());
+                    (
+                        path.clone(),
+                        std::fs::read(&file).unwrap_or_else(|e| panic!("{file:?}: {e}")),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                listed.keys().collect::<Vec<_>>(),
+                embedded.keys().collect::<Vec<_>>(),
+                "{family}"
+            );
+            for (path, bytes) in &listed {
+                assert!(bytes == &embedded[path], "{family}: {path} differs");
+            }
+        }
+    }
+
     #[test]
     fn specs_parse_and_configs_load() {
         for family in FAMILIES {

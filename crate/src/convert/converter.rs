@@ -177,7 +177,8 @@ impl Converter {
     /// that filled up are returned, usually none or one.
     ///
     /// Errors: [`Error::BadInput`] for more bytes than the range has left or a push after the
-    /// last; [`Error::BadWeights`] naming the file and tensor for NaN / infinite values.
+    /// last; [`Error::BadWeights`] naming the file and tensor for NaN / infinite values;
+    /// [`Error::BadInput`] when the tensor's values do not fit in memory.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Chunk>, Error> {
         let t = self.order.get(self.next).ok_or_else(|| {
             Error::BadInput("every tensor is converted already: call finish".into())
@@ -195,7 +196,15 @@ impl Converter {
         // Bytes per value: readable floats are 1, 2, 4 or 8.
         let size = (t.dtype.bits() / 8).max(1);
         if self.received == 0 {
-            self.values = Vec::with_capacity((t.len / size as u64) as usize);
+            // Fallible: in the browser a failed allocation would end the WebAssembly instance.
+            let n = (t.len / size as u64) as usize;
+            self.values = Vec::new();
+            self.values.try_reserve_exact(n).map_err(|_| {
+                Error::BadInput(format!(
+                    "{file}: tensor {}/{}: not enough memory for its {n} values; close other programs or tabs and try again",
+                    t.component, t.name
+                ))
+            })?;
         }
         self.received += bytes.len() as u64;
         // Values may straddle pieces: the bytes of a partial one wait in `carry`.

@@ -52,11 +52,17 @@ pub const TOKENIZER_FILES: [&str; 5] = [
     "tokenizer_config.json",
 ];
 
-const PICKLE_HELP: &str = "pickle files (.ckpt, .pt, .pth, .bin) can run arbitrary code when loaded, so sd-weights never \
+const PICKLE_HELP: &str = "pickle files (.ckpt, .pt, .pth, .bin) can run arbitrary code when loaded, so the converter never \
 opens them. Get the model as .safetensors instead: most model pages offer one; or convert it yourself, in an \
 environment you are willing to trust with that file, with diffusers \
 (StableDiffusionPipeline.from_single_file(\"model.ckpt\").save_pretrained(\"folder\", safe_serialization=True)) \
 or the safetensors library";
+
+/// The most values one input tensor may have: SD 2's token embedding, the largest tensor of
+/// SD 1.x / 2.x, has 50.6 M. The converter holds a tensor's values as f32, so a crafted
+/// header announcing more is refused before anything is allocated (in the browser an
+/// allocation failure would end the WebAssembly instance).
+pub const MAX_TENSOR_VALUES: usize = 1 << 27;
 
 /// The lowercase extension of a file name or path (`None` for `.hidden` or no dot).
 fn extension(name: &str) -> Option<String> {
@@ -126,6 +132,14 @@ impl Input {
             let mapped = pick(tensor, info);
             if !mapped.is_empty() && !info.dtype.is_readable_float() {
                 return Err(st::unreadable(name, tensor, info.dtype));
+            }
+            let values = info.shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+            if !mapped.is_empty() && values.is_none_or(|n| n > MAX_TENSOR_VALUES) {
+                return Err(Error::BadWeights(format!(
+                    "{name}: tensor `{tensor}` has shape {:?}, over the {MAX_TENSOR_VALUES} values one tensor may have \
+                     (Stable Diffusion's largest has 50.6 M): not an SD 1.x / 2.x checkpoint, or a damaged one",
+                    info.shape
+                )));
             }
             for (component, new_name, shape, rel_start, len) in mapped {
                 self.tensors.push(InputTensor {
@@ -297,4 +311,85 @@ pub fn check_folder_files(
         )));
     }
     Ok(())
+}
+
+/// The components of a diffusers folder that hold weights, each with its file's stem
+/// (`unet/diffusion_pytorch_model.safetensors`).
+pub const WEIGHT_FILES: [(&str, &str); 3] = [
+    ("text_encoder", "model"),
+    ("unet", "diffusion_pytorch_model"),
+    ("vae", "diffusion_pytorch_model"),
+];
+
+/// Reads a diffusers folder's configs (the five of
+/// [`REQUIRED_CONFIGS`](crate::format::REQUIRED_CONFIGS), parsed) and tokenizer files (those
+/// of [`TOKENIZER_FILES`] it has) by path, through `read(path)` (`Ok(None)`: no such file);
+/// `what` names the folder in messages. Errors: [`Error::Io`] for a missing config (with the
+/// layout a folder must have), [`Error::BadConfig`] for one that is not JSON, and what `read`
+/// returns. For [`Input::diffusers`].
+pub fn folder_files(
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, Error>,
+    what: &str,
+) -> Result<(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>), Error> {
+    let mut configs = BTreeMap::new();
+    for path in crate::format::REQUIRED_CONFIGS {
+        let bytes = read(path)?.ok_or_else(|| {
+            Error::Io(format!(
+                "{what}/{path} is missing: {}",
+                crate::model::FOLDER_LAYOUT
+            ))
+        })?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadConfig(format!("{what}/{path}: not valid JSON: {e}")))?;
+        configs.insert(path.to_string(), value);
+    }
+    let mut tokenizer = BTreeMap::new();
+    for name in TOKENIZER_FILES {
+        let path = format!("tokenizer/{name}");
+        if let Some(bytes) = read(&path)? {
+            tokenizer.insert(path, bytes);
+        }
+    }
+    Ok((configs, tokenizer))
+}
+
+/// The path of `component`'s weights in a diffusers folder (`unet/diffusion_pytorch_model
+/// .safetensors`, else its `.fp16.safetensors`), given which paths the folder has (`has`);
+/// `what` names the folder. Errors: sharded weights, pickle files (refused with why, see
+/// [`refuse_pickle`]) and a missing file ([`Error::Io`], with the layout a folder must have).
+pub fn weights_path(
+    component: &str,
+    has: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<String, Error> {
+    let stem = WEIGHT_FILES
+        .iter()
+        .find(|(c, _)| *c == component)
+        .map(|(_, stem)| *stem)
+        .ok_or_else(|| Error::BadInput(format!("{component} is not a component with weights")))?;
+    let found = [
+        format!("{component}/{stem}.safetensors"),
+        format!("{component}/{stem}.fp16.safetensors"),
+    ]
+    .into_iter()
+    .find(|p| has(p));
+    if let Some(path) = found {
+        return Ok(path);
+    }
+    if has(&format!("{component}/{stem}.safetensors.index.json")) {
+        return Err(Error::BadInput(format!(
+            "{what}/{component}: sharded weights ({stem}.safetensors.index.json) are not supported; save the model \
+             unsharded (save_pretrained(..., max_shard_size=\"10GB\"))"
+        )));
+    }
+    for pickle in [format!("{stem}.bin"), format!("{stem}.ckpt")] {
+        let path = format!("{component}/{pickle}");
+        if has(&path) {
+            refuse_pickle(&format!("{what}/{path}"))?;
+        }
+    }
+    Err(Error::Io(format!(
+        "{what}/{component}/{stem}.safetensors is missing: {}",
+        crate::model::FOLDER_LAYOUT
+    )))
 }

@@ -12,8 +12,8 @@
 //!   `logit_scale` are dropped (diffusers' SD 2 text encoder has 23 of the 24 layers).
 //!
 //! Configs: the built-in SD 1.5 or SD 2.1 ones (SD 1 vs 2 from the cross-attention width,
-//! inpainting from the UNet's 9 input channels), or those of a diffusers folder (`--config`).
-//! The prediction type cannot be read from weights: `--prediction-type` sets it, by default
+//! inpainting from the UNet's 9 input channels), or those of a diffusers folder given with it.
+//! The prediction type cannot be read from weights: the caller sets it, by default
 //! v_prediction for SD 2.x (the 768-v models) and epsilon for SD 1.x and inpainting models;
 //! an SD 2.x epsilon model gets SD 2.1 base's sizes and scheduler. The scheduler configs are
 //! field for field those diffusers' single-file loader takes from the Hub for the same
@@ -32,6 +32,10 @@ const UNET: &str = "model.diffusion_model.";
 const VAE: &str = "first_stage_model.";
 const CLIP: &str = "cond_stage_model.transformer.";
 const OPEN_CLIP: &str = "cond_stage_model.model.";
+
+/// What to do about a single file the built-in configs do not fit; each driver says how it
+/// takes such configs (`sd-weights convert --config`, `importFile`'s `config` option).
+pub const NEEDS_CONFIGS: &str = "give the configs of a diffusers folder of the same architecture";
 
 /// A mapped tensor: component, diffusers name, shape, byte range inside the source tensor.
 type Mapped = (&'static str, String, Vec<usize>, u64, u64);
@@ -317,8 +321,8 @@ pub fn map(
 pub enum Configs {
     /// The built-in ones: the [`Spec`] of the family [`builtin_family`] names.
     Builtin(Spec),
-    /// A diffusers folder's configs and tokenizer files by path (`--config`), checked by
-    /// [`input::check_folder_files`]; the string names the folder.
+    /// A diffusers folder's configs and tokenizer files by path (`sd-weights convert
+    /// --config`), checked by [`input::check_folder_files`]; the string names the folder.
     Folder(BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>, String),
 }
 
@@ -450,7 +454,7 @@ pub fn single_file(
         if v_prediction.is_none() {
             notes.push(format!(
                 "prediction type {prediction} assumed (SD 2.x 768 models are v_prediction, the rest epsilon); \
-                 set --prediction-type if images come out wrong"
+                 if images come out wrong, convert again with the other prediction type"
             ));
         }
         if builtin && sd2 && !v_pred {
@@ -475,10 +479,9 @@ pub fn single_file(
     let (mapped, dropped) =
         map(header, &configs["unet/config.json"], &configs["vae/config.json"], text_layers).map_err(|why| {
             let hint = if builtin {
-                ", or one whose architecture differs from the built-in SD 1.5 / 2.1 configs (give a diffusers folder of \
-                 the same architecture with --config)"
+                format!(", or one whose architecture differs from the built-in SD 1.5 / 2.1 configs ({NEEDS_CONFIGS})")
             } else {
-                ", or it does not match the --config folder"
+                ", or it does not match the configs given".to_string()
             };
             bad(format!("{why}: not an SD 1.x / 2.x checkpoint with the original LDM names{hint}"))
         })?;
@@ -543,7 +546,7 @@ fn check_against_spec(input: &Input, spec: &Spec, sd2_inpaint: bool) -> Result<(
             .map(|(_, s)| format!("has shape {s:?}"))
             .unwrap_or("is missing".into());
         return Err(format!(
-            "tensor {n} {found}, the SD architecture needs {s:?}; use --config with a matching diffusers folder"
+            "tensor {n} {found}, the SD architecture needs {s:?}; {NEEDS_CONFIGS}"
         ));
     }
     if let Some((n, _)) = got.difference(&want).next() {

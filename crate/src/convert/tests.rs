@@ -381,3 +381,101 @@ fn header_lengths_are_checked() {
     );
     assert_eq!(header_len(&92u64.to_le_bytes(), 100, "x").unwrap(), 92);
 }
+
+/// Which file holds a component's weights, as both drivers ask (a folder on disk, the files a
+/// visitor picked): the plain file, else the fp16 one; sharded and pickle files are refused
+/// saying what to do; a missing one names the layout.
+#[test]
+fn weights_paths_follow_the_folder_layout() {
+    let path = |files: &[&str]| input::weights_path("unet", |p| files.contains(&p), "m");
+    assert_eq!(
+        path(&[
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors"
+        ])
+        .unwrap(),
+        "unet/diffusion_pytorch_model.safetensors"
+    );
+    assert_eq!(
+        path(&["unet/diffusion_pytorch_model.fp16.safetensors"]).unwrap(),
+        "unet/diffusion_pytorch_model.fp16.safetensors"
+    );
+    let err = path(&["unet/diffusion_pytorch_model.safetensors.index.json"]).unwrap_err();
+    assert!(err.to_string().contains("m/unet: sharded weights"), "{err}");
+    let err = path(&["unet/diffusion_pytorch_model.bin"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("m/unet/diffusion_pytorch_model.bin: refused: pickle files"),
+        "{err}"
+    );
+    let err = path(&[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("m/unet/diffusion_pytorch_model.safetensors is missing: a diffusers"),
+        "{err}"
+    );
+    assert!(input::weights_path("tokenizer", |_| true, "m").is_err());
+}
+
+/// A folder's files by path: the five configs parsed, the tokenizer files it has; a missing or
+/// malformed config is named.
+#[test]
+fn folder_files_are_read_by_path() {
+    let (configs, _) = folder_files();
+    let texts: BTreeMap<String, Vec<u8>> = configs
+        .iter()
+        .map(|(p, v)| (p.clone(), v.to_string().into_bytes()))
+        .chain([("tokenizer/vocab.json".to_string(), b"{}".to_vec())])
+        .collect();
+    let (read, tokenizer) = input::folder_files(|p| Ok(texts.get(p).cloned()), "m").unwrap();
+    assert_eq!(read, configs);
+    assert_eq!(
+        tokenizer.keys().collect::<Vec<_>>(),
+        ["tokenizer/vocab.json"]
+    );
+    let err = input::folder_files(
+        |p| {
+            Ok((p != "vae/config.json")
+                .then(|| texts.get(p).cloned())
+                .flatten())
+        },
+        "m",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("m/vae/config.json is missing"),
+        "{err}"
+    );
+    let err = input::folder_files(|_| Ok(Some(b"{".to_vec())), "m").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("m/model_index.json: not valid JSON"),
+        "{err}"
+    );
+}
+
+/// A header announcing a tensor over [`input::MAX_TENSOR_VALUES`] is refused while planning,
+/// naming it: nothing that size is ever allocated.
+#[test]
+fn huge_tensors_are_refused_before_reading() {
+    let (configs, tokenizer) = folder_files();
+    let mut input = Input::diffusers(configs, tokenizer, "mem").unwrap();
+    // 2^28 f16 values announced, the bytes to match (the header is all that is parsed).
+    let n = 1u64 << 28;
+    let json = format!(
+        r#"{{"w":{{"dtype":"F16","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        2 * n
+    );
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(json.as_bytes());
+    let header = parse_header(&bytes, bytes.len() as u64 + 2 * n, "big.safetensors").unwrap();
+    let err = input
+        .add_diffusers_weights("unet", "big.safetensors", &header)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "big.safetensors: tensor `w` has shape [268435456], over the 134217728 values"
+        ),
+        "{err}"
+    );
+}

@@ -306,7 +306,7 @@ impl Generator {
     /// the epoch).
     #[wasm_bindgen(js_name = cachedModels, unchecked_return_type = "CachedModel[]")]
     pub async fn cached_models() -> Result<JsValue, JsValue> {
-        super::load::cache_list_models().await
+        super::storage::cache_list_models().await
     }
 
     /// Deletes a stored model (and the chunks no other stored model uses): `url` is an id as
@@ -314,7 +314,7 @@ impl Generator {
     #[wasm_bindgen(js_name = deleteCachedModel, unchecked_return_type = "boolean")]
     pub async fn delete_cached_model(url: String) -> Result<JsValue, JsValue> {
         let source = hub::resolve(&url)?;
-        super::load::cache_delete_model(&source.url).await
+        super::storage::cache_delete_model(&source.url).await
     }
 
     /// Whether a model is loaded.

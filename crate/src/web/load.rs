@@ -13,46 +13,15 @@
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
+use super::storage::{
+    cache_get, cache_has, cache_put, cache_put_model, download, manifest_text, storage_free,
+    stored_manifest,
+};
 use super::{abort_error, get};
 use crate::format::stream::StreamingLoader;
 use crate::format::{MANIFEST, Manifest};
 use crate::model::{LoadOptions, StableDiffusion};
 use crate::{Device, Error};
-
-#[wasm_bindgen(module = "/js/storage.js")]
-extern "C" {
-    #[wasm_bindgen(catch)]
-    async fn download(
-        url: &str,
-        signal: &JsValue,
-        on_bytes: &Closure<dyn FnMut(f64)>,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = manifestText, catch)]
-    async fn manifest_text(
-        model_url: &str,
-        manifest_url: &str,
-        signal: &JsValue,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheGet, catch)]
-    async fn cache_get(sha256: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheHas, catch)]
-    async fn cache_has(sha256: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cachePut, catch)]
-    async fn cache_put(sha256: &str, bytes: &Uint8Array) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cachePutModel, catch)]
-    async fn cache_put_model(
-        url: &str,
-        manifest: &str,
-        shas: Array,
-        bytes: f64,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheListModels, catch)]
-    pub(crate) async fn cache_list_models() -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = cacheDeleteModel, catch)]
-    pub(crate) async fn cache_delete_model(url: &str) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_name = storageFree, catch)]
-    async fn storage_free() -> Result<JsValue, JsValue>;
-}
 
 /// `base/path`, with exactly one slash between.
 fn join(base: &str, path: &str) -> String {
@@ -106,6 +75,12 @@ async fn file_bytes(
     if let Some(bytes) = cached.dyn_ref::<Uint8Array>() {
         return Ok((bytes.to_vec(), true));
     }
+    if crate::hub::is_local(url) {
+        return Err(Error::Io(format!(
+            "{url}: {path} is missing from this browser's storage: import the model again"
+        ))
+        .into());
+    }
     let url = join(url, path);
     let bytes = download(&url, signal, on_bytes)
         .await
@@ -114,9 +89,20 @@ async fn file_bytes(
 }
 
 /// The text of the manifest of the model at `url` (a folder URL without a trailing slash):
-/// from the network, else the copy stored with the model. Errors: `io` naming the URL when
+/// from the network, else the copy stored with the model; an imported model's (`local:`)
+/// only from storage. Errors: `io` naming the URL when
 /// neither has it; an abort stays an `AbortError`.
 pub async fn fetch_manifest(url: &str, signal: &JsValue) -> Result<String, JsValue> {
+    if crate::hub::is_local(url) {
+        // Imported from the user's files: only ever in this browser's storage.
+        let text = stored_manifest(url).await?;
+        return text.as_string().ok_or_else(|| {
+            Error::Io(format!(
+                "{url} is not stored in this browser: imported models live only in the browser that imported them"
+            ))
+            .into()
+        });
+    }
     let manifest_url = join(url, MANIFEST);
     let text = manifest_text(url, &manifest_url, signal)
         .await

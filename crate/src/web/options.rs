@@ -92,7 +92,7 @@ fn seed(options: &JsValue) -> Result<Option<u64>, Error> {
     }
 }
 
-fn text(options: &JsValue, key: &str) -> Result<Option<String>, Error> {
+pub(crate) fn text(options: &JsValue, key: &str) -> Result<Option<String>, Error> {
     let v = get(options, key);
     if v.is_undefined() || v.is_null() {
         return Ok(None);

@@ -8,10 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use sd_webgpu::Error;
-use sd_webgpu::convert::input::TOKENIZER_FILES;
 use sd_webgpu::convert::ldm::{self, Configs};
 use sd_webgpu::convert::{Input, Range, header_len, input};
-use sd_webgpu::format::REQUIRED_CONFIGS;
 use sd_webgpu::safetensors::{self as st, Header};
 use serde_json::Value;
 
@@ -63,40 +61,23 @@ impl RangeReader {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::BadConfig(format!("{}: not valid JSON: {e}", path.display())))
-}
-
 /// Configs by path, and tokenizer files by path.
 pub type FolderFiles = (BTreeMap<String, Value>, BTreeMap<String, Vec<u8>>);
 
 /// Configs and tokenizer files of a diffusers folder (checked by the crate).
 pub fn folder_files(dir: &Path) -> Result<FolderFiles, Error> {
-    let mut configs = BTreeMap::new();
-    for path in REQUIRED_CONFIGS {
-        let full = dir.join(path);
-        if !full.is_file() {
-            return Err(Error::Io(format!(
-                "{} is missing: {}",
-                full.display(),
-                sd_webgpu::model::FOLDER_LAYOUT
-            )));
-        }
-        configs.insert(path.to_string(), read_json(&full)?);
-    }
-    let mut tokenizer = BTreeMap::new();
-    for name in TOKENIZER_FILES {
-        let full = dir.join("tokenizer").join(name);
-        if full.is_file() {
-            let bytes = std::fs::read(&full)
-                .map_err(|e| Error::Io(format!("cannot read {}: {e}", full.display())))?;
-            tokenizer.insert(format!("tokenizer/{name}"), bytes);
-        }
-    }
-    Ok((configs, tokenizer))
+    input::folder_files(
+        |path| {
+            let full = dir.join(path);
+            if !full.is_file() {
+                return Ok(None);
+            }
+            std::fs::read(&full)
+                .map(Some)
+                .map_err(|e| Error::Io(format!("cannot read {}: {e}", full.display())))
+        },
+        &label(dir),
+    )
 }
 
 /// A diffusers folder (safetensors weights), with the paths of its weight files.
@@ -104,38 +85,12 @@ pub fn diffusers_folder(dir: &Path) -> Result<(Input, Vec<PathBuf>), Error> {
     let (configs, tokenizer) = folder_files(dir)?;
     let mut input = Input::diffusers(configs, tokenizer, &label(dir))?;
     let mut paths = Vec::new();
-    for (component, stem) in [
-        ("text_encoder", "model"),
-        ("unet", "diffusion_pytorch_model"),
-        ("vae", "diffusion_pytorch_model"),
-    ] {
-        let sub = dir.join(component);
-        let path = [
-            format!("{stem}.safetensors"),
-            format!("{stem}.fp16.safetensors"),
-        ]
-        .into_iter()
-        .map(|f| sub.join(f))
-        .find(|p| p.is_file());
-        let Some(path) = path else {
-            if sub.join(format!("{stem}.safetensors.index.json")).is_file() {
-                return Err(Error::BadInput(format!(
-                    "{}: sharded weights ({stem}.safetensors.index.json) are not supported; save the model unsharded \
-                     (save_pretrained(..., max_shard_size=\"10GB\"))",
-                    sub.display()
-                )));
-            }
-            for pickle in [format!("{stem}.bin"), format!("{stem}.ckpt")] {
-                if sub.join(&pickle).is_file() {
-                    input::refuse_pickle(&label(&sub.join(&pickle)))?;
-                }
-            }
-            return Err(Error::Io(format!(
-                "{}/{stem}.safetensors is missing: {}",
-                sub.display(),
-                sd_webgpu::model::FOLDER_LAYOUT
-            )));
-        };
+    for (component, _) in input::WEIGHT_FILES {
+        let path = dir.join(input::weights_path(
+            component,
+            |p| dir.join(p).is_file(),
+            &label(dir),
+        )?);
         let header = read_header(&path)?;
         input.add_diffusers_weights(component, &label(&path), &header)?;
         paths.push(path);
@@ -162,5 +117,11 @@ pub fn single_file(
         }
         None => Configs::Builtin(specs::single_file_spec(family)?),
     };
-    ldm::single_file(&name, &header, configs, v_prediction)
+    ldm::single_file(&name, &header, configs, v_prediction).map_err(|e| {
+        if e.to_string().contains(ldm::NEEDS_CONFIGS) {
+            e.with_advice("give them with --config FOLDER")
+        } else {
+            e
+        }
+    })
 }
