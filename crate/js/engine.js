@@ -25,6 +25,14 @@ function abortError(message) {
   return Object.assign(new Error(message), { name: "AbortError", code: "cancelled" });
 }
 
+/** An import's events from the worker, to its `onProgress` and `onNote`. */
+function importEvents(onProgress, onNote) {
+  return (e) => {
+    if (e.event === "note") onNote?.(e.note);
+    else onProgress?.({ bytesRead: e.bytesRead, totalBytes: e.totalBytes, bytesPerSecond: e.bytesPerSecond, secondsLeft: e.secondsLeft });
+  };
+}
+
 export class WorkerEngine {
   constructor({ backend = "auto", onCrash } = {}) {
     this.options = { backend };
@@ -172,10 +180,18 @@ export class WorkerEngine {
     await this.ready();
     return this.send("importFile", { files, options }, {
       signal,
-      onEvent: (e) => {
-        if (e.event === "note") onNote?.(e.note);
-        else onProgress?.({ bytesRead: e.bytesRead, totalBytes: e.totalBytes, bytesPerSecond: e.bytesPerSecond, secondsLeft: e.secondsLeft });
-      },
+      onEvent: importEvents(onProgress, onNote),
+    });
+  }
+
+  /** The same from a single .safetensors file at `url` (import.js, importUrl). */
+  async importUrl(url, { onProgress, onNote, signal, ...options } = {}) {
+    await this.ready();
+    // Resolved here: the worker's own URL is not the page's.
+    const href = new URL(url, location.href).href;
+    return this.send("importUrl", { url: href, options }, {
+      signal,
+      onEvent: importEvents(onProgress, onNote),
     });
   }
 

@@ -12,6 +12,10 @@ function badInput(message) {
   return Object.assign(new Error(message), { code: "bad-input" });
 }
 
+function ioError(message) {
+  return Object.assign(new Error(message), { code: "io" });
+}
+
 /** `{ folder, files: [{ path, blob }] }` from what `importFile` takes: a File, a list of
  *  Files (from a folder picker: paths from their webkitRelativePath, less the folder's own
  *  name, which is `folder`), or a `{ "unet/config.json": Blob, ... }` record. */
@@ -53,6 +57,29 @@ async function builtinSpec(family) {
   return out;
 }
 
+const sliced = async (blob, start, length) => new Uint8Array(await blob.slice(start, start + length).arrayBuffer());
+
+/** What the engine's `importModel` reads (its ImportSource): `files` ({ path, size }) read by
+ *  `read(index, start, length)`, and the files of `config` (see filesOf) if given. */
+function importSource(files, read, config, plan) {
+  const configFiles = config ? filesOf(config).files : null;
+  return {
+    files,
+    config: configFiles && configFiles.map(({ path, blob }) => ({ path, size: blob.size })),
+    read: (list, index, start, length) =>
+      list === "config" ? sliced(configFiles[index].blob, start, length) : read(index, start, length),
+    plan,
+    spec: builtinSpec,
+  };
+}
+
+/** The converter module, loaded on the first import. */
+async function importer() {
+  const module = await import("./sd_webgpu_import.js");
+  await module.default();
+  return module.importModel;
+}
+
 /**
  * Converts and stores a model from the user's files; resolves to its key ("local:NAME").
  * `input`: see filesOf. Options: those of the engine's `importModel` (quantization,
@@ -62,17 +89,183 @@ async function builtinSpec(family) {
  */
 export async function importFiles(input, { config, ...options } = {}) {
   const { folder, files } = filesOf(input);
-  const configFiles = config ? filesOf(config).files : null;
-  const lists = { files, config: configFiles };
-  const describe = (list) => list && list.map(({ path, blob }) => ({ path, size: blob.size }));
-  const source = {
-    files: describe(files),
-    config: describe(configFiles),
-    read: async (list, index, start, length) =>
-      new Uint8Array(await lists[list][index].blob.slice(start, start + length).arrayBuffer()),
-    spec: builtinSpec,
-  };
-  const { default: init, importModel } = await import("./sd_webgpu_import.js");
-  await init();
+  const source = importSource(
+    files.map(({ path, blob }) => ({ path, size: blob.size })),
+    (index, start, length) => sliced(files[index].blob, start, length),
+    config,
+  );
+  const importModel = await importer();
   return importModel(source, { ...options, name: options.name ?? folder ?? undefined });
+}
+
+/** `fetch`, with a network failure (or a response the page may not read: CORS) and an HTTP
+ *  error status named with the URL. An abort stays an AbortError. */
+async function get(url, { range, signal } = {}) {
+  let response;
+  try {
+    response = await fetch(url, { headers: range ? { Range: `bytes=${range[0]}-${range[1] - 1}` } : {}, signal });
+  } catch (e) {
+    if (e?.name === "AbortError") throw Object.assign(new Error("the import was cancelled"), { name: "AbortError", code: "cancelled" });
+    throw ioError(`${url}: the request failed (a network error, or the server does not let this page read the file: CORS)`);
+  }
+  if (!response.ok) throw ioError(`${url}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ""}`);
+  return response;
+}
+
+/** Reads `[start, start + length)` of a file over HTTP, one range request each time. */
+class RangeReader {
+  constructor(url, signal) {
+    this.url = url;
+    this.signal = signal;
+  }
+
+  async read(start, length) {
+    if (length === 0) return new Uint8Array(0);
+    const response = await get(this.url, { range: [start, start + length], signal: this.signal });
+    if (response.status !== 206) {
+      response.body?.cancel().catch(() => {});
+      throw ioError(`${this.url}: the server stopped answering range requests (HTTP ${response.status})`);
+    }
+    return new Uint8Array(await response.arrayBuffer());
+  }
+}
+
+/**
+ * Reads a file from one streamed response (a server that refuses ranges), in file order.
+ * The converter reads by component (text encoder, UNet, VAE: crate/src/convert/converter.rs),
+ * not in file order, so the tensors the stream passes before they are asked for are kept until
+ * then: only those of the converter's plan (`plan`), never the whole file. Before the plan
+ * (the header's reads) everything read is kept: that is the header only.
+ */
+class StreamReader {
+  constructor(url, response) {
+    this.url = url;
+    this.reader = response.body.getReader();
+    this.pos = 0; // bytes taken from the stream
+    this.left = new Uint8Array(0); // what the last piece has left
+    this.head = new Uint8Array(0); // everything read before the plan
+    this.wanted = null; // the plan's ranges by start: { start, end, bytes, done }
+  }
+
+  plan(ranges) {
+    this.wanted = ranges.map(([, start, length]) => ({ start, end: start + length, bytes: null, done: false }));
+    this.wanted.sort((a, b) => a.start - b.start);
+    this.head = null;
+  }
+
+  /** Takes the stream up to byte `to`, handing each piece to `sink(at, bytes)`. */
+  async advance(to, sink) {
+    while (this.pos < to) {
+      if (this.left.length === 0) {
+        const { done, value } = await this.reader.read();
+        if (done) throw ioError(`${this.url}: the download ended at byte ${this.pos}, before byte ${to}`);
+        this.left = value;
+      }
+      const n = Math.min(this.left.length, to - this.pos);
+      sink(this.pos, this.left.subarray(0, n));
+      this.pos += n;
+      this.left = this.left.subarray(n);
+    }
+  }
+
+  /** Keeps the bytes of wanted ranges the stream passes before they are asked for. */
+  keep(at, bytes) {
+    const end = at + bytes.length;
+    for (const w of this.wanted) {
+      if (w.done || w.end <= at || w.start >= end) continue;
+      w.bytes ??= new Uint8Array(w.end - w.start);
+      const from = Math.max(at, w.start);
+      w.bytes.set(bytes.subarray(from - at, Math.min(end, w.end) - at), from - w.start);
+    }
+  }
+
+  async read(start, length) {
+    const end = start + length;
+    if (this.wanted === null) {
+      // The header: kept whole, since it is read twice (its length, then itself).
+      if (end > this.pos) {
+        const head = new Uint8Array(end);
+        head.set(this.head);
+        await this.advance(end, (at, bytes) => head.set(bytes, at));
+        this.head = head;
+      }
+      return this.head.slice(start, end);
+    }
+    // The converter reads each range in pieces, in order: a piece ending its range frees it.
+    const kept = this.wanted.find((w) => w.bytes && w.start <= start && end <= w.end);
+    if (kept) {
+      const bytes = kept.bytes.slice(start - kept.start, end - kept.start);
+      if (end === kept.end) Object.assign(kept, { bytes: null, done: true });
+      return bytes;
+    }
+    if (start < this.pos) throw ioError(`${this.url}: bytes ${start}-${end} were asked for after the download passed them`);
+    await this.advance(start, (at, bytes) => this.keep(at, bytes));
+    const out = new Uint8Array(length);
+    await this.advance(end, (at, bytes) => out.set(bytes, at - start));
+    const range = this.wanted.find((w) => w.start < end && end <= w.end);
+    if (range && end === range.end) range.done = true;
+    return out;
+  }
+
+  cancel() {
+    this.reader.cancel().catch(() => {});
+  }
+}
+
+/** The file name at the end of `url`'s path ("model.safetensors"), or "model.safetensors". */
+function fileName(url) {
+  const last = new URL(url).pathname.split("/").pop() ?? "";
+  let name = last;
+  try {
+    name = decodeURIComponent(last);
+  } catch {
+    // Not valid %-escapes: the name as it is.
+  }
+  return name.replaceAll("/", "_") || "model.safetensors";
+}
+
+/**
+ * Converts and stores a single-file `.safetensors` checkpoint served at `url` while it is
+ * read; resolves to its key ("local:NAME", NAME by default the file's name less
+ * `.safetensors`). With HTTP range requests (a 206 to the first, which reads 8 bytes) only
+ * the header and then the tensors the converter asks for are fetched; a server that answers
+ * 200 instead is read in one streamed download (StreamReader). The file is never stored, nor
+ * held whole in memory. Options: those of `importFiles`.
+ */
+export async function importUrl(url, { config, ...options } = {}) {
+  let href;
+  try {
+    href = new URL(url, globalThis.location?.href).href;
+  } catch {
+    throw badInput(`importUrl: ${url} is not a URL`);
+  }
+  const { signal } = options;
+  const first = await get(href, { range: [0, 8], signal });
+  let reader, size;
+  if (first.status === 206) {
+    // "bytes 0-7/SIZE": the file's size (a server letting a page read ranges exposes it).
+    size = Number(/\/(\d+)$/.exec(first.headers.get("content-range") ?? "")?.[1]);
+    first.body?.cancel().catch(() => {});
+    if (!Number.isFinite(size)) throw ioError(`${href}: the server's range answer gives no file size (Content-Range)`);
+    reader = new RangeReader(href, signal);
+  } else {
+    size = Number(first.headers.get("content-length"));
+    if (!first.headers.has("content-length") || !Number.isFinite(size)) {
+      first.body?.cancel().catch(() => {});
+      throw ioError(`${href}: the server gives neither ranges nor the file's size (Content-Length)`);
+    }
+    reader = new StreamReader(href, first);
+  }
+  const source = importSource(
+    [{ path: fileName(href), size }],
+    (_, start, length) => reader.read(start, length),
+    config,
+    reader.plan && ((ranges) => reader.plan(ranges)),
+  );
+  try {
+    const importModel = await importer();
+    return await importModel(source, options);
+  } finally {
+    reader.cancel?.();
+  }
 }

@@ -52,6 +52,13 @@ export interface SdGenerator {
    *  `sd-weights convert` (pickles refused, SDXL and unknown architectures named, damaged
    *  files named with the tensor); aborted: an AbortError, and nothing stays stored. */
   importFile(files: ImportFiles, options?: ImportFileOptions): Promise<string>;
+  /** The same from a single-file `.safetensors` at `url` (absolute, or relative to the page),
+   *  converted while it is read: with HTTP range requests (206; a cross-origin server must allow
+   *  CORS and expose Content-Range) only the header and the tensors used are fetched, else one
+   *  streamed download. The file is never stored nor held whole. The name defaults to the
+   *  URL's last path segment less `.safetensors`. Errors: as importFile's, and code "io" for an
+   *  HTTP error status (naming the URL and status) or a network / CORS failure. */
+  importUrl(url: string | URL, options?: ImportFileOptions): Promise<string>;
   generate(options: GenerateOptions): Promise<Image>;
   img2img(options: Img2ImgOptions): Promise<Image>;
   inpaint(options: InpaintOptions): Promise<Image>;

@@ -5,7 +5,7 @@
 import init, { Generator } from "./sd_webgpu.js";
 import * as wasm from "./sd_webgpu.js";
 import { withToBlob } from "./png.js";
-import { importFiles } from "./import.js";
+import { importFiles, importUrl } from "./import.js";
 
 let ready = null;
 
@@ -70,6 +70,9 @@ export class LocalEngine {
   }
   async importFile(files, options) {
     return importFiles(files, options);
+  }
+  async importUrl(url, options) {
+    return importUrl(url, options);
   }
   async loadFiles(files) {
     this.generator.loadFiles(files);

@@ -9,7 +9,7 @@
 // wasm instance died outside a request.
 import { Generator } from "./sd_webgpu.js";
 import { callEngine, initEngine } from "./local.js";
-import { importFiles } from "./import.js";
+import { importFiles, importUrl } from "./import.js";
 
 let generator = null;
 const controllers = new Map(); // request id → AbortController
@@ -40,6 +40,16 @@ const handlers = {
   // reach the worker without being read.
   async importFile({ files, options }, id, signal) {
     return importFiles(files, {
+      ...options,
+      signal,
+      onProgress: (p) => postMessage({ id, event: "progress", ...p }),
+      onNote: (note) => postMessage({ id, event: "note", note }),
+    });
+  },
+
+  // The same from a .safetensors file at `url` (absolute: engine.js resolves it).
+  async importUrl({ url, options }, id, signal) {
+    return importUrl(url, {
       ...options,
       signal,
       onProgress: (p) => postMessage({ id, event: "progress", ...p }),

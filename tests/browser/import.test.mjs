@@ -3,7 +3,9 @@
 // `sd-weights convert` writes them (the binary the native tests build), and the imported model
 // generates the CLI's image on the CPU engine. A cancelled import leaves nothing stored, and
 // an import from files makes no request but to the page's own origin (the built-in configs)
-// and none carrying the file. Bad files give the CLI's errors.
+// and none carrying the file. Bad files give the CLI's errors. importUrl converts a file
+// served on 127.0.0.1 (another origin, with CORS) by range requests, or by one download where
+// the server ignores ranges, byte for byte as the CLI does.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -269,4 +271,62 @@ test("bad files give the CLI's errors, without its flags, and store nothing", { 
   assert.ok(name);
   const after = await page.evaluate(() => stored());
   assert.equal(after.blobCount, before.blobCount, "nothing stored");
+});
+
+test("a single file imports by URL at q8 byte for byte as sd-weights convert writes it, by range requests or one download; a 404 stores nothing", { timeout: 120_000 }, async () => {
+  const file = "sd15-inpaint-tiny";
+  const input = join(FIXTURES, "ldm", `${file}.safetensors`);
+  const size = readFileSync(input).length;
+  const native = nativeConvert(input, `url-${file}-q8`, ["--quant", "q8", "--config", join(FIXTURES, file)]);
+  await page.setInputFiles("#config", join(FIXTURES, file));
+  const ranged = await serve({ "/files/": join(FIXTURES, "ldm") }, { ranges: true, cors: true });
+  const plain = await serve({ "/files/": join(FIXTURES, "ldm") }, { cors: true });
+  const urlOf = (server, name) => `http://127.0.0.1:${server.address().port}/files/${name}`;
+  const importUrl = (url, options) =>
+    page.evaluate(async ([url, options]) => {
+      const events = [];
+      try {
+        const key = await gen.importUrl(url, { ...options, config: document.getElementById("config").files, onProgress: (p) => events.push(p) });
+        return { key, events };
+      } catch (e) {
+        return { error: { code: e.code, message: e.message }, events };
+      }
+    }, [url, options]);
+  try {
+    for (const [server, how, name] of [[ranged, "ranges", undefined], [plain, "one download", "by download"]]) {
+      const result = await importUrl(urlOf(server, `${file}.safetensors`), { quantization: "q8", chunkMb: 1, name });
+      assert.equal(result.error, undefined, `${how}: ${result.error?.message}`);
+      // The name defaults to the URL's file name, made unique (the file test stored it already).
+      assert.match(result.key, name ? /^local:by download$/ : new RegExp(`^local:${file}(-\\d+)?$`), how);
+      assertSameAsNative(await page.evaluate((key) => stored(key), result.key), native, `${file} by ${how}`);
+      const last = result.events.at(-1);
+      assert.ok(last.bytesRead === last.totalBytes && last.bytesPerSecond > 0 && last.secondsLeft === 0, `${how}: ${JSON.stringify(last)}`);
+      const served = server.served.filter((r) => r.path.endsWith(".safetensors"));
+      if (server === ranged) {
+        // The header, then the converter's ranges: every answer a 206, none the whole file.
+        assert.ok(served.length > 3, `${served.length} requests`);
+        for (const r of served) {
+          assert.equal(r.status, 206, JSON.stringify(r));
+          assert.ok(r.range && r.bytes < size, `a request for the whole file: ${JSON.stringify(r)}`);
+        }
+        const total = served.reduce((n, r) => n + r.bytes, 0);
+        console.log(`importUrl by ranges: ${served.length} requests, ${total} bytes served of a ${size}-byte file`);
+      } else {
+        assert.deepEqual(served.map((r) => [r.status, r.bytes]), [[200, size]], "one download, read once");
+      }
+    }
+
+    // A missing file: the URL and the status, and nothing stored.
+    const before = await page.evaluate(() => stored());
+    const models = await page.evaluate(() => gen.call("cachedModels"));
+    const missing = urlOf(ranged, "missing.safetensors");
+    const result = await importUrl(missing, { quantization: "q8" });
+    assert.equal(result.error?.code, "io", JSON.stringify(result));
+    assert.ok(result.error.message.includes(missing) && /HTTP 404/.test(result.error.message), result.error.message);
+    assert.equal((await page.evaluate(() => stored())).blobCount, before.blobCount, "nothing stored");
+    assert.deepEqual(await page.evaluate(() => gen.call("cachedModels")), models, "nothing listed");
+  } finally {
+    ranged.close();
+    plain.close();
+  }
 });

@@ -70,6 +70,9 @@ export interface ImportSource {
   config: { path: string; size: number }[] | null;
   read(list: "files" | "config", index: number, start: number, length: number): Promise<Uint8Array>;
   spec(family: string): Promise<Record<string, Uint8Array>>;
+  /** Told the ranges of `files` that `read` will be asked for, in that order, before the
+   *  first: `[index, start, length]`. Optional (a stream read in file order needs it). */
+  plan?(ranges: [number, number, number][]): void;
 }
 "#;
 
@@ -105,7 +108,15 @@ pub async fn import_model(
     let on_note = function(&options, "onNote")?;
 
     let signal = get(&options, "signal");
-    let (input, file_index) = source.input(v_prediction).await?;
+    // A read that failed because the import was cancelled (a fetch aborted) is a cancel.
+    let cancelled = |e: JsValue| {
+        if signal_aborted(&signal) {
+            super::abort_error()
+        } else {
+            e
+        }
+    };
+    let (input, file_index) = source.input(v_prediction).await.map_err(cancelled)?;
     if signal_aborted(&signal) {
         return Err(super::abort_error());
     }
@@ -130,7 +141,8 @@ pub async fn import_model(
         &options,
         &mut stored,
     )
-    .await;
+    .await
+    .map_err(cancelled);
     if result.is_err() && !stored.is_empty() {
         // Nothing half-written stays: the chunks no stored model lists are deleted.
         let shas: Array = stored.iter().map(|s| JsValue::from(s.as_str())).collect();
@@ -206,6 +218,12 @@ async fn convert(
     let signal = get(options, "signal");
     let mut converter = Converter::new(input, want, chunk_size)?;
     let total = converter.total_bytes();
+    let ranges: Vec<_> = converter
+        .ranges()
+        .iter()
+        .map(|r| (file_index[r.file], r.start, r.len))
+        .collect();
+    source.plan(&ranges)?;
     let (started, mut read) = (now_ms(), 0u64);
     while let Some(range) = converter.next_range() {
         if signal_aborted(&signal) {

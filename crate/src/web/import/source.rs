@@ -24,6 +24,10 @@ pub(super) struct Source {
     config: Option<Vec<(String, u64)>>,
     read: Function,
     spec: Function,
+    /// Told the byte ranges of `files` the converter will read, in the order it reads them,
+    /// before it reads any: a source that streams a file in order (import.js, a URL whose
+    /// server refuses ranges) keeps what it passes that is wanted later. Optional.
+    plan: Option<Function>,
 }
 
 fn file_list(list: &JsValue, what: &str) -> Result<Vec<(String, u64)>, Error> {
@@ -63,11 +67,18 @@ impl Source {
             })
         };
         let (read, spec) = (function("read")?, function("spec")?);
+        let plan = get(source, "plan");
+        let plan = if plan.is_undefined() {
+            None
+        } else {
+            Some(function("plan")?)
+        };
         Ok(Source {
             files,
             config,
             read,
             spec,
+            plan,
         })
     }
 
@@ -130,6 +141,26 @@ impl Source {
             .into());
         }
         Ok(bytes.to_vec())
+    }
+
+    /// Tells the source's `plan` (if any) the ranges to be read, as `[index in files, start,
+    /// length]`, in reading order.
+    pub(super) fn plan(&self, ranges: &[(usize, u64, u64)]) -> Result<(), JsValue> {
+        let Some(plan) = &self.plan else {
+            return Ok(());
+        };
+        let list: Array = ranges
+            .iter()
+            .map(|&(index, start, len)| {
+                JsValue::from(Array::of3(
+                    &(index as f64).into(),
+                    &(start as f64).into(),
+                    &(len as f64).into(),
+                ))
+            })
+            .collect();
+        plan.call1(&JsValue::NULL, &list)?;
+        Ok(())
     }
 
     /// A safetensors file's parsed header, reading only the header.
