@@ -1,11 +1,12 @@
 // "Import from this computer": the visitor's own .safetensors checkpoint or diffusers folder,
 // converted in the engine's worker (gen.importFile) and stored in this browser; then loaded.
-// The files are picked, chosen as a folder or dropped; nothing is uploaded.
+// The files are picked, chosen as a folder or dropped; nothing is uploaded. Or a link to a
+// .safetensors file (gen.importUrl), converted as it downloads.
 import { $, mb, duration } from "./ui.js";
 import { state, model } from "./state.js";
 import { loadModel, refreshCached, selectModelUrl } from "./model.js";
 
-let chosen = null; // what importFile takes: a File, a folder's Files, or { path: File }
+let chosen = null; // what importFile takes (a File, a folder's Files, or { path: File }), or a URL string
 let importing = null; // the AbortController of the import running
 
 function choose(files, label) {
@@ -64,14 +65,15 @@ async function start() {
   $("import-notes").replaceChildren();
   const notes = [];
   try {
-    const key = await state.engine.importFile(chosen, {
+    const options = {
       quantization: $("import-quant").value,
       predictionType: $("import-prediction").value || undefined,
       name: $("import-name").value.trim() || undefined,
       onProgress: showProgress,
       onNote: (note) => notes.push(note),
       signal: importing.signal,
-    });
+    };
+    const key = typeof chosen === "string" ? await state.engine.importUrl(chosen, options) : await state.engine.importFile(chosen, options);
     $("import-status").textContent = `Imported as ${key}.`;
     // What the converter says, as sd-weights convert prints it: assumptions, tensors kept wider.
     $("import-notes").replaceChildren(...notes.map((note) => Object.assign(document.createElement("li"), { textContent: note })));
@@ -100,6 +102,10 @@ export function wireImport() {
     const files = $("import-folder").files;
     const folder = files[0]?.webkitRelativePath.split("/")[0];
     choose(files.length ? files : null, files.length ? `Folder ${folder}: ${files.length} files` : "Nothing chosen.");
+  });
+  $("import-url").addEventListener("input", () => {
+    const url = $("import-url").value.trim();
+    choose(url || null, url ? `Link: ${url}` : "Nothing chosen.");
   });
   const drop = $("import-drop");
   drop.addEventListener("dragover", (e) => {
