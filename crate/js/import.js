@@ -169,10 +169,10 @@ class StreamReader {
   }
 
   /** Keeps the bytes of wanted ranges the stream passes before they are asked for. */
-  keep(at, bytes) {
+  keep(at, bytes, except = null) {
     const end = at + bytes.length;
     for (const w of this.wanted) {
-      if (w.done || w.end <= at || w.start >= end) continue;
+      if (w === except || w.done || w.end <= at || w.start >= end) continue;
       w.bytes ??= new Uint8Array(w.end - w.start);
       const from = Math.max(at, w.start);
       w.bytes.set(bytes.subarray(from - at, Math.min(end, w.end) - at), from - w.start);
@@ -191,19 +191,21 @@ class StreamReader {
       }
       return this.head.slice(start, end);
     }
-    // The converter reads each range in pieces, in order: a piece ending its range frees it.
-    const kept = this.wanted.find((w) => w.bytes && w.start <= start && end <= w.end);
-    if (kept) {
-      const bytes = kept.bytes.slice(start - kept.start, end - kept.start);
-      if (end === kept.end) Object.assign(kept, { bytes: null, done: true });
+    // The converter reads each range in pieces, in order: a piece ending its range ends it.
+    const current = this.wanted.find((w) => !w.done && w.start <= start && end <= w.end);
+    if (current?.bytes) {
+      const bytes = current.bytes.slice(start - current.start, end - current.start);
+      if (end === current.end) Object.assign(current, { bytes: null, done: true });
       return bytes;
     }
     if (start < this.pos) throw ioError(`${this.url}: bytes ${start}-${end} were asked for after the download passed them`);
     await this.advance(start, (at, bytes) => this.keep(at, bytes));
     const out = new Uint8Array(length);
-    await this.advance(end, (at, bytes) => out.set(bytes, at - start));
-    const range = this.wanted.find((w) => w.start < end && end <= w.end);
-    if (range && end === range.end) range.done = true;
+    await this.advance(end, (at, bytes) => {
+      out.set(bytes, at - start);
+      this.keep(at, bytes, current); // the same bytes, if another range wants them too
+    });
+    if (current && end === current.end) current.done = true;
     return out;
   }
 

@@ -4,8 +4,10 @@
 //! like a downloaded model.
 //!
 //! `crate/js/import.js` calls it with the files' paths and sizes and a `read` function (a
-//! `Blob.slice` each time: no file is ever read whole, and nothing goes over the network); the
-//! built-in configs a single file needs come from its `spec` function. This is the file
+//! `Blob.slice` each time: no file is ever read whole, and nothing goes over the network; or,
+//! for `importUrl`, an HTTP range request, or the next bytes of one streamed download, which
+//! the optional `plan` function prepares); the built-in configs a single file needs come from
+//! its `spec` function. This is the file
 //! side of `weights-tools/src/convert`, in the browser: read what the converter asks for,
 //! store what it hands back (through `crate/js/storage.js`, as `load` stores), and on any
 //! error or abort delete what was stored, so no half model stays behind. `import/source.rs`
