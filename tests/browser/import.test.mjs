@@ -273,7 +273,7 @@ test("bad files give the CLI's errors, without its flags, and store nothing", { 
   assert.equal(after.blobCount, before.blobCount, "nothing stored");
 });
 
-test("a single file imports by URL at q8 byte for byte as sd-weights convert writes it, by range requests or one download; a 404 stores nothing", { timeout: 120_000 }, async () => {
+test("a single file imports by URL at q8 byte for byte as sd-weights convert writes it, by range requests or one download; a cancel or a 404 stores nothing", { timeout: 120_000 }, async () => {
   const file = "sd15-inpaint-tiny";
   const input = join(FIXTURES, "ldm", `${file}.safetensors`);
   const size = readFileSync(input).length;
@@ -315,6 +315,22 @@ test("a single file imports by URL at q8 byte for byte as sd-weights convert wri
         assert.deepEqual(served.map((r) => [r.status, r.bytes]), [[200, size]], "one download, read once");
       }
     }
+
+    // Cancelled at the first progress event: an AbortError, nothing stored or listed.
+    const beforeCancel = await page.evaluate(() => stored());
+    const modelsBefore = await page.evaluate(() => gen.call("cachedModels"));
+    const cancelled = await page.evaluate(async (url) => {
+      const controller = new AbortController();
+      try {
+        await gen.importUrl(url, { quantization: "q8", chunkMb: 1, config: document.getElementById("config").files, signal: controller.signal, onProgress: () => controller.abort() });
+        return null;
+      } catch (e) {
+        return { name: e.name, code: e.code };
+      }
+    }, urlOf(ranged, `${file}.safetensors`));
+    assert.deepEqual(cancelled, { name: "AbortError", code: "cancelled" });
+    assert.equal((await page.evaluate(() => stored())).blobCount, beforeCancel.blobCount, "a cancel stores nothing");
+    assert.deepEqual(await page.evaluate(() => gen.call("cachedModels")), modelsBefore, "a cancel lists nothing");
 
     // A missing file: the URL and the status, and nothing stored.
     const before = await page.evaluate(() => stored());
