@@ -130,17 +130,26 @@ class RangeReader {
   }
 }
 
+/** The most bytes StreamReader keeps for later (see there). */
+const KEEP_BYTES = 512 << 20;
+
 /**
- * Reads a file from one streamed response (a server that refuses ranges), in file order.
+ * Reads a file from a streamed response (a server that refuses ranges), in file order.
  * The converter reads by component (text encoder, UNet, VAE: crate/src/convert/converter.rs),
  * not in file order, so the tensors the stream passes before they are asked for are kept until
- * then: only those of the converter's plan (`plan`), never the whole file. Before the plan
- * (the header's reads) everything read is kept: that is the header only.
+ * then: only those of the converter's plan (`plan`), never the whole file. Where the file is
+ * laid out in another order, that could be most of it: past KEEP_BYTES nothing more is kept,
+ * and a tensor the stream passed unkept is read by downloading again from the start (a
+ * safetensors file written by the `safetensors` library is in name order: text encoder, VAE,
+ * UNet, so only the VAE is kept, and the file is downloaded once). Before the plan (the
+ * header's reads) everything read is kept: that is the header only.
  */
 class StreamReader {
-  constructor(url, response) {
+  constructor(url, response, signal) {
     this.url = url;
+    this.signal = signal;
     this.reader = response.body.getReader();
+    this.kept = 0; // bytes kept for later
     this.pos = 0; // bytes taken from the stream
     this.left = new Uint8Array(0); // what the last piece has left
     this.head = new Uint8Array(0); // everything read before the plan
@@ -168,12 +177,21 @@ class StreamReader {
     }
   }
 
-  /** Keeps the bytes of wanted ranges the stream passes before they are asked for. */
+  /** Keeps the bytes of wanted ranges the stream passes before they are asked for, up to
+   *  KEEP_BYTES (a range is kept whole or not at all). */
   keep(at, bytes, except = null) {
     const end = at + bytes.length;
     for (const w of this.wanted) {
-      if (w === except || w.done || w.end <= at || w.start >= end) continue;
-      w.bytes ??= new Uint8Array(w.end - w.start);
+      if (w === except || w.done || w.skipped || w.end <= at || w.start >= end) continue;
+      if (!w.bytes) {
+        // The first of its bytes: kept whole, or passed by (read again by a new download).
+        if (at > w.start || this.kept + (w.end - w.start) > KEEP_BYTES) {
+          w.skipped = true;
+          continue;
+        }
+        w.bytes = new Uint8Array(w.end - w.start);
+        this.kept += w.end - w.start;
+      }
       const from = Math.max(at, w.start);
       w.bytes.set(bytes.subarray(from - at, Math.min(end, w.end) - at), from - w.start);
     }
@@ -195,10 +213,13 @@ class StreamReader {
     const current = this.wanted.find((w) => !w.done && w.start <= start && end <= w.end);
     if (current?.bytes) {
       const bytes = current.bytes.slice(start - current.start, end - current.start);
-      if (end === current.end) Object.assign(current, { bytes: null, done: true });
+      if (end === current.end) {
+        this.kept -= current.end - current.start;
+        Object.assign(current, { bytes: null, done: true });
+      }
       return bytes;
     }
-    if (start < this.pos) throw ioError(`${this.url}: bytes ${start}-${end} were asked for after the download passed them`);
+    if (start < this.pos) await this.restart();
     await this.advance(start, (at, bytes) => this.keep(at, bytes));
     const out = new Uint8Array(length);
     await this.advance(end, (at, bytes) => {
@@ -207,6 +228,16 @@ class StreamReader {
     });
     if (current && end === current.end) current.done = true;
     return out;
+  }
+
+  /** Downloads the file again from the start: the stream passed bytes it could not keep. */
+  async restart() {
+    this.cancel();
+    const response = await get(this.url, { signal: this.signal });
+    this.reader = response.body.getReader();
+    this.pos = 0;
+    this.left = new Uint8Array(0);
+    for (const w of this.wanted) w.skipped = false;
   }
 
   cancel() {
@@ -256,7 +287,7 @@ export async function importUrl(url, { config, ...options } = {}) {
       first.body?.cancel().catch(() => {});
       throw ioError(`${href}: the server gives neither ranges nor the file's size (Content-Length)`);
     }
-    reader = new StreamReader(href, first);
+    reader = new StreamReader(href, first, signal);
   }
   const source = importSource(
     [{ path: fileName(href), size }],

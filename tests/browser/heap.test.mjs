@@ -5,7 +5,8 @@
 // shrinks, so its size after the load is the peak. Budget: 256 MiB.
 //
 // A few minutes: synth + convert on the CPU, then the load; ~4 GB of temporary disk. Then the
-// importer's heap while it converts a full-size SD 1.5 single file (importFile): about 40 s.
+// importer's heap while it converts a full-size SD 1.5 single file (importFile): about 40 s;
+// then the same file by URL, by range requests and by a plain download: about 2 minutes.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -111,6 +112,61 @@ test("importing a full-size SD 1.5 single file keeps the importer's wasm heap un
     assert.equal(r.key, "local:sd15");
     assert.equal(r.last.bytesRead, r.last.totalBytes);
     assert.ok(r.end < HEAP_BUDGET, `the importer's wasm heap grew to ${mib(r.end)} MiB, over the ${mib(HEAP_BUDGET)} MiB budget`);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
+
+// importUrl: the same file served on 127.0.0.1 by range requests, and by a server that ignores
+// ranges. This file lays the UNet out first and the converter reads the text encoder first, so
+// the stream keeps what it can (512 MiB at most) and downloads the file a second time for the
+// rest. Both store the same model (the manifest names every chunk by its sha256).
+test("importing a full-size SD 1.5 single file by URL stores the same model by range requests and from one server ignoring ranges (downloaded twice)", { timeout: 10 * 60_000 }, async () => {
+  const file = join(work, "sd15-url.safetensors");
+  fullSizeSd15(file);
+  const server = await serve({ "/pkg/": join(ROOT, "www", "pkg") });
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    const manifests = {};
+    for (const ranges of [true, false]) {
+      const files = await serve({ "/files/": work }, { ranges, cors: true });
+      try {
+        const r = await page.evaluate(async ([url, name]) => {
+          const { importUrl } = await import("/pkg/import.js");
+          const t = performance.now();
+          let last = null;
+          const key = await importUrl(url, { quantization: "q8", name, onProgress: (p) => (last = p) });
+          const seconds = (performance.now() - t) / 1000;
+          const db = await new Promise((ok, fail) => {
+            const req = indexedDB.open("sd-webgpu");
+            req.onsuccess = () => ok(req.result);
+            req.onerror = () => fail(req.error);
+          });
+          const model = await new Promise((ok) => {
+            const req = db.transaction("models").objectStore("models").get(key);
+            req.onsuccess = () => ok(req.result);
+          });
+          db.close();
+          return { key, seconds, last, manifest: model.manifest };
+        }, [`http://127.0.0.1:${files.address().port}/files/sd15-url.safetensors`, ranges ? "by-ranges" : "by-stream"]);
+        const served = files.served.filter((s) => s.path.endsWith(".safetensors"));
+        const downloads = served.filter((s) => s.status === 200).length;
+        console.log(
+          `SD 1.5 single file by URL (${ranges ? "range requests" : "no ranges"}) at q8 in ${r.seconds.toFixed(0)} s ` +
+            `(${(r.last.bytesPerSecond / 1e6).toFixed(0)} MB/s): ${served.length} requests, ${downloads} whole downloads`,
+        );
+        assert.equal(r.last.bytesRead, r.last.totalBytes);
+        if (ranges) assert.equal(downloads, 0, "no request for the whole file");
+        else assert.equal(downloads, 2, "downloaded twice: the UNet, first in the file, is too big to keep");
+        manifests[ranges] = r.manifest;
+      } finally {
+        files.close();
+      }
+    }
+    assert.equal(manifests[false], manifests[true], "the same model both ways");
   } finally {
     await browser.close();
     server.close();

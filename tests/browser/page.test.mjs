@@ -318,7 +318,7 @@ test("a model bigger than the free storage is refused before downloading, saying
   await context.close();
 });
 
-test("imports a diffusers folder from this computer, lists it and loads it", { timeout: 300_000 }, async () => {
+test("imports a diffusers folder from this computer, lists it and loads it; a link to a missing file says so", { timeout: 300_000 }, async () => {
   const context = await browser.newContext();
   const requests = [];
   context.on("request", (r) => requests.push(r));
@@ -344,6 +344,13 @@ test("imports a diffusers folder from this computer, lists it and loads it", { t
   await page.locator("#cached summary").click();
   await page.waitForFunction(() => [...document.querySelectorAll("#cached-list li")].some((li) => li.textContent.includes("local:my model")));
   await screenshot(page, "page-import");
+  // A link instead: imported by gen.importUrl; a missing file says so, with its status.
+  const missing = `${origin}/missing.safetensors`;
+  await page.fill("#import-url", missing);
+  assert.equal(await page.locator("#import-chosen").textContent(), `Link: ${missing}`);
+  await page.click("#import-start");
+  await page.waitForFunction(() => /^Imported|^Not imported/.test(document.querySelector("#import-status").textContent), null, { timeout: 60_000 });
+  assert.match(await page.locator("#import-status").textContent(), new RegExp(`^Not imported: ${missing.replaceAll(".", "\\.")}: HTTP 404`));
   await context.close();
 });
 

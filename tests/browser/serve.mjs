@@ -3,7 +3,7 @@
 // folder, and an empty page at `/` to run scripts in. With `ranges`, a `Range: bytes=A-B`
 // request gets a 206 with those bytes (as model hubs answer), else the whole file (200); with
 // `cors`, any origin may read the files. `server.served` lists each file answer:
-// { path, range (the header, or null), status, bytes (how many sent) }.
+// { path, range (the header, or null), status, bytes (the length of the answer's body) }.
 import { createReadStream, existsSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { extname, join, normalize } from "node:path";
