@@ -262,8 +262,8 @@ function fileName(url) {
  * read; resolves to its key ("local:NAME", NAME by default the file's name less
  * `.safetensors`). With HTTP range requests (a 206 to the first, which reads 8 bytes) only
  * the header and then the tensors the converter asks for are fetched; a server that answers
- * 200 instead is read in one streamed download (StreamReader). The file is never stored, nor
- * held whole in memory. Options: those of `importFiles`.
+ * 200 instead is read as a stream, in one download (or two for a file laid out in an unusual
+ * order: StreamReader). The file is never stored, nor held whole in memory. Options: those of `importFiles`.
  */
 export async function importUrl(url, { config, ...options } = {}) {
   let href;
