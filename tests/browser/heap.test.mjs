@@ -118,11 +118,12 @@ test("importing a full-size SD 1.5 single file keeps the importer's wasm heap un
   }
 });
 
-// importUrl: the same file served on 127.0.0.1 by range requests, and by a server that ignores
-// ranges. This file lays the UNet out first and the converter reads the text encoder first, so
-// the stream keeps what it can (512 MiB at most) and downloads the file a second time for the
-// rest. Both store the same model (the manifest names every chunk by its sha256).
-test("importing a full-size SD 1.5 single file by URL stores the same model by range requests and from one server ignoring ranges (downloaded twice)", { timeout: 10 * 60_000 }, async () => {
+// importUrl from a server that ignores ranges: this file lays the UNet out first and the
+// converter reads the text encoder first, so the stream keeps what it can (512 MiB at most)
+// and downloads the file a second time for the rest. Range requests at this size took 55 s
+// (1271 requests) and stored the same manifest; the fast suite checks them byte for byte on
+// the tiny file (import.test.mjs), so only the path nothing else reaches runs here.
+test("importing a full-size SD 1.5 single file by URL from a server ignoring ranges downloads it twice and reads every planned byte", { timeout: 10 * 60_000 }, async () => {
   const file = join(work, "sd15-url.safetensors");
   fullSizeSd15(file);
   const server = await serve({ "/pkg/": join(ROOT, "www", "pkg") });
@@ -130,8 +131,7 @@ test("importing a full-size SD 1.5 single file by URL stores the same model by r
   try {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${server.address().port}/`);
-    const manifests = {};
-    for (const ranges of [true, false]) {
+    for (const ranges of [false]) {
       const files = await serve({ "/files/": work }, { ranges, cors: true });
       try {
         const r = await page.evaluate(async ([url, name]) => {
@@ -161,12 +161,12 @@ test("importing a full-size SD 1.5 single file by URL stores the same model by r
         assert.equal(r.last.bytesRead, r.last.totalBytes);
         if (ranges) assert.equal(downloads, 0, "no request for the whole file");
         else assert.equal(downloads, 2, "downloaded twice: the UNet, first in the file, is too big to keep");
-        manifests[ranges] = r.manifest;
+        const { tensors } = JSON.parse(r.manifest);
+        assert.ok(Object.keys(tensors).length > 1000, "SD 1.5's ~1130 tensors stored");
       } finally {
         files.close();
       }
     }
-    assert.equal(manifests[false], manifests[true], "the same model both ways");
   } finally {
     await browser.close();
     server.close();
