@@ -19,6 +19,17 @@ function current() {
   return generator;
 }
 
+// An import's options as the worker passes them on: its cancel signal, and its progress and
+// notes posted back to the request's caller.
+function importEvents(options, id, signal) {
+  return {
+    ...options,
+    signal,
+    onProgress: (p) => postMessage({ id, event: "progress", ...p }),
+    onNote: (note) => postMessage({ id, event: "note", note }),
+  };
+}
+
 const handlers = {
   // Generator.create(options): what it chose ({ kind, adapter, reason }).
   async create({ options }) {
@@ -39,22 +50,12 @@ const handlers = {
   // A model from the user's files (import.js): its key. Files come as File objects, which
   // reach the worker without being read.
   async importFile({ files, options }, id, signal) {
-    return importFiles(files, {
-      ...options,
-      signal,
-      onProgress: (p) => postMessage({ id, event: "progress", ...p }),
-      onNote: (note) => postMessage({ id, event: "note", note }),
-    });
+    return importFiles(files, importEvents(options, id, signal));
   },
 
   // The same from a .safetensors file at `url` (absolute: engine.js resolves it).
   async importUrl({ url, options }, id, signal) {
-    return importUrl(url, {
-      ...options,
-      signal,
-      onProgress: (p) => postMessage({ id, event: "progress", ...p }),
-      onNote: (note) => postMessage({ id, event: "note", note }),
-    });
+    return importUrl(url, importEvents(options, id, signal));
   },
 
   async loadFiles({ files }) {
