@@ -83,18 +83,20 @@ fn cpu_weight_bytes(manifest: &Manifest, keep_q8: bool) -> u64 {
 }
 
 /// Refuses a model whose weights would take more than `limit` bytes on the CPU backend even
-/// with q8 kept quantized, with what to do: a q8 conversion, or the GPU engine.
+/// with q8 kept quantized, with what to do: a q8 copy, or the GPU engine. A
+/// [`Error::BadInput`], not an out-of-memory error: nothing ran out, the model does not fit
+/// the engine (a GPU's out-of-memory advice — smaller images, q4 — would mislead here).
 pub fn fits_the_cpu_engine(manifest: &Manifest, limit: u64) -> Result<(), Error> {
     let bytes = cpu_weight_bytes(manifest, true);
     if bytes <= limit {
         return Ok(());
     }
     let gb = |b: u64| b as f64 / 1e9;
-    Err(Error::OutOfMemory(format!(
-        "on the CPU engine this model's weights take {:.1} GB (only q8 weights stay quantized \
-         there; this model is {}), more than the {:.1} GB WebAssembly can hold beside a \
-         generation: convert it with `sd-weights convert --quant q8`, or use the GPU engine \
-         (backend \"webgpu\")",
+    Err(Error::BadInput(format!(
+        "this model is too big for the CPU engine: its weights take {:.1} GB there (only q8 \
+         weights stay quantized on the CPU; this model is {}), more than the {:.1} GB \
+         WebAssembly can hold beside a generation. Use a q8 copy (import or convert it again \
+         at q8: `sd-weights convert --quant q8`), or a GPU (the WebGPU engine)",
         gb(bytes),
         manifest.quantization.name(),
         gb(limit)
@@ -423,8 +425,8 @@ mod tests {
             .sum();
         assert!(fits_the_cpu_engine(&q8, want).is_ok());
         let err = fits_the_cpu_engine(&q8, want - 1).unwrap_err();
-        assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
-        assert!(err.to_string().contains("--quant q8"), "{err}");
+        assert!(matches!(err, Error::BadInput(_)), "{err}");
+        assert!(err.to_string().contains("at q8"), "{err}");
         // Small enough to expand: expanded by default on the CPU, kept on request.
         assert!(cpu_weight_bytes(&q8, false) < CPU_WEIGHT_BYTES);
     }
