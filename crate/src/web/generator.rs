@@ -27,7 +27,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use super::info::{model_info_object, schedulers_array};
 use super::options::{function, image_object, params};
-use super::{abort_error, get};
+use super::{abort_error, aborted, get};
 use crate::device::{BackendChoice, BackendKind};
 use crate::model::StableDiffusion;
 use crate::pipeline::{Progress, now_ms};
@@ -465,8 +465,7 @@ async fn generate(
     let params = params(options, mode, &model.info().defaults)?;
     let on_step = function(options, "onStep")?;
     let signal = get(options, "signal");
-    let aborted = || get(&signal, "aborted").as_bool().unwrap_or(false);
-    if aborted() {
+    if aborted(&signal) {
         return Err(abort_error());
     }
     let mut callback_error = None;
@@ -482,7 +481,7 @@ async fn generate(
                     }
                 }
             }
-            !aborted()
+            !aborted(&signal)
         })
         .await;
     if let Some(e) = callback_error {

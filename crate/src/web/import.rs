@@ -15,12 +15,12 @@
 
 mod source;
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use super::get;
-use super::options::{function, text};
+use super::options::{function, report, text, unknown_key};
 use super::storage::{cache_drop_unlisted, cache_put, cache_put_model, stored_manifest};
+use super::{aborted, get};
 use crate::convert::{Converter, Input};
 use crate::format::{DEFAULT_CHUNK_BYTES, Dtype, MAX_CHUNK_BYTES};
 use crate::pipeline::now_ms;
@@ -112,14 +112,14 @@ pub async fn import_model(
     let signal = get(&options, "signal");
     // A read that failed because the import was cancelled (a fetch aborted) is a cancel.
     let cancelled = |e: JsValue| {
-        if signal_aborted(&signal) {
+        if aborted(&signal) {
             super::abort_error()
         } else {
             e
         }
     };
     let (input, file_index) = source.input(v_prediction).await.map_err(cancelled)?;
-    if signal_aborted(&signal) {
+    if aborted(&signal) {
         return Err(super::abort_error());
     }
     for note in &input.notes {
@@ -161,16 +161,13 @@ fn check_options(options: &JsValue) -> Result<(), Error> {
     if !options.is_object() {
         return Err(Error::BadInput("import: pass an options object".into()));
     }
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if !OPTIONS.contains(&key.as_str()) {
-            return Err(Error::BadInput(format!(
-                "unknown import option \"{key}\"; the options are: {}, config",
-                OPTIONS.join(", ")
-            )));
-        }
+    match unknown_key(options, &OPTIONS) {
+        Some(key) => Err(Error::BadInput(format!(
+            "unknown import option \"{key}\"; the options are: {}, config",
+            OPTIONS.join(", ")
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn chunk_size(options: &JsValue) -> Result<u64, Error> {
@@ -186,10 +183,6 @@ fn chunk_size(options: &JsValue) -> Result<u64, Error> {
             DEFAULT_CHUNK_BYTES >> 20
         ))),
     }
-}
-
-fn signal_aborted(signal: &JsValue) -> bool {
-    get(signal, "aborted").as_bool().unwrap_or(false)
 }
 
 /// `local:NAME`, or `local:NAME-2`, `-3`, ... when that is stored already.
@@ -228,7 +221,7 @@ async fn convert(
     source.plan(&ranges)?;
     let (started, mut read) = (now_ms(), 0u64);
     while let Some(range) = converter.next_range() {
-        if signal_aborted(&signal) {
+        if aborted(&signal) {
             return Err(super::abort_error());
         }
         let len = range.len.min(PIECE_BYTES);
@@ -241,11 +234,9 @@ async fn convert(
             store(&chunk.sha256, &chunk.bytes, stored).await?;
         }
         read += len;
-        if let Some(f) = &on_progress {
-            f.call1(&JsValue::NULL, &progress(read, total, now_ms() - started)?)?;
-        }
+        report(&on_progress, &progress(read, total, now_ms() - started))?;
     }
-    if signal_aborted(&signal) {
+    if aborted(&signal) {
         return Err(super::abort_error());
     }
     let done = converter.finish()?;
@@ -279,7 +270,8 @@ async fn store(sha256: &str, bytes: &[u8], stored: &mut Vec<String>) -> Result<(
     Ok(())
 }
 
-fn progress(read: u64, total: u64, ms: f64) -> Result<JsValue, JsValue> {
+/// `onProgress`'s fields: bytes read of `total`, the speed so far and the seconds left.
+fn progress(read: u64, total: u64, ms: f64) -> [(&'static str, JsValue); 4] {
     let per_second = if ms > 0.0 {
         read as f64 / ms * 1000.0
     } else {
@@ -290,10 +282,10 @@ fn progress(read: u64, total: u64, ms: f64) -> Result<JsValue, JsValue> {
     } else {
         JsValue::NULL
     };
-    let o = Object::new();
-    Reflect::set(&o, &"bytesRead".into(), &(read as f64).into())?;
-    Reflect::set(&o, &"totalBytes".into(), &(total as f64).into())?;
-    Reflect::set(&o, &"bytesPerSecond".into(), &per_second.into())?;
-    Reflect::set(&o, &"secondsLeft".into(), &left)?;
-    Ok(o.into())
+    [
+        ("bytesRead", (read as f64).into()),
+        ("totalBytes", (total as f64).into()),
+        ("bytesPerSecond", per_second.into()),
+        ("secondsLeft", left),
+    ]
 }

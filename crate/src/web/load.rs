@@ -10,9 +10,10 @@
 //! requested). Progress events: `{ phase: "download", loaded, total, chunk, cached }` while
 //! each file arrives and after it (bytes, all files together), then `{ phase: "build" }`.
 
-use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
+use super::options::report;
 use super::storage::{
     cache_get, cache_has, cache_put, cache_put_model, download, manifest_text, storage_free,
     stored_manifest,
@@ -41,17 +42,6 @@ fn network_error(url: &str, e: JsValue) -> JsValue {
         .as_string()
         .unwrap_or_else(|| format!("{e:?}"));
     Error::Io(format!("downloading {url} failed ({why}); check the connection and that the server allows this origin (CORS)")).into()
-}
-
-fn progress(on_progress: &Option<Function>, fields: &[(&str, JsValue)]) -> Result<(), JsValue> {
-    if let Some(f) = on_progress {
-        let o = Object::new();
-        for (k, v) in fields {
-            Reflect::set(&o, &(*k).into(), v)?;
-        }
-        f.call1(&JsValue::NULL, &o)?;
-    }
-    Ok(())
 }
 
 /// A JS `Error` with `code` "quota".
@@ -160,7 +150,7 @@ pub async fn load(
         // Progress inside the file while it downloads.
         let (progress_fn, before, path) = (on_progress.clone(), loaded, entry.path.clone());
         let on_bytes = Closure::<dyn FnMut(f64)>::new(move |received: f64| {
-            let _ = progress(
+            let _ = report(
                 &progress_fn,
                 &[
                     ("phase", "download".into()),
@@ -189,7 +179,7 @@ pub async fn load(
         if let Some(bytes) = stored {
             cache_put(&entry.sha256, &bytes).await?;
         }
-        progress(
+        report(
             &on_progress,
             &[
                 ("phase", "download".into()),
@@ -205,7 +195,7 @@ pub async fn load(
         .map(|e| JsValue::from(e.sha256.as_str()))
         .collect();
     cache_put_model(url, &text, shas, total as f64).await?;
-    progress(&on_progress, &[("phase", "build".into())])?;
+    report(&on_progress, &[("phase", "build".into())])?;
     let files = loader.finish()?;
     Ok(StableDiffusion::load(
         &files,

@@ -70,6 +70,11 @@ pub(crate) fn abort_error() -> JsValue {
     e
 }
 
+/// Whether `signal` (an `AbortSignal`, or undefined) has aborted.
+pub(crate) fn aborted(signal: &JsValue) -> bool {
+    get(signal, "aborted").as_bool().unwrap_or(false)
+}
+
 pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }

@@ -38,6 +38,30 @@ fn bad(msg: String) -> Error {
     Error::BadInput(msg)
 }
 
+/// The first key of the options object `options` that is not in `allowed`, for the caller's
+/// "unknown option" error.
+pub(crate) fn unknown_key(options: &JsValue, allowed: &[&str]) -> Option<String> {
+    Object::keys(options.unchecked_ref::<Object>())
+        .iter()
+        .map(|key| key.as_string().unwrap_or_default())
+        .find(|key| !allowed.contains(&key.as_str()))
+}
+
+/// Calls `callback` (an `onProgress`), if given, with an object of `fields`.
+pub(crate) fn report(
+    callback: &Option<js_sys::Function>,
+    fields: &[(&str, JsValue)],
+) -> Result<(), JsValue> {
+    if let Some(f) = callback {
+        let o = Object::new();
+        for (k, v) in fields {
+            Reflect::set(&o, &(*k).into(), v)?;
+        }
+        f.call1(&JsValue::NULL, &o)?;
+    }
+    Ok(())
+}
+
 fn number(options: &JsValue, key: &str) -> Result<Option<f64>, Error> {
     let v = get(options, key);
     if v.is_undefined() || v.is_null() {
@@ -123,13 +147,10 @@ pub fn backend_choice(options: &JsValue) -> Result<BackendChoice, Error> {
             "Generator.create: pass an options object, e.g. { backend: \"auto\" }".into(),
         ));
     }
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if key != "backend" {
-            return Err(bad(format!(
-                "unknown option \"{key}\" of Generator.create; the options are: backend"
-            )));
-        }
+    if let Some(key) = unknown_key(options, &["backend"]) {
+        return Err(bad(format!(
+            "unknown option \"{key}\" of Generator.create; the options are: backend"
+        )));
     }
     match text(options, "backend")? {
         Some(name) => BackendChoice::parse(&name),
@@ -178,14 +199,11 @@ pub fn params(
             "{mode}: pass an options object, e.g. {{ prompt: \"a lighthouse\" }}"
         )));
     }
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
-        if !OPTIONS.contains(&key.as_str()) {
-            return Err(bad(format!(
-                "unknown option \"{key}\"; the options are: {}",
-                OPTIONS.join(", ")
-            )));
-        }
+    if let Some(key) = unknown_key(options, &OPTIONS) {
+        return Err(bad(format!(
+            "unknown option \"{key}\"; the options are: {}",
+            OPTIONS.join(", ")
+        )));
     }
     let mut p = GenerateParams::default();
     p.prompt = text(options, "prompt")?.ok_or_else(|| bad("prompt: missing (a string)".into()))?;
